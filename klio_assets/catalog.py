@@ -1,0 +1,226 @@
+"""The track catalog: which source audio each track ID stands for, and why tracks failed.
+
+Dagster's ``tracks`` dynamic partitions hold the IDs; this small SQL database (SQLite in the
+home by default, PostgreSQL in production) maps each ID to its source URI and keeps, per
+analysis, the reason of each track's latest failure so that the CLI and the UI can show it.
+Lookups and writes are batched: one statement per chunk of IDs, never one per track.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from klio_assets.errors import CatalogError
+
+_METADATA = sa.MetaData()
+TRACKS = sa.Table(
+    "klio_tracks",
+    _METADATA,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("track_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("uri", sa.Text, nullable=False),
+    sa.Column("added_at", sa.Float, nullable=False),
+)
+FAILURES = sa.Table(
+    "klio_failures",
+    _METADATA,
+    sa.Column("asset", sa.String(128), primary_key=True),
+    sa.Column("track_id", sa.String(128), primary_key=True),
+    sa.Column("version", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("failed_at", sa.Float, nullable=False),
+)
+#: IDs per SQL statement (SQLite allows 32766 bound variables; PostgreSQL far more).
+CHUNK = 5000
+
+_ENGINES: dict[str, sa.Engine] = {}
+_LOCK = threading.Lock()
+
+
+def _engine(url: str) -> sa.Engine:
+    with _LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            if url.startswith("sqlite:///"):
+                folder = os.path.dirname(url[len("sqlite:///") :])
+                if folder:
+                    os.makedirs(folder, exist_ok=True)
+                engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+                @sa.event.listens_for(engine, "connect")
+                def _wal(dbapi_connection, _record) -> None:  # readers never wait for a writer
+                    cursor = dbapi_connection.cursor()
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    cursor.execute("PRAGMA synchronous=NORMAL")
+                    cursor.close()
+
+            else:
+                engine = sa.create_engine(url, pool_pre_ping=True)
+            _METADATA.create_all(engine)
+            _ENGINES[url] = engine
+        return engine
+
+
+def _chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class Registration:
+    """What :meth:`TrackCatalog.register` did.
+
+    Attributes
+    ----------
+    added : list of str
+        IDs new to the catalog, in order.
+    known : list of str
+        IDs already registered with the same URI.
+    conflicts : dict of str to str
+        IDs already registered with another URI: ID to a message.
+    """
+
+    added: list[str] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)
+    conflicts: dict[str, str] = field(default_factory=dict)
+
+
+class TrackCatalog:
+    """Track ID to source URI, plus failure reasons.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL (``sqlite:////abs/path/catalog.db``, ``postgresql+psycopg2://...``).
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine (one per URL and process)."""
+        return _engine(self.url)
+
+    def register(self, tracks: Sequence[tuple[str, str]]) -> Registration:
+        """Add ``(track_id, uri)`` pairs; IDs must already be validated.
+
+        A pair whose ID is registered with another URI is not changed: it is reported as a
+        conflict (moving a track is a deliberate act, not a side effect of adding a folder).
+        """
+        outcome = Registration()
+        wanted: dict[str, str] = {}
+        for track_id, uri in tracks:
+            if track_id in wanted and wanted[track_id] != uri:
+                outcome.conflicts[track_id] = (
+                    f"track {track_id!r} is given twice: {wanted[track_id]} and {uri}"
+                )
+                continue
+            wanted.setdefault(track_id, uri)
+        ids = [t for t in wanted if t not in outcome.conflicts]
+        now = time.time()
+        with self.engine.begin() as conn:
+            for chunk in _chunks(ids):
+                existing = dict(
+                    conn.execute(
+                        sa.select(TRACKS.c.track_id, TRACKS.c.uri).where(TRACKS.c.track_id.in_(chunk))
+                    ).all()
+                )
+                rows = []
+                for track_id in chunk:
+                    if track_id not in existing:
+                        rows.append({"track_id": track_id, "uri": wanted[track_id], "added_at": now})
+                        outcome.added.append(track_id)
+                    elif existing[track_id] == wanted[track_id]:
+                        outcome.known.append(track_id)
+                    else:
+                        outcome.conflicts[track_id] = (
+                            f"track {track_id!r} is already registered for {existing[track_id]}, "
+                            f"not {wanted[track_id]}"
+                        )
+                if rows:
+                    conn.execute(TRACKS.insert(), rows)
+        return outcome
+
+    def resolve(self, track_ids: Sequence[str]) -> dict[str, str]:
+        """Source URIs of the registered IDs among ``track_ids``."""
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(track_ids)):
+                found.update(
+                    conn.execute(
+                        sa.select(TRACKS.c.track_id, TRACKS.c.uri).where(TRACKS.c.track_id.in_(chunk))
+                    ).all()
+                )
+        return found
+
+    def count(self) -> int:
+        """Number of registered tracks."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(TRACKS)).scalar_one())
+
+    def track_ids(self) -> list[str]:
+        """All registered IDs, in registration order."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(TRACKS.c.track_id).order_by(TRACKS.c.seq)).scalars())
+
+    def record_outcomes(
+        self,
+        asset: str,
+        *,
+        version: str,
+        run_id: str,
+        failed: Mapping[str, str],
+        succeeded: Iterable[str],
+    ) -> None:
+        """Remember failure reasons of ``failed`` and forget those of ``succeeded``."""
+        done = [t for t in succeeded if t not in failed]
+        now = time.time()
+        with self.engine.begin() as conn:
+            for chunk in _chunks(done + list(failed)):
+                conn.execute(
+                    FAILURES.delete().where(FAILURES.c.asset == asset, FAILURES.c.track_id.in_(chunk))
+                )
+            if failed:
+                conn.execute(
+                    FAILURES.insert(),
+                    [
+                        {
+                            "asset": asset,
+                            "track_id": t,
+                            "version": version,
+                            "reason": reason,
+                            "run_id": run_id,
+                            "failed_at": now,
+                        }
+                        for t, reason in failed.items()
+                    ],
+                )
+
+    def failures(self, asset: str, track_ids: Sequence[str] | None = None) -> dict[str, str]:
+        """Latest failure reason per track of ``asset`` (optionally only for ``track_ids``)."""
+        query = sa.select(FAILURES.c.track_id, FAILURES.c.reason).where(FAILURES.c.asset == asset)
+        with self.engine.connect() as conn:
+            if track_ids is None:
+                return dict(conn.execute(query.order_by(FAILURES.c.track_id)).all())
+            found: dict[str, str] = {}
+            for chunk in _chunks(list(track_ids)):
+                found.update(conn.execute(query.where(FAILURES.c.track_id.in_(chunk))).all())
+            return found
+
+
+def get_catalog(url: str) -> TrackCatalog:
+    """A :class:`TrackCatalog` for ``url``, raising a clear error if it cannot be opened."""
+    try:
+        catalog = TrackCatalog(url)
+        catalog.engine  # noqa: B018 - opens (and creates) the database now
+    except sa.exc.SQLAlchemyError as exc:
+        raise CatalogError(f"cannot open the track catalog at {url}: {exc}") from exc
+    return catalog

@@ -1,0 +1,410 @@
+"""``klio-assets``: register tracks, run analyses, see where things stand.
+
+The command names and options are a contract: ``add``, ``run``, ``status``, ``show`` (plus
+``dev`` and ``demo``). Settings come from the environment (:mod:`klio_assets.settings`);
+``dagster dev`` started with ``klio-assets dev`` reads the same ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from klio_assets.errors import KlioAssetsError
+from klio_assets.settings import Settings
+
+_STATUS_ORDER = ("computed", "skipped", "failed", "would_compute", "would_skip")
+
+
+def _settings() -> Settings:
+    from klio_assets.launch import prepare_environment  # noqa: PLC0415 - imports Dagster
+
+    settings = Settings.from_env()
+    prepare_environment(settings)
+    return settings
+
+
+def _instance():
+    import dagster as dg  # noqa: PLC0415 - slow import, only for commands that need it
+
+    return dg.DagsterInstance.get()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"klio-assets: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Klio-style audio analyses as partitioned Dagster assets, one Beam job per batch.
+
+    Settings: KLIO_ASSETS_HOME (default ./.klio-assets), KLIO_ASSETS_STORAGE,
+    KLIO_ASSETS_BEAM_OPTIONS, KLIO_ASSETS_BATCH_SIZE.
+    """
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), help="CSV with track_id,path columns.")
+@click.option("--allow-root", "allow_roots", multiple=True, type=click.Path(file_okay=False),
+              help="Folder manifest paths may point into (besides the manifest's own).")
+@click.option("--follow-symlinks", is_flag=True, help="Accept symlinks that lead out of added folders.")
+def add(paths: Sequence[str], manifest: str | None, allow_roots: Sequence[str], follow_symlinks: bool) -> None:
+    """Register tracks: audio files, folders (searched recursively) or a CSV manifest."""
+    if not paths and not manifest:
+        _fail("give audio files, folders or --manifest")
+    settings = _settings()
+    from klio_assets.catalog import get_catalog  # noqa: PLC0415
+    from klio_assets.tracks import discover, register_tracks  # noqa: PLC0415
+
+    try:
+        found = discover(paths, manifest=manifest, allowed_roots=allow_roots, follow_symlinks=follow_symlinks)
+        outcome = register_tracks(_instance(), get_catalog(settings.catalog_url), found.tracks)
+    except KlioAssetsError as exc:
+        _fail(str(exc))
+    click.echo(
+        f"registered {len(outcome.added)} new tracks ({len(outcome.known)} already registered); "
+        f"catalog {settings.catalog_url}"
+    )
+    problems = [*found.rejected, *((t, msg) for t, msg in outcome.conflicts.items())]
+    for what, reason in problems:
+        click.echo(f"  refused {what}: {reason}", err=True)
+    if problems:
+        sys.exit(1)
+
+
+def _summary_rows(selected: Sequence[str], invocation: Any) -> dict[str, Counter]:
+    rows = {name: Counter() for name in selected}
+    for name, done in invocation.already_done.items():
+        rows[name]["skipped"] += len(done)
+    for run in invocation.runs:
+        if run.summary:
+            for name, counts in run.summary["assets"].items():
+                rows[name].update(counts)
+        else:
+            for name in selected:
+                rows[name]["failed"] += len(run.track_ids)
+    return rows
+
+
+@main.command()
+@click.argument("assets", nargs=-1)
+@click.option("--tracks", "tracks", multiple=True, help="Track ID (repeatable); default: every track.")
+@click.option("--force", is_flag=True, help="Recompute even where outputs exist.")
+@click.option("--dry-run", is_flag=True, help="Report what would be computed or skipped; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool, as_json: bool) -> None:
+    """Materialize ASSETS (default: all) for the tracks that need it, through Dagster.
+
+    Tracks already materialized for the current code version are skipped without a run;
+    the rest go in contiguous ranges of at most KLIO_ASSETS_BATCH_SIZE tracks, one Dagster
+    run and one Beam job each. Exits 1 if any track failed.
+    """
+    started = time.perf_counter()
+    settings = _settings()
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from klio_assets import launch  # noqa: PLC0415
+
+    all_planned = _planned(settings)
+    names = list(all_planned)
+    unknown = [a for a in assets if a not in names]
+    if unknown:
+        _fail(f"unknown assets {unknown}; known: {', '.join(names)}")
+    selected = [n for n in names if not assets or n in assets]
+    instance = _instance()
+    storage = _storage(settings)
+    try:
+        ordered, wanted = launch.resolve_tracks(instance, tracks)
+    except KlioAssetsError as exc:
+        _fail(str(exc))
+    invocation = launch.Invocation(selected=selected)
+    if force or dry_run:
+        todo = wanted
+    else:
+        todo, invocation.already_done = launch.tracks_to_run(instance, storage, all_planned, selected, wanted)
+    batches = launch.contiguous_ranges(ordered, todo, settings.batch_size)
+    console = Console(stderr=True)
+    if not as_json:
+        skipped = len(wanted) - len(todo)
+        console.print(
+            f"{len(wanted)} tracks, analyses {', '.join(selected)}: {len(todo)} to run in "
+            f"{len(batches)} run(s) of at most {settings.batch_size}"
+            + (f", {skipped} already materialized" if skipped else "")
+        )
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=as_json or not todo, transient=False,
+    ) as progress:
+        bar = progress.add_task("tracks", total=len(todo))
+        base = 0
+        for batch in batches:
+            lock = threading.Lock()
+
+            def on_progress(done: int, base: int = base) -> None:
+                with lock:
+                    progress.update(bar, completed=base + done)
+
+            outcome = launch.execute_range(
+                instance, selected=selected, track_ids=batch, force=force, dry_run=dry_run,
+                storage=storage, on_progress=on_progress,
+            )
+            invocation.runs.append(outcome)
+            base += len(batch)
+            progress.update(bar, completed=base)
+    invocation.wall_seconds = round(time.perf_counter() - started, 3)
+    failed = _report_run(invocation, selected, dry_run=dry_run, as_json=as_json, console=console)
+    sys.exit(1 if failed else 0)
+
+
+def _planned(settings: Settings):
+    from klio_assets.analyses import load_analyses  # noqa: PLC0415
+    from klio_assets.worker.plan import plan_analyses  # noqa: PLC0415
+
+    return plan_analyses(load_analyses(settings.analysis_modules), settings.params)
+
+
+def _storage(settings: Settings):
+    from klio_assets.worker.storage import Storage  # noqa: PLC0415
+
+    return Storage(settings.storage)
+
+
+def _report_run(invocation: Any, selected: Sequence[str], *, dry_run: bool, as_json: bool, console: Any) -> int:
+    rows = _summary_rows(selected, invocation)
+    tracks_detail: dict[str, dict[str, Any]] = {}
+    audio_hours = computed_hours = beam_seconds = 0.0
+    errors = []
+    for run in invocation.runs:
+        if run.summary:
+            tracks_detail.update(run.summary.get("tracks_detail", {}))
+            audio_hours += run.summary.get("audio_hours", 0.0)
+            computed_hours += run.summary.get("computed_audio_hours", 0.0)
+            beam_seconds += run.summary.get("beam_seconds", 0.0)
+        if run.error:
+            errors.append(f"run {run.run_id}: {run.error}")
+    failed = {
+        (name, t): rec.get("reason", "")
+        for t, per in tracks_detail.items()
+        for name, rec in per.items()
+        if rec.get("status") == "failed"
+    }
+    n_failed = sum(c["failed"] for c in rows.values())
+    if as_json:
+        click.echo(json.dumps({
+            "assets": {n: dict(c) for n, c in rows.items()},
+            "runs": [r.run_id for r in invocation.runs],
+            "failed": {f"{n}/{t}": reason for (n, t), reason in failed.items()},
+            "tracks": tracks_detail,
+            "already_materialized": invocation.already_done,
+            "audio_hours": round(audio_hours, 4),
+            "computed_audio_hours": round(computed_hours, 4),
+            "beam_seconds": round(beam_seconds, 3),
+            "wall_seconds": invocation.wall_seconds,
+            "errors": errors,
+        }, sort_keys=True))
+        return n_failed
+    from rich.table import Table  # noqa: PLC0415
+
+    statuses = [s for s in _STATUS_ORDER if any(c[s] for c in rows.values())] or ["skipped"]
+    table = Table(title="dry run: nothing computed" if dry_run else "klio-assets run")
+    table.add_column("analysis")
+    for status in statuses:
+        table.add_column(status, justify="right")
+    for name, counts in rows.items():
+        table.add_row(name, *(str(counts[s]) for s in statuses))
+    console.print(table)
+    if dry_run and tracks_detail:
+        detail = Table(title="per track")
+        detail.add_column("track")
+        for name in selected:
+            detail.add_column(name)
+        for track_id, per in list(tracks_detail.items())[:200]:
+            detail.add_row(track_id, *(_cell(per.get(n)) for n in selected))
+        console.print(detail)
+    rate = f", {computed_hours * 3600 / beam_seconds:.0f}x realtime" if beam_seconds and computed_hours else ""
+    console.print(
+        f"{audio_hours:.3f} h of audio in {len(invocation.runs)} run(s), "
+        f"{computed_hours:.3f} h computed{rate}; {invocation.wall_seconds:.1f} s in all"
+    )
+    for (name, track_id), reason in list(failed.items())[:20]:
+        console.print(f"[red]failed[/red] {name} {track_id}: {reason}", highlight=False)
+    if len(failed) > 20:
+        console.print(f"... and {len(failed) - 20} more (klio-assets status)")
+    for error in errors:
+        console.print(f"[red]error[/red] {error}", highlight=False)
+    if invocation.runs:
+        console.print("runs: " + ", ".join(r.run_id for r in invocation.runs) + " (see them in klio-assets dev)")
+    return n_failed
+
+
+def _cell(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "-"
+    text = record["status"]
+    if record.get("shared_from"):
+        text += f" (same as {record['shared_from']})"
+    if record.get("reason"):
+        text += f": {record['reason'][:60]}"
+    return text
+
+
+def collect_status(settings: Settings) -> dict[str, Any]:
+    """``{"tracks": N, "assets": {name: {"materialized", "missing", "failed"}}}``."""
+    from klio_assets.catalog import get_catalog  # noqa: PLC0415
+    from klio_assets.launch import materialized_tracks  # noqa: PLC0415
+    from klio_assets.partitions import TRACKS  # noqa: PLC0415
+
+    instance = _instance()
+    catalog = get_catalog(settings.catalog_url)
+    registered = set(instance.get_dynamic_partitions(TRACKS))
+    out: dict[str, Any] = {"tracks": len(registered), "assets": {}}
+    for name in _planned(settings):
+        failed = {t: r for t, r in catalog.failures(name).items() if t in registered}
+        materialized = (materialized_tracks(instance, name) & registered) - set(failed)
+        out["assets"][name] = {
+            "materialized": len(materialized),
+            "missing": len(registered) - len(materialized) - len(failed),
+            "failed": failed,
+        }
+    return out
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(as_json: bool) -> None:
+    """Per analysis: how many tracks are materialized, missing, failed (with reasons)."""
+    state = collect_status(_settings())
+    if as_json:
+        click.echo(json.dumps(state, sort_keys=True))
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    console = Console()
+    table = Table(title=f"{state['tracks']} tracks")
+    for column in ("analysis", "materialized", "missing", "failed"):
+        table.add_column(column, justify="left" if column == "analysis" else "right")
+    for name, counts in state["assets"].items():
+        table.add_row(name, str(counts["materialized"]), str(counts["missing"]), str(len(counts["failed"])))
+    console.print(table)
+    for name, counts in state["assets"].items():
+        for track_id, reason in list(counts["failed"].items())[:20]:
+            console.print(f"[red]failed[/red] {name} {track_id}: {reason}", highlight=False)
+
+
+def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[str, Any]:
+    """The latest metadata of ``asset`` (for ``track_id``, or unpartitioned)."""
+    import dagster as dg  # noqa: PLC0415
+
+    from klio_assets.catalog import get_catalog  # noqa: PLC0415
+    from klio_assets.trackids import validate_track_id  # noqa: PLC0415
+
+    planned = _planned(settings)
+    if asset not in planned:
+        raise KlioAssetsError(f"unknown asset {asset!r}; known: {', '.join(planned)}")
+    instance = _instance()
+    if track_id is not None:
+        validate_track_id(track_id)
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[track_id] if track_id else None),
+        limit=1,
+    ).records
+    out: dict[str, Any] = {"asset": asset}
+    if track_id is not None:
+        out["track_id"] = track_id
+        failure = get_catalog(settings.catalog_url).failures(asset, [track_id]).get(track_id)
+    else:
+        failure = None
+    if records:
+        record = records[0]
+        materialization = record.asset_materialization
+        assert materialization is not None
+        out.update({k: v.value for k, v in materialization.metadata.items()})
+        out["run_id"] = record.run_id
+        out["materialized_at"] = record.timestamp
+    if failure is not None:
+        out["status"] = "failed"
+        out["reason"] = failure
+    elif not records:
+        out["status"] = "missing"
+    return out
+
+
+@main.command()
+@click.argument("asset")
+@click.argument("track_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show(asset: str, track_id: str | None, as_json: bool) -> None:
+    """The latest metadata of ASSET for TRACK_ID: uri, status, code_version..."""
+    try:
+        info = collect_show(_settings(), asset, track_id)
+    except KlioAssetsError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True, default=str))
+    else:
+        for key, value in info.items():
+            click.echo(f"{key}: {value}")
+    if info.get("status") in ("missing", "failed"):
+        sys.exit(1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
+def dev(dagster_args: Sequence[str]) -> None:
+    """Start ``dagster dev`` on this deployment's settings (UI on http://127.0.0.1:3000)."""
+    settings = _settings()
+    workspace = os.path.abspath("workspace.yaml")
+    if not os.path.exists(workspace):
+        workspace = os.path.join(settings.home, "workspace.yaml")
+        with open(workspace, "w") as fh:
+            fh.write(
+                "load_from:\n  - python_module:\n      module_name: klio_assets.definitions\n"
+                "      attribute: defs\n      location_name: klio_assets\n"
+            )
+    args = ["dagster", "dev", "-w", workspace, *dagster_args]
+    click.echo(f"DAGSTER_HOME={settings.home} {' '.join(args)}", err=True)
+    os.execvp(args[0], args)
+
+
+@main.command()
+@click.option("--tracks", "n_tracks", default=8, show_default=True, help="Number of demo tracks.")
+def demo(n_tracks: int) -> None:
+    """Make a small catalog of generated music, register it and run the first two analyses."""
+    settings = _settings()
+    from klio_assets.demo import make_demo_audio  # noqa: PLC0415
+
+    folder = os.path.join(settings.home, "demo-audio")
+    files = make_demo_audio(folder, n_tracks=n_tracks)
+    click.echo(f"demo audio: {len(files)} files in {folder}")
+    ctx = click.get_current_context()
+    try:
+        ctx.invoke(add, paths=[folder], manifest=None, allow_roots=(), follow_symlinks=False)
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    try:
+        ctx.invoke(run, assets=("source_audio", "downsampled_audio"), tracks=(), force=False, dry_run=False, as_json=False)
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    ctx.invoke(status, as_json=False)
+    click.echo(
+        "\nOutputs are under " + settings.storage + ".\n"
+        "Open the Dagster UI on this instance with:  klio-assets dev   (then http://127.0.0.1:3000)"
+    )
+
+
+if __name__ == "__main__":
+    main()

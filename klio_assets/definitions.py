@@ -1,0 +1,57 @@
+"""The one code location of klio-assets: ``defs``.
+
+Built from the deployment's settings (:mod:`klio_assets.settings`, read here and only here):
+one partitioned asset per analysis, all run by the ``audio_analyses`` multi-asset in one Beam
+job per batch of tracks, the resources that say where audio comes from and goes to and which
+Beam runner runs it, and the sensors and schedules.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from klio_assets.analyses import load_analyses
+from klio_assets.assets import build_analysis_assets
+from klio_assets.partitions import tracks_partitions
+from klio_assets.resources import BeamRunnerResource, CatalogResource, StorageResource
+from klio_assets.sensors import SCHEDULES, SENSORS
+from klio_assets.settings import Settings
+
+#: The job the CLI and sensors launch (any subset of analyses, any range of tracks).
+JOB_NAME = "audio_analyses_job"
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """The code location for one deployment's settings."""
+    analyses_asset = build_analysis_assets(
+        load_analyses(settings.analysis_modules),
+        batch_size=settings.batch_size,
+        params=settings.params,
+    )
+    job = dg.define_asset_job(
+        JOB_NAME,
+        selection=dg.AssetSelection.assets(analyses_asset),
+        partitions_def=tracks_partitions,
+        description="Materialize analyses for a range of tracks (one Beam job per run).",
+    )
+    return dg.Definitions(
+        assets=[analyses_asset],
+        jobs=[job],
+        sensors=SENSORS,
+        schedules=SCHEDULES,
+        resources={
+            "beam": BeamRunnerResource(pipeline_args=settings.beam_options),
+            "storage": StorageResource(root=settings.storage),
+            "catalog": CatalogResource(url=settings.catalog_url),
+        },
+        # One op per run: an extra process per step would only add start-up time.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(Settings.from_env())
+
+
+def get_analyses_job() -> dg.JobDefinition:
+    """The analyses job of :data:`defs` (the reconstructor the CLI hands to ``execute_job``)."""
+    return defs.resolve_job_def(JOB_NAME)

@@ -1,0 +1,97 @@
+"""The one exception hierarchy of klio-assets.
+
+Every error raised on purpose by the package derives from :class:`KlioAssetsError`.
+Messages name the track, the file and what is wrong, and where possible the fix::
+
+    track 'a1b2': cannot decode /audio/a1b2.mp3: file is truncated after 12.3 s
+
+This module imports nothing from Dagster or Beam: workers and the CLI share it.
+"""
+
+from __future__ import annotations
+
+
+class KlioAssetsError(Exception):
+    """Base class of every error raised by klio-assets."""
+
+
+class ParameterError(KlioAssetsError):
+    """A setting, argument or analysis parameter has an invalid value."""
+
+
+class TrackIdError(ParameterError):
+    """A track ID is not acceptable (characters, length, path tricks)."""
+
+
+class CatalogError(KlioAssetsError):
+    """The track catalog cannot answer (unknown track, conflicting registration)."""
+
+
+class StorageError(KlioAssetsError):
+    """Reading or writing the storage root failed."""
+
+    #: Whether trying again may succeed (connection reset, throttling, 5xx).
+    transient: bool = False
+
+
+class TransientStorageError(StorageError):
+    """A storage error that may go away when retried."""
+
+    transient = True
+
+
+class UnsafePathError(StorageError, ParameterError):
+    """A path or URI would escape the root it must stay under."""
+
+
+class TrackError(KlioAssetsError):
+    """One track cannot be processed; the rest of its batch goes on.
+
+    Parameters
+    ----------
+    track_id : str
+        The track that failed.
+    uri : str
+        The file involved (source audio or an upstream output).
+    problem : str
+        What is wrong, in plain words.
+    """
+
+    def __init__(self, track_id: str, uri: str, problem: str):
+        self.track_id = track_id
+        self.uri = uri
+        self.problem = problem
+        super().__init__(f"track {track_id!r}: {uri}: {problem}")
+
+
+class DecodeError(TrackError):
+    """The source audio cannot be decoded."""
+
+    def __init__(self, track_id: str, uri: str, problem: str):
+        super().__init__(track_id, uri, problem)
+        self.args = (f"track {track_id!r}: cannot decode {uri}: {problem}",)
+
+
+class MissingInputError(TrackError):
+    """An input the analysis needs does not exist (source file or upstream output)."""
+
+
+class AnalysisError(TrackError):
+    """The analysis function itself raised for this track."""
+
+
+class BeamJobError(KlioAssetsError):
+    """The Beam job did not finish successfully.
+
+    Parameters
+    ----------
+    job_id : str
+        The runner's job ID (or a local description).
+    state : str
+        The final state reported by the runner.
+    """
+
+    def __init__(self, message: str, *, job_id: str = "", state: str = ""):
+        self.job_id = job_id
+        self.state = state
+        super().__init__(message)

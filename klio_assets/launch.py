@@ -1,0 +1,230 @@
+"""Launching runs from outside the UI (CLI, tests, benchmarks), through the same Dagster job.
+
+The CLI does what a careful user does in the UI: pick the tracks that still need work
+(Dagster has no materialization for them, or their output for the current version is gone),
+cut them into contiguous ranges of at most ``batch_size`` partitions (one run = one range =
+one Beam job), and materialize each range with ``execute_job``, the code path of a run
+launched from the UI.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from klio_assets.errors import KlioAssetsError, ParameterError
+from klio_assets.partitions import TRACKS
+from klio_assets.settings import Settings
+from klio_assets.trackids import validate_track_id
+from klio_assets.worker.plan import Layout, PlannedAnalysis
+from klio_assets.worker.storage import Storage, shard_of
+
+INVOCATION_TAG = "klio/invocation"
+#: Default instance settings written to a new home: no telemetry, runs kept forever.
+DEFAULT_DAGSTER_YAML = """\
+# Written by klio-assets for a new KLIO_ASSETS_HOME; edit freely (e.g. PostgreSQL storage,
+# see deploy/dagster.yaml).
+telemetry:
+  enabled: false
+"""
+#: Dagster settings that keep per-track bookkeeping cheap (see klio_assets.reporting):
+#: one planned event per run instead of one per partition, batched event writes.
+FAST_BOOKKEEPING_ENV = {
+    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
+    "DAGSTER_EVENT_BATCH_SIZE": "1000",
+}
+
+
+def prepare_environment(settings: Settings) -> None:
+    """Point Dagster at ``KLIO_ASSETS_HOME`` (creating it) and set the bookkeeping variables."""
+    os.makedirs(settings.home, exist_ok=True)
+    yaml_path = os.path.join(settings.home, "dagster.yaml")
+    if not os.path.exists(yaml_path):
+        with open(yaml_path, "w") as fh:
+            fh.write(DEFAULT_DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = settings.home
+    os.environ.setdefault("KLIO_ASSETS_HOME", settings.home)
+    for name, value in FAST_BOOKKEEPING_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def contiguous_ranges(ordered_keys: Sequence[str], wanted: Iterable[str], max_size: int) -> list[list[str]]:
+    """Split ``wanted`` into runs of consecutive partitions (in ``ordered_keys`` order).
+
+    A run covers a contiguous range of partition keys, so a scattered set becomes one run per
+    stretch; long stretches are cut at ``max_size``.
+    """
+    want = set(wanted)
+    ranges: list[list[str]] = []
+    current: list[str] = []
+    for key in ordered_keys:
+        if key in want and len(current) < max_size:
+            current.append(key)
+            continue
+        if current:
+            ranges.append(current)
+        current = [key] if key in want else []
+    if current:
+        ranges.append(current)
+    return ranges
+
+
+def existing_outputs(
+    storage: Storage, planned: PlannedAnalysis, track_ids: Sequence[str]
+) -> set[str]:
+    """Track IDs among ``track_ids`` whose output of ``planned`` exists (current version)."""
+    layout = Layout(storage)
+    if len(track_ids) < 256:
+        return {t for t in track_ids if storage.exists(layout.output_uri(planned, t))}
+    folder = layout.output_folder(planned)
+    suffix = f".{planned.extension}"
+    wanted_shards = {shard_of(t) for t in track_ids}
+    found: set[str] = set()
+    for shard in sorted(wanted_shards):
+        for name in storage.list_names(f"{folder}/{shard}"):
+            if name.endswith(suffix):
+                found.add(name[: -len(suffix)])
+    return found & set(track_ids)
+
+
+@dataclass
+class RunOutcome:
+    """One Dagster run launched by :func:`execute_range`."""
+
+    run_id: str
+    success: bool
+    track_ids: list[str]
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class Invocation:
+    """Everything a ``klio-assets run`` did."""
+
+    selected: list[str]
+    already_done: dict[str, list[str]] = field(default_factory=dict)
+    runs: list[RunOutcome] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+def resolve_tracks(instance: dg.DagsterInstance, requested: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """All partition keys in order, and the requested ones (all when ``requested`` is empty).
+
+    Raises
+    ------
+    ParameterError
+        A requested ID is invalid or not registered.
+    """
+    ordered = list(instance.get_dynamic_partitions(TRACKS))
+    if not requested:
+        return ordered, ordered
+    for track_id in requested:
+        validate_track_id(track_id)
+    known = set(ordered)
+    unknown = [t for t in requested if t not in known]
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        raise ParameterError(f"tracks not registered: {shown} (klio-assets add)")
+    return ordered, list(dict.fromkeys(requested))
+
+
+def execute_range(
+    instance: dg.DagsterInstance,
+    *,
+    selected: Sequence[str],
+    track_ids: Sequence[str],
+    force: bool = False,
+    dry_run: bool = False,
+    storage: Storage,
+    on_progress: Callable[[int], None] | None = None,
+) -> RunOutcome:
+    """Materialize ``selected`` for one contiguous range of partitions (one run, one Beam job).
+
+    Runs in this process and thread (Dagster's interrupt handling needs the main thread);
+    ``on_progress`` is called from a watcher thread with the number of tracks done.
+    """
+    invocation = uuid.uuid4().hex
+    tags = {
+        "dagster/asset_partition_range_start": track_ids[0],
+        "dagster/asset_partition_range_end": track_ids[-1],
+        INVOCATION_TAG: invocation,
+    }
+    run_config = {
+        "ops": {"audio_analyses": {"config": {"force": force, "dry_run": dry_run}}},
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+    }
+    stop = threading.Event()
+    layout = Layout(storage)
+
+    def watch() -> None:
+        run_id = None
+        while not stop.wait(0.5):
+            if run_id is None:
+                runs = instance.get_runs(filters=dg.RunsFilter(tags={INVOCATION_TAG: invocation}), limit=1)
+                run_id = runs[0].run_id if runs else None
+            if run_id is not None and on_progress is not None:
+                try:
+                    on_progress(len(storage.list_names(layout.results_folder(run_id))))
+                except KlioAssetsError:
+                    pass
+
+    watcher = threading.Thread(target=watch, name="klio-progress", daemon=True)
+    watcher.start()
+    try:
+        job = dg.build_reconstructable_job("klio_assets.definitions", "get_analyses_job")
+        result = dg.execute_job(
+            job,
+            instance=instance,
+            run_config=run_config,
+            tags=tags,
+            asset_selection=[dg.AssetKey(name) for name in selected],
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    outcome = RunOutcome(run_id=result.run_id, success=result.success, track_ids=list(track_ids))
+    summary_uri = f"{layout.run_folder(result.run_id)}/summary.json"
+    if storage.exists(summary_uri):
+        outcome.summary = storage.read_json(summary_uri)
+    if not result.success and outcome.summary is None:
+        errors = [e.step_failure_data.error for e in result.get_step_failure_events()]
+        outcome.error = "; ".join(e.message.strip() for e in errors if e) or "the run failed"
+    return outcome
+
+
+def materialized_tracks(instance: dg.DagsterInstance, name: str) -> set[str]:
+    """Partitions of asset ``name`` that Dagster has a materialization for."""
+    return set(instance.get_materialized_partitions(dg.AssetKey(name)))
+
+
+def tracks_to_run(
+    instance: dg.DagsterInstance,
+    storage: Storage,
+    planned: Mapping[str, PlannedAnalysis],
+    selected: Sequence[str],
+    track_ids: Sequence[str],
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Tracks needing a run, and per analysis those already done.
+
+    Done means Dagster has a materialization *and* the output for the current version
+    exists: a code-version bump or a deleted output brings a track back.
+    """
+    done_by: dict[str, set[str]] = {}
+    for name in selected:
+        in_dagster = materialized_tracks(instance, name) & set(track_ids)
+        done_by[name] = existing_outputs(storage, planned[name], sorted(in_dagster)) if in_dagster else set()
+    todo = [t for t in track_ids if any(t not in done_by[n] for n in selected)]
+    return todo, {n: sorted(done_by[n]) for n in selected}
+
+
+def wait_seconds(started: float) -> float:
+    """Seconds since ``started`` (a ``time.perf_counter()`` value)."""
+    return round(time.perf_counter() - started, 3)

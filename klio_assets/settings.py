@@ -1,0 +1,94 @@
+"""Deployment settings, read from the environment in one place.
+
+=============================  ================================================================
+``KLIO_ASSETS_HOME``           Dagster instance folder (its ``dagster.yaml`` is honoured, e.g.
+                               for PostgreSQL) and default home of everything else.
+                               Default ``./.klio-assets``.
+``KLIO_ASSETS_STORAGE``        Output root URI: a folder, ``gs://bucket/prefix`` or
+                               ``s3://bucket/prefix``. Default ``$KLIO_ASSETS_HOME/outputs``.
+``KLIO_ASSETS_BEAM_OPTIONS``   Beam pipeline options passed through, e.g.
+                               ``--runner=PortableRunner --job_endpoint=localhost:8099``.
+``KLIO_ASSETS_BATCH_SIZE``     Most tracks per run (one Beam job). Default 1000.
+``KLIO_ASSETS_CATALOG``        SQLAlchemy URL of the track catalog. Default SQLite in the home.
+``KLIO_ASSETS_ANALYSES``       Extra modules defining analyses, comma separated.
+``KLIO_ASSETS_PARAMS``         JSON ``{analysis: {parameter: value}}`` overriding defaults.
+=============================  ================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from klio_assets.errors import ParameterError
+
+DEFAULT_HOME = "./.klio-assets"
+DEFAULT_BATCH_SIZE = 1000
+
+
+class Settings(BaseModel):
+    """klio-assets settings for one deployment (see the module docstring for the variables)."""
+
+    home: str = Field(description="Dagster instance folder (DAGSTER_HOME), absolute.")
+    storage: str = Field(description="Root URI of analysis outputs.")
+    beam_options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options.")
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=100_000, description="Most tracks per run.")
+    catalog_url: str = Field(description="SQLAlchemy URL of the track catalog.")
+    analysis_modules: list[str] = Field(default_factory=list, description="Modules with extra analyses.")
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Parameter overrides.")
+
+    @field_validator("analysis_modules")
+    @classmethod
+    def _modules_are_dotted_names(cls, value: list[str]) -> list[str]:
+        for module in value:
+            if not all(part.isidentifier() for part in module.split(".")):
+                raise ValueError(f"{module!r} is not a module name")
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``environ`` (default: ``os.environ``).
+
+        Raises
+        ------
+        ParameterError
+            A variable has a value that cannot be used, named in the message.
+        """
+        env = os.environ if environ is None else environ
+        home = os.path.abspath(os.path.expanduser(env.get("KLIO_ASSETS_HOME") or DEFAULT_HOME))
+        storage = env.get("KLIO_ASSETS_STORAGE") or os.path.join(home, "outputs")
+        if "://" not in storage:
+            storage = os.path.abspath(os.path.expanduser(storage))
+        try:
+            beam_options = shlex.split(env.get("KLIO_ASSETS_BEAM_OPTIONS", ""))
+        except ValueError as exc:
+            raise ParameterError(f"KLIO_ASSETS_BEAM_OPTIONS cannot be parsed: {exc}") from exc
+        raw_batch = env.get("KLIO_ASSETS_BATCH_SIZE") or str(DEFAULT_BATCH_SIZE)
+        try:
+            batch_size = int(raw_batch)
+        except ValueError as exc:
+            raise ParameterError(f"KLIO_ASSETS_BATCH_SIZE={raw_batch!r} is not an integer") from exc
+        raw_params = env.get("KLIO_ASSETS_PARAMS") or "{}"
+        try:
+            params = json.loads(raw_params)
+        except json.JSONDecodeError as exc:
+            raise ParameterError(f"KLIO_ASSETS_PARAMS is not valid JSON: {exc}") from exc
+        modules = [m.strip() for m in env.get("KLIO_ASSETS_ANALYSES", "").split(",") if m.strip()]
+        catalog = env.get("KLIO_ASSETS_CATALOG") or f"sqlite:///{os.path.join(home, 'catalog.db')}"
+        try:
+            return cls(
+                home=home,
+                storage=storage,
+                beam_options=beam_options,
+                batch_size=batch_size,
+                catalog_url=catalog,
+                analysis_modules=modules,
+                params=params,
+            )
+        except ValidationError as exc:
+            raise ParameterError(f"invalid klio-assets settings: {exc}") from exc

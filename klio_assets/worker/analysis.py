@@ -1,0 +1,389 @@
+"""Writing an analysis: one plain per-track function and a declaration of what it needs.
+
+An analysis author writes a function and declares its inputs, its output kind and a code
+version; the framework does the rest (decode, storage paths, existence checks, retries,
+metadata, the Beam step and the Dagster asset)::
+
+    from klio_assets import AudioFile, SourceAudio, analysis, param
+
+    @analysis(
+        inputs={"audio": SourceAudio(sample_rate=param("sample_rate"), mono=True, stream=True)},
+        output=AudioFile(format="FLAC"),
+        code_version="1",
+        params=DownsampleParams,
+    )
+    def downsampled_audio(audio):
+        return audio
+
+Inputs are either the track's source audio, decoded at a chosen rate and channel layout
+(:class:`SourceAudio`), or another analysis' output for the same track (:class:`Upstream`).
+The function receives them as keyword arguments under the names declared, plus ``params``
+(the analysis' parameters) and ``track`` (a :class:`TrackContext`) if its signature asks for
+them. It returns the output value, or a :class:`Result` carrying extra metadata.
+
+This module imports nothing from Dagster: analyses run on Beam workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from klio_assets.errors import ParameterError
+from klio_assets.worker.audio import SourceInfo
+from klio_assets.worker.outputs import OutputKind
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A reference to one of the analysis' parameters, resolved per deployment."""
+
+    name: str
+
+
+def param(name: str) -> Param:
+    """Refer to the analysis parameter ``name`` in an input declaration.
+
+    Examples
+    --------
+    >>> SourceAudio(sample_rate=param("sample_rate"), mono=True)  # doctest: +SKIP
+    """
+    return Param(name)
+
+
+@dataclass(frozen=True)
+class SourceAudio:
+    """Input: the track's source audio, decoded.
+
+    Parameters
+    ----------
+    sample_rate : int, Param or None
+        Target rate in Hz (soxr, high quality); ``None`` keeps the native rate.
+    mono : bool
+        Downmix to one channel.
+    stream : bool
+        Deliver an :class:`AudioStream` of blocks (memory independent of duration) instead of
+        one :class:`Audio` array.
+    """
+
+    sample_rate: int | Param | None = None
+    mono: bool = False
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Input: another analysis' output for the same track.
+
+    Parameters
+    ----------
+    name : str
+        The other analysis.
+    stream : bool
+        For audio outputs, deliver an :class:`AudioStream` instead of one :class:`Audio`.
+    """
+
+    name: str
+    stream: bool = False
+
+
+Input = SourceAudio | Upstream
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded audio held in memory.
+
+    Attributes
+    ----------
+    samples : np.ndarray [shape=(n,) or (channels, n)], float32
+        Mono audio is one-dimensional (librosa's layout).
+    sample_rate : int
+        Hz.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def channels(self) -> int:
+        """Number of channels."""
+        return 1 if self.samples.ndim == 1 else int(self.samples.shape[0])
+
+    @property
+    def frames(self) -> int:
+        """Samples per channel."""
+        return int(self.samples.shape[-1])
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds."""
+        return self.frames / self.sample_rate
+
+    def frame_blocks(self, block_frames: int = 65536) -> Iterator[np.ndarray]:
+        """The samples as ``(n, channels)`` blocks, the layout writers take."""
+        frames = self.samples[:, None] if self.samples.ndim == 1 else self.samples.T
+        for start in range(0, len(frames), block_frames):
+            yield frames[start : start + block_frames]
+
+
+class AudioStream:
+    """Decoded audio delivered block by block, so that memory does not grow with duration.
+
+    Iterating yields float32 blocks shaped ``(n,)`` for mono and ``(channels, n)`` otherwise.
+    After iteration, :attr:`frames` is the number of frames delivered. A stream can be
+    iterated once.
+
+    Parameters
+    ----------
+    frame_blocks : iterator of np.ndarray [shape=(n, channels)]
+        The blocks in the writers' layout.
+    sample_rate : int
+        Hz.
+    channels : int
+    """
+
+    def __init__(self, frame_blocks: Iterator[np.ndarray], *, sample_rate: int, channels: int):
+        self._blocks = frame_blocks
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.frames = 0
+        self._used = False
+
+    def _take(self) -> Iterator[np.ndarray]:
+        if self._used:
+            raise ParameterError("an AudioStream can be iterated only once")
+        self._used = True
+        for block in self._blocks:
+            self.frames += len(block)
+            yield block
+
+    def frame_blocks(self) -> Iterator[np.ndarray]:
+        """The blocks in ``(n, channels)`` layout (what writers take)."""
+        return self._take()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for block in self._take():
+            yield block[:, 0] if self.channels == 1 else block.T
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds delivered so far (the whole duration once iterated)."""
+        return self.frames / self.sample_rate
+
+
+@dataclass(frozen=True)
+class TrackContext:
+    """What an analysis may want to know about the track it runs on.
+
+    Attributes
+    ----------
+    track_id : str
+    uri : str
+        The source audio.
+    source : SourceInfo or None
+        The source's header, when the source was probed in this run.
+    content_hash : str or None
+        ``sha256:<hex>`` of the source bytes.
+    size_bytes : int or None
+    """
+
+    track_id: str
+    uri: str
+    source: SourceInfo | None = None
+    content_hash: str | None = None
+    size_bytes: int | None = None
+
+
+@dataclass
+class Result:
+    """An analysis' return value with metadata to show beside it in Dagster.
+
+    Parameters
+    ----------
+    value : object
+        What the output kind writes.
+    metadata : dict
+        Flat JSON-serialisable values (numbers, strings) added to the track's metadata.
+    """
+
+    value: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A per-track analysis: its function and declarations (built by :func:`analysis`).
+
+    Attributes
+    ----------
+    name : str
+        Asset name and storage folder.
+    fn : callable
+    inputs : mapping of str to SourceAudio or Upstream
+    output : OutputKind
+    code_version : str
+        Bump it when the function's results change.
+    params_model : pydantic model class or None
+    description : str
+    share_by_content : bool
+        Tracks with identical source bytes share one computation.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    inputs: Mapping[str, Input]
+    output: OutputKind
+    code_version: str
+    params_model: type[BaseModel] | None = None
+    description: str = ""
+    share_by_content: bool = True
+    _wants: frozenset[str] = frozenset()
+
+    @property
+    def module(self) -> str:
+        """Module that defines the analysis (how workers import it)."""
+        return self.fn.__module__
+
+    @property
+    def upstreams(self) -> list[str]:
+        """Names of the analyses whose outputs this one reads."""
+        return [i.name for i in self.inputs.values() if isinstance(i, Upstream)]
+
+    @property
+    def reads_source(self) -> bool:
+        """Whether this analysis decodes the source audio."""
+        return any(isinstance(i, SourceAudio) for i in self.inputs.values())
+
+    def params(self, overrides: Mapping[str, Any] | None = None) -> BaseModel | None:
+        """The parameters with per-deployment ``overrides`` applied (validated)."""
+        if self.params_model is None:
+            if overrides:
+                raise ParameterError(f"analysis {self.name!r} takes no parameters, got {dict(overrides)}")
+            return None
+        try:
+            return self.params_model(**dict(overrides or {}))
+        except ValidationError as exc:
+            raise ParameterError(f"analysis {self.name!r}: invalid parameters: {exc}") from exc
+
+    def resolve_input(self, spec: Input, params: BaseModel | None) -> Input:
+        """``spec`` with :class:`Param` references replaced by parameter values."""
+        if isinstance(spec, SourceAudio) and isinstance(spec.sample_rate, Param):
+            if params is None or not hasattr(params, spec.sample_rate.name):
+                raise ParameterError(
+                    f"analysis {self.name!r}: input refers to unknown parameter "
+                    f"{spec.sample_rate.name!r}"
+                )
+            return SourceAudio(
+                sample_rate=int(getattr(params, spec.sample_rate.name)),
+                mono=spec.mono,
+                stream=spec.stream,
+            )
+        return spec
+
+    def version(self, params: BaseModel | None, upstream_versions: Mapping[str, str]) -> str:
+        """The version of this analysis' outputs: code version, plus a digest of whatever else
+        changes them (parameters, upstream versions). It names the storage folder."""
+        extra: dict[str, Any] = {}
+        if params is not None:
+            extra["params"] = params.model_dump(mode="json")
+        if self.upstreams:
+            extra["upstream"] = {u: upstream_versions[u] for u in self.upstreams}
+        return self.code_version if not extra else f"{self.code_version}-{_digest(extra)}"
+
+    def call(
+        self, values: Mapping[str, Any], *, params: BaseModel | None, track: TrackContext
+    ) -> Result:
+        """Run the function on one track's inputs; always returns a :class:`Result`."""
+        kwargs = dict(values)
+        if "params" in self._wants:
+            kwargs["params"] = params
+        if "track" in self._wants:
+            kwargs["track"] = track
+        out = self.fn(**kwargs)
+        return out if isinstance(out, Result) else Result(out)
+
+
+def analysis(
+    *,
+    inputs: Mapping[str, Input],
+    output: OutputKind,
+    code_version: str,
+    params: type[BaseModel] | None = None,
+    name: str | None = None,
+    share_by_content: bool = True,
+) -> Callable[[Callable[..., Any]], Analysis]:
+    """Turn a per-track function into an :class:`Analysis` (an asset and a Beam step).
+
+    Parameters
+    ----------
+    inputs : mapping of str to SourceAudio or Upstream
+        Keyword argument name to what it receives.
+    output : OutputKind
+        :class:`AudioFile`, :class:`Json`, :class:`NumpyArray`, :class:`TableRow` or
+        :class:`Image`.
+    code_version : str
+        Bump it whenever results change; outputs of other versions are not reused.
+    params : pydantic model class, optional
+        The analysis' parameters, with defaults; deployments override them
+        (``KLIO_ASSETS_PARAMS``).
+    name : str, optional
+        Defaults to the function's name.
+    share_by_content : bool
+        Compute once for tracks whose source bytes are identical.
+
+    Returns
+    -------
+    callable
+        A decorator returning the :class:`Analysis`.
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Analysis:
+        analysis_name = name or fn.__name__
+        if not analysis_name or not set(analysis_name) <= _NAME_CHARS or analysis_name[0].isdigit():
+            raise ParameterError(
+                f"analysis name {analysis_name!r} must be lowercase letters, digits and '_'"
+            )
+        if not code_version or "/" in code_version or not code_version.isprintable():
+            raise ParameterError(f"analysis {analysis_name!r}: code_version {code_version!r} is not valid")
+        signature = inspect.signature(fn)
+        accepted = set(signature.parameters)
+        takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        missing = [n for n in inputs if n not in accepted and not takes_kwargs]
+        if missing:
+            raise ParameterError(
+                f"analysis {analysis_name!r}: inputs {missing} are not parameters of {fn.__name__}()"
+            )
+        for input_name, spec in inputs.items():
+            if not isinstance(spec, (SourceAudio, Upstream)):
+                raise ParameterError(
+                    f"analysis {analysis_name!r}: input {input_name!r} must be SourceAudio or "
+                    f"Upstream, got {spec!r}"
+                )
+        wants = frozenset(n for n in ("params", "track") if n in accepted)
+        return Analysis(
+            name=analysis_name,
+            fn=fn,
+            inputs=dict(inputs),
+            output=output,
+            code_version=str(code_version),
+            params_model=params,
+            description=inspect.getdoc(fn) or "",
+            share_by_content=share_by_content,
+            _wants=wants,
+        )
+
+    return wrap

@@ -1,0 +1,499 @@
+"""Reading, converting and writing audio, block by block.
+
+Decoding uses libsndfile (through soundfile) for the formats it reads (WAV, FLAC, MP3, OGG
+Vorbis, Opus, AIFF...) and the ffmpeg command line for the rest (M4A/AAC, WMA...). Both are
+read in blocks, downmixed with ``(L + R) * 0.5`` and resampled with soxr's streaming
+resampler, so memory stays flat whatever the duration (a 2-hour file peaks near 35 MB where a
+whole-file read needs gigabytes).
+
+Layout convention (librosa's): mono audio is ``(n,)``, multichannel audio ``(channels, n)``,
+samples are float32 in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from klio_assets.errors import DecodeError, ParameterError
+
+#: Frames per block when decoding; 64k frames of stereo float32 is 512 KiB.
+BLOCK_FRAMES = 65536
+#: A decode that yields less than this fraction of the frames the header announces is truncated.
+TRUNCATION_TOLERANCE = 0.99
+_FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
+_SOXR_QUALITY = "HQ"
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds checked against a file's header before anything is decoded.
+
+    Parameters
+    ----------
+    max_duration_s : float
+        Longest accepted source, in seconds.
+    max_channels : int
+        Most channels accepted.
+    max_sample_rate : int
+        Highest sample rate accepted, in Hz.
+    """
+
+    max_duration_s: float = 24 * 3600.0
+    max_channels: int = 32
+    max_sample_rate: int = 768_000
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a file's header says about its audio.
+
+    Attributes
+    ----------
+    container : str
+        Container format, e.g. ``"FLAC"``, ``"WAV"``, ``"OGG"``, ``"MP3"``, ``"mov,mp4,m4a"``.
+    codec : str
+        Sample encoding, e.g. ``"PCM_16"``, ``"VORBIS"``, ``"MPEG_LAYER_III"``, ``"aac"``.
+    sample_rate : int
+        Hz.
+    channels : int
+    frames : int
+        Frames per channel announced by the header (exact after a full decode only).
+    decoder : str
+        ``"soundfile"`` or ``"ffmpeg"``.
+    """
+
+    container: str
+    codec: str
+    sample_rate: int
+    channels: int
+    frames: int
+    decoder: str
+
+    @property
+    def duration_s(self) -> float:
+        """Duration announced by the header, in seconds."""
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable copy."""
+        return asdict(self)
+
+
+def ffmpeg_available() -> bool:
+    """Whether the ``ffmpeg`` and ``ffprobe`` commands are on ``PATH``."""
+    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+
+
+def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = None) -> SourceInfo:
+    """Read a file's header: container, codec, rate, channels, announced length.
+
+    Parameters
+    ----------
+    path : str
+        Local path of the file.
+    track_id, uri : str
+        Used in error messages (``uri`` is the file as the user knows it).
+    limits : DecodeLimits, optional
+        Checked against the header; defaults to :class:`DecodeLimits()`.
+
+    Raises
+    ------
+    DecodeError
+        Empty file, unknown format (and ffmpeg absent), no audio stream, or a header outside
+        the limits.
+    """
+    limits = limits or DecodeLimits()
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise DecodeError(track_id, uri, f"cannot read the file: {exc.strerror}") from exc
+    if size == 0:
+        raise DecodeError(track_id, uri, "the file is empty (0 bytes)")
+    try:
+        raw = sf.info(path)
+        info = SourceInfo(
+            container=raw.format,
+            codec=raw.subtype,
+            sample_rate=int(raw.samplerate),
+            channels=int(raw.channels),
+            frames=int(raw.frames),
+            decoder="soundfile",
+        )
+    except sf.LibsndfileError as exc:
+        sndfile_problem = _sndfile_problem(exc)
+        looks_like = _sniff(path)
+        if looks_like:
+            raise DecodeError(track_id, uri, f"not audio: the file looks like {looks_like}") from exc
+        if not ffmpeg_available():
+            raise DecodeError(
+                track_id,
+                uri,
+                f"libsndfile cannot read it ({sndfile_problem}); formats such as M4A/AAC need "
+                "ffmpeg, which is not installed (apt-get install ffmpeg)",
+            ) from exc
+        info = _ffprobe(path, track_id=track_id, uri=uri, sndfile_problem=sndfile_problem)
+    _check_limits(info, limits, track_id=track_id, uri=uri)
+    return info
+
+
+_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x7fELF", "a program (ELF)"),
+)
+
+
+def _sniff(path: str) -> str | None:
+    """Name a common non-audio format from the first bytes, for a plain error message."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if head.lstrip().startswith((b"<!DOCTYPE", b"<html", b"<?xml")):
+        return "an HTML or XML document"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return "text"
+    return None
+
+
+def _sndfile_problem(exc: Exception) -> str:
+    problem = str(exc).split(": ", 1)[-1].rstrip(".")
+    if "not a regular file" in problem:  # what libsndfile says of undecodable MPEG data
+        return "unrecognised or corrupt data"
+    return problem
+
+
+def _ffprobe(path: str, *, track_id: str, uri: str, sndfile_problem: str) -> SourceInfo:
+    cmd = [
+        "ffprobe", "-v", "error", "-select_streams", "a:0",
+        "-show_entries", "stream=codec_name,sample_rate,channels,duration:format=format_name,duration",
+        "-of", "json", f"file:{path}",
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise DecodeError(track_id, uri, "ffprobe did not answer within 60 s") from exc
+    problem = done.stderr.decode(errors="replace").strip().splitlines()
+    try:
+        data = json.loads(done.stdout or b"{}")
+    except json.JSONDecodeError:
+        data = {}
+    streams = data.get("streams") or []
+    if done.returncode != 0 or not streams:
+        why = problem[-1] if problem else "no audio stream found"
+        raise DecodeError(
+            track_id, uri, f"not a readable audio file (libsndfile: {sndfile_problem}; ffmpeg: {why})"
+        )
+    stream = streams[0]
+    fmt = data.get("format") or {}
+    try:
+        sample_rate = int(stream["sample_rate"])
+        channels = int(stream["channels"])
+    except (KeyError, ValueError) as exc:
+        raise DecodeError(track_id, uri, "ffprobe reports no sample rate or channel count") from exc
+    duration = stream.get("duration") or fmt.get("duration") or 0
+    try:
+        frames = round(float(duration) * sample_rate)
+    except ValueError:
+        frames = 0
+    return SourceInfo(
+        container=str(fmt.get("format_name", "unknown")),
+        codec=str(stream.get("codec_name", "unknown")),
+        sample_rate=sample_rate,
+        channels=channels,
+        frames=frames,
+        decoder="ffmpeg",
+    )
+
+
+def _check_limits(info: SourceInfo, limits: DecodeLimits, *, track_id: str, uri: str) -> None:
+    if info.sample_rate <= 0 or info.channels <= 0:
+        raise DecodeError(
+            track_id, uri, f"header announces {info.channels} channels at {info.sample_rate} Hz"
+        )
+    if info.channels > limits.max_channels:
+        raise DecodeError(
+            track_id, uri,
+            f"{info.channels} channels exceeds the limit of {limits.max_channels} (max_channels)",
+        )  # fmt: skip
+    if info.sample_rate > limits.max_sample_rate:
+        raise DecodeError(
+            track_id, uri,
+            f"{info.sample_rate} Hz exceeds the limit of {limits.max_sample_rate} Hz "
+            "(max_sample_rate)",
+        )  # fmt: skip
+    if info.duration_s > limits.max_duration_s:
+        raise DecodeError(
+            track_id, uri,
+            f"header announces {info.duration_s:.0f} s, over the limit of "
+            f"{limits.max_duration_s:.0f} s (max_duration_s)",
+        )  # fmt: skip
+
+
+class SourceDecoder:
+    """Decode a source file in native-rate blocks of shape ``(n, channels)``.
+
+    Iterating yields float32 blocks; afterwards :attr:`frames` holds the exact number of
+    frames decoded. A decode that ends well short of the header's length, or that produces
+    NaN or infinite samples, raises :class:`DecodeError`.
+
+    Parameters
+    ----------
+    path : str
+        Local path.
+    info : SourceInfo
+        From :func:`probe`.
+    track_id, uri : str
+        For error messages.
+    block_frames : int
+        Frames per block.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        info: SourceInfo,
+        *,
+        track_id: str,
+        uri: str,
+        block_frames: int = BLOCK_FRAMES,
+        limits: DecodeLimits | None = None,
+    ):
+        self.path = path
+        self.info = info
+        self.track_id = track_id
+        self.uri = uri
+        self.block_frames = block_frames
+        self.limits = limits or DecodeLimits()
+        self.frames = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self.frames = 0
+        blocks = self._soundfile() if self.info.decoder == "soundfile" else self._ffmpeg()
+        check_finite = self.info.decoder == "ffmpeg" or self.info.codec in _FLOAT_SUBTYPES
+        max_frames = int(self.limits.max_duration_s * self.info.sample_rate)
+        for block in blocks:
+            if check_finite and not np.isfinite(block).all():
+                bad = int(np.argmin(np.isfinite(block).all(axis=1)))
+                at = (self.frames + bad) / self.info.sample_rate
+                raise DecodeError(
+                    self.track_id, self.uri, f"contains NaN or infinite samples at {at:.2f} s"
+                )
+            self.frames += len(block)
+            if self.frames > max_frames:
+                raise DecodeError(
+                    self.track_id, self.uri,
+                    f"decodes to more than {self.limits.max_duration_s:.0f} s (max_duration_s)",
+                )  # fmt: skip
+            yield block
+        announced = self.info.frames
+        if announced > 0 and self.frames < announced * TRUNCATION_TOLERANCE:
+            raise DecodeError(
+                self.track_id,
+                self.uri,
+                f"the file is truncated: audio stops after {self.frames / self.info.sample_rate:.2f} s "
+                f"but the header announces {announced / self.info.sample_rate:.2f} s",
+            )
+        if self.frames == 0:
+            raise DecodeError(self.track_id, self.uri, "the file contains no audio frames")
+
+    def _soundfile(self) -> Iterator[np.ndarray]:
+        try:
+            with sf.SoundFile(self.path) as fh:
+                while True:
+                    block = fh.read(self.block_frames, dtype="float32", always_2d=True)
+                    if not len(block):
+                        return
+                    yield block
+        except sf.LibsndfileError as exc:
+            problem = _sndfile_problem(exc)
+            at = self.frames / self.info.sample_rate
+            raise DecodeError(self.track_id, self.uri, f"{problem} (after {at:.2f} s)") from exc
+
+    def _ffmpeg(self) -> Iterator[np.ndarray]:
+        channels = self.info.channels
+        cmd = [
+            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
+            "-i", f"file:{self.path}", "-map", "0:a:0", "-vn",
+            "-f", "f32le", "-acodec", "pcm_f32le",
+            "-ac", str(channels), "-ar", str(self.info.sample_rate), "pipe:1",
+        ]  # fmt: skip
+        bytes_per_block = self.block_frames * channels * 4
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            pending = b""
+            while True:
+                chunk = proc.stdout.read(bytes_per_block)
+                if not chunk:
+                    break
+                chunk = pending + chunk
+                usable = len(chunk) - len(chunk) % (channels * 4)
+                pending = chunk[usable:]
+                if usable:
+                    yield np.frombuffer(chunk[:usable], dtype="<f4").reshape(-1, channels)
+            stderr = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+            if proc.wait() != 0:
+                last = stderr.splitlines()[-1] if stderr else f"ffmpeg exited with {proc.returncode}"
+                raise DecodeError(self.track_id, self.uri, f"ffmpeg: {last}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
+def downmix(block: np.ndarray) -> np.ndarray:
+    """Mono from a ``(n, channels)`` block: ``(L + R) * 0.5`` for stereo (9x faster than mean)."""
+    channels = block.shape[1]
+    if channels == 1:
+        return block[:, 0]
+    if channels == 2:
+        return (block[:, 0] + block[:, 1]) * np.float32(0.5)
+    return block.mean(axis=1, dtype=np.float32)
+
+
+def exact_length(frames: int, source_rate: int, target_rate: int) -> int:
+    """Frames after resampling ``frames`` from ``source_rate`` to ``target_rate``: rounded."""
+    return int(math.floor(frames * target_rate / source_rate + 0.5))
+
+
+def convert_blocks(
+    blocks: Iterable[np.ndarray],
+    *,
+    source_rate: int,
+    target_rate: int | None,
+    mono: bool,
+) -> Iterator[np.ndarray]:
+    """Downmix and resample ``(n, channels)`` blocks, keeping the exact output length.
+
+    The output has exactly ``round(n * target_rate / source_rate)`` frames, ``n`` being the
+    number of input frames: the last block is held back and trimmed or zero-padded at the end.
+
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray [shape=(n, channels)]
+        Native-rate float32 blocks.
+    source_rate : int
+        Hz.
+    target_rate : int or None
+        Hz; ``None`` keeps the source rate.
+    mono : bool
+        Downmix to one channel.
+
+    Yields
+    ------
+    np.ndarray [shape=(m, channels')]
+        float32 blocks, ``channels'`` being 1 when ``mono``.
+    """
+    if target_rate is not None and target_rate <= 0:
+        raise ParameterError(f"target sample rate {target_rate} must be positive")
+    resample = target_rate is not None and target_rate != source_rate
+    if not resample:
+        for block in blocks:
+            yield downmix(block)[:, None] if mono else block
+        return
+    assert target_rate is not None
+    stream: soxr.ResampleStream | None = None
+    n_in = n_out = 0
+    held: np.ndarray | None = None
+    channels = 1
+    for block in blocks:
+        x = downmix(block) if mono else block
+        if stream is None:
+            channels = 1 if x.ndim == 1 else x.shape[1]
+            stream = soxr.ResampleStream(
+                source_rate, target_rate, channels, dtype="float32", quality=_SOXR_QUALITY
+            )
+        n_in += len(x)
+        y = stream.resample_chunk(x)
+        if len(y):
+            if held is not None:
+                n_out += len(held)
+                yield held
+            held = y if y.ndim == 2 else y[:, None]
+    if stream is None:
+        return
+    tail = stream.resample_chunk(np.zeros((0, channels) if channels > 1 else 0, np.float32), last=True)
+    if tail.ndim == 1:
+        tail = tail[:, None]
+    last = tail if held is None else np.concatenate([held, tail])
+    want = exact_length(n_in, source_rate, target_rate) - n_out
+    if want < 0:
+        raise AssertionError("resampler produced more frames than the exact length")
+    if len(last) > want:
+        last = last[:want]
+    elif len(last) < want:
+        last = np.concatenate([last, np.zeros((want - len(last), last.shape[1]), np.float32)])
+    if len(last):
+        yield last
+
+
+def write_audio(
+    path: str,
+    blocks: Iterable[np.ndarray],
+    *,
+    sample_rate: int,
+    channels: int,
+    format: str = "FLAC",
+    subtype: str = "PCM_16",
+) -> int:
+    """Write ``(n, channels)`` blocks to an audio file, block by block.
+
+    Block-wise writing is not only for memory: a one-shot write of a long OGG Vorbis file
+    overflows the stack inside libvorbis. Samples are clipped to [-1, 1] for integer
+    encodings (resampling can overshoot slightly).
+
+    Returns
+    -------
+    int
+        Frames written.
+    """
+    clip = not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS"))
+    written = 0
+    with sf.SoundFile(
+        path, "w", samplerate=sample_rate, channels=channels, format=format, subtype=subtype
+    ) as out:
+        for block in blocks:
+            if clip:
+                block = np.clip(block, -1.0, 1.0)
+            out.write(block)
+            written += len(block)
+    return written
+
+
+@contextlib.contextmanager
+def open_audio_blocks(path: str, *, block_frames: int = BLOCK_FRAMES) -> Iterator[tuple[int, int, Iterator[np.ndarray]]]:
+    """Open an audio file written by klio-assets: ``(sample_rate, channels, blocks)``."""
+    with sf.SoundFile(path) as fh:
+
+        def _blocks() -> Iterator[np.ndarray]:
+            while True:
+                block = fh.read(block_frames, dtype="float32", always_2d=True)
+                if not len(block):
+                    return
+                yield block
+
+        yield int(fh.samplerate), int(fh.channels), _blocks()

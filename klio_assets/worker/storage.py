@@ -1,0 +1,364 @@
+"""Where outputs live: a root URI (local folder, ``gs://``, ``s3://``) and atomic writes under it.
+
+Every write goes to a temporary name first and is committed in one step (``os.replace``
+locally, a single object upload on GCS/S3), so a crash never leaves a partial file under an
+output's name. Temporary names start with ``.`` and end in ``.tmp-<random>``: no existence
+check ever mistakes them for outputs.
+
+Paths under the root are built only from checked components (analysis names, versions, track
+IDs), and local paths are resolved and checked against the root before anything is written,
+so that neither a crafted track ID nor a symlink planted inside the root can send a write
+elsewhere.
+
+Remote roots go through fsspec (``gcsfs``/``s3fs`` installed with the ``gcp``/``s3`` extras).
+This module imports nothing from Dagster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from klio_assets.errors import StorageError, TransientStorageError, UnsafePathError
+
+T = TypeVar("T")
+
+_REMOTE_SCHEMES = ("gs://", "gcs://", "s3://", "memory://")
+_TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
+_PERMANENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM, errno.EDQUOT}
+
+
+def is_remote(uri: str) -> bool:
+    """Whether ``uri`` names an object store rather than the local file system."""
+    return uri.startswith(_REMOTE_SCHEMES)
+
+
+def _check_component(part: str) -> str:
+    if (
+        not part
+        or part in (".", "..")
+        or "/" in part
+        or "\\" in part
+        or any(ord(c) < 32 for c in part)
+    ):
+        raise UnsafePathError(f"unsafe path component {part!r}")
+    return part
+
+
+def shard_of(key: str) -> str:
+    """Two hex characters spreading keys over 256 folders (no folder of millions of files)."""
+    return hashlib.sha1(key.encode()).hexdigest()[:2]
+
+
+def classify_error(exc: BaseException, what: str) -> StorageError:
+    """Wrap an I/O exception as a transient or permanent :class:`StorageError`.
+
+    Connection resets, timeouts, throttling and 5xx answers may succeed when retried; a full
+    disk, a read-only target or a missing permission will not.
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    status = getattr(exc, "code", None) or getattr(exc, "status", None)
+    if isinstance(exc, (ConnectionError, TimeoutError)) or status in _TRANSIENT_HTTP:
+        err: StorageError = TransientStorageError(f"{what}: {exc}")
+    elif isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS:
+        err = StorageError(f"{what}: {os.strerror(exc.errno)}")
+    else:
+        err = StorageError(f"{what}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def retry_transient(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    tries: int = 5,
+    base_delay: float = 0.2,
+    max_delay: float = 10.0,
+) -> T:
+    """Call ``fn``, retrying transient storage errors with exponential backoff and jitter.
+
+    Parameters
+    ----------
+    fn : callable
+        The operation; it must be safe to repeat.
+    what : str
+        Description used in the final error, e.g. ``"write gs://b/x.flac"``.
+    tries : int
+        Total attempts, at least 1.
+    base_delay, max_delay : float
+        Backoff in seconds: ``min(max_delay, base_delay * 2**attempt)`` times a jitter in [0.5, 1).
+
+    Raises
+    ------
+    StorageError
+        The last error, with the number of attempts when it was transient.
+    """
+    for attempt in range(tries):
+        try:
+            return fn()
+        except FileNotFoundError:
+            raise  # an answer, not a failure: callers decide what a missing file means
+        except Exception as exc:  # classified below: only transient errors are retried
+            err = classify_error(exc, what)
+            if not err.transient or attempt == tries - 1:
+                if err.transient:
+                    err.args = (f"{err.args[0]} (gave up after {tries} attempts)",)
+                raise err from exc
+            delay = min(max_delay, base_delay * 2**attempt) * (0.5 + random.random() / 2)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class Storage:
+    """Atomic, root-confined reads and writes for one storage root.
+
+    Parameters
+    ----------
+    root : str
+        A local folder (absolute or relative, created on first write) or a ``gs://``,
+        ``s3://`` or ``memory://`` prefix.
+    options : dict, optional
+        fsspec storage options for remote roots (for example ``{"token": "anon"}`` or an
+        ``endpoint_url`` for an emulator).
+    fsync : bool
+        Flush local files to disk before committing them (survives a power cut, not only a
+        killed process).
+    """
+
+    def __init__(self, root: str, options: dict[str, Any] | None = None, *, fsync: bool = True):
+        self.remote = is_remote(root)
+        if self.remote:
+            self.root = root.rstrip("/")
+        else:
+            path = root[len("file://") :] if root.startswith("file://") else root
+            self.root = os.path.abspath(os.path.expanduser(path))
+        self.options = dict(options or {})
+        self.fsync = fsync
+        self._fs = None
+
+    def __repr__(self) -> str:
+        return f"Storage({self.root!r})"
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def join(self, *parts: str) -> str:
+        """The URI of ``root/part/part/...``; every part is one checked path component."""
+        checked = [_check_component(p) for p in parts]
+        return "/".join([self.root, *checked])
+
+    def _local(self, uri: str) -> str:
+        """Check that a local URI is under the root, following symlinks, and return it."""
+        root_real = os.path.realpath(self.root)
+        parent = os.path.realpath(os.path.dirname(uri))
+        if parent != root_real and not parent.startswith(root_real + os.sep):
+            raise UnsafePathError(f"{uri} resolves outside the storage root {self.root}")
+        return uri
+
+    @property
+    def fs(self):
+        """The fsspec file system of a remote root (created on first use)."""
+        if self._fs is None:
+            import fsspec  # noqa: PLC0415 - only remote roots need it
+
+            protocol = self.root.split("://", 1)[0]
+            try:
+                self._fs = fsspec.filesystem(protocol, **self.options)
+            except ImportError as exc:
+                extra = {"gs": "gcp", "gcs": "gcp", "s3": "s3"}.get(protocol, protocol)
+                raise StorageError(
+                    f"storage root {self.root} needs the {protocol}:// driver: "
+                    f"pip install 'klio-assets[{extra}]'"
+                ) from exc
+        return self._fs
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def exists(self, uri: str) -> bool:
+        """Whether a committed file exists at ``uri``."""
+        if not self.remote:
+            return os.path.isfile(uri)
+        return retry_transient(lambda: self.fs.isfile(uri), what=f"check {uri}")
+
+    def size(self, uri: str) -> int:
+        """Size in bytes of the file at ``uri``."""
+        if not self.remote:
+            return os.path.getsize(uri)
+        return int(retry_transient(lambda: self.fs.size(uri), what=f"stat {uri}"))
+
+    def list_names(self, folder_uri: str) -> list[str]:
+        """Names of committed files directly in ``folder_uri`` (temporary files excluded)."""
+        if not self.remote:
+            try:
+                with os.scandir(folder_uri) as it:
+                    return [e.name for e in it if not e.name.startswith(".") and e.is_file()]
+            except FileNotFoundError:
+                return []
+
+        def _ls() -> list[str]:
+            try:
+                entries = self.fs.ls(folder_uri, detail=False)
+            except FileNotFoundError:
+                return []
+            names = [e.rstrip("/").rsplit("/", 1)[-1] for e in entries]
+            return [n for n in names if not n.startswith(".")]
+
+        return retry_transient(_ls, what=f"list {folder_uri}")
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def read_bytes(self, uri: str) -> bytes:
+        """The whole content of a (small) file."""
+        if not self.remote:
+            try:
+                with open(uri, "rb") as fh:
+                    return fh.read()
+            except OSError as exc:
+                raise classify_error(exc, f"read {uri}") from exc
+        return retry_transient(lambda: self.fs.cat_file(uri), what=f"read {uri}")
+
+    def read_json(self, uri: str) -> Any:
+        """A JSON document (never a pickle)."""
+        return json.loads(self.read_bytes(uri))
+
+    @contextlib.contextmanager
+    def local_copy(self, uri: str) -> Iterator[str]:
+        """A local path holding the file at ``uri`` (the file itself when the root is local)."""
+        if not self.remote:
+            yield uri
+            return
+        suffix = os.path.splitext(uri)[1]
+        fd, tmp = tempfile.mkstemp(prefix="klio-", suffix=suffix)
+        os.close(fd)
+        try:
+            retry_transient(lambda: self.fs.get_file(uri, tmp), what=f"download {uri}")
+            yield tmp
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def atomic_path(self, uri: str) -> Iterator[str]:
+        """Yield a local temporary path; when the block succeeds, commit it to ``uri``.
+
+        On any exception the temporary file is removed and nothing appears at ``uri``.
+        """
+        name = uri.rsplit("/", 1)[-1]
+        if self.remote:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp-{uuid.uuid4().hex[:8]}")
+            os.close(fd)
+        else:
+            self._local(uri)
+            folder = os.path.dirname(uri)
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as exc:
+                raise classify_error(exc, f"create folder {folder}") from exc
+            tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+        try:
+            yield tmp
+            self._commit(tmp, uri)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _commit(self, tmp: str, uri: str) -> None:
+        if self.remote:
+            retry_transient(lambda: self.fs.put_file(tmp, uri), what=f"upload {uri}")
+            return
+        try:
+            if self.fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(tmp, uri)
+        except OSError as exc:
+            raise classify_error(exc, f"write {uri}") from exc
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Write ``data`` to ``uri`` atomically."""
+        with self.atomic_path(uri) as tmp:
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+            except OSError as exc:
+                raise classify_error(exc, f"write {uri}") from exc
+
+    def write_json(self, uri: str, obj: Any) -> None:
+        """Write ``obj`` as JSON to ``uri`` atomically."""
+        self.write_bytes(uri, json.dumps(obj, sort_keys=True, allow_nan=False).encode())
+
+    def copy(self, src: str, dst: str) -> None:
+        """Copy a committed file to another name under the root, atomically."""
+        if self.remote:
+            retry_transient(lambda: self.fs.copy(src, dst), what=f"copy {src} to {dst}")
+            return
+        with self.atomic_path(dst) as tmp:
+            try:
+                shutil.copyfile(src, tmp)
+            except OSError as exc:
+                raise classify_error(exc, f"copy {src} to {dst}") from exc
+
+    def delete(self, uri: str) -> None:
+        """Remove a file if it exists."""
+        if not self.remote:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._local(uri))
+            return
+        with contextlib.suppress(FileNotFoundError):
+            retry_transient(lambda: self.fs.rm_file(uri), what=f"delete {uri}")
+
+    def delete_tree(self, folder_uri: str) -> None:
+        """Remove a folder and everything in it, if it exists."""
+        if not self.remote:
+            shutil.rmtree(folder_uri, ignore_errors=True)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            retry_transient(lambda: self.fs.rm(folder_uri, recursive=True), what=f"delete {folder_uri}")
+
+
+def hash_file(path: str, *, chunk_bytes: int = 1 << 20) -> str:
+    """``sha256:<hex>`` of a local file's bytes (about 1 GB/s; hashlib releases the GIL)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+@contextlib.contextmanager
+def open_source(uri: str, options: dict[str, Any] | None = None) -> Iterator[str]:
+    """A local path for a track's source audio, downloaded first when it is remote.
+
+    Raises
+    ------
+    FileNotFoundError
+        The source does not exist (or is not a regular file).
+    StorageError
+        It cannot be read.
+    """
+    if not is_remote(uri):
+        path = uri[len("file://") :] if uri.startswith("file://") else uri
+        if not os.path.isfile(path):
+            raise FileNotFoundError(path)
+        yield path
+        return
+    scheme, rest = uri.split("://", 1)
+    storage = Storage(f"{scheme}://{rest.split('/', 1)[0]}", options)
+    with storage.local_copy(uri) as path:
+        yield path

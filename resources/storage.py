@@ -1,0 +1,28 @@
+"""The storage resource: the root URI under which every analysis writes its outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from klio_assets.worker.storage import Storage
+
+
+class StorageResource(dg.ConfigurableResource):
+    """Root of analysis outputs: a local folder, ``gs://bucket/prefix`` or ``s3://bucket/prefix``.
+
+    Layout: ``<root>/<analysis>/v<version>/<shard>/<track_id>.<ext>``; writes are atomic.
+    """
+
+    root: str = Field(description="Output root: a folder, gs://bucket/prefix or s3://bucket/prefix.")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options for remote roots (credentials, emulator endpoint).",
+    )
+    fsync: bool = Field(True, description="Flush local outputs to disk before committing them.")
+
+    def get_storage(self) -> Storage:
+        """The worker-side :class:`~klio_assets.worker.storage.Storage` for this root."""
+        return Storage(self.root, self.options, fsync=self.fsync)
