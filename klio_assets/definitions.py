@@ -53,5 +53,6 @@ defs = build_definitions(Settings.from_env())
 
 
 def get_analyses_job() -> dg.JobDefinition:
-    """The analyses job of :data:`defs` (the reconstructor the CLI hands to ``execute_job``)."""
-    return defs.resolve_job_def(JOB_NAME)
+    """The analyses job for the settings in the environment now (the reconstructor the CLI
+    hands to ``execute_job``; the run worker rebuilds it from the same environment)."""
+    return build_definitions(Settings.from_env()).resolve_job_def(JOB_NAME)

@@ -10,6 +10,10 @@ from klio_assets.analyses.source_audio import source_audio
 from klio_assets.errors import ParameterError
 from klio_assets.worker.analysis import Analysis
 
+#: The asset standing for each track's source audio (probed and verified); every analysis
+#: that decodes the source shows it as upstream in the lineage graph.
+SOURCE_ASSET = "source_audio"
+
 #: Built-in analyses, in the order they are listed in the UI.
 BUILTIN_ANALYSES: tuple[Analysis, ...] = (source_audio, downsampled_audio)
 
@@ -36,4 +40,4 @@ def load_analyses(modules: Sequence[str] = ()) -> list[Analysis]:
     return found
 
 
-__all__ = ["BUILTIN_ANALYSES", "downsampled_audio", "load_analyses", "source_audio"]
+__all__ = ["BUILTIN_ANALYSES", "SOURCE_ASSET", "downsampled_audio", "load_analyses", "source_audio"]

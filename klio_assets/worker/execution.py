@@ -18,6 +18,7 @@ file costs only its own records.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import threading
@@ -77,8 +78,11 @@ def _reason(exc: BaseException, track_id: str, uri: str, analysis: str) -> str:
     )
 
 
-def _failed(reason: str, **extra: Any) -> dict[str, Any]:
-    return {"status": FAILED, "reason": reason.replace("\n", " "), **extra}
+def _failed(reason: str, error: BaseException | None = None) -> dict[str, Any]:
+    record = {"status": FAILED, "reason": reason.replace("\n", " ")}
+    if error is not None:
+        record["error"] = type(error).__name__
+    return record
 
 
 class _Feed:
@@ -399,10 +403,31 @@ class Engine:
                         for name in readers:
                             records[name] = _failed(_reason(exc, task["track_id"], task["uri"], name))
                     if path:
-                        records.update(self._decode_once(context, path, readers, memory))
+                        records.update(self._decode_with_fallback(context, path, readers, memory))
                 for name in runnable:
                     if name not in readers:
                         records[name] = self._run(context, name, {}, memory, time.perf_counter())
+        return records
+
+    def _decode_with_fallback(
+        self, context: TrackContext, path: str, names: Sequence[str], memory: dict[str, Any]
+    ) -> dict[str, dict[str, Any]]:
+        """:meth:`_decode_once`, retried with ffmpeg when libsndfile fails mid-stream.
+
+        A second decoder is a second opinion: if ffmpeg decodes the file completely, its
+        result stands (the record names the decoder); if not, the first error is kept.
+        """
+        records = self._decode_once(context, path, names, memory)
+        assert context.source is not None
+        retry = [n for n in names if records[n].get("error") == "DecodeError"]
+        if not retry or context.source.decoder != "soundfile" or not audio_io.ffmpeg_available():
+            return records
+        fallback = dataclasses.replace(context, source=dataclasses.replace(context.source, decoder="ffmpeg"))
+        second = self._decode_once(fallback, path, retry, memory)
+        for name in retry:
+            if second[name]["status"] == COMPUTED:
+                second[name].setdefault("metadata", {})["decoder"] = "ffmpeg (libsndfile failed)"
+                records[name] = second[name]
         return records
 
     def _decode_once(
@@ -461,7 +486,7 @@ class Engine:
             thread.join()
         for name in buffered:
             if decode_error is not None:
-                records[name] = _failed(_reason(decode_error, context.track_id, context.uri, name))
+                records[name] = _failed(_reason(decode_error, context.track_id, context.uri, name), decode_error)
             else:
                 records[name] = self._run(
                     context, name, self._source_values(name, iter(kept), info), memory, started
@@ -544,7 +569,7 @@ class Engine:
             record.update(_split_metadata({**described, **result.metadata}))
             return record
         except Exception as exc:  # bad input, or the analysis' own bug: this track only
-            return _failed(_reason(exc, context.track_id, context.uri, name))
+            return _failed(_reason(exc, context.track_id, context.uri, name), exc)
 
     def _upstream_value(
         self, context: TrackContext, spec: Upstream, memory: dict[str, Any], stack: contextlib.ExitStack

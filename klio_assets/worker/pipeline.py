@@ -2,8 +2,8 @@
 
 ::
 
-    ListTracks -> CheckOutputs -+-> (nothing to do) ------------------------------+
-                                +-> GroupByContent -> Balance -> AnalyzeTracks --+-> WriteResults
+    ListTracks -> CheckOutputs -+-> (nothing to do, reported) ----------------------+
+                                +-> GroupByContent -> Balance -> AnalyzeTracks --+-> ReportedTracks
 
 * ``CheckOutputs`` skips tracks whose outputs exist for the current versions (Klio's
   output-existence check) and probes and hashes the rest.
@@ -14,8 +14,9 @@
   lanes, longest first (LPT), using a cost estimate from the header. Distributed runners
   rebalance dynamically; there the step is a plain ``Reshuffle``.
 * ``AnalyzeTracks`` decodes each source once and runs every selected analysis on it.
-* ``WriteResults`` writes one JSON record per track under ``_runs/<run_id>/results/``: the
-  launcher counts them for progress and reads them to report to Dagster.
+* Each track's record is written as soon as it is known, one JSON file per track under
+  ``_runs/<run_id>/results/``: the launcher counts them for progress and reads them to
+  report to Dagster.
 
 Elements are small dicts (IDs, paths, header facts); audio never travels between stages.
 Run standalone with ``python -m klio_assets.worker.pipeline --plan plan.json --tracks
@@ -65,8 +66,18 @@ class _EngineDoFn(beam.DoFn):
         self.engine = Engine(RunPlan.from_json(self._plan_json))
 
 
+    def write_result(self, result: dict[str, Any]) -> str:
+        """Write one track's record into the run's results folder, as soon as it is known
+        (the launcher counts these files for progress)."""
+        assert self.engine is not None
+        uri = self.engine.layout.result_uri(self.engine.plan.run_id, result["track_id"])
+        self.engine.storage.write_json(uri, result)
+        return result["track_id"]
+
+
 class CheckOutputs(_EngineDoFn):
-    """Existence checks and source probing; finished tracks go to the ``done`` output."""
+    """Existence checks and source probing; tracks with nothing left to do are reported here
+    (the ``done`` output carries their IDs)."""
 
     def process(self, ref: dict[str, Any]) -> Iterator[Any]:
         assert self.engine is not None
@@ -74,30 +85,22 @@ class CheckOutputs(_EngineDoFn):
         if task["pending"]:
             yield task
         else:
-            yield beam.pvalue.TaggedOutput(
-                _DONE, {k: task[k] for k in ("track_id", "uri", "analyses") if k in task}
-            )
+            result = {k: task[k] for k in ("track_id", "uri", "analyses", "content_hash") if k in task}
+            yield beam.pvalue.TaggedOutput(_DONE, self.write_result(result))
 
 
 class AnalyzeTracks(_EngineDoFn):
-    """Compute each group of identical sources once (or plan it, in a dry run)."""
+    """Compute each group of identical sources once (or plan it, in a dry run), and report
+    each track as soon as its group is done."""
 
-    def process(self, group: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def process(self, group: list[dict[str, Any]]) -> Iterator[str]:
         assert self.engine is not None
         if self.engine.plan.dry_run:
-            yield from self.engine.plan_group(group)
+            results = self.engine.plan_group(group)
         else:
-            yield from self.engine.analyze(group)
-
-
-class WriteResults(_EngineDoFn):
-    """Write one JSON record per track into the run's results folder."""
-
-    def process(self, result: dict[str, Any]) -> Iterator[str]:
-        assert self.engine is not None
-        uri = self.engine.layout.result_uri(self.engine.plan.run_id, result["track_id"])
-        self.engine.storage.write_json(uri, result)
-        yield result["track_id"]
+            results = self.engine.analyze(group)
+        for result in results:
+            yield self.write_result(result)
 
 
 def assign_lanes(groups: Sequence[list[dict[str, Any]]], lanes: int) -> list[tuple[int, list[dict[str, Any]]]]:
@@ -173,11 +176,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: RunPlan, tracks: Iterable[dict
         | "Balance" >> Balance(plan.lanes)
         | "AnalyzeTracks" >> beam.ParDo(AnalyzeTracks(plan_json))
     )
-    return (
-        (checked[_DONE], analyzed)
-        | "AllResults" >> beam.Flatten()
-        | "WriteResults" >> beam.ParDo(WriteResults(plan_json))
-    )
+    return (checked[_DONE], analyzed) | "ReportedTracks" >> beam.Flatten()
 
 
 def run(argv: Sequence[str] | None = None) -> None:
