@@ -13,11 +13,13 @@ samples are float32 in [-1, 1].
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
 import os
 import shutil
+import struct
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -149,8 +151,40 @@ def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = N
                 "ffmpeg, which is not installed (apt-get install ffmpeg)",
             ) from exc
         info = _ffprobe(path, track_id=track_id, uri=uri, sndfile_problem=sndfile_problem)
+    if info.container in ("WAV", "WAVEX"):
+        announced = _riff_announced_frames(path)
+        if announced is not None and announced > info.frames:
+            # libsndfile quietly shortens a WAV to what the file holds; keep what the header
+            # claims so that a truncated file (or a header claiming gigabytes) is caught.
+            info = dataclasses.replace(info, frames=announced)
     _check_limits(info, limits, track_id=track_id, uri=uri)
     return info
+
+
+def _riff_announced_frames(path: str) -> int | None:
+    """Frames a RIFF/WAVE header announces (``data`` chunk size / block align), if readable."""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        for _ in range(64):  # a WAV has a handful of chunks; don't walk a hostile file forever
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                return None
+            chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if chunk_id == b"fmt ":
+                fmt = fh.read(min(size, 64))
+                if len(fmt) >= 14:
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                fh.seek(size - len(fmt) + (size & 1), os.SEEK_CUR)
+            elif chunk_id == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                fh.seek(size + (size & 1), os.SEEK_CUR)
+    return None
 
 
 _MAGIC = (
@@ -382,7 +416,9 @@ def downmix(block: np.ndarray) -> np.ndarray:
 
 
 def exact_length(frames: int, source_rate: int, target_rate: int) -> int:
-    """Frames after resampling ``frames`` from ``source_rate`` to ``target_rate``: rounded."""
+    """Frames after resampling ``frames`` from ``source_rate`` to ``target_rate``:
+    ``round(frames * target_rate / source_rate)``, halves rounded up as soxr does (so one
+    input frame never becomes zero)."""
     return int(math.floor(frames * target_rate / source_rate + 0.5))
 
 

@@ -1,0 +1,50 @@
+"""Analyses written the way a user writes them, for the tests (importable by Beam workers)."""
+
+import numpy as np
+from pydantic import BaseModel
+
+from klio_assets import Audio, AudioStream, Json, NumpyArray, SourceAudio, Upstream, analysis
+
+
+@analysis(inputs={"audio": SourceAudio(mono=True)}, output=Json(), code_version="1")
+def rms_level(audio: Audio) -> dict:
+    """RMS of the mono source at its native rate."""
+    return {"rms": float(np.sqrt(np.mean(audio.samples**2))), "sample_rate": audio.sample_rate}
+
+
+@analysis(inputs={"audio": Upstream("downsampled_audio")}, output=Json(), code_version="1")
+def peak_frequency(audio: Audio) -> dict:
+    """Frequency of the largest spectral peak of the downsampled audio (reads another analysis)."""
+    spectrum = np.abs(np.fft.rfft(audio.samples * np.hanning(audio.frames)))
+    return {"hz": float(np.argmax(spectrum) * audio.sample_rate / audio.frames)}
+
+
+class FrameParams(BaseModel):
+    frame: int = 2048
+
+
+@analysis(
+    inputs={"audio": SourceAudio(sample_rate=16000, mono=True, stream=True)},
+    output=NumpyArray(),
+    code_version="2",
+    params=FrameParams,
+)
+def frame_energy(audio: AudioStream, params: FrameParams) -> np.ndarray:
+    """Energy per frame of the 16 kHz stream (a streaming consumer beside others)."""
+    energies = [float(np.sum(block.astype(np.float64) ** 2)) for block in audio]
+    return np.asarray(energies, dtype=np.float64)
+
+
+@analysis(inputs={"audio": SourceAudio()}, output=Json(), code_version="1")
+def explodes_on_mono(audio: Audio) -> dict:
+    """Fails for mono sources (a bug in an analysis must cost only that track)."""
+    if audio.channels == 1:
+        raise ValueError("mono is not supported by this analysis")
+    return {"channels": audio.channels}
+
+
+@analysis(inputs={"audio": SourceAudio(stream=True)}, output=Json(), code_version="1")
+def first_block_only(audio: AudioStream) -> dict:
+    """Reads one block of the stream and stops (the shared decode must not wait for it)."""
+    block = next(iter(audio))
+    return {"first_block_frames": int(block.shape[-1])}

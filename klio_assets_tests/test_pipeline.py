@@ -1,0 +1,177 @@
+"""The worker side on its own: the real Beam local runner, no Dagster (none may be imported)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import soundfile as sf
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from klio_assets.analyses import downsampled_audio, source_audio
+from klio_assets.worker.pipeline import assign_lanes, build_pipeline
+from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
+from klio_assets.worker.storage import Storage
+from klio_assets_tests import sample_analyses, synth
+
+ALL = [source_audio, downsampled_audio, sample_analyses.rms_level, sample_analyses.peak_frequency,
+       sample_analyses.frame_energy, sample_analyses.explodes_on_mono, sample_analyses.first_block_only]
+
+
+def run_plan(tmp_path, tracks, selected, *, run_id="r1", force=False, dry_run=False, root=None):
+    planned = plan_analyses(ALL)
+    root = root or str(tmp_path / "out")
+    plan = RunPlan(run_id=run_id, storage_root=root, analyses=planned, selected=selected,
+                   force=force, dry_run=dry_run, lanes=2)
+    refs = [{"track_id": t.track_id, "uri": t.path} for t in tracks]
+    options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_threading",
+                               "--direct_num_workers=2"])
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, plan, refs)
+    storage = Storage(root)
+    folder = Layout(storage).results_folder(run_id)
+    results = {n[:-5]: storage.read_json(f"{folder}/{n}") for n in storage.list_names(folder)}
+    return results, planned, storage
+
+
+def statuses(results, name):
+    return {t: r["analyses"][name]["status"] for t, r in results.items()}
+
+
+def test_worker_modules_import_no_dagster():
+    code = ("import sys, klio_assets, klio_assets.worker.pipeline, klio_assets.worker.execution, "
+            "klio_assets.analyses; assert 'dagster' not in sys.modules, sorted(m for m in sys.modules if 'dagster' in m)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_one_pipeline_computes_every_selected_analysis_for_every_track(tmp_path, catalog_tracks):
+    tracks = [catalog_tracks[k] for k in ("wav44", "flac48", "ogg32", "mp3", "m4a")]
+    selected = ["source_audio", "downsampled_audio", "rms_level", "frame_energy"]
+    results, planned, storage = run_plan(tmp_path, tracks, selected)
+    assert set(results) == {t.track_id for t in tracks}
+    for track in tracks:
+        analyses = results[track.track_id]["analyses"]
+        assert {analyses[n]["status"] for n in selected} == {"computed"}, analyses
+        flac = analyses["downsampled_audio"]["uri"]
+        y, sr = sf.read(flac, dtype="float32")
+        assert sr == 22050 and y.ndim == 1
+        probe = storage.read_json(analyses["source_audio"]["uri"])
+        assert len(y) == int(np.floor(probe["frames"] * 22050 / track.sample_rate + 0.5))
+        assert synth.dominant_frequency(y, sr) == pytest.approx(track.freq, abs=3.0)
+        rms = storage.read_json(analyses["rms_level"]["uri"])["rms"]
+        assert rms == pytest.approx(0.5 / np.sqrt(2), rel=0.05)
+        energy = np.load(analyses["frame_energy"]["uri"], allow_pickle=False)
+        assert energy.dtype == np.float64 and energy.sum() > 0
+
+
+def test_outputs_land_in_the_documented_layout(tmp_path, catalog_tracks):
+    results, planned, storage = run_plan(tmp_path, [catalog_tracks["wav44"]], ["downsampled_audio"])
+    uri = results["wav44"]["analyses"]["downsampled_audio"]["uri"]
+    version = planned["downsampled_audio"].version
+    assert uri == Layout(storage).output_uri(planned["downsampled_audio"], "wav44")
+    assert f"/downsampled_audio/v{version}/" in uri and uri.endswith("/wav44.flac")
+
+
+def test_broken_file_and_buggy_analysis_fail_only_their_own_records(tmp_path, catalog_tracks):
+    tracks = [catalog_tracks[k] for k in ("wav44", "ogg32", "broken")]
+    results, _, _ = run_plan(tmp_path, tracks, ["downsampled_audio", "explodes_on_mono"])
+    assert statuses(results, "downsampled_audio") == {"wav44": "computed", "ogg32": "computed", "broken": "failed"}
+    assert statuses(results, "explodes_on_mono") == {"wav44": "computed", "ogg32": "failed", "broken": "failed"}
+    broken = results["broken"]["analyses"]["downsampled_audio"]["reason"]
+    assert broken.startswith("track 'broken': cannot decode ") and "broken.mp3" in broken
+    assert "looks like text" in broken
+    bug = results["ogg32"]["analyses"]["explodes_on_mono"]["reason"]
+    assert "track 'ogg32'" in bug and "ogg32.ogg" in bug
+    assert "ValueError: mono is not supported" in bug and "sample_analyses.py" in bug
+
+
+def test_rerun_skips_and_force_recomputes(tmp_path, catalog_tracks):
+    tracks = [catalog_tracks["wav44"], catalog_tracks["flac48"]]
+    first, _, _ = run_plan(tmp_path, tracks, ["downsampled_audio"], run_id="a")
+    uri = first["wav44"]["analyses"]["downsampled_audio"]["uri"]
+    mtime = os.stat(uri).st_mtime_ns
+    again, _, _ = run_plan(tmp_path, tracks, ["downsampled_audio"], run_id="b")
+    assert statuses(again, "downsampled_audio") == {"wav44": "skipped", "flac48": "skipped"}
+    skipped = again["wav44"]["analyses"]["downsampled_audio"]
+    assert skipped["sample_rate"] == 22050 and skipped["duration_s"] == pytest.approx(2.0)
+    assert os.stat(uri).st_mtime_ns == mtime
+    forced, _, _ = run_plan(tmp_path, tracks, ["downsampled_audio"], run_id="c", force=True)
+    assert statuses(forced, "downsampled_audio") == {"wav44": "computed", "flac48": "computed"}
+    assert os.stat(uri).st_mtime_ns != mtime
+
+
+def test_dry_run_reports_and_writes_no_output(tmp_path, catalog_tracks):
+    tracks = [catalog_tracks["wav44"], catalog_tracks["dup"], catalog_tracks["flac48"]]
+    run_plan(tmp_path, [catalog_tracks["flac48"]], ["downsampled_audio"], run_id="a")
+    results, planned, storage = run_plan(tmp_path, tracks, ["downsampled_audio"], run_id="b", dry_run=True)
+    assert statuses(results, "downsampled_audio") == {
+        "wav44": "would_compute", "dup": "would_skip", "flac48": "would_skip"}
+    assert results["dup"]["analyses"]["downsampled_audio"]["shared_from"] == "wav44"
+    layout = Layout(storage)
+    assert not storage.exists(layout.output_uri(planned["downsampled_audio"], "wav44"))
+    assert not storage.exists(layout.output_uri(planned["downsampled_audio"], "dup"))
+
+
+def test_identical_content_is_computed_once_and_shared(tmp_path, catalog_tracks):
+    tracks = [catalog_tracks["wav44"], catalog_tracks["dup"]]
+    results, _, _ = run_plan(tmp_path, tracks, ["source_audio", "downsampled_audio"])
+    assert statuses(results, "downsampled_audio") == {"wav44": "computed", "dup": "skipped"}
+    shared = results["dup"]["analyses"]["downsampled_audio"]
+    assert shared["shared_from"] == "wav44"
+    a, _ = sf.read(results["wav44"]["analyses"]["downsampled_audio"]["uri"])
+    b, _ = sf.read(shared["uri"])
+    np.testing.assert_array_equal(a, b)
+    assert results["dup"]["content_hash"] == results["wav44"]["content_hash"]
+
+
+def test_content_index_shares_across_runs(tmp_path, catalog_tracks):
+    run_plan(tmp_path, [catalog_tracks["wav44"]], ["downsampled_audio"], run_id="a")
+    later, _, _ = run_plan(tmp_path, [catalog_tracks["dup"]], ["downsampled_audio"], run_id="b")
+    record = later["dup"]["analyses"]["downsampled_audio"]
+    assert record["status"] == "skipped" and record["shared_from"] == "wav44"
+
+
+def test_downstream_analysis_reads_upstream_output(tmp_path, catalog_tracks):
+    tracks = [catalog_tracks["wav44"], catalog_tracks["flac48"]]
+    results, _, storage = run_plan(tmp_path, tracks, ["downsampled_audio", "peak_frequency"])
+    for track in tracks:
+        record = results[track.track_id]["analyses"]["peak_frequency"]
+        assert record["status"] == "computed"
+        assert storage.read_json(record["uri"])["hz"] == pytest.approx(track.freq, abs=3.0)
+
+
+def test_missing_upstream_fails_with_the_fix_named(tmp_path, catalog_tracks):
+    results, _, _ = run_plan(tmp_path, [catalog_tracks["wav44"]], ["peak_frequency"])
+    reason = results["wav44"]["analyses"]["peak_frequency"]["reason"]
+    assert "upstream 'downsampled_audio' has no output for this track (materialize it first)" in reason
+
+
+def test_failed_upstream_fails_its_downstream_with_the_cause(tmp_path, catalog_tracks):
+    results, _, _ = run_plan(tmp_path, [catalog_tracks["broken"]], ["downsampled_audio", "peak_frequency"])
+    assert results["broken"]["analyses"]["peak_frequency"]["status"] == "failed"
+
+
+def test_consumer_that_stops_early_does_not_block_the_shared_decode(tmp_path, catalog_tracks):
+    results, _, storage = run_plan(
+        tmp_path, [catalog_tracks["wav44"]], ["first_block_only", "downsampled_audio", "source_audio"])
+    analyses = results["wav44"]["analyses"]
+    assert {r["status"] for r in analyses.values()} == {"computed"}
+    assert storage.read_json(analyses["source_audio"]["uri"])["frames"] == catalog_tracks["wav44"].frames
+
+
+def test_lanes_balance_long_and_short_work():
+    groups = [[{"cost": 100.0}]] + [[{"cost": 1.0}] for _ in range(100)]
+    lanes = assign_lanes(groups, 2)
+    load = [0.0, 0.0]
+    for lane, group in lanes:
+        load[lane] += group[0]["cost"]
+    assert sorted(load) == [100.0, 100.0]
+
+
+def test_plan_survives_json_round_trip():
+    plan = RunPlan(run_id="x", storage_root="/tmp/o", analyses=plan_analyses(ALL), selected=["downsampled_audio"])
+    assert RunPlan.from_json(plan.to_json()) == plan
+    assert json.loads(plan.to_json())["selected"] == ["downsampled_audio"]
