@@ -85,7 +85,8 @@ def add(paths: Sequence[str], manifest: str | None, allow_roots: Sequence[str], 
 def _summary_rows(selected: Sequence[str], invocation: Any) -> dict[str, Counter]:
     rows = {name: Counter() for name in selected}
     for name, done in invocation.already_done.items():
-        rows[name]["skipped"] += len(done)
+        if done:
+            rows[name]["skipped"] += len(done)
     for run in invocation.runs:
         if run.summary:
             for name, counts in run.summary["assets"].items():
@@ -373,9 +374,9 @@ def dev(dagster_args: Sequence[str]) -> None:
                 "load_from:\n  - python_module:\n      module_name: klio_assets.definitions\n"
                 "      attribute: defs\n      location_name: klio_assets\n"
             )
-    args = ["dagster", "dev", "-w", workspace, *dagster_args]
-    click.echo(f"DAGSTER_HOME={settings.home} {' '.join(args)}", err=True)
-    os.execvp(args[0], args)
+    args = [sys.executable, "-m", "dagster", "dev", "-w", workspace, *dagster_args]
+    click.echo(f"DAGSTER_HOME={settings.home} dagster dev -w {workspace} {' '.join(dagster_args)}", err=True)
+    os.execv(args[0], args)  # same interpreter: works without an activated virtualenv
 
 
 @main.command()
