@@ -173,7 +173,10 @@ def run_batch(
     if not config.dry_run:
         mats = [
             dg.AssetMaterialization(
-                asset_key=name, partition=t, metadata=reporting.track_metadata(r["analyses"][name])
+                asset_key=name,
+                partition=t,
+                metadata=reporting.track_metadata(r["analyses"][name]),
+                tags=reporting.version_tags(planned[name].version),
             )
             for name in selected
             for t in track_ids

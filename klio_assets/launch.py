@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -223,8 +222,3 @@ def tracks_to_run(
         done_by[name] = existing_outputs(storage, planned[name], sorted(in_dagster)) if in_dagster else set()
     todo = [t for t in track_ids if any(t not in done_by[n] for n in selected)]
     return todo, {n: sorted(done_by[n]) for n in selected}
-
-
-def wait_seconds(started: float) -> float:
-    """Seconds since ``started`` (a ``time.perf_counter()`` value)."""
-    return round(time.perf_counter() - started, 3)

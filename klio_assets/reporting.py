@@ -31,6 +31,16 @@ MAX_FAILURE_LOG_LINES = 50
 _STANDARD_FIELDS = ("status", "uri", "code_version", "duration_s", "sample_rate", "channels", "seconds")
 
 
+#: Dagster's tag for the code version that produced a materialization (the UI compares it with
+#: the asset's code version to flag stale partitions).
+CODE_VERSION_TAG = "dagster/code_version"
+
+
+def version_tags(version: str) -> dict[str, str]:
+    """Tags of a per-track materialization produced by ``version`` of an analysis."""
+    return {CODE_VERSION_TAG: version}
+
+
 def _metadata_value(value: Any) -> Any:
     if value is None:
         return dg.MetadataValue.null()

@@ -92,6 +92,10 @@ def test_ranged_run_launches_one_beam_pipeline_for_all_tracks_and_analyses(env, 
     probe = latest(instance, "source_audio", "flac48")
     assert probe["sample_rate"] == 48000 and probe["channels"] == 2 and probe["frames"] == 72000
     assert probe["code_version"] == "1"
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("downsampled_audio"), asset_partitions=["flac48"]), limit=1
+    ).records[0]
+    assert record.asset_materialization.tags["dagster/code_version"] == meta["code_version"]
     shared = latest(instance, "downsampled_audio", "dup")
     assert shared["status"] == "skipped" and shared["shared_from"] == "wav44"
     tags = instance.get_run_by_id(outcome.run_id).tags
