@@ -15,7 +15,12 @@ For each storage backend (SQLite, PostgreSQL), in a fresh ``KLIO_ASSETS_HOME``:
 Usage, from the repository root::
 
     /tmp/venv/bin/python benchmarks/bookkeeping.py [--registered 100000] [--run-tracks 1000]
-        [--backends sqlite,postgres] [--profile DIR]
+        [--backends sqlite,postgres] [--profile DIR] [--keep]
+
+Phases are timed by wrapping package and Dagster functions in this process while a run
+executes (``RUN_PHASES``); ``--profile`` adds a cProfile of the main thread (the Beam job runs
+in another thread and is not in it). Everything lives in a temporary folder, deleted at the
+end unless ``--keep``.
 
 PostgreSQL is started by ``klio_assets_tests.postgres`` (Debian's server binaries). Human
 readable figures go to stdout; the last line is one JSON object with every figure.
@@ -35,15 +40,15 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+import dagster as dg
 import numpy as np
 import soundfile as sf
 
+# klio_assets_tests is not installed: import it from this checkout.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import dagster as dg  # noqa: E402
 
 from klio_assets import batch, launch, reporting  # noqa: E402
 from klio_assets.catalog import TrackCatalog, get_catalog  # noqa: E402
@@ -52,7 +57,7 @@ from klio_assets.resources.beam import BeamJob, BeamRunnerResource  # noqa: E402
 from klio_assets.settings import Settings  # noqa: E402
 from klio_assets.tracks import register_tracks  # noqa: E402
 from klio_assets.worker.storage import Storage  # noqa: E402
-from klio_assets_tests.postgres import running_postgres  # noqa: E402
+from klio_assets_tests.postgres import PostgresServer, running_postgres  # noqa: E402
 
 ASSET = "downsampled_audio"
 #: Tracks per ``register_tracks`` call (one ``klio-assets add`` of a big folder).
@@ -160,7 +165,9 @@ def run_once(
         started = time.perf_counter()
         if profiler:
             profiler.enable()
-        outcome = launch.execute_range(instance, selected=[ASSET], track_ids=run_ids, storage=storage)
+        outcome = launch.execute_range(
+            instance, selected=[ASSET], track_ids=run_ids, storage=storage
+        )
         if profiler:
             profiler.disable()
         wall = time.perf_counter() - started
@@ -197,7 +204,9 @@ def run_once(
     return figures
 
 
-def cli_planning(instance: dg.DagsterInstance, storage: Storage, settings: Settings, run_ids: list[str]) -> float:
+def cli_planning(
+    instance: dg.DagsterInstance, storage: Storage, settings: Settings, run_ids: list[str]
+) -> float:
     """Seconds of what ``klio-assets run --tracks ...`` does before launching: list the keys,
     find what is already materialized and whose outputs exist."""
     from klio_assets.cli import _planned  # noqa: PLC0415 - the CLI's own helper
@@ -215,7 +224,7 @@ def bench_backend(
     tracks: list[tuple[str, str]],
     run_ids: list[str],
     *,
-    postgres: Any,
+    postgres: PostgresServer | None,
     profile_dir: str | None,
 ) -> dict[str, Any]:
     """Register, run twice, and report for one backend (``sqlite`` or ``postgres``)."""
@@ -225,10 +234,11 @@ def bench_backend(
         os.environ.pop(name, None)
     os.environ["KLIO_ASSETS_HOME"] = home
     if backend == "postgres":
-        postgres.create_database(f"dagster_{os.getpid()}")
-        with open(os.path.join(home, "dagster.yaml"), "w") as fh:
-            fh.write(postgres.dagster_yaml(f"dagster_{os.getpid()}"))
-        os.environ["KLIO_ASSETS_CATALOG"] = postgres.create_database(f"catalog_{os.getpid()}")
+        assert postgres is not None
+        postgres.create_database("dagster")
+        with open(os.path.join(home, "dagster.yaml"), "w") as fh:  # before the instance exists
+            fh.write(postgres.dagster_yaml("dagster"))
+        os.environ["KLIO_ASSETS_CATALOG"] = postgres.create_database("catalog")
     settings = Settings.from_env()
     launch.prepare_environment(settings)
     out: dict[str, Any] = {"catalog": settings.catalog_url.split("://")[0]}
@@ -244,8 +254,8 @@ def bench_backend(
         out["register_us_per_track"] = round(out["register_s"] * 1e6 / len(tracks), 1)
         keys = instance.get_dynamic_partitions(TRACKS)
         if len(keys) != len(tracks):
-            raise SystemExit(f"{backend}: {len(keys)} partitions registered, expected {len(tracks)}")
-        print(f"[{backend}] registered {len(tracks)} tracks in {out['register_s']:.1f} s", flush=True)
+            raise SystemExit(f"{backend}: {len(keys)} partitions, expected {len(tracks)}")
+        print(f"[{backend}] registered {len(tracks)} in {out['register_s']:.1f} s", flush=True)
         storage = Storage(settings.storage)
         for label in ("first", "again"):
             profile = os.path.join(profile_dir, f"{backend}-{label}.prof") if profile_dir else None
@@ -272,7 +282,7 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
             f"register {args.registered} tracks: {r['register_s']:.2f} s "
             f"({r['register_us_per_track']:.0f} us/track; {split})"
         )
-        for label, title in (("first", "first run (computed)"), ("again", "same range again (skipped)")):
+        for label, title in (("first", "first run"), ("again", "same range again")):
             f = r[label]
             phases = ", ".join(f"{k} {v:.2f} s" for k, v in f["phases_s"].items())
             span = f["materialization_span_s"]
@@ -293,7 +303,7 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
                 f"times; Beam poll overshoot {f['beam_poll_overshoot_s']:.2f} s"
             )
             verdict = "OK" if f["materialized_as_expected"] else "MISMATCH"
-            print(f"    materialized partitions of {ASSET}: {f['materialized_partitions']} ({verdict})")
+            print(f"    partitions materialized: {f['materialized_partitions']} ({verdict})")
         print(f"  CLI planning before a run (resolve + tracks_to_run): {r['cli_planning_s']:.2f} s")
 
 
@@ -301,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--registered", type=int, default=100_000, help="tracks registered")
     parser.add_argument("--run-tracks", type=int, default=1000, help="tracks in the run")
-    parser.add_argument("--backends", default="sqlite,postgres", help="comma separated: sqlite,postgres")
-    parser.add_argument("--profile", metavar="DIR", help="cProfile each run into DIR/<backend>-<run>.prof")
+    parser.add_argument("--backends", default="sqlite,postgres", help="sqlite, postgres or both")
+    parser.add_argument("--profile", metavar="DIR", help="cProfile into DIR/<backend>-<run>.prof")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -319,7 +329,6 @@ def main(argv: list[str] | None = None) -> int:
         "run_tracks": args.run_tracks,
         "asset": ASSET,
         "dagster": dg.__version__,
-        "env": {k: os.environ.get(k) for k in launch.FAST_BOOKKEEPING_ENV},
         "backends": {},
     }
     try:
@@ -331,7 +340,6 @@ def main(argv: list[str] | None = None) -> int:
         never_read = os.path.join(workdir, "not-there")
         tracks = [(t, uris.get(t) or f"{never_read}/{t}.wav") for t in ids]
         warm_up()
-        results["env"] = {k: os.environ.get(k) for k in launch.FAST_BOOKKEEPING_ENV}
         with contextlib.ExitStack() as stack:
             postgres = (
                 stack.enter_context(running_postgres(workdir)) if "postgres" in backends else None
@@ -342,12 +350,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
         results["env"] = {k: os.environ.get(k) for k in launch.FAST_BOOKKEEPING_ENV}
     finally:
-        if not args.keep:
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
             shutil.rmtree(workdir, ignore_errors=True)
     print_report(results, args)
     print(json.dumps(results, sort_keys=True))
-    ok = all(r[k]["materialized_as_expected"] for r in results["backends"].values() for k in ("first", "again"))
-    return 0 if ok else 1
+    runs = [r[k] for r in results["backends"].values() for k in ("first", "again")]
+    return 0 if all(run["materialized_as_expected"] for run in runs) else 1
 
 
 if __name__ == "__main__":

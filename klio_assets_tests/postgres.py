@@ -184,9 +184,11 @@ def _run(cmd: list[str], *, user: str | None, what: str) -> None:
         )
     except subprocess.CalledProcessError as exc:
         output = (exc.stdout + exc.stderr).strip()
-        raise PostgresError(f"{what} failed (exit {exc.returncode}): {' '.join(cmd)}\n{output}") from exc
+        command = " ".join(cmd)
+        raise PostgresError(f"{what} failed (exit {exc.returncode}): {command}\n{output}") from exc
     except subprocess.TimeoutExpired as exc:
-        raise PostgresError(f"{what} did not finish within {_TIMEOUT_S} s: {' '.join(cmd)}") from exc
+        command = " ".join(cmd)
+        raise PostgresError(f"{what} did not finish within {_TIMEOUT_S} s: {command}") from exc
 
 
 def _reachable_by(user: str, folder: Path) -> bool:
@@ -271,7 +273,7 @@ def running_postgres(
                 # Another process may have taken the port between free_port() and bind().
                 if "could not bind" in _log_tail(log) and attempt + 1 < _START_ATTEMPTS:
                     continue
-                raise PostgresError(f"{exc}\nserver log {log}:\n{_log_tail(log)}") from exc
+                raise PostgresError(f"{exc}\nserver log:\n{_log_tail(log)}") from exc
             server = PostgresServer(host="127.0.0.1", port=port, user=SUPERUSER, data_dir=data_dir)
             break
         assert server is not None
@@ -279,11 +281,10 @@ def running_postgres(
     finally:
         try:
             if (data_dir / "postmaster.pid").exists():  # also after a start that timed out
+                stop = [str(bins / "pg_ctl"), "stop", "-D", str(data_dir), "-w", "-m"]
                 try:
-                    _run([str(bins / "pg_ctl"), "stop", "-D", str(data_dir), "-m", "fast", "-w"],
-                         user=user, what="stopping PostgreSQL")
-                except PostgresError:
-                    _run([str(bins / "pg_ctl"), "stop", "-D", str(data_dir), "-m", "immediate", "-w"],
-                         user=user, what="stopping PostgreSQL immediately")
+                    _run([*stop, "fast"], user=user, what="stopping PostgreSQL")
+                except PostgresError:  # e.g. a client that does not let go
+                    _run([*stop, "immediate"], user=user, what="stopping PostgreSQL (immediate)")
         finally:
             shutil.rmtree(holder, ignore_errors=True)
