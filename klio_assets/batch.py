@@ -13,8 +13,9 @@ and reports every track as ``computed``, ``skipped`` or ``failed``:
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -22,6 +23,7 @@ from pydantic import Field
 
 from klio_assets import reporting
 from klio_assets.errors import BeamJobError
+from klio_assets.partitions import keys_in_range
 from klio_assets.resources.beam import BeamRunnerResource
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
@@ -80,6 +82,18 @@ class _Progress:
             self.context.log.info(f"progress: {self.done}/{self.total} tracks")
 
 
+def run_track_ids(context: dg.AssetExecutionContext) -> list[str]:
+    """The run's track IDs, in partition order, without listing every registered track."""
+    try:
+        key_range = context.partition_key_range
+    except dg.DagsterInvariantViolationError:
+        return list(context.partition_keys)
+    if key_range.start == key_range.end:
+        return [key_range.start]
+    keys = keys_in_range(context.instance, key_range.start, key_range.end)
+    return keys if keys is not None else list(context.partition_keys)
+
+
 def run_batch(
     context: dg.AssetExecutionContext,
     *,
@@ -103,7 +117,7 @@ def run_batch(
         After reporting everything else, when some track failed or the Beam job did.
     """
     started = time.perf_counter()
-    track_ids: Sequence[str] = context.partition_keys
+    track_ids = run_track_ids(context)
     selected = [name for name in planned if dg.AssetKey(name) in context.selected_asset_keys]
     store = storage.get_storage()
     layout = Layout(store)
@@ -143,6 +157,9 @@ def run_batch(
             job.cancel()
             raise
     results = read_results(store, results_folder)
+    # The per-track files are read; removing them overlaps with writing Dagster events.
+    cleanup = threading.Thread(target=store.delete_tree, args=(results_folder,), daemon=True)
+    cleanup.start()
     missing_reason = (
         f"no result: the Beam job ended before this track was done ({beam_error})"
         if beam_error
@@ -208,7 +225,7 @@ def run_batch(
         },
     )
     store.write_json(f"{layout.run_folder(context.run_id)}/summary.json", summary)
-    store.delete_tree(results_folder)
+    cleanup.join(timeout=60)
     context.instance.add_run_tags(context.run_id, reporting.run_tags(summary))
     context.log.info("summary\n" + reporting.summary_markdown(summary))
 

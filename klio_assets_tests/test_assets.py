@@ -210,3 +210,18 @@ def _planned(settings):
     from klio_assets.worker.plan import plan_analyses
 
     return plan_analyses(load_analyses(settings.analysis_modules), settings.params)
+
+
+def test_run_keys_come_from_one_range_query_including_keys_added_elsewhere(env):
+    settings, instance, storage, catalog = env
+    from klio_assets.partitions import keys_in_range
+
+    instance.add_dynamic_partitions(TRACKS, ["ghost"])  # registered in Dagster only
+    assert keys_in_range(instance, "flac48", "ogg32") == ["flac48", "broken", "ogg32"]
+    assert keys_in_range(instance, "wav8k", "ghost") == ["wav8k", "ghost"]
+    assert keys_in_range(instance, "ogg32", "flac48") is None  # not a range: caller falls back
+    outcome = run(instance, storage, ["source_audio"], ["wav8k", "ghost"])
+    assert not outcome.success
+    detail = outcome.summary["tracks_detail"]
+    assert detail["wav8k"]["source_audio"]["status"] == "computed"
+    assert detail["ghost"]["source_audio"]["status"] == "failed"

@@ -115,7 +115,10 @@ class BeamJob:
         while not self.done():
             if poll is not None:
                 poll()
-            time.sleep(interval_s)
+            if self._thread is not None:
+                self._thread.join(timeout=interval_s)  # returns the moment a local job ends
+            else:
+                time.sleep(interval_s)
         if self.finished is None:
             self.finished = time.monotonic()
         state = self.state
