@@ -26,10 +26,10 @@ from klio_assets.worker.plan import Layout, PlannedAnalysis
 from klio_assets.worker.storage import Storage, shard_of
 
 INVOCATION_TAG = "klio/invocation"
-#: Default instance settings written to a new home: no telemetry, runs kept forever.
+#: Head of the instance settings written to a new home.
 DEFAULT_DAGSTER_YAML = """\
-# Written by klio-assets for a new KLIO_ASSETS_HOME; edit freely (e.g. PostgreSQL storage,
-# see deploy/dagster.yaml).
+# Written by klio-assets for a new KLIO_ASSETS_HOME; edit freely. For PostgreSQL, replace the
+# three *_storage sections with a `storage: postgres:` section (dagster-postgres).
 telemetry:
   enabled: false
 """
@@ -46,8 +46,10 @@ def prepare_environment(settings: Settings) -> None:
     os.makedirs(settings.home, exist_ok=True)
     yaml_path = os.path.join(settings.home, "dagster.yaml")
     if not os.path.exists(yaml_path):
+        from klio_assets.sqlite_events import dagster_yaml_storage  # noqa: PLC0415 - imports Dagster
+
         with open(yaml_path, "w") as fh:
-            fh.write(DEFAULT_DAGSTER_YAML)
+            fh.write(DEFAULT_DAGSTER_YAML + dagster_yaml_storage(settings.home))
     os.environ["DAGSTER_HOME"] = settings.home
     os.environ.setdefault("KLIO_ASSETS_HOME", settings.home)
     for name, value in FAST_BOOKKEEPING_ENV.items():

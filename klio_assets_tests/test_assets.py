@@ -225,3 +225,24 @@ def test_run_keys_come_from_one_range_query_including_keys_added_elsewhere(env):
     detail = outcome.summary["tracks_detail"]
     assert detail["wav8k"]["source_audio"]["status"] == "computed"
     assert detail["ghost"]["source_audio"]["status"] == "failed"
+
+
+def test_batched_sqlite_event_log_reads_back_like_dagsters_own(env):
+    settings, instance, storage, _ = env
+    from klio_assets.sqlite_events import BatchedSqliteEventLogStorage
+
+    assert isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
+    tracks = ["flac48", "broken", "ogg32", "mp3"]
+    run(instance, storage, ["source_audio", "downsampled_audio"], tracks)
+    for asset in ("source_audio", "downsampled_audio"):
+        key = dg.AssetKey(asset)
+        assert set(instance.get_materialized_partitions(key)) == {"flac48", "ogg32", "mp3"}
+        assert instance.get_latest_materialization_event(key).asset_materialization.partition == "mp3"
+        for track in ("flac48", "ogg32", "mp3"):
+            assert latest(instance, asset, track)["uri"].endswith(f"/{track}." + ("json" if asset == "source_audio" else "flac"))
+        records = instance.fetch_materializations(key, limit=10).records
+        assert len(records) == 3
+    run_id = records[0].run_id
+    run_events = [e for e in instance.all_logs(run_id)
+                  if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"]
+    assert len(run_events) == 6

@@ -268,7 +268,9 @@ class Engine:
                 entry = {"track_id": rep["track_id"], "uri": record["uri"]}
                 with contextlib.suppress(KlioAssetsError):  # the index is an optimisation only
                     self.storage.write_json(
-                        self.layout.content_uri(self.plan.analyses[name], rep["content_hash"]), entry
+                        self.layout.content_uri(self.plan.analyses[name], rep["content_hash"]),
+                        entry,
+                        durable=False,  # losing an entry only costs a recomputation
                     )
 
     def _lookup_content(self, name: str, task: dict[str, Any]) -> dict[str, Any] | None:

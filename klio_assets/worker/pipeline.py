@@ -71,7 +71,7 @@ class _EngineDoFn(beam.DoFn):
         (the launcher counts these files for progress)."""
         assert self.engine is not None
         uri = self.engine.layout.result_uri(self.engine.plan.run_id, result["track_id"])
-        self.engine.storage.write_json(uri, result)
+        self.engine.storage.write_json(uri, result, durable=False)  # scratch, read within the run
         return result["track_id"]
 
 

@@ -251,10 +251,12 @@ class Storage:
     # -- writes ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def atomic_path(self, uri: str) -> Iterator[str]:
+    def atomic_path(self, uri: str, *, durable: bool = True) -> Iterator[str]:
         """Yield a local temporary path; when the block succeeds, commit it to ``uri``.
 
         On any exception the temporary file is removed and nothing appears at ``uri``.
+        ``durable=False`` skips the flush to disk (scratch records, indexes that can be
+        rebuilt): the commit is still atomic for a killed process, not for a power cut.
         """
         name = uri.rsplit("/", 1)[-1]
         if self.remote:
@@ -270,17 +272,17 @@ class Storage:
             tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
         try:
             yield tmp
-            self._commit(tmp, uri)
+            self._commit(tmp, uri, durable=durable)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def _commit(self, tmp: str, uri: str) -> None:
+    def _commit(self, tmp: str, uri: str, *, durable: bool) -> None:
         if self.remote:
             retry_transient(lambda: self.fs.put_file(tmp, uri), what=f"upload {uri}")
             return
         try:
-            if self.fsync:
+            if self.fsync and durable:
                 fd = os.open(tmp, os.O_RDONLY)
                 try:
                     os.fsync(fd)
@@ -290,18 +292,18 @@ class Storage:
         except OSError as exc:
             raise classify_error(exc, f"write {uri}") from exc
 
-    def write_bytes(self, uri: str, data: bytes) -> None:
-        """Write ``data`` to ``uri`` atomically."""
-        with self.atomic_path(uri) as tmp:
+    def write_bytes(self, uri: str, data: bytes, *, durable: bool = True) -> None:
+        """Write ``data`` to ``uri`` atomically (see :meth:`atomic_path` for ``durable``)."""
+        with self.atomic_path(uri, durable=durable) as tmp:
             try:
                 with open(tmp, "wb") as fh:
                     fh.write(data)
             except OSError as exc:
                 raise classify_error(exc, f"write {uri}") from exc
 
-    def write_json(self, uri: str, obj: Any) -> None:
+    def write_json(self, uri: str, obj: Any, *, durable: bool = True) -> None:
         """Write ``obj`` as JSON to ``uri`` atomically."""
-        self.write_bytes(uri, json.dumps(obj, sort_keys=True, allow_nan=False).encode())
+        self.write_bytes(uri, json.dumps(obj, sort_keys=True, allow_nan=False).encode(), durable=durable)
 
     def copy(self, src: str, dst: str) -> None:
         """Copy a committed file to another name under the root, atomically."""
