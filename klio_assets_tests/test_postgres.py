@@ -1,0 +1,59 @@
+"""The production bookkeeping path on a real PostgreSQL server (Debian's binaries, started here):
+batched per-track materializations, failure reasons in a PostgreSQL catalog."""
+
+import dagster as dg
+import pytest
+
+from klio_assets import launch
+from klio_assets.catalog import get_catalog
+from klio_assets.settings import Settings
+from klio_assets.tracks import register_tracks
+from klio_assets.worker.storage import Storage
+from klio_assets_tests.postgres import running_postgres
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    with running_postgres(tmp_path_factory.mktemp("pg")) as server:
+        yield server
+
+
+def test_postgres_instance_records_every_track_in_batches(postgres, tmp_path, monkeypatch, catalog_tracks):
+    home = tmp_path / "home"
+    home.mkdir()
+    postgres.create_database("dagster_e2e")
+    postgres.create_database("catalog_e2e")
+    (home / "dagster.yaml").write_text(postgres.dagster_yaml("dagster_e2e"))
+    monkeypatch.setenv("KLIO_ASSETS_HOME", str(home))
+    monkeypatch.setenv("KLIO_ASSETS_CATALOG", postgres.url("catalog_e2e"))
+    settings = Settings.from_env()
+    launch.prepare_environment(settings)
+    for name, value in launch.FAST_BOOKKEEPING_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.get()
+    try:
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        catalog = get_catalog(settings.catalog_url)
+        order = ["wav44", "broken", "flac48", "ogg32"]
+        register_tracks(instance, catalog, [(t, catalog_tracks[t].path) for t in order])
+        outcome = launch.execute_range(
+            instance, selected=["source_audio", "downsampled_audio"], track_ids=order,
+            storage=Storage(settings.storage),
+        )
+        assert not outcome.success  # 'broken' failed, after everything else was saved
+        for asset in ("source_audio", "downsampled_audio"):
+            key = dg.AssetKey(asset)
+            assert set(instance.get_materialized_partitions(key)) == {"wav44", "flac48", "ogg32"}
+            latest = instance.get_latest_materialization_event(key).asset_materialization
+            assert latest.partition == "ogg32"  # the asset row follows the last event of its batch
+            assert catalog.failures(asset)["broken"].startswith("track 'broken': cannot decode")
+        record = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("downsampled_audio"), asset_partitions=["flac48"]), limit=1
+        ).records[0]
+        meta = record.asset_materialization.metadata
+        assert meta["status"].value == "computed" and meta["sample_rate"].value == 22050
+    finally:
+        instance.dispose()
