@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -36,6 +37,18 @@ def _instance():
     import dagster as dg  # noqa: PLC0415 - slow import, only for commands that need it
 
     return dg.DagsterInstance.get()
+
+
+def _self_command() -> str:
+    """How to call this CLI again: ``klio-assets`` if that is on PATH, else its path."""
+    exe = os.path.abspath(sys.argv[0])
+    if os.path.basename(exe) != "klio-assets":
+        return "klio-assets"
+    found = shutil.which("klio-assets")
+    if found and os.path.realpath(found) == os.path.realpath(exe):
+        return "klio-assets"
+    relative = os.path.relpath(exe)
+    return relative if not relative.startswith("..") else exe
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -245,7 +258,7 @@ def _report_run(invocation: Any, selected: Sequence[str], *, dry_run: bool, as_j
     for error in errors:
         console.print(f"[red]error[/red] {error}", highlight=False)
     if invocation.runs:
-        console.print("runs: " + ", ".join(r.run_id for r in invocation.runs) + " (see them in klio-assets dev)")
+        console.print("runs: " + ", ".join(r.run_id for r in invocation.runs) + f" (see them in {_self_command()} dev)")
     return n_failed
 
 
@@ -403,7 +416,7 @@ def demo(n_tracks: int) -> None:
     ctx.invoke(status, as_json=False)
     click.echo(
         "\nOutputs are under " + settings.storage + ".\n"
-        "Open the Dagster UI on this instance with:  klio-assets dev   (then http://127.0.0.1:3000)"
+        f"Open the Dagster UI on this instance with:  {_self_command()} dev   (then http://127.0.0.1:3000)"
     )
 
 
