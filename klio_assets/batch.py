@@ -230,9 +230,7 @@ def run_batch(
     context.log.info("summary\n" + reporting.summary_markdown(summary))
 
     n_failed = sum(len(v) for v in failed.values())
-    for lines, (name, track_id, reason) in enumerate(
-        (n, t, r) for n, per in failed.items() for t, r in per.items()
-    ):
+    for lines, (name, reason) in enumerate((n, r) for n, per in failed.items() for r in per.values()):
         if lines >= reporting.MAX_FAILURE_LOG_LINES:
             context.log.warning(f"... and {n_failed - lines} more failed tracks (klio-assets status)")
             break

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -163,11 +162,9 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
         bar = progress.add_task("tracks", total=len(todo))
         base = 0
         for batch in batches:
-            lock = threading.Lock()
 
-            def on_progress(done: int, base: int = base) -> None:
-                with lock:
-                    progress.update(bar, completed=base + done)
+            def on_progress(done: int, base: int = base) -> None:  # from the watcher thread
+                progress.update(bar, completed=base + done)  # rich's Progress is thread-safe
 
             outcome = launch.execute_range(
                 instance, selected=selected, track_ids=batch, force=force, dry_run=dry_run,

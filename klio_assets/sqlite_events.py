@@ -38,7 +38,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                     event_ids.append(result.inserted_primary_key[0])
             self._store_asset_event_tags(conn, events, event_ids)
             last_per_asset = {}
-            for event, event_id in zip(events, event_ids):
+            for event, event_id in zip(events, event_ids, strict=True):
                 last_per_asset[event.get_dagster_event().asset_key] = (event, event_id)
             for event, event_id in last_per_asset.values():
                 self._store_asset_event(conn, event, event_id)
