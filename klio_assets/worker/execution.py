@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from klio_assets.analyses import SOURCE_ASSET
 from klio_assets.errors import KlioAssetsError, MissingInputError, TrackError
 from klio_assets.worker import audio as audio_io
 from klio_assets.worker.analysis import (
@@ -216,9 +217,8 @@ class Engine:
                 "sample_rate": info["sample_rate"],
                 "channels": info["channels"],
             }
-        probe_name = "source_audio"
-        if probe_name in self.plan.analyses:
-            probe_uri = self.output_uri(probe_name, task["track_id"])
+        if SOURCE_ASSET in self.plan.analyses:
+            probe_uri = self.output_uri(SOURCE_ASSET, task["track_id"])
             with contextlib.suppress(Exception):
                 if self.storage.exists(probe_uri):
                     data = self.storage.read_json(probe_uri)
