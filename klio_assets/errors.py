@@ -76,10 +76,6 @@ class MissingInputError(TrackError):
     """An input the analysis needs does not exist (source file or upstream output)."""
 
 
-class AnalysisError(TrackError):
-    """The analysis function itself raised for this track."""
-
-
 class BeamJobError(KlioAssetsError):
     """The Beam job did not finish successfully.
 

@@ -28,7 +28,6 @@ import dagster as dg
 EVENT_BATCH_SIZE = 1000
 #: Failed tracks logged one by one (all of them are in the catalog and the run summary).
 MAX_FAILURE_LOG_LINES = 50
-_STANDARD_FIELDS = ("status", "uri", "code_version", "duration_s", "sample_rate", "channels", "seconds")
 
 
 #: Dagster's tag for the code version that produced a materialization (the UI compares it with

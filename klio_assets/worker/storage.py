@@ -191,12 +191,6 @@ class Storage:
             return os.path.isfile(uri)
         return retry_transient(lambda: self.fs.isfile(uri), what=f"check {uri}")
 
-    def size(self, uri: str) -> int:
-        """Size in bytes of the file at ``uri``."""
-        if not self.remote:
-            return os.path.getsize(uri)
-        return int(retry_transient(lambda: self.fs.size(uri), what=f"stat {uri}"))
-
     def list_names(self, folder_uri: str) -> list[str]:
         """Names of committed files directly in ``folder_uri`` (temporary files excluded)."""
         if not self.remote:
@@ -315,15 +309,6 @@ class Storage:
                 shutil.copyfile(src, tmp)
             except OSError as exc:
                 raise classify_error(exc, f"copy {src} to {dst}") from exc
-
-    def delete(self, uri: str) -> None:
-        """Remove a file if it exists."""
-        if not self.remote:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._local(uri))
-            return
-        with contextlib.suppress(FileNotFoundError):
-            retry_transient(lambda: self.fs.rm_file(uri), what=f"delete {uri}")
 
     def delete_tree(self, folder_uri: str) -> None:
         """Remove a folder and everything in it, if it exists."""
