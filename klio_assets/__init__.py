@@ -25,7 +25,7 @@ from klio_assets.worker.analysis import (
     analysis,
     param,
 )
-from klio_assets.worker.outputs import AudioFile, Image, Json, NumpyArray, TableRow
+from klio_assets.worker.outputs import AudioFile, AudioFiles, Image, Json, NumpyArray, TableRow
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ __all__ = [
     "Analysis",
     "Audio",
     "AudioFile",
+    "AudioFiles",
     "AudioStream",
     "Image",
     "Json",

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian/Ubuntu machine for klio-assets: system packages, then a virtualenv
 # (.venv) with the package installed in editable mode.
-#   scripts/setup.sh            runtime (ffmpeg for M4A/AAC/Opus)
+#   scripts/setup.sh            runtime (ffmpeg for M4A/AAC/Opus, fpcalc for fingerprints)
 #   scripts/setup.sh --test     plus what the tests need (PostgreSQL server binaries, test extras)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want=(ffmpeg)
+# ffmpeg: M4A/AAC/Opus decoding; libchromaprint-tools: fpcalc, the fingerprint analysis.
+want=(ffmpeg libchromaprint-tools)
 extras=""
 if [ "${1:-}" = "--test" ]; then
   want+=(postgresql)

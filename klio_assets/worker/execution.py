@@ -198,8 +198,7 @@ class Engine:
             record["version"] = self.plan.analyses[name].version
             record["seconds"] = 0.0
             try:
-                with self.storage.local_copy(record["uri"]) as path:
-                    described = analysis.output.describe(path)
+                described = analysis.output.describe_at(self.storage, record["uri"])
                 if "sample_rate" not in described:
                     if facts is None:
                         facts = self._source_facts(task)
@@ -290,7 +289,7 @@ class Engine:
         if not self.storage.exists(first_uri):
             return None
         out = self.output_uri(name, task["track_id"])
-        self.storage.copy(first_uri, out)
+        self.analyses[name].output.copy(self.storage, first_uri, out)
         return {"status": SKIPPED, "uri": out, "shared_from": first}
 
     def _share_from(self, rep: dict[str, Any], dup: dict[str, Any]) -> None:
@@ -307,7 +306,7 @@ class Engine:
                 continue
             source_uri = self.output_uri(name, rep["track_id"])
             out = self.output_uri(name, dup["track_id"])
-            self.storage.copy(source_uri, out)
+            self.analyses[name].output.copy(self.storage, source_uri, out)
             first = (rep_record or {}).get("shared_from") or rep["track_id"]
             dup["analyses"][name] = {"status": SKIPPED, "uri": out, "shared_from": first}
         if own:
@@ -558,8 +557,7 @@ class Engine:
                     if isinstance(spec, Upstream):
                         values[key] = self._upstream_value(context, spec, memory, stack)
                 result = analysis.call(values, params=self.params[name], track=context)
-                with self.storage.atomic_path(out) as tmp:
-                    described = analysis.output.write(result.value, tmp)
+                described = analysis.output.commit(self.storage, out, result.value)
             if not isinstance(result.value, (AudioStream, Audio)) and analysis.output.kind in ("json", "table_row", "array"):
                 memory[name] = result.value
             record = {
@@ -585,8 +583,7 @@ class Engine:
                 uri,
                 f"upstream {spec.name!r} has no output for this track (materialize it first)",
             )
-        path = stack.enter_context(self.storage.local_copy(uri))
-        return self.analyses[spec.name].output.read(path, stream=spec.stream)
+        return self.analyses[spec.name].output.load(self.storage, uri, stream=spec.stream, stack=stack)
 
 
 _STANDARD_KEYS = ("duration_s", "sample_rate", "channels")

@@ -12,15 +12,18 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
 
 from klio_assets.errors import ParameterError
 from klio_assets.worker import audio as audio_io
+
+if TYPE_CHECKING:
+    from klio_assets.worker.storage import Storage
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _AUDIO_EXTENSIONS = {"FLAC": "flac", "WAV": "wav", "OGG": "ogg", "AIFF": "aiff"}
@@ -68,11 +71,33 @@ def scalar_metadata(obj: Any) -> dict[str, Any]:
 class OutputKind:
     """Base of output kinds.
 
-    Subclasses define :attr:`extension`, :meth:`write` and :meth:`read`.
+    Subclasses define :attr:`extension`, :meth:`write` and :meth:`read` for one local file.
+    The engine goes through :meth:`commit`, :meth:`load`, :meth:`copy` and :meth:`describe_at`,
+    which handle storage; an output made of several files (:class:`AudioFiles`) overrides
+    those instead.
     """
 
     extension: str = ""
     kind: str = ""
+
+    def commit(self, storage: Storage, uri: str, value: Any) -> dict[str, Any]:
+        """Write ``value`` and commit it atomically at ``uri``; return its metadata."""
+        with storage.atomic_path(uri) as tmp:
+            return self.write(value, tmp)
+
+    def load(self, storage: Storage, uri: str, *, stream: bool, stack: contextlib.ExitStack) -> Any:
+        """Read the output at ``uri`` (local copies live as long as ``stack``)."""
+        path = stack.enter_context(storage.local_copy(uri))
+        return self.read(path, stream=stream)
+
+    def copy(self, storage: Storage, src: str, dst: str) -> None:
+        """Copy a committed output (content shared between tracks)."""
+        storage.copy(src, dst)
+
+    def describe_at(self, storage: Storage, uri: str) -> dict[str, Any]:
+        """:meth:`describe` of a committed output."""
+        with storage.local_copy(uri) as path:
+            return self.describe(path)
 
     def write(self, value: Any, path: str) -> dict[str, Any]:
         """Write ``value`` to the local ``path``; return metadata describing it."""
@@ -252,3 +277,91 @@ class Image(OutputKind):
     def read(self, path: str, *, stream: bool = False) -> Any:
         with open(path, "rb") as fh:
             return fh.read()
+
+
+_PART_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+@dataclass(frozen=True)
+class AudioFiles(OutputKind):
+    """Several audio files per track (stems): one file per part, plus a manifest.
+
+    The parts go next to the manifest as ``<track_id>.<part>.<ext>``; the manifest
+    ``<track_id>.parts.json`` is committed last and is what marks the output complete, so a
+    run killed between two parts never leaves an output that looks done.
+
+    Parameters
+    ----------
+    parts : tuple of str
+        Part names (lowercase letters, digits, ``_``), e.g. ``("vocals", "accompaniment")``.
+    format, subtype : str
+        As for :class:`AudioFile`.
+
+    The function returns a mapping of part name to
+    :class:`~klio_assets.worker.analysis.Audio`; downstream analyses receive the same.
+    """
+
+    parts: tuple[str, ...] = ()
+    format: str = "FLAC"
+    subtype: str = "PCM_16"
+    kind = "audio_files"
+    extension = "parts.json"
+
+    def __post_init__(self) -> None:
+        if not self.parts or any(not p or not set(p) <= _PART_CHARS for p in self.parts):
+            raise ParameterError(f"AudioFiles parts {self.parts!r} must be non-empty names of [a-z0-9_]")
+        if len(set(self.parts)) != len(self.parts):
+            raise ParameterError(f"AudioFiles parts {self.parts!r} repeat a name")
+        AudioFile(format=self.format, subtype=self.subtype)  # validates the pair
+
+    def _part_uri(self, storage: Storage, uri: str, part: str) -> str:
+        # Storage URIs are "/"-joined checked components (local ones too); part names are
+        # [a-z0-9_], so a part file never collides with another track's files.
+        folder, name = uri.rsplit("/", 1)
+        stem = name[: -len(self.extension) - 1]
+        return f"{folder}/{stem}.{part}.{_AUDIO_EXTENSIONS[self.format]}"
+
+    def commit(self, storage: Storage, uri: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, Mapping) or set(value) != set(self.parts):
+            got = sorted(value) if isinstance(value, Mapping) else type(value).__name__
+            raise ParameterError(f"an AudioFiles output needs a mapping with parts {list(self.parts)}, got {got}")
+        single = AudioFile(format=self.format, subtype=self.subtype)
+        manifest: dict[str, Any] = {"parts": {}}
+        for part in self.parts:
+            part_uri = self._part_uri(storage, uri, part)
+            described = single.commit(storage, part_uri, value[part])
+            manifest["parts"][part] = {"file": part_uri.rsplit("/", 1)[1], **described}
+        first = manifest["parts"][self.parts[0]]
+        manifest.update({k: first[k] for k in ("duration_s", "sample_rate", "channels")})
+        storage.write_json(uri, manifest)
+        return {
+            **{k: first[k] for k in ("duration_s", "sample_rate", "channels")},
+            **{f"{part}_uri": self._part_uri(storage, uri, part) for part in self.parts},
+        }
+
+    def load(self, storage: Storage, uri: str, *, stream: bool, stack: contextlib.ExitStack) -> Any:
+        single = AudioFile(format=self.format, subtype=self.subtype)
+        return {
+            part: single.load(storage, self._part_uri(storage, uri, part), stream=stream, stack=stack)
+            for part in self.parts
+        }
+
+    def copy(self, storage: Storage, src: str, dst: str) -> None:
+        for part in self.parts:
+            storage.copy(self._part_uri(storage, src, part), self._part_uri(storage, dst, part))
+        storage.copy(src, dst)  # the manifest last: it marks the copy complete
+
+    def describe_at(self, storage: Storage, uri: str) -> dict[str, Any]:
+        manifest = storage.read_json(uri)
+        return {
+            **{k: manifest[k] for k in ("duration_s", "sample_rate", "channels") if k in manifest},
+            **{f"{part}_uri": self._part_uri(storage, uri, part) for part in self.parts},
+        }
+
+    def part_uris(self, storage: Storage, uri: str) -> dict[str, str]:
+        """Where each part of the output at ``uri`` lives."""
+        return {part: self._part_uri(storage, uri, part) for part in self.parts}
+
+    def spec(self) -> dict[str, Any]:
+        return {**super().spec(), "parts": list(self.parts), "format": self.format, "subtype": self.subtype}
+
