@@ -23,6 +23,12 @@ _ENV_VARS = (
 )
 
 
+#: librosa's numba functions compile once per cold cache (20-30 CPU-s): the whole suite, and
+#: every CLI or Dagster process it starts, shares one persistent cache.
+NUMBA_CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "numba")
+os.environ.setdefault("NUMBA_CACHE_DIR", NUMBA_CACHE_DIR)
+
+
 @pytest.fixture(scope="session")
 def audio_dir(tmp_path_factory) -> str:
     """Generated audio shared by the whole session (read-only for tests)."""

@@ -58,7 +58,21 @@ def latest(instance, asset, track):
 def test_definitions_expose_each_analysis_as_a_partitioned_asset(home):
     defs = build_definitions(Settings.from_env())
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"source_audio", "downsampled_audio"}
+    per_track = {
+        "source_audio", "downsampled_audio", "loudness", "beats", "spectrogram", "mel_spectrogram",
+        "mfcc", "mel_spectrogram_plot", "waveform_plot",
+    }
+    assert per_track <= {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert "track_features" in {k.to_user_string() for k in graph.get_all_asset_keys()}
+    parents = {name: {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys} for name in per_track}
+    assert parents["loudness"] == {"source_audio"}  # native rate: reads the source itself
+    assert parents["beats"] == {"downsampled_audio"}
+    assert parents["mfcc"] == {"mel_spectrogram"}
+    assert parents["mel_spectrogram_plot"] == {"mel_spectrogram"}
+    assert parents["waveform_plot"] == {"downsampled_audio"}
+    features = graph.get(dg.AssetKey("track_features"))
+    assert features.partitions_def is None
+    assert {"source_audio", "loudness", "beats"} <= {k.to_user_string() for k in features.parent_keys}
     node = graph.get(dg.AssetKey("downsampled_audio"))
     assert node.partitions_def.name == TRACKS
     assert node.parent_keys == {dg.AssetKey("source_audio")}

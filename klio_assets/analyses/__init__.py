@@ -5,8 +5,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
+from klio_assets.analyses.beats import beats
 from klio_assets.analyses.downsampled_audio import downsampled_audio
+from klio_assets.analyses.loudness import loudness
+from klio_assets.analyses.plots import mel_spectrogram_plot, waveform_plot
 from klio_assets.analyses.source_audio import source_audio
+from klio_assets.analyses.spectrograms import mel_spectrogram, mfcc, spectrogram
 from klio_assets.errors import ParameterError
 from klio_assets.worker.analysis import Analysis
 
@@ -15,7 +19,17 @@ from klio_assets.worker.analysis import Analysis
 SOURCE_ASSET = "source_audio"
 
 #: Built-in analyses, in the order they are listed in the UI.
-BUILTIN_ANALYSES: tuple[Analysis, ...] = (source_audio, downsampled_audio)
+BUILTIN_ANALYSES: tuple[Analysis, ...] = (
+    source_audio,
+    downsampled_audio,
+    loudness,
+    beats,
+    spectrogram,
+    mel_spectrogram,
+    mfcc,
+    mel_spectrogram_plot,
+    waveform_plot,
+)
 
 
 def load_analyses(modules: Sequence[str] = ()) -> list[Analysis]:
@@ -40,4 +54,17 @@ def load_analyses(modules: Sequence[str] = ()) -> list[Analysis]:
     return found
 
 
-__all__ = ["BUILTIN_ANALYSES", "SOURCE_ASSET", "downsampled_audio", "load_analyses", "source_audio"]
+__all__ = [
+    "BUILTIN_ANALYSES",
+    "SOURCE_ASSET",
+    "beats",
+    "downsampled_audio",
+    "load_analyses",
+    "loudness",
+    "mel_spectrogram",
+    "mel_spectrogram_plot",
+    "mfcc",
+    "source_audio",
+    "spectrogram",
+    "waveform_plot",
+]
