@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 
+from klio_assets import reporting
 from klio_assets.analyses import SOURCE_ASSET
 from klio_assets.batch import AnalysisRunConfig, run_batch
 from klio_assets.partitions import tracks_partitions
@@ -45,6 +46,7 @@ def build_analysis_assets(
     *,
     batch_size: int,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    embed_image_bytes: int = reporting.DEFAULT_EMBED_IMAGE_BYTES,
 ) -> dg.AssetsDefinition:
     """One partitioned asset per analysis, all computed by a single Beam-launching op.
 
@@ -55,6 +57,8 @@ def build_analysis_assets(
         Most tracks per run (one Beam job): ``BackfillPolicy.multi_run(batch_size)``.
     params : mapping, optional
         Per-deployment parameter overrides, ``{analysis: {parameter: value}}``.
+    embed_image_bytes : int
+        Largest plot embedded in a track's metadata (0: none).
     """
     planned = plan_analyses(analyses, params)
     graph = {a.name: a for a in analyses}
@@ -99,6 +103,7 @@ def build_analysis_assets(
             beam=beam,
             storage=storage,
             catalog=catalog,
+            embed_image_bytes=embed_image_bytes,
         )
 
     return audio_analyses

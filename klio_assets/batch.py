@@ -103,8 +103,12 @@ def run_batch(
     beam: BeamRunnerResource,
     storage: StorageResource,
     catalog: CatalogResource,
+    embed_image_bytes: int = reporting.DEFAULT_EMBED_IMAGE_BYTES,
 ) -> Iterator[dg.AssetMaterialization]:
     """Run the selected analyses over the run's tracks in one Beam job, and report.
+
+    Image outputs up to ``embed_image_bytes`` are embedded in their track's metadata (the
+    Dagster UI shows them); larger ones, or all with 0, are linked by URI only.
 
     Yields
     ------
@@ -188,17 +192,29 @@ def run_batch(
         for name in selected
     }
     if not config.dry_run:
-        mats = [
-            dg.AssetMaterialization(
-                asset_key=name,
-                partition=t,
-                metadata=reporting.track_metadata(r["analyses"][name]),
-                tags=reporting.version_tags(planned[name].version),
-            )
+        done = {
+            name: {
+                t: r["analyses"][name]
+                for t in track_ids
+                if (r := results[t])["analyses"].get(name, {}).get("status") in ("computed", "skipped")
+            }
             for name in selected
-            for t in track_ids
-            if (r := results[t])["analyses"].get(name, {}).get("status") in ("computed", "skipped")
-        ]
+        }
+        mats = []
+        for name in selected:
+            images = graph[name].output.kind == "image" and embed_image_bytes > 0
+            for t, record in done[name].items():
+                metadata = reporting.track_metadata(record)
+                if images:
+                    metadata.update(reporting.embedded_image(store, record["uri"], t, embed_image_bytes))
+                mats.append(
+                    dg.AssetMaterialization(
+                        asset_key=name,
+                        partition=t,
+                        metadata=metadata,
+                        tags=reporting.version_tags(planned[name].version),
+                    )
+                )
         yield from reporting.log_materializations(context, mats)
         for name in selected:
             track_catalog.record_outcomes(
@@ -208,6 +224,12 @@ def run_batch(
                 failed=failed[name],
                 succeeded=[t for t in track_ids if t not in failed[name]],
             )
+            if graph[name].output.kind in reporting.FEATURE_KINDS:
+                track_catalog.record_features(
+                    name,
+                    version=planned[name].version,
+                    rows={t: (rec["uri"], reporting.feature_fields(rec)) for t, rec in done[name].items()},
+                )
 
     summary.update(
         run_id=context.run_id,

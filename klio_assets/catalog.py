@@ -1,18 +1,23 @@
-"""The track catalog: which source audio each track ID stands for, and why tracks failed.
+"""The track catalog: which source audio each track ID stands for, why tracks failed, and the
+scalar results of the JSON analyses.
 
 Dagster's ``tracks`` dynamic partitions hold the IDs; this small SQL database (SQLite in the
 home by default, PostgreSQL in production) maps each ID to its source URI and keeps, per
-analysis, the reason of each track's latest failure so that the CLI and the UI can show it.
+analysis, the reason of each track's latest failure so that the CLI and the UI can show it,
+and each track's latest scalar figures (loudness, tempo, duration...) with a sequence number,
+so that catalog-level tables are updated from what changed instead of re-reading every track.
 Lookups and writes are batched: one statement per chunk of IDs, never one per track.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -37,6 +42,43 @@ FAILURES = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("failed_at", sa.Float, nullable=False),
 )
+FEATURES = sa.Table(
+    "klio_features",
+    _METADATA,
+    # Rewritten rows get a new seq: readers take "seq > cursor" to see only what changed.
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("asset", sa.String(128), nullable=False),
+    sa.Column("track_id", sa.String(128), nullable=False),
+    sa.Column("version", sa.String(128), nullable=False),
+    sa.Column("uri", sa.Text, nullable=False),
+    sa.Column("fields", sa.Text, nullable=False),  # JSON object of scalars
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("asset", "track_id", name="uq_klio_features_asset_track"),
+    sa.Index("ix_klio_features_asset_seq", "asset", "seq"),
+)
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    """One track's latest scalar results of one analysis.
+
+    Attributes
+    ----------
+    seq : int
+        Increases with every write (the incremental readers' cursor).
+    asset, track_id, version, uri : str
+    fields : dict
+        Scalars (numbers, strings, booleans, None).
+    """
+
+    seq: int
+    asset: str
+    track_id: str
+    version: str
+    uri: str
+    fields: dict[str, Any]
+
+
 #: IDs per SQL statement (SQLite allows 32766 bound variables; PostgreSQL far more).
 CHUNK = 5000
 
@@ -203,6 +245,50 @@ class TrackCatalog:
                         for t, reason in failed.items()
                     ],
                 )
+
+    def record_features(
+        self, asset: str, *, version: str, rows: Mapping[str, tuple[str, Mapping[str, Any]]]
+    ) -> None:
+        """Store the latest scalar results of ``asset``: ``{track_id: (uri, fields)}``.
+
+        A track's previous row is replaced (and so gets a new ``seq``).
+        """
+        if not rows:
+            return
+        now = time.time()
+        ids = list(rows)
+        with self.engine.begin() as conn:
+            for chunk in _chunks(ids):
+                conn.execute(
+                    FEATURES.delete().where(FEATURES.c.asset == asset, FEATURES.c.track_id.in_(chunk))
+                )
+                conn.execute(
+                    FEATURES.insert(),
+                    [
+                        {
+                            "asset": asset,
+                            "track_id": t,
+                            "version": version,
+                            "uri": rows[t][0],
+                            "fields": json.dumps(dict(rows[t][1]), sort_keys=True, allow_nan=False),
+                            "updated_at": now,
+                        }
+                        for t in chunk
+                    ],
+                )
+
+    def features_since(self, assets: Sequence[str], after_seq: int = 0) -> list[FeatureRow]:
+        """Rows of ``assets`` written after ``after_seq``, in ``seq`` order."""
+        query = (
+            sa.select(FEATURES)
+            .where(FEATURES.c.asset.in_(list(assets)), FEATURES.c.seq > after_seq)
+            .order_by(FEATURES.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [
+                FeatureRow(r.seq, r.asset, r.track_id, r.version, r.uri, json.loads(r.fields))
+                for r in conn.execute(query)
+            ]
 
     def failures(self, asset: str, track_ids: Sequence[str] | None = None) -> dict[str, str]:
         """Latest failure reason per track of ``asset`` (optionally only for ``track_ids``)."""

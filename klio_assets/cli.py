@@ -131,10 +131,12 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
 
     all_planned = _planned(settings)
     names = list(all_planned)
-    unknown = [a for a in assets if a not in names]
+    tables = _catalog_tables(names)
+    unknown = [a for a in assets if a not in names and a not in tables]
     if unknown:
-        _fail(f"unknown assets {unknown}; known: {', '.join(names)}")
+        _fail(f"unknown assets {unknown}; known: {', '.join(names + tables)}")
     selected = [n for n in names if not assets or n in assets]
+    selected_tables = [n for n in tables if not assets or n in assets]
     instance = _instance()
     storage = _storage(settings)
     try:
@@ -142,7 +144,9 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
     except KlioAssetsError as exc:
         _fail(str(exc))
     invocation = launch.Invocation(selected=selected)
-    if force or dry_run:
+    if not selected:  # only catalog tables asked for
+        todo = []
+    elif force or dry_run:
         todo = wanted
     else:
         todo, invocation.already_done = launch.tracks_to_run(instance, storage, all_planned, selected, wanted)
@@ -173,9 +177,18 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
             invocation.runs.append(outcome)
             base += len(batch)
             progress.update(bar, completed=base)
+    if selected_tables and not dry_run:
+        invocation.catalog = launch.execute_catalog_tables(instance, selected_tables)
     invocation.wall_seconds = round(time.perf_counter() - started, 3)
     failed = _report_run(invocation, selected, dry_run=dry_run, as_json=as_json, console=console)
     sys.exit(1 if failed else 0)
+
+
+def _catalog_tables(analyses: Sequence[str]) -> list[str]:
+    """The catalog-level assets for these analyses, in dependency order."""
+    from klio_assets.catalog_assets import DUPLICATE_GROUPS, TRACK_FEATURES  # noqa: PLC0415
+
+    return [*([DUPLICATE_GROUPS] if "fingerprint" in analyses else []), TRACK_FEATURES]
 
 
 def _planned(settings: Settings):
@@ -211,6 +224,7 @@ def _report_run(invocation: Any, selected: Sequence[str], *, dry_run: bool, as_j
         if rec.get("status") == "failed"
     }
     n_failed = sum(c["failed"] for c in rows.values())
+    n_tables_failed = sum(1 for t in invocation.catalog.values() if t["status"] != "materialized")
     if as_json:
         click.echo(json.dumps({
             "assets": {n: dict(c) for n, c in rows.items()},
@@ -223,8 +237,9 @@ def _report_run(invocation: Any, selected: Sequence[str], *, dry_run: bool, as_j
             "beam_seconds": round(beam_seconds, 3),
             "wall_seconds": invocation.wall_seconds,
             "errors": errors,
-        }, sort_keys=True))
-        return n_failed
+            "catalog": invocation.catalog,
+        }, sort_keys=True, default=str))
+        return n_failed + n_tables_failed
     from rich.table import Table  # noqa: PLC0415
 
     statuses = [s for s in _STATUS_ORDER if any(c[s] for c in rows.values())] or ["skipped"]
@@ -254,9 +269,14 @@ def _report_run(invocation: Any, selected: Sequence[str], *, dry_run: bool, as_j
         console.print(f"... and {len(failed) - 20} more (klio-assets status)")
     for error in errors:
         console.print(f"[red]error[/red] {error}", highlight=False)
+    for name, table in invocation.catalog.items():
+        if table["status"] == "materialized":
+            console.print(f"{name}: {table.get('uri')}", highlight=False)
+        else:
+            console.print(f"[red]failed[/red] {name}: {table.get('reason')}", highlight=False)
     if invocation.runs:
         console.print("runs: " + ", ".join(r.run_id for r in invocation.runs) + f" (see them in {_self_command()} dev)")
-    return n_failed
+    return n_failed + n_tables_failed
 
 
 def _cell(record: dict[str, Any] | None) -> str:
@@ -322,8 +342,11 @@ def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[s
     from klio_assets.trackids import validate_track_id  # noqa: PLC0415
 
     planned = _planned(settings)
-    if asset not in planned:
-        raise KlioAssetsError(f"unknown asset {asset!r}; known: {', '.join(planned)}")
+    tables = _catalog_tables(list(planned))
+    if asset not in planned and asset not in tables:
+        raise KlioAssetsError(f"unknown asset {asset!r}; known: {', '.join([*planned, *tables])}")
+    if asset in tables and track_id is not None:
+        raise KlioAssetsError(f"{asset} is a catalog-level table: it has no per-track value")
     instance = _instance()
     if track_id is not None:
         validate_track_id(track_id)

@@ -12,6 +12,7 @@ import dagster as dg
 
 from klio_assets.analyses import load_analyses
 from klio_assets.assets import build_analysis_assets
+from klio_assets.catalog_assets import build_catalog_assets
 from klio_assets.partitions import tracks_partitions
 from klio_assets.resources import BeamRunnerResource, CatalogResource, StorageResource
 from klio_assets.sensors import SCHEDULES, SENSORS
@@ -19,14 +20,18 @@ from klio_assets.settings import Settings
 
 #: The job the CLI and sensors launch (any subset of analyses, any range of tracks).
 JOB_NAME = "audio_analyses_job"
+#: The job updating the catalog-level (unpartitioned) tables.
+CATALOG_JOB_NAME = "catalog_tables_job"
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The code location for one deployment's settings."""
+    analyses = load_analyses(settings.analysis_modules)
     analyses_asset = build_analysis_assets(
-        load_analyses(settings.analysis_modules),
+        analyses,
         batch_size=settings.batch_size,
         params=settings.params,
+        embed_image_bytes=settings.embed_image_bytes,
     )
     job = dg.define_asset_job(
         JOB_NAME,
@@ -34,9 +39,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         partitions_def=tracks_partitions,
         description="Materialize analyses for a range of tracks (one Beam job per run).",
     )
+    catalog_assets = build_catalog_assets({a.name: a for a in analyses})
+    catalog_job = dg.define_asset_job(
+        CATALOG_JOB_NAME,
+        selection=dg.AssetSelection.assets(*catalog_assets),
+        description="Update the catalog-level tables from the results written since their last update.",
+    )
     return dg.Definitions(
-        assets=[analyses_asset],
-        jobs=[job],
+        assets=[analyses_asset, *catalog_assets],
+        jobs=[job, catalog_job],
         sensors=SENSORS,
         schedules=SCHEDULES,
         resources={
@@ -56,3 +67,8 @@ def get_analyses_job() -> dg.JobDefinition:
     """The analyses job for the settings in the environment now (the reconstructor the CLI
     hands to ``execute_job``; the run worker rebuilds it from the same environment)."""
     return build_definitions(Settings.from_env()).resolve_job_def(JOB_NAME)
+
+
+def get_catalog_job() -> dg.JobDefinition:
+    """The catalog-tables job for the settings in the environment now."""
+    return build_definitions(Settings.from_env()).resolve_job_def(CATALOG_JOB_NAME)

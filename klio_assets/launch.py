@@ -114,6 +114,7 @@ class Invocation:
     already_done: dict[str, list[str]] = field(default_factory=dict)
     runs: list[RunOutcome] = field(default_factory=list)
     wall_seconds: float = 0.0
+    catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def resolve_tracks(instance: dg.DagsterInstance, requested: Sequence[str] | None) -> tuple[list[str], list[str]]:
@@ -224,3 +225,38 @@ def tracks_to_run(
         done_by[name] = existing_outputs(storage, planned[name], sorted(in_dagster)) if in_dagster else set()
     todo = [t for t in track_ids if any(t not in done_by[n] for n in selected)]
     return todo, {n: sorted(done_by[n]) for n in selected}
+
+
+def execute_catalog_tables(instance: dg.DagsterInstance, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Materialize the catalog-level assets ``names`` (one run); their metadata, or errors.
+
+    Returns
+    -------
+    dict
+        Asset name to ``{"status": "materialized", ...metadata}`` or
+        ``{"status": "failed", "reason": ...}``.
+    """
+    job = dg.build_reconstructable_job("klio_assets.definitions", "get_catalog_job")
+    result = dg.execute_job(
+        job,
+        instance=instance,
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        asset_selection=[dg.AssetKey(name) for name in names],
+    )
+    out: dict[str, dict[str, Any]] = {
+        name: {"status": "failed", "reason": "not materialized", "run_id": result.run_id} for name in names
+    }
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        out[materialization.asset_key.to_user_string()] = {
+            "status": "materialized",
+            "run_id": result.run_id,
+            **{k: v.value for k, v in materialization.metadata.items() if k != "preview"},
+        }
+    for failure in result.get_step_failure_events():
+        error = failure.step_failure_data.error
+        step = failure.step_key or ""
+        for name in names:
+            if name in step and out[name]["status"] == "failed":
+                out[name]["reason"] = error.message.strip() if error else "the step failed"
+    return out

@@ -16,7 +16,9 @@ public API; if it is missing, events are yielded the public way (slower, same re
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,10 +26,21 @@ from typing import Any
 
 import dagster as dg
 
+from klio_assets import settings
+from klio_assets.errors import KlioAssetsError
+from klio_assets.worker.storage import Storage
+
 #: Events per database batch.
 EVENT_BATCH_SIZE = 1000
 #: Failed tracks logged one by one (all of them are in the catalog and the run summary).
 MAX_FAILURE_LOG_LINES = 50
+
+
+#: Images up to this size are embedded in their track's metadata by default (an embedded
+#: image is stored in the event log: ~1.35x its size per track).
+DEFAULT_EMBED_IMAGE_BYTES = settings.DEFAULT_EMBED_IMAGE_BYTES
+#: Output kinds whose scalar results go to the catalog's features table.
+FEATURE_KINDS = ("json", "table_row")
 
 
 #: Dagster's tag for the code version that produced a materialization (the UI compares it with
@@ -64,6 +77,33 @@ def track_metadata(record: Mapping[str, Any]) -> dict[str, Any]:
         if key not in meta:
             meta[key] = _metadata_value(value)
     return meta
+
+
+def embedded_image(storage: Storage, uri: str, track_id: str, max_bytes: int) -> dict[str, Any]:
+    """``{"plot": markdown with the PNG inline}`` for an image output, if small enough.
+
+    Dagster renders Markdown metadata, data URIs included, in the asset's partition view.
+    """
+    try:
+        data = storage.read_bytes(uri)
+    except KlioAssetsError as exc:
+        return {"plot_error": f"cannot read {uri}: {exc}"}
+    if len(data) > max_bytes:
+        return {"plot_bytes": len(data)}
+    encoded = base64.b64encode(data).decode("ascii")
+    return {"plot": dg.MetadataValue.md(f"![{track_id}](data:image/png;base64,{encoded})")}
+
+
+def feature_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The scalar results of one track's record (what the catalog's features table keeps)."""
+    fields: dict[str, Any] = {}
+    for key, value in [*((k, record[k]) for k in ("duration_s", "sample_rate", "channels") if k in record),
+                       *(record.get("metadata") or {}).items()]:
+        if value is None or isinstance(value, (bool, int, str)):
+            fields[key] = value
+        elif isinstance(value, float):
+            fields[key] = value if math.isfinite(value) else None
+    return fields
 
 
 @contextlib.contextmanager

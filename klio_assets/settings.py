@@ -12,6 +12,8 @@
 ``KLIO_ASSETS_CATALOG``        SQLAlchemy URL of the track catalog. Default SQLite in the home.
 ``KLIO_ASSETS_ANALYSES``       Extra modules defining analyses, comma separated.
 ``KLIO_ASSETS_PARAMS``         JSON ``{analysis: {parameter: value}}`` overriding defaults.
+``KLIO_ASSETS_EMBED_IMAGES``   Largest plot (bytes) embedded in a track's Dagster metadata;
+                               0 links plots by URI only. Default 98304 (96 KiB).
 =============================  ================================================================
 """
 
@@ -29,6 +31,7 @@ from klio_assets.errors import ParameterError
 
 DEFAULT_HOME = "./.klio-assets"
 DEFAULT_BATCH_SIZE = 1000
+DEFAULT_EMBED_IMAGE_BYTES = 96 * 1024
 
 
 class Settings(BaseModel):
@@ -41,6 +44,9 @@ class Settings(BaseModel):
     catalog_url: str = Field(description="SQLAlchemy URL of the track catalog.")
     analysis_modules: list[str] = Field(default_factory=list, description="Modules with extra analyses.")
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Parameter overrides.")
+    embed_image_bytes: int = Field(
+        DEFAULT_EMBED_IMAGE_BYTES, ge=0, description="Largest plot embedded in Dagster metadata (0: none)."
+    )
 
     @field_validator("analysis_modules")
     @classmethod
@@ -79,6 +85,11 @@ class Settings(BaseModel):
         except json.JSONDecodeError as exc:
             raise ParameterError(f"KLIO_ASSETS_PARAMS is not valid JSON: {exc}") from exc
         modules = [m.strip() for m in env.get("KLIO_ASSETS_ANALYSES", "").split(",") if m.strip()]
+        raw_embed = env.get("KLIO_ASSETS_EMBED_IMAGES") or str(DEFAULT_EMBED_IMAGE_BYTES)
+        try:
+            embed_image_bytes = int(raw_embed)
+        except ValueError as exc:
+            raise ParameterError(f"KLIO_ASSETS_EMBED_IMAGES={raw_embed!r} is not an integer") from exc
         catalog = env.get("KLIO_ASSETS_CATALOG") or f"sqlite:///{os.path.join(home, 'catalog.db')}"
         try:
             return cls(
@@ -89,6 +100,7 @@ class Settings(BaseModel):
                 catalog_url=catalog,
                 analysis_modules=modules,
                 params=params,
+                embed_image_bytes=embed_image_bytes,
             )
         except ValidationError as exc:
             raise ParameterError(f"invalid klio-assets settings: {exc}") from exc

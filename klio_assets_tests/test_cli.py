@@ -40,14 +40,22 @@ def test_add_run_status_show_rerun(cli_home, library):
     reason = first["failed"]["downsampled_audio/broken"]
     assert reason.startswith("track 'broken': cannot decode ") and reason.endswith("the file looks like text")
 
+    for name, counts in first["assets"].items():  # every analysis: one run, 'broken' alone fails
+        assert counts["failed"] == 1 and counts.get("computed", 0) + counts.get("skipped", 0) == 5, name
+        assert first["failed"][f"{name}/broken"] == reason
+
     status, _ = cli_json("status", home=cli_home)
     assert status == {
         "tracks": 6,
         "assets": {
             name: {"materialized": 5, "missing": 0, "failed": {"broken": first["failed"][f"{name}/broken"]}}
-            for name in ("source_audio", "downsampled_audio")
+            for name in first["assets"]
         },
     }
+    features = first["catalog"]["track_features"]
+    assert features["status"] == "materialized" and features["rows"] == 5
+    shown_table, _ = cli_json("show", "track_features", home=cli_home)
+    assert shown_table["uri"] == features["uri"] and os.path.isfile(features["uri"])
 
     shown, _ = cli_json("show", "downsampled_audio", "Ete-live-l-ete", home=cli_home)
     assert shown["status"] == "computed" and shown["sample_rate"] == 22050 and shown["channels"] == 1
