@@ -21,8 +21,9 @@ ALL = [source_audio, downsampled_audio, sample_analyses.rms_level, sample_analys
        sample_analyses.frame_energy, sample_analyses.explodes_on_mono, sample_analyses.first_block_only]
 
 
-def run_plan(tmp_path, tracks, selected, *, run_id="r1", force=False, dry_run=False, root=None):
-    planned = plan_analyses(ALL)
+def run_plan(tmp_path, tracks, selected, *, run_id="r1", force=False, dry_run=False, root=None,
+             analyses=ALL, overrides=None):
+    planned = plan_analyses(analyses, overrides)
     root = root or str(tmp_path / "out")
     plan = RunPlan(run_id=run_id, storage_root=root, analyses=planned, selected=selected,
                    force=force, dry_run=dry_run, lanes=2)

@@ -20,9 +20,9 @@ class BeatsParams(BaseModel):
 def fit_tempo(beat_times: np.ndarray) -> float | None:
     """Global tempo (BPM) fitted to beat times.
 
-    Beats are numbered by rounding their distance from the first beat to the median
-    inter-beat interval (so a missed beat does not shift the rest), then the period is the
-    least-squares slope of time against beat number. Unlike the onset autocorrelation, whose
+    Each inter-beat interval counts as a whole number of median intervals (1 normally, 2 over
+    a missed beat), so beats are numbered without drift even when intervals jitter by a hop;
+    the period is then the least-squares slope of time against beat number. Unlike the onset autocorrelation, whose
     resolution is one hop (2.5 % at 140 BPM with a 23 ms hop), this averages over every beat.
 
     Parameters
@@ -40,7 +40,8 @@ def fit_tempo(beat_times: np.ndarray) -> float | None:
     median_ibi = float(np.median(np.diff(beat_times)))
     if median_ibi <= 0:
         return None
-    numbers = np.round((beat_times - beat_times[0]) / median_ibi)
+    steps = np.maximum(1.0, np.round(np.diff(beat_times) / median_ibi))
+    numbers = np.concatenate([[0.0], np.cumsum(steps)])
     period = float(np.polyfit(numbers, beat_times, 1)[0])
     return 60.0 / period if period > 0 else None
 
