@@ -195,3 +195,22 @@ def test_plots_are_png_images_of_the_track(tmp_path, catalog_tracks):
             assert len(set(image.convert("RGB").getdata())) > 8  # drawn, not blank
         assert os.path.getsize(record["uri"]) < 96 * 1024  # small enough to embed
     assert base64  # used by the Dagster-side test of embedding
+
+
+def test_analyses_that_need_no_librosa_never_import_it(tmp_path, catalog_tracks):
+    """librosa costs seconds per process (numba); decode-only chains must not pay for it."""
+    code = f"""
+import sys
+from klio_assets.analyses import BUILTIN_ANALYSES
+from klio_assets.worker.execution import Engine
+from klio_assets.worker.plan import RunPlan, plan_analyses
+plan = RunPlan(run_id="r", storage_root={str(tmp_path / "out")!r}, analyses=plan_analyses(BUILTIN_ANALYSES),
+               selected=["source_audio", "downsampled_audio", "loudness"])
+engine = Engine(plan)
+task = engine.check({{"track_id": "wav44", "uri": {catalog_tracks["wav44"].path!r}, "order": 0}})
+[result] = engine.analyze([task])
+assert {{r["status"] for r in result["analyses"].values()}} == {{"computed"}}, result
+heavy = sorted(m for m in ("librosa", "numba", "matplotlib") if m in sys.modules)
+assert not heavy, heavy
+"""
+    subprocess.run([os.sys.executable, "-c", code], check=True)

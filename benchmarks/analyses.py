@@ -1,0 +1,133 @@
+"""Cost of each analysis, and one fused run of all of them against one run per analysis.
+
+1. Per analysis, steady state: the worker engine in this process, one thread, on real tracks,
+   after a warm-up that computed everything once (numba cache warm, page cache warm). Each
+   analysis is then recomputed alone (``force``) with its upstream outputs in place, so its
+   figure is its own cost plus, for analyses that read the source, one decode of it. Reported
+   as CPU-seconds per minute of audio.
+2. Fused vs separate, as a user runs them: ``klio-assets run`` of every analysis at once on a
+   fresh home, against one ``klio-assets run <analysis>`` per analysis in dependency order on
+   another fresh home (each run computing one analysis, reading its upstreams' outputs). Wall
+   time of each, from process start; the target is fused <= 0.7x separate.
+
+Usage (from the repo root)::
+
+    python benchmarks/analyses.py [--corpus dev-corpus] [--tracks 8] [--skip-fused]
+
+Prints figures, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+from throughput import corpus_files, timed  # noqa: E402
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def per_analysis(files: list[str], scratch: str) -> dict[str, dict[str, float]]:
+    """CPU-seconds per audio-minute of each built-in analysis, alone, steady state."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from klio_assets.analyses import load_analyses
+    from klio_assets.worker.execution import Engine
+    from klio_assets.worker.plan import RunPlan, plan_analyses
+
+    analyses = load_analyses()
+    planned = plan_analyses(analyses)
+    refs = [{"track_id": f"t{i:03d}", "uri": path, "order": i} for i, path in enumerate(files)]
+
+    def run(selected: list[str], *, force: bool) -> tuple[float, float, dict]:
+        plan = RunPlan(run_id=f"bench-{time.time_ns()}", storage_root=os.path.join(scratch, "out"),
+                       analyses=planned, selected=selected, force=force)
+        engine = Engine(plan)
+        started_cpu, started = _cpu(), time.perf_counter()
+        results = {}
+        for ref in refs:
+            task = engine.check(dict(ref))
+            for result in engine.analyze([task]) if task["pending"] else [task]:
+                results[result["track_id"]] = result
+        return _cpu() - started_cpu, time.perf_counter() - started, results
+
+    _, _, warm = run(list(planned), force=False)  # warm-up: everything computed once
+    failed = {(t, n): r.get("reason") for t, res in warm.items() for n, r in res["analyses"].items()
+              if r["status"] == "failed"}
+    if failed:
+        print(f"warning: failures in warm-up: {list(failed.items())[:3]}", file=sys.stderr)
+    minutes = sum(res["analyses"]["source_audio"].get("duration_s", 0.0) for res in warm.values()) / 60
+    out: dict[str, dict[str, float]] = {}
+    for name in planned:
+        cpu, wall, _ = run([name], force=True)
+        out[name] = {"cpu_s_per_audio_min": round(cpu / minutes, 3), "cpu_s": round(cpu, 2),
+                     "wall_s": round(wall, 2)}
+        print(f"  {name:22s} {cpu / minutes:7.3f} CPU-s per audio minute ({cpu:.1f} CPU-s, {wall:.1f} s)")
+    out["_audio_minutes"] = {"minutes": round(minutes, 2)}
+    return out
+
+
+def fused_vs_separate(files: list[str], scratch: str) -> dict[str, float]:
+    """Wall seconds of one fused ``klio-assets run`` and of one run per analysis."""
+    from klio_assets.analyses import load_analyses
+    from klio_assets.worker.plan import plan_analyses
+
+    names = list(plan_analyses(load_analyses()))
+    library = os.path.join(scratch, "library")
+    os.makedirs(library, exist_ok=True)
+    for i, path in enumerate(files):
+        os.symlink(os.path.abspath(path), os.path.join(library, f"t{i:03d}{os.path.splitext(path)[1]}"))
+    cli = [sys.executable, "-m", "klio_assets.cli"]
+    figures = {}
+    for mode in ("fused", "separate"):
+        home = os.path.join(scratch, f"home-{mode}")
+        env = {**os.environ, "KLIO_ASSETS_HOME": home}
+        subprocess.run([*cli, "add", library], env=env, check=True, capture_output=True)
+        commands = [[*cli, "run", *names]] if mode == "fused" else [[*cli, "run", n] for n in names]
+        wall = cpu = 0.0
+        for command in commands:
+            w, c, done = timed(command, env)
+            if done.returncode != 0:
+                sys.exit(f"{' '.join(command[2:])} failed:\n{done.stderr[-2000:]}")
+            wall, cpu = wall + w, cpu + c
+        figures[f"{mode}_wall_s"], figures[f"{mode}_cpu_s"] = round(wall, 2), round(cpu, 2)
+        print(f"  {mode:8s} {wall:7.1f} s wall, {cpu:7.1f} CPU-s ({len(commands)} run(s))")
+    figures["fused_over_separate"] = round(figures["fused_wall_s"] / figures["separate_wall_s"], 3)
+    print(f"  fused / separate: {figures['fused_over_separate']:.2f} (target <= 0.7)")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", default=os.path.join(REPO, "dev-corpus"))
+    parser.add_argument("--tracks", type=int, default=8)
+    parser.add_argument("--skip-fused", action="store_true")
+    args = parser.parse_args()
+    files = [f for f in corpus_files(args.corpus, None) if "/wesnoth-" in f and "long-mix" not in f]
+    files = files[: args.tracks]
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(REPO, ".cache", "numba"))
+    scratch = tempfile.mkdtemp(prefix="klio-bench-analyses-")
+    try:
+        print(f"{len(files)} real music tracks; per analysis, alone, steady state (one thread):")
+        costs = per_analysis(files, scratch)
+        fused = {} if args.skip_fused else (print("fused vs separate (klio-assets run):"),
+                                             fused_vs_separate(files, scratch))[1]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(json.dumps({"benchmark": "analyses", "tracks": len(files), "per_analysis": costs, **fused}))
+
+
+if __name__ == "__main__":
+    main()
