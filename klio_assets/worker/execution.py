@@ -86,6 +86,14 @@ def _failed(reason: str, error: BaseException | None = None) -> dict[str, Any]:
     return record
 
 
+def _one_blas_thread() -> None:
+    """Keep numpy's BLAS to one thread: workers already run one track per core, and BLAS
+    threads on top of that cost 45-85 % more CPU for ~7 % less wall time (measured)."""
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class _Feed:
     """A bounded queue of native blocks feeding one analysis running in its own thread."""
 
@@ -125,6 +133,7 @@ class Engine:
     """
 
     def __init__(self, plan: RunPlan):
+        _one_blas_thread()
         self.plan = plan
         self.storage = Storage(plan.storage_root, plan.storage_options)
         self.layout = Layout(self.storage)
