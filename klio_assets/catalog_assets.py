@@ -16,7 +16,6 @@ They run on the Dagster side, not in Beam: reading rows and a table is cheap nex
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
-import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,6 +24,7 @@ import dagster as dg
 import pandas as pd
 
 from klio_assets.catalog import FeatureRow, TrackCatalog
+from klio_assets.errors import KlioAssetsError
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
 from klio_assets.worker.analysis import Analysis
@@ -191,20 +191,13 @@ def update_duplicate_groups(store: Storage, catalog: TrackCatalog) -> dict[str, 
         if track_id in known:
             continue
         try:
-            data = store.read_json(row.uri)
-            items.append(
-                FingerprintItem(
-                    track_id=track_id,
-                    fingerprint=data["fingerprint"],
-                    duration_s=float(row.fields.get("duration_s") or data.get("fingerprint_duration_s") or 0.0),
-                )
-            )
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
-            unreadable[track_id] = f"{row.uri}: {type(exc).__name__}: {exc}"
+            items.append(FingerprintItem.from_result(track_id, store.read_json(row.uri)))
+        except (KlioAssetsError, ValueError) as exc:  # one bad document costs only its track
+            unreadable[track_id] = f"{row.uri}: {exc}"
     started = time.perf_counter()
     assigned = index.add(items) if items else {}
     groups = index.groups()
-    shared = groups[groups["group_size"] > 1].reset_index(drop=True)
+    shared = groups[groups["group_size"] > 1][["track_id", "duplicate_group", "group_size"]].reset_index(drop=True)
     reached = max((row.seq for row in rows), default=after_seq)
     _write_table(store, uri, shared, reached)
     metadata: dict[str, Any] = {

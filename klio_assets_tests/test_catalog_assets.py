@@ -60,3 +60,43 @@ def test_track_features_table_is_updated_from_changed_rows_only(env):  # noqa: F
     assert idle["rows_changed"] == 0 and idle["rows"] == 2
     events = instance.fetch_materializations(dg.AssetKey("track_features"), limit=10).records
     assert len(events) == 3
+
+
+def test_duplicate_groups_join_transcodes_of_real_music_incrementally(env, tmp_path):  # noqa: F811
+    """Real music through the whole path: fingerprint runs, then the catalog tables."""
+    import subprocess
+
+    from klio_assets.tracks import register_tracks
+    from klio_assets_tests import synth
+    from klio_assets_tests.realmusic import real_music_tracks
+
+    _, instance, storage, catalog = env
+    synth.require_ffmpeg()
+    files = {}
+    for name, source in zip(("song-a", "song-b"), real_music_tracks(2, min_duration_s=40), strict=True):
+        for suffix, args in (("flac", ["-c:a", "flac"]), ("mp3", ["-b:a", "128k"]), ("wav", ["-ar", "48000"])):
+            path = str(tmp_path / f"{name}.{suffix}")
+            subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-ss", "5", "-t", "25",
+                            "-i", str(source), *args, path], check=True)
+            files[f"{name}-{suffix}"] = path
+    first_batch = ["song-a-flac", "song-b-flac", "song-a-mp3"]
+    register_tracks(instance, catalog, [(t, files[t]) for t in first_batch])
+    assert run(instance, storage, ["source_audio", "fingerprint"], first_batch).success
+    tables = launch.execute_catalog_tables(instance, ["duplicate_groups", "track_features"])
+    assert tables["duplicate_groups"]["status"] == "materialized", tables
+    assert tables["duplicate_groups"]["new_tracks"] == 3
+    groups = pd.read_parquet(tables["duplicate_groups"]["uri"]).set_index("track_id")["duplicate_group"]
+    assert groups.to_dict() == {"song-a-flac": "song-a-flac", "song-a-mp3": "song-a-flac"}
+
+    later = ["song-b-mp3", "song-a-wav", "song-b-wav"]
+    register_tracks(instance, catalog, [(t, files[t]) for t in later])
+    assert run(instance, storage, ["source_audio", "fingerprint"], later).success
+    tables = launch.execute_catalog_tables(instance, ["duplicate_groups", "track_features"])
+    assert tables["duplicate_groups"]["new_tracks"] == 3  # only the new fingerprints were read
+    features = pd.read_parquet(tables["track_features"]["uri"]).set_index("track_id")
+    assert features["duplicate_group"].to_dict() == {
+        "song-a-flac": "song-a-flac", "song-a-mp3": "song-a-flac", "song-a-wav": "song-a-flac",
+        "song-b-flac": "song-b-flac", "song-b-mp3": "song-b-flac", "song-b-wav": "song-b-flac",
+    }
+    assert features.loc["song-b-wav", "sample_rate"] == 48000
+    assert features["fingerprint_version"].notna().all()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from klio_assets.analyses.beats import beats
 from klio_assets.analyses.downsampled_audio import downsampled_audio
+from klio_assets.analyses.fingerprint import fingerprint
 from klio_assets.analyses.loudness import loudness
 from klio_assets.analyses.plots import mel_spectrogram_plot, waveform_plot
 from klio_assets.analyses.source_audio import source_audio
@@ -29,6 +30,7 @@ BUILTIN_ANALYSES: tuple[Analysis, ...] = (
     mfcc,
     mel_spectrogram_plot,
     waveform_plot,
+    fingerprint,
 )
 
 
@@ -59,6 +61,7 @@ __all__ = [
     "SOURCE_ASSET",
     "beats",
     "downsampled_audio",
+    "fingerprint",
     "load_analyses",
     "loudness",
     "mel_spectrogram",
