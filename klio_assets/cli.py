@@ -415,7 +415,7 @@ def dev(dagster_args: Sequence[str]) -> None:
 @main.command()
 @click.option("--tracks", "n_tracks", default=8, show_default=True, help="Number of demo tracks.")
 def demo(n_tracks: int) -> None:
-    """Make a small catalog of generated music, register it and run the first two analyses."""
+    """Make a small catalog of generated music, register it and run every analysis on it."""
     settings = _settings()
     from klio_assets.demo import make_demo_audio  # noqa: PLC0415
 
@@ -429,7 +429,7 @@ def demo(n_tracks: int) -> None:
         if exc.code:
             raise
     try:
-        ctx.invoke(run, assets=("source_audio", "downsampled_audio"), tracks=(), force=False, dry_run=False, as_json=False)
+        ctx.invoke(run, assets=(), tracks=(), force=False, dry_run=False, as_json=False)
     except SystemExit as exc:
         if exc.code:
             raise

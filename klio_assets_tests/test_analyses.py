@@ -214,3 +214,35 @@ heavy = sorted(m for m in ("librosa", "numba", "matplotlib") if m in sys.modules
 assert not heavy, heavy
 """
     subprocess.run([os.sys.executable, "-c", code], check=True)
+
+
+def test_stems_are_two_flac_files_completed_by_a_manifest(tmp_path, catalog_tracks):
+    """Through the engine: both parts written, the manifest last; shared content copies every
+    part; a rerun skips and still names the parts; the parts add up to the source."""
+    tracks = [catalog_tracks["wav44"], catalog_tracks["dup"]]
+    results, _, storage = run_plan(tmp_path, tracks, ["stems"], analyses=BUILTIN_ANALYSES, run_id="a")
+    assert statuses(results, "stems") == {"wav44": "computed", "dup": "skipped"}
+    source, _ = sf.read(catalog_tracks["wav44"].path, dtype="float32")
+    for track_id in ("wav44", "dup"):
+        record = results[track_id]["analyses"]["stems"]
+        assert record["uri"].endswith(f"/{track_id}.parts.json")
+        manifest = storage.read_json(record["uri"])
+        assert set(manifest["parts"]) == {"vocals", "accompaniment"}
+        vocals, rate = sf.read(record["uri"].replace(".parts.json", ".vocals.flac"), dtype="float32")
+        accompaniment, _ = sf.read(record["uri"].replace(".parts.json", ".accompaniment.flac"), dtype="float32")
+        assert rate == 44100 and vocals.shape == accompaniment.shape == source.shape
+        assert np.abs(vocals + accompaniment - source).max() <= 2 * 2.0**-15  # two 16-bit roundings
+    again, _, _ = run_plan(tmp_path, tracks[:1], ["stems"], analyses=BUILTIN_ANALYSES, run_id="b")
+    skipped = again["wav44"]["analyses"]["stems"]
+    assert skipped["status"] == "skipped"
+    assert skipped["metadata"]["vocals_uri"].endswith("/wav44.vocals.flac")
+
+
+def test_stems_part_without_manifest_is_not_taken_for_a_finished_output(tmp_path, catalog_tracks):
+    """A run killed after one part: the part exists, the output does not look complete."""
+    results, _, storage = run_plan(tmp_path, [catalog_tracks["wav44"]], ["stems"], analyses=BUILTIN_ANALYSES)
+    uri = results["wav44"]["analyses"]["stems"]["uri"]
+    os.unlink(uri)  # as if killed before the manifest was committed
+    again, _, _ = run_plan(tmp_path, [catalog_tracks["wav44"]], ["stems"], analyses=BUILTIN_ANALYSES, run_id="b")
+    assert again["wav44"]["analyses"]["stems"]["status"] == "computed"
+    assert storage.exists(uri)

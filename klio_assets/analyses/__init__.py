@@ -12,6 +12,7 @@ from klio_assets.analyses.loudness import loudness
 from klio_assets.analyses.plots import mel_spectrogram_plot, waveform_plot
 from klio_assets.analyses.source_audio import source_audio
 from klio_assets.analyses.spectrograms import mel_spectrogram, mfcc, spectrogram
+from klio_assets.analyses.stems import stems
 from klio_assets.errors import ParameterError
 from klio_assets.worker.analysis import Analysis
 
@@ -30,6 +31,7 @@ BUILTIN_ANALYSES: tuple[Analysis, ...] = (
     mfcc,
     mel_spectrogram_plot,
     waveform_plot,
+    stems,
     fingerprint,
 )
 
@@ -69,5 +71,6 @@ __all__ = [
     "mfcc",
     "source_audio",
     "spectrogram",
+    "stems",
     "waveform_plot",
 ]
