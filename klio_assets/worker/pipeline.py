@@ -26,6 +26,7 @@ tracks.jsonl [Beam options]``. This module imports nothing from Dagster.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import json
 import os
@@ -35,8 +36,18 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from klio_assets.worker.audio import DecodeLimits
 from klio_assets.worker.execution import Engine
 from klio_assets.worker.plan import RunPlan
+
+#: Pipeline options that set the per-track limits (see :class:`TrackLimitsOptions`), with the
+#: :class:`~klio_assets.worker.audio.DecodeLimits` field each one sets.
+LIMIT_OPTIONS = {
+    "track_timeout_s": "timeout_s",
+    "max_duration_s": "max_duration_s",
+    "max_channels": "max_channels",
+    "max_sample_rate": "max_sample_rate",
+}
 
 _DONE = "done"
 
@@ -51,6 +62,41 @@ def _limit_native_threads() -> None:
         threadpool_limits(1)
     except ImportError:  # threadpoolctl comes with librosa's scikit-learn; not required
         pass
+
+
+class TrackLimitsOptions(PipelineOptions):
+    """Per-track limits as Beam pipeline options (``KLIO_ASSETS_TRACK_TIMEOUT``,
+    ``KLIO_ASSETS_MAX_DURATION`` and ``KLIO_ASSETS_MAX_CHANNELS`` become these; they can also
+    be given in ``KLIO_ASSETS_BEAM_OPTIONS``). Unset options keep the plan's limits."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--track_timeout_s", type=float, default=None,
+            help="Longest a probe or decode of one track may take, in seconds; the decoder is then killed.",
+        )  # fmt: skip
+        parser.add_argument("--max_duration_s", type=float, default=None, help="Longest source accepted, seconds.")
+        parser.add_argument("--max_channels", type=int, default=None, help="Most channels accepted.")
+        parser.add_argument("--max_sample_rate", type=int, default=None, help="Highest sample rate accepted, Hz.")
+
+
+def with_limit_options(plan: RunPlan, options: PipelineOptions | None) -> RunPlan:
+    """``plan`` with the limits set in ``options`` (:class:`TrackLimitsOptions`) applied.
+
+    Raises
+    ------
+    ParameterError
+        A limit is not a positive number.
+    """
+    if options is None:
+        return plan
+    view = options.view_as(TrackLimitsOptions)
+    given = {field: getattr(view, opt) for opt, field in LIMIT_OPTIONS.items() if getattr(view, opt) is not None}
+    if not given:
+        return plan
+    limits = {**plan.limits, **given}
+    DecodeLimits(**limits)  # validate here, at the boundary, with the option named
+    return dataclasses.replace(plan, limits=limits)
 
 
 class _EngineDoFn(beam.DoFn):
@@ -161,7 +207,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: RunPlan, tracks: Iterable[dict
     PCollection of str
         The track IDs whose results were written.
     """
-    plan_json = plan.to_json()
+    plan_json = with_limit_options(plan, getattr(pipeline, "options", None)).to_json()
     refs = [{"track_id": t["track_id"], "uri": t["uri"], "order": i} for i, t in enumerate(tracks)]
     checked = (
         pipeline

@@ -335,14 +335,17 @@ def open_source(uri: str, options: dict[str, Any] | None = None) -> Iterator[str
     Raises
     ------
     FileNotFoundError
-        The source does not exist (or is not a regular file).
+        The source does not exist.
     StorageError
-        It cannot be read.
+        It cannot be read, or it is not a regular file (a FIFO would block a decoder).
     """
     if not is_remote(uri):
         path = uri[len("file://") :] if uri.startswith("file://") else uri
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise FileNotFoundError(path)
+        if not os.path.isfile(path):
+            # a FIFO or a device would block a decoder forever; a folder is a mistake
+            raise StorageError(f"{path} is not a regular file (a folder, FIFO or device)")
         yield path
         return
     scheme, rest = uri.split("://", 1)
