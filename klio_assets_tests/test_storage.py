@@ -67,7 +67,7 @@ def test_write_to_a_read_only_folder_fails_with_a_plain_reason(tmp_path):
         # root ignores permissions; an unwritable target is made by a non-directory parent
         storage = Storage(str(tmp_path))
         (tmp_path / "a").write_text("a file where a folder should be")
-        with pytest.raises(StorageError, match="create folder"):
+        with pytest.raises(StorageError, match="creating folder"):
             storage.write_bytes(storage.join("a", "x.json"), b"{}")
         return
     folder = tmp_path / "ro"

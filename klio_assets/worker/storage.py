@@ -262,10 +262,18 @@ class Storage:
             try:
                 os.makedirs(folder, exist_ok=True)
             except OSError as exc:
-                raise classify_error(exc, f"create folder {folder}") from exc
+                raise classify_error(exc, f"write {uri} (creating folder {folder})") from exc
             tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
         try:
-            yield tmp
+            try:
+                yield tmp
+            except OSError as exc:  # the writer hit the file system: say what, in plain words
+                raise classify_error(exc, f"write {uri}") from exc
+            except RuntimeError as exc:  # libsndfile reports ENOSPC/EROFS as "System error"
+                cause = None if self.remote else _write_failure_cause(os.path.dirname(tmp))
+                if cause is None:
+                    raise
+                raise StorageError(f"write {uri}: {cause}") from exc
             self._commit(tmp, uri, durable=durable)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -317,6 +325,27 @@ class Storage:
             return
         with contextlib.suppress(FileNotFoundError):
             retry_transient(lambda: self.fs.rm(folder_uri, recursive=True), what=f"delete {folder_uri}")
+
+
+#: Below this much free space, a writer's unexplained failure is put down to a full disk.
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def _write_failure_cause(folder: str) -> str | None:
+    """Why a write into ``folder`` may have failed when the writer did not say (libsndfile
+    reports a full disk or a read-only file system as "System error"), or ``None``."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return None
+    if stat.f_flag & os.ST_RDONLY:
+        return os.strerror(errno.EROFS)
+    if not os.access(folder, os.W_OK):
+        return os.strerror(errno.EACCES)
+    free = stat.f_bavail * stat.f_frsize
+    if free < _NEARLY_FULL_BYTES:
+        return f"{os.strerror(errno.ENOSPC)} ({free // 1024} KiB free)"
+    return None
 
 
 def hash_file(path: str, *, chunk_bytes: int = 1 << 20) -> str:
