@@ -118,3 +118,41 @@ def test_retry_gives_up_after_the_bounded_number_of_tries():
     with pytest.raises(TransientStorageError, match="gave up after 4 attempts"):
         retry_transient(always, what="read z", tries=4, base_delay=0.001)
     assert len(calls) == 4
+
+
+class _ClientError(Exception):
+    """Shaped like botocore's ClientError: the answer is in ``response``."""
+
+    def __init__(self, code: str, status: int):
+        super().__init__(f"An error occurred ({code})")
+        self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+
+class ServerDisconnectedError(Exception):
+    """Named like aiohttp's (which gcsfs and s3fs use); not a built-in ConnectionError."""
+
+
+class _HttpError(Exception):
+    def __init__(self, code):
+        super().__init__(f"{code}")
+        self.code = code
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (_ClientError("SlowDown", 503), True),
+        (_ClientError("ThrottlingException", 400), True),
+        (_ClientError("AccessDenied", 403), False),
+        (_ClientError("NoSuchBucket", 404), False),
+        (ServerDisconnectedError("Server disconnected"), True),
+        (_HttpError(502), True),
+        (_HttpError("429"), True),
+        (_HttpError(401), False),
+        (ConnectionResetError("reset"), True),
+        (OSError(errno.EROFS, "Read-only file system"), False),
+        (ValueError("bad"), False),
+    ],
+)
+def test_cloud_client_errors_are_classified(exc, transient):
+    assert classify_error(exc, "write x").transient is transient

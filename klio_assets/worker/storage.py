@@ -60,6 +60,44 @@ def shard_of(key: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:2]
 
 
+#: Error codes of S3-compatible stores (botocore's ``response["Error"]["Code"]``) worth retrying.
+_TRANSIENT_CODES = frozenset(
+    "SlowDown Throttling ThrottlingException TooManyRequests RequestLimitExceeded "
+    "RequestTimeout InternalError ServiceUnavailable".split()
+)
+#: Connection-level exceptions of the HTTP stacks under gcsfs/s3fs (aiohttp, requests, urllib3,
+#: botocore, google-auth), by name: none of them derive from the built-in ConnectionError.
+_TRANSIENT_NAMES = frozenset(
+    "ServerDisconnectedError ClientConnectionError ClientOSError ClientPayloadError "
+    "ConnectTimeout ReadTimeout ConnectTimeoutError ReadTimeoutError ChunkedEncodingError "
+    "ProtocolError IncompleteRead RemoteDisconnected EndpointConnectionError "
+    "ConnectionClosedError TransportError".split()
+)
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    candidates = [getattr(exc, "code", None), getattr(exc, "status", None), getattr(exc, "status_code", None)]
+    if isinstance(response, dict):
+        candidates.append((response.get("ResponseMetadata") or {}).get("HTTPStatusCode"))
+    for value in candidates:
+        try:
+            return int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Throttling, 5xx, timeouts and dropped connections, as the cloud clients report them."""
+    if _http_status(exc) in _TRANSIENT_HTTP:
+        return True
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and (response.get("Error") or {}).get("Code") in _TRANSIENT_CODES:
+        return True
+    return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__)
+
+
 def classify_error(exc: BaseException, what: str) -> StorageError:
     """Wrap an I/O exception as a transient or permanent :class:`StorageError`.
 
@@ -68,8 +106,7 @@ def classify_error(exc: BaseException, what: str) -> StorageError:
     """
     if isinstance(exc, StorageError):
         return exc
-    status = getattr(exc, "code", None) or getattr(exc, "status", None)
-    if isinstance(exc, (ConnectionError, TimeoutError)) or status in _TRANSIENT_HTTP:
+    if isinstance(exc, (ConnectionError, TimeoutError)) or _is_transient(exc):
         err: StorageError = TransientStorageError(f"{what}: {exc}")
     elif isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS:
         err = StorageError(f"{what}: {os.strerror(exc.errno)}")
