@@ -48,3 +48,9 @@ def first_block_only(audio: AudioStream) -> dict:
     """Reads one block of the stream and stops (the shared decode must not wait for it)."""
     block = next(iter(audio))
     return {"first_block_frames": int(block.shape[-1])}
+
+
+@analysis(inputs={"energies": Upstream("frame_energy")}, output=Json(), code_version="1")
+def total_energy(energies: np.ndarray) -> dict:
+    """Sum of another analysis' ``.npy`` output (reads a stored array back)."""
+    return {"total": float(np.sum(energies))}
