@@ -6,7 +6,8 @@
 2. ``--kill-rounds N``: a run over 30 one-minute FLAC tracks killed with SIGKILL at
    different points (after 10 %, 30 %, 50 %, 70 %, 90 % of outputs), then run again; counts
    outputs that are partial, corrupt or unreadable (target 0), temporary files visible as
-   outputs (target 0) and tracks computed twice (target 0).
+   outputs (target 0), temporary files left next to outputs after the rerun (target 0) and
+   tracks computed twice (target 0).
 
 Usage: ``python benchmarks/hostile_table.py [--kill-rounds 3]``. Ends with one JSON line.
 """
@@ -119,7 +120,9 @@ def kill_rounds(base: str, rounds: int) -> dict:
         totals["corrupt_after_rerun"] += sum(_corrupt(p, int(seconds * rate), rate) for p in final)
         totals["corrupt_after_rerun"] += 2 * n - len(final)  # a missing output counts as lost
         totals["temporaries_visible"] += sum(".tmp-" in p for p in final)
-        totals["temporaries_left"] += len(glob.glob(os.path.join(outputs, "**", ".*.tmp-*"), recursive=True))
+        totals["temporaries_left"] += sum(  # next to outputs; the killed run's _runs/ scratch aside
+            "/_runs/" not in p for p in glob.glob(os.path.join(outputs, "**", ".*.tmp-*"), recursive=True)
+        )
         totals["recomputed_after_kill"] += sum(os.stat(p).st_mtime_ns != t for p, t in stamps.items())
         totals["tracks_failed"] += sum(c.get("failed", 0) for c in rerun["assets"].values())
         print(f"round {r + 1}: killed after {len(survivors)}/{2 * n} outputs; rerun "

@@ -36,6 +36,12 @@ def committed_outputs(outputs: str) -> list[str]:
     return sorted(found)
 
 
+def temporaries(outputs: str) -> list[str]:
+    """Temporary files next to outputs and content-index entries (not the runs' scratch)."""
+    found = glob.glob(os.path.join(outputs, "**", ".*.tmp-*"), recursive=True)
+    return [p for p in found if "/_runs/" not in p]
+
+
 def content_index(outputs: str) -> list[str]:
     """Entries of the per-version content index (committed the same way)."""
     return glob.glob(os.path.join(outputs, "*", "v*", "_content", "*", "[!.]*"))
@@ -79,6 +85,7 @@ def test_run_killed_midway_leaves_only_whole_outputs_and_a_rerun_finishes_the_re
     assert N_TRACKS // 2 <= len(survivors) < 2 * N_TRACKS, "killed too late to test anything"
     for path in survivors:
         check_output(path)  # no partial or corrupt file under an output's name
+    temporaries_after_kill = len(temporaries(outputs))
     for path in content_index(outputs):
         with open(path) as fh:
             assert set(json.load(fh)) == {"track_id", "uri"}
@@ -102,9 +109,10 @@ def test_run_killed_midway_leaves_only_whole_outputs_and_a_rerun_finishes_the_re
         if rec["status"] == "computed" and rec["uri"] in before
     ]
     assert computed_twice == []
-    # temporary files of the killed run are never taken for outputs
-    leftovers = glob.glob(os.path.join(outputs, "**", ".*.tmp-*"), recursive=True)
-    assert not set(leftovers) & set(final)
+    # temporary files of the killed run are never taken for outputs, and the rerun swept those
+    # next to outputs (the killed run's scratch records under _runs/ are not outputs)
+    assert not [p for p in final if ".tmp-" in p]
+    assert temporaries(outputs) == []
 
     # bookkeeping: every track materialized exactly once per analysis, nothing failed or missing
     status, _ = cli_json("status", home=home)
@@ -117,4 +125,4 @@ def test_run_killed_midway_leaves_only_whole_outputs_and_a_rerun_finishes_the_re
             partitions = [r.asset_materialization.partition for r in records]
             assert sorted(partitions) == sorted(set(partitions)) and len(partitions) == N_TRACKS
     print(f"\nkilled with {len(survivors)} of {2 * N_TRACKS} outputs committed, "
-          f"{len(leftovers)} temporary files left (invisible), 0 corrupt outputs")
+          f"{temporaries_after_kill} temporary files left by the kill and swept, 0 corrupt outputs")

@@ -156,3 +156,23 @@ class _HttpError(Exception):
 )
 def test_cloud_client_errors_are_classified(exc, transient):
     assert classify_error(exc, "write x").transient is transient
+
+
+def test_temporaries_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
+    import subprocess
+
+    from klio_assets.worker import storage as storage_module
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that is gone
+    folder = tmp_path / "root" / "a"
+    folder.mkdir(parents=True)
+    host = storage_module._HOST
+    stale = folder / f".x.flac.tmp-{host}-{dead.pid}-deadbeef"
+    live = folder / f".y.flac.tmp-{host}-{os.getpid()}-cafebabe"
+    other_host = folder / f".z.flac.tmp-00000000-{dead.pid}-12345678"
+    for path in (stale, live, other_host):
+        path.write_bytes(b"partial")
+    storage = Storage(str(tmp_path / "root"))
+    storage.write_bytes(storage.join("a", "out.json"), b"{}")
+    assert sorted(os.listdir(folder)) == sorted([live.name, other_host.name, "out.json"])

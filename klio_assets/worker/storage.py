@@ -2,8 +2,9 @@
 
 Every write goes to a temporary name first and is committed in one step (``os.replace``
 locally, a single object upload on GCS/S3), so a crash never leaves a partial file under an
-output's name. Temporary names start with ``.`` and end in ``.tmp-<random>``: no existence
-check ever mistakes them for outputs.
+output's name. Temporary names start with ``.`` and end in ``.tmp-<host>-<pid>-<random>``: no
+existence check ever mistakes them for outputs, and the first write into a folder removes those
+left there by writers of this host that were killed (their process is gone).
 
 Paths under the root are built only from checked components (analysis names, versions, track
 IDs), and local paths are resolved and checked against the root before anything is written,
@@ -23,6 +24,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -36,6 +38,20 @@ T = TypeVar("T")
 _REMOTE_SCHEMES = ("gs://", "gcs://", "s3://", "memory://")
 _TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
 _PERMANENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM, errno.EDQUOT}
+
+
+#: This host in temporary names, so that only its own dead writers' leftovers are swept.
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, someone else's
+        return True
+    return True
 
 
 def is_remote(uri: str) -> bool:
@@ -184,6 +200,7 @@ class Storage:
         self.options = dict(options or {})
         self.fsync = fsync
         self._fs = None
+        self._swept: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Storage({self.root!r})"
@@ -300,7 +317,8 @@ class Storage:
                 os.makedirs(folder, exist_ok=True)
             except OSError as exc:
                 raise classify_error(exc, f"write {uri} (creating folder {folder})") from exc
-            tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+            self._sweep_stale_temporaries(folder)
+            tmp = os.path.join(folder, f".{name}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
             try:
                 yield tmp
@@ -315,6 +333,25 @@ class Storage:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def _sweep_stale_temporaries(self, folder: str) -> None:
+        """Remove temporary files left in ``folder`` by writers killed on this host (their
+        process is gone), once per folder and Storage. Temporaries are never taken for outputs
+        anyway; this only keeps a crash from leaving garbage behind."""
+        if folder in self._swept:
+            return
+        self._swept.add(folder)
+        try:
+            with os.scandir(folder) as it:
+                names = [e.name for e in it if e.name.startswith(".") and ".tmp-" in e.name]
+        except OSError:
+            return
+        for name in names:
+            host, _, rest = name.rsplit(".tmp-", 1)[1].partition("-")
+            pid = rest.partition("-")[0]
+            if host == _HOST and pid.isdigit() and not _process_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, name))
 
     def _commit(self, tmp: str, uri: str, *, durable: bool) -> None:
         if self.remote:
