@@ -110,3 +110,36 @@ def test_stalled_ffmpeg_decode_is_killed_at_the_deadline(tmp_path, monkeypatch, 
     pid = int(open(os.path.join(folder, "ffmpeg.pid")).read())
     time.sleep(0.2)
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+
+
+def test_an_analysis_that_never_returns_fails_its_track_and_the_batch_goes_on(tmp_path, catalog_tracks):
+    import apache_beam as beam
+
+    from klio_assets.analyses import source_audio
+    from klio_assets.worker.pipeline import build_pipeline
+    from klio_assets.worker.plan import Layout, plan_analyses
+    from klio_assets.worker.storage import Storage
+    from klio_assets_tests import sample_analyses
+
+    stalled = synth.write(str(tmp_path / "stall.wav"), synth.sine(523, 1.0, 44100), 44100)
+    planned = plan_analyses([source_audio, sample_analyses.hangs_on_stall])
+    root = str(tmp_path / "out")
+    plan = RunPlan(run_id="r", storage_root=root, analyses=planned, selected=list(planned), lanes=2,
+                   limits={"timeout_s": 1.5})  # fmt: skip
+    refs = [{"track_id": "stall-1", "uri": stalled}] + [
+        {"track_id": t, "uri": catalog_tracks[t].path} for t in ("wav44", "flac48", "ogg32", "mp3")]
+    started = time.monotonic()
+    options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_threading",
+                               "--direct_num_workers=2"])  # fmt: skip
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, plan, refs)
+    assert time.monotonic() - started < 60
+    storage = Storage(root)
+    folder = Layout(storage).results_folder("r")
+    results = {n[:-5]: storage.read_json(f"{folder}/{n}")["analyses"] for n in storage.list_names(folder)}
+    reason = results["stall-1"]["hangs_on_stall"]["reason"]
+    assert results["stall-1"]["hangs_on_stall"]["status"] == "failed"
+    assert reason == (f"track 'stall-1': {stalled}: analyses did not finish within 3 s (2 x timeout_s); "
+                      "the worker gave up on them")  # fmt: skip
+    for t in ("wav44", "flac48", "ogg32", "mp3"):
+        assert {r["status"] for r in results[t].values()} == {"computed"}, results[t]

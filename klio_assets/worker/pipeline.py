@@ -30,6 +30,7 @@ import dataclasses
 import heapq
 import json
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -144,9 +145,59 @@ class AnalyzeTracks(_EngineDoFn):
         if self.engine.plan.dry_run:
             results = self.engine.plan_group(group)
         else:
-            results = self.engine.analyze(group)
+            results = analyze_with_watchdog(self.engine, group)
         for result in results:
             yield self.write_result(result)
+
+
+#: A group's analyses get this many times the decode limit (``timeout_s``) before the worker
+#: gives up on them: streamed analyses are already bounded by the decode deadline, whole-array
+#: ones run after the decode and get as long again.
+WATCHDOG_FACTOR = 2.0
+
+
+def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:meth:`Engine.analyze` with a time limit, so that one stuck analysis cannot stall a batch.
+
+    A decoder that hangs is killed by its own deadline; an analysis can hang too (a helper
+    process that stops reading, a loop that never ends) and a Python thread cannot be killed.
+    The group then runs in a thread of its own; when it outlives ``WATCHDOG_FACTOR x
+    timeout_s``, its tracks' pending analyses are reported failed with that reason and the
+    worker moves on (the abandoned thread can only ever commit whole outputs).
+
+    Returns
+    -------
+    list of dict
+        One result per track of ``group``, as :meth:`Engine.analyze` returns them.
+    """
+    limit = WATCHDOG_FACTOR * engine.limits.timeout_s
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["results"] = engine.analyze(group)
+        except BaseException as exc:  # re-raised in the DoFn's thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name=f"klio-analyze-{group[0]['track_id']}", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        results = []
+        for task in group:
+            reason = (
+                f"track {task['track_id']!r}: {task['uri']}: analyses did not finish within "
+                f"{limit:g} s ({WATCHDOG_FACTOR:g} x timeout_s); the worker gave up on them"
+            )
+            analyses = dict(task["analyses"])
+            analyses.update({name: {"status": "failed", "reason": reason, "error": "TrackTimeout"}
+                             for name in task["pending"]})  # fmt: skip
+            results.append({"track_id": task["track_id"], "uri": task["uri"], "analyses": analyses,
+                            **({"content_hash": task["content_hash"]} if "content_hash" in task else {})})  # fmt: skip
+        return results
+    if "error" in box:
+        raise box["error"]
+    return box["results"]
 
 
 def assign_lanes(groups: Sequence[list[dict[str, Any]]], lanes: int) -> list[tuple[int, list[dict[str, Any]]]]:
