@@ -50,7 +50,7 @@ def hostile_batch(base: str) -> dict:
     home = os.path.join(base, "home")
     added = cli("add", folder, home=home, env=env)
     started = time.perf_counter()
-    done = cli("run", "--json", home=home, env=env)
+    done = cli("run", *ANALYSES, "--json", home=home, env=env)
     wall = time.perf_counter() - started
     run = json.loads(done.stdout)
     outcomes = hostile.judge(cases, folder=folder, add_stderr=added.stderr, run=run, analyses=ANALYSES)
@@ -101,7 +101,7 @@ def kill_rounds(base: str, rounds: int) -> dict:
         home = os.path.join(base, f"kill-home-{r}")
         outputs = os.path.join(home, "outputs")
         cli("add", library, home=home)
-        proc = subprocess.Popen([sys.executable, "-m", "klio_assets.cli", "run", "--json"],
+        proc = subprocess.Popen([sys.executable, "-m", "klio_assets.cli", "run", *ANALYSES, "--json"],
                                 env={**_CLEAN_ENV, "KLIO_ASSETS_HOME": home}, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         target = max(1, int(fractions[r % len(fractions)] * 2 * n))
@@ -115,7 +115,7 @@ def kill_rounds(base: str, rounds: int) -> dict:
         totals["killed_midway"] += proc.returncode == -signal.SIGKILL and len(survivors) < 2 * n
         totals["outputs_after_kill"] += len(survivors)
         totals["corrupt_after_kill"] += sum(_corrupt(p, int(seconds * rate), rate) for p in survivors)
-        rerun = json.loads(cli("run", "--json", home=home).stdout)
+        rerun = json.loads(cli("run", *ANALYSES, "--json", home=home).stdout)
         final = _outputs(outputs)
         totals["corrupt_after_rerun"] += sum(_corrupt(p, int(seconds * rate), rate) for p in final)
         totals["corrupt_after_rerun"] += 2 * n - len(final)  # a missing output counts as lost

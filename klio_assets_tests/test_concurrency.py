@@ -49,7 +49,7 @@ def test_two_runs_over_overlapping_tracks_at_once_on_postgres(tmp_path):
         for picked in (first, second):
             args = [a for t in [*picked, "t999-broken"] for a in ("--tracks", t)]
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "klio_assets.cli", "run", *args, "--json"],
+                [sys.executable, "-m", "klio_assets.cli", "run", *ANALYSES, *args, "--json"],
                 env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             ))  # fmt: skip
         started = time.monotonic()
@@ -93,6 +93,6 @@ def test_two_runs_over_overlapping_tracks_at_once_on_postgres(tmp_path):
             assert a.start_time < b.end_time and b.start_time < a.end_time, "the runs did not overlap"
             for name in ANALYSES:
                 assert set(instance.get_materialized_partitions(dg.AssetKey(name))) == set(ids)
-        rerun, _ = cli_json("run", *[a for t in ids for a in ("--tracks", t)], home=str(home), env=env)
+        rerun, _ = cli_json("run", *ANALYSES, *[a for t in ids for a in ("--tracks", t)], home=str(home), env=env)
         assert rerun["runs"] == []  # nothing left to do for the good tracks
     print(f"\ntwo overlapping runs on PostgreSQL in {wall:.1f} s, {N_TRACKS} tracks all valid")

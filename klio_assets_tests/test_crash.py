@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 N_TRACKS = 30
 SECONDS = 60.0
 RATE = 48000
+ANALYSES = ("source_audio", "downsampled_audio")  # named: other analyses may be installed
 
 
 def committed_outputs(outputs: str) -> list[str]:
@@ -70,7 +71,7 @@ def test_run_killed_midway_leaves_only_whole_outputs_and_a_rerun_finishes_the_re
     env = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
     env["KLIO_ASSETS_HOME"] = home
     proc = subprocess.Popen(
-        [sys.executable, "-m", "klio_assets.cli", "run", "--json"],
+        [sys.executable, "-m", "klio_assets.cli", "run", *ANALYSES, "--json"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.monotonic() + 300
@@ -91,7 +92,7 @@ def test_run_killed_midway_leaves_only_whole_outputs_and_a_rerun_finishes_the_re
             assert set(json.load(fh)) == {"track_id", "uri"}
     before = {p: (os.stat(p).st_ino, os.stat(p).st_mtime_ns) for p in survivors}
 
-    rerun, _ = cli_json("run", home=home)
+    rerun, _ = cli_json("run", *ANALYSES, home=home)
     for name in ("source_audio", "downsampled_audio"):
         counts = rerun["assets"][name]
         assert counts.get("failed", 0) == 0

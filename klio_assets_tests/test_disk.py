@@ -24,6 +24,7 @@ from klio_assets_tests import synth
 from klio_assets_tests.conftest import cli_json, run_cli
 
 pytestmark = pytest.mark.e2e
+BOTH = ("source_audio", "downsampled_audio")  # named: other analyses may be installed
 ONE_WORKER = {"KLIO_ASSETS_BEAM_OPTIONS": "--direct_num_workers=1"}  # writes in a known order
 
 
@@ -114,7 +115,7 @@ def test_read_only_output_folder_fails_its_analysis_only_and_keeps_earlier_outpu
     home = str(tmp_path / "home")
     outputs = os.path.join(home, "outputs")
     run_cli("add", str(library), home=home, check=True)
-    first, _ = cli_json("run", *_tracks(early), home=home)
+    first, _ = cli_json("run", *BOTH, *_tracks(early), home=home)
     assert first["assets"]["downsampled_audio"] == {"computed": 2}
     target = os.path.join(outputs, "downsampled_audio")
     before = _snapshot(outputs)
@@ -128,7 +129,7 @@ def test_read_only_output_folder_fails_its_analysis_only_and_keeps_earlier_outpu
             os.chmod(folder, 0o555)
         says = "Permission denied"
     try:
-        second, _ = cli_json("run", *_tracks(late), home=home, expect_code=1)
+        second, _ = cli_json("run", *BOTH, *_tracks(late), home=home, expect_code=1)
     finally:
         if as_root:
             subprocess.run(["umount", target], check=True)
@@ -142,5 +143,5 @@ def test_read_only_output_folder_fails_its_analysis_only_and_keeps_earlier_outpu
     after = _snapshot(outputs)
     assert {p: h for p, h in after.items() if p in before} == before
     assert not [p for p in after if ".tmp-" in p]
-    again, _ = cli_json("run", *_tracks(late), home=home)
+    again, _ = cli_json("run", *BOTH, *_tracks(late), home=home)
     assert again["assets"]["downsampled_audio"] == {"computed": 2}

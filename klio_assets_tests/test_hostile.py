@@ -34,7 +34,7 @@ def corpus_run(tmp_path_factory):
     home = str(base / "home")
     added = run_cli("add", folder, home=home, env=env)
     started = time.monotonic()
-    run, _ = cli_json("run", home=home, env=env, expect_code=1)
+    run, _ = cli_json("run", *ANALYSES, home=home, env=env, expect_code=1)
     wall = time.monotonic() - started
     outcomes = hostile.judge(cases, folder=folder, add_stderr=added.stderr, run=run, analyses=ANALYSES)
     print("\n" + hostile.markdown_table(outcomes))
@@ -78,7 +78,7 @@ def test_stalled_decoder_is_killed_with_its_children_at_the_timeout(corpus_run):
 
 
 def test_rerun_retries_only_the_failed_tracks_and_keeps_the_rest(corpus_run):
-    run, _ = cli_json("run", home=corpus_run["home"], env=corpus_run["env"], expect_code=1)
+    run, _ = cli_json("run", *ANALYSES, home=corpus_run["home"], env=corpus_run["env"], expect_code=1)
     failed = sorted(c.track_id for c in corpus_run["cases"] if c.expect == "failed")
     assert sorted(run["tracks"]) == failed
     good = sum(c.expect == "computed" for c in corpus_run["cases"])
