@@ -268,17 +268,17 @@ def run_bounded(cmd: list[str], *, timeout_s: float) -> tuple[int, bytes, bytes]
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        kill_process_group(proc)
         proc.communicate()
         raise
     finally:
         if proc.poll() is None:
-            _kill_group(proc)
+            kill_process_group(proc)
             proc.wait()
     return proc.returncode, out, err
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_process_group(proc: subprocess.Popen) -> None:
     """SIGKILL a child started with ``start_new_session=True`` and everything it started."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -475,7 +475,7 @@ class SourceDecoder:
         def expire() -> None:
             if proc.poll() is None:
                 self._timed_out = True
-                _kill_group(proc)
+                kill_process_group(proc)
 
         watchdog = threading.Timer(max(0.0, self._deadline - time.monotonic()), expire)
         watchdog.daemon = True
@@ -503,7 +503,7 @@ class SourceDecoder:
         finally:
             watchdog.cancel()
             if proc.poll() is None:
-                _kill_group(proc)
+                kill_process_group(proc)
             proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
