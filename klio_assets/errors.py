@@ -72,6 +72,13 @@ class DecodeError(TrackError):
         self.args = (f"track {track_id!r}: cannot decode {uri}: {problem}",)
 
 
+class DecodeTimeoutError(DecodeError):
+    """Decoding a source took longer than the per-track time limit; the decoder was stopped.
+
+    Not retried with another decoder: a second attempt would only double the time lost.
+    """
+
+
 class MissingInputError(TrackError):
     """An input the analysis needs does not exist (source file or upstream output)."""
 

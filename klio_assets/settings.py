@@ -14,7 +14,16 @@
 ``KLIO_ASSETS_PARAMS``         JSON ``{analysis: {parameter: value}}`` overriding defaults.
 ``KLIO_ASSETS_EMBED_IMAGES``   Largest plot (bytes) embedded in a track's Dagster metadata;
                                0 links plots by URI only. Default 98304 (96 KiB).
+``KLIO_ASSETS_TRACK_TIMEOUT``  Seconds a probe or decode of one track may take before the
+                               decoder is killed and the track fails. Default 900.
+``KLIO_ASSETS_MAX_DURATION``   Longest source accepted, in seconds (checked on the header
+                               before decoding, and while decoding). Default 86400.
+``KLIO_ASSETS_MAX_CHANNELS``   Most channels accepted. Default 32.
 =============================  ================================================================
+
+The three limits reach the Beam workers as pipeline options (``--track_timeout_s``,
+``--max_duration_s``, ``--max_channels``, see
+:class:`klio_assets.worker.pipeline.TrackLimitsOptions`), appended to the Beam options.
 """
 
 from __future__ import annotations
@@ -32,6 +41,12 @@ from klio_assets.errors import ParameterError
 DEFAULT_HOME = "./.klio-assets"
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_EMBED_IMAGE_BYTES = 96 * 1024
+#: Environment variables of the per-track limits, and the Beam pipeline option each sets.
+LIMIT_VARIABLES = {
+    "KLIO_ASSETS_TRACK_TIMEOUT": "track_timeout_s",
+    "KLIO_ASSETS_MAX_DURATION": "max_duration_s",
+    "KLIO_ASSETS_MAX_CHANNELS": "max_channels",
+}
 
 
 class Settings(BaseModel):
@@ -74,6 +89,7 @@ class Settings(BaseModel):
             beam_options = shlex.split(env.get("KLIO_ASSETS_BEAM_OPTIONS", ""))
         except ValueError as exc:
             raise ParameterError(f"KLIO_ASSETS_BEAM_OPTIONS cannot be parsed: {exc}") from exc
+        beam_options += _limit_options(env)
         raw_batch = env.get("KLIO_ASSETS_BATCH_SIZE") or str(DEFAULT_BATCH_SIZE)
         try:
             batch_size = int(raw_batch)
@@ -104,3 +120,20 @@ class Settings(BaseModel):
             )
         except ValidationError as exc:
             raise ParameterError(f"invalid klio-assets settings: {exc}") from exc
+
+
+def _limit_options(env: Mapping[str, str]) -> list[str]:
+    """Beam options for the per-track limits set in the environment, checked here."""
+    options = []
+    for variable, option in LIMIT_VARIABLES.items():
+        raw = (env.get(variable) or "").strip()
+        if not raw:
+            continue
+        try:
+            value = int(raw) if option == "max_channels" else float(raw)
+        except ValueError as exc:
+            raise ParameterError(f"{variable}={raw!r} is not a number") from exc
+        if not value > 0 or value != value or value == float("inf"):
+            raise ParameterError(f"{variable}={raw!r} must be a positive, finite number")
+        options.append(f"--{option}={value}")
+    return options

@@ -10,6 +10,7 @@ each, in batches 14-99 microseconds.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from klio_assets.catalog import Registration, TrackCatalog
-from klio_assets.errors import CatalogError, TrackIdError
+from klio_assets.errors import CatalogError, ParameterError, TrackIdError, UnsafePathError
 from klio_assets.partitions import TRACKS
 from klio_assets.trackids import track_id_from_name, validate_track_id
 from klio_assets.worker.storage import is_remote
@@ -29,6 +30,10 @@ AUDIO_EXTENSIONS = frozenset(
 #: Partitions added per Dagster call.
 PARTITION_BATCH = 10_000
 _ALLOWED_SCHEMES = ("gs://", "s3://")
+#: Longest path or URI accepted from outside (Linux's PATH_MAX).
+MAX_PATH_LENGTH = 4096
+#: Largest track message accepted (a Pub/Sub message names one track).
+MAX_MESSAGE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -63,6 +68,84 @@ def _inside(path: str, roots: Iterable[str]) -> bool:
         if real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep):
             return True
     return False
+
+
+def check_track_source(
+    raw_id: object, raw_path: object, *, base: str | None, roots: Sequence[str] = ()
+) -> tuple[str, str]:
+    """Validate one ``(track ID, path or URI)`` pair from outside: a manifest row, a sensor,
+    a Pub/Sub message.
+
+    Parameters
+    ----------
+    raw_id, raw_path : object
+        As received; only strings are accepted.
+    base : str or None
+        Folder that relative paths are relative to, and that they may not leave; ``None``
+        accepts no local path outside ``roots`` (messages have no folder of their own).
+    roots : sequence of str
+        Further folders local paths may point into. Symlinks are resolved first, so a link
+        cannot bring a file from elsewhere in.
+
+    Returns
+    -------
+    (str, str)
+        The track ID and the source: an absolute local path, or a ``gs://``/``s3://`` URI.
+
+    Raises
+    ------
+    TrackIdError
+        The ID is not valid (see :func:`~klio_assets.trackids.validate_track_id`).
+    UnsafePathError
+        The path is not a string, is empty, too long, has control characters, uses another
+        URL scheme, has ``..`` in a URI, or leads outside ``base`` and ``roots``.
+    """
+    track_id = validate_track_id(raw_id.strip() if isinstance(raw_id, str) else raw_id)
+    if not isinstance(raw_path, str):
+        raise UnsafePathError(f"track {track_id!r}: path must be a string, got {type(raw_path).__name__}")
+    raw_path = raw_path.strip()
+    if not raw_path or any(ord(c) < 32 or ord(c) == 127 for c in raw_path):
+        raise UnsafePathError(f"track {track_id!r}: path is empty or has control characters")
+    if len(raw_path) > MAX_PATH_LENGTH:
+        raise UnsafePathError(f"track {track_id!r}: path is {len(raw_path)} characters long; the limit is {MAX_PATH_LENGTH}")
+    if "://" in raw_path or raw_path.lower().startswith(("file:", "http:", "https:", "data:")):
+        if not raw_path.startswith(_ALLOWED_SCHEMES):
+            raise UnsafePathError(f"track {track_id!r}: URI scheme of {raw_path!r} is not supported (gs://, s3://)")
+        if ".." in raw_path.split("://", 1)[1].split("/"):
+            raise UnsafePathError(f"track {track_id!r}: URI {raw_path!r} must not contain '..'")
+        return track_id, raw_path
+    allowed = [*([base] if base else []), *roots]
+    if not os.path.isabs(raw_path) and not base:
+        raise UnsafePathError(f"track {track_id!r}: path {raw_path!r} must be absolute")
+    path = os.path.normpath(os.path.join(base or "/", raw_path))
+    if not allowed or not _inside(path, allowed):
+        where = base or ", ".join(roots) or "the allowed folders (none configured)"
+        raise UnsafePathError(
+            f"track {track_id!r}: path {raw_path!r} leads outside {where} (allow it with --allow-root)"
+        )
+    return track_id, path
+
+
+def parse_track_message(data: bytes | str, *, roots: Sequence[str]) -> tuple[str, str]:
+    """The ``(track_id, source)`` of a message announcing a track (a Pub/Sub message's data:
+    ``{"track_id": "...", "uri": "gs://... or a local path under roots"}``).
+
+    Raises
+    ------
+    ParameterError
+        The message is too large, not JSON, not an object with those two string fields, or
+        its ID or URI is refused by :func:`check_track_source` (local paths must be under
+        ``roots``).
+    """
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ParameterError(f"track message of {len(data)} bytes is over the limit of {MAX_MESSAGE_BYTES}")
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"track message is not JSON: {exc}") from exc
+    if not isinstance(obj, dict) or not {"track_id", "uri"} <= set(obj):
+        raise ParameterError("track message must be a JSON object with 'track_id' and 'uri'")
+    return check_track_source(obj["track_id"], obj["uri"], base=None, roots=roots)
 
 
 def _walk_folder(folder: str, found: Discovery, *, follow_symlinks: bool) -> None:
@@ -120,7 +203,6 @@ def discover(
 
 def _read_manifest(manifest: str, found: Discovery, *, allowed_roots: Sequence[str]) -> None:
     base = os.path.dirname(os.path.abspath(manifest))
-    roots = [base, *allowed_roots]
     try:
         fh = open(manifest, newline="", encoding="utf-8")
     except OSError as exc:
@@ -134,30 +216,14 @@ def _read_manifest(manifest: str, found: Discovery, *, allowed_roots: Sequence[s
             )
         for line, row in enumerate(reader, start=2):
             where = f"{manifest}:{line}"
-            raw_id, raw_path = (row.get("track_id") or "").strip(), (row.get("path") or "").strip()
             try:
-                track_id = validate_track_id(raw_id)
-            except TrackIdError as exc:
+                track_id, source = check_track_source(
+                    row.get("track_id") or "", row.get("path") or "", base=base, roots=allowed_roots
+                )
+            except (TrackIdError, UnsafePathError) as exc:
                 found.rejected.append((where, str(exc)))
                 continue
-            if not raw_path or any(ord(c) < 32 for c in raw_path):
-                found.rejected.append((where, f"track {track_id!r}: path is empty or has control characters"))
-                continue
-            if "://" in raw_path:
-                if raw_path.startswith(_ALLOWED_SCHEMES):
-                    found.add(track_id, raw_path, where)
-                else:
-                    found.rejected.append(
-                        (where, f"track {track_id!r}: URI scheme of {raw_path!r} is not supported (gs://, s3://)")
-                    )
-                continue
-            path = os.path.normpath(os.path.join(base, raw_path))
-            if not _inside(path, roots):
-                found.rejected.append(
-                    (where, f"track {track_id!r}: path {raw_path!r} leads outside {base} (allow it with --allow-root)")
-                )
-                continue
-            found.add(track_id, path, where)
+            found.add(track_id, source, where)
 
 
 def register_tracks(

@@ -1,9 +1,20 @@
 """Analyses written the way a user writes them, for the tests (importable by Beam workers)."""
 
+import threading
+
 import numpy as np
 from pydantic import BaseModel
 
-from klio_assets import Audio, AudioStream, Json, NumpyArray, SourceAudio, Upstream, analysis
+from klio_assets import (
+    Audio,
+    AudioStream,
+    Json,
+    NumpyArray,
+    SourceAudio,
+    TrackContext,
+    Upstream,
+    analysis,
+)
 
 
 @analysis(inputs={"audio": SourceAudio(mono=True)}, output=Json(), code_version="1")
@@ -48,3 +59,18 @@ def first_block_only(audio: AudioStream) -> dict:
     """Reads one block of the stream and stops (the shared decode must not wait for it)."""
     block = next(iter(audio))
     return {"first_block_frames": int(block.shape[-1])}
+
+
+@analysis(inputs={"energies": Upstream("frame_energy")}, output=Json(), code_version="1")
+def total_energy(energies: np.ndarray) -> dict:
+    """Sum of another analysis' ``.npy`` output (reads a stored array back)."""
+    return {"total": float(np.sum(energies))}
+
+
+@analysis(inputs={"audio": SourceAudio()}, output=Json(), code_version="1")
+def hangs_on_stall(audio: Audio, track: TrackContext) -> dict:
+    """Never returns for tracks whose ID starts with ``stall`` (a stuck helper, an endless
+    loop): the watchdog must give up on it and the batch go on."""
+    if track.track_id.startswith("stall"):
+        threading.Event().wait()
+    return {"frames": audio.frames}

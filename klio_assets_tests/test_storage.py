@@ -67,7 +67,7 @@ def test_write_to_a_read_only_folder_fails_with_a_plain_reason(tmp_path):
         # root ignores permissions; an unwritable target is made by a non-directory parent
         storage = Storage(str(tmp_path))
         (tmp_path / "a").write_text("a file where a folder should be")
-        with pytest.raises(StorageError, match="create folder"):
+        with pytest.raises(StorageError, match="creating folder"):
             storage.write_bytes(storage.join("a", "x.json"), b"{}")
         return
     folder = tmp_path / "ro"
@@ -118,3 +118,61 @@ def test_retry_gives_up_after_the_bounded_number_of_tries():
     with pytest.raises(TransientStorageError, match="gave up after 4 attempts"):
         retry_transient(always, what="read z", tries=4, base_delay=0.001)
     assert len(calls) == 4
+
+
+class _ClientError(Exception):
+    """Shaped like botocore's ClientError: the answer is in ``response``."""
+
+    def __init__(self, code: str, status: int):
+        super().__init__(f"An error occurred ({code})")
+        self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+
+class ServerDisconnectedError(Exception):
+    """Named like aiohttp's (which gcsfs and s3fs use); not a built-in ConnectionError."""
+
+
+class _HttpError(Exception):
+    def __init__(self, code):
+        super().__init__(f"{code}")
+        self.code = code
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (_ClientError("SlowDown", 503), True),
+        (_ClientError("ThrottlingException", 400), True),
+        (_ClientError("AccessDenied", 403), False),
+        (_ClientError("NoSuchBucket", 404), False),
+        (ServerDisconnectedError("Server disconnected"), True),
+        (_HttpError(502), True),
+        (_HttpError("429"), True),
+        (_HttpError(401), False),
+        (ConnectionResetError("reset"), True),
+        (OSError(errno.EROFS, "Read-only file system"), False),
+        (ValueError("bad"), False),
+    ],
+)
+def test_cloud_client_errors_are_classified(exc, transient):
+    assert classify_error(exc, "write x").transient is transient
+
+
+def test_temporaries_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
+    import subprocess
+
+    from klio_assets.worker import storage as storage_module
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that is gone
+    folder = tmp_path / "root" / "a"
+    folder.mkdir(parents=True)
+    host = storage_module._HOST
+    stale = folder / f".x.flac.tmp-{host}-{dead.pid}-deadbeef"
+    live = folder / f".y.flac.tmp-{host}-{os.getpid()}-cafebabe"
+    other_host = folder / f".z.flac.tmp-00000000-{dead.pid}-12345678"
+    for path in (stale, live, other_host):
+        path.write_bytes(b"partial")
+    storage = Storage(str(tmp_path / "root"))
+    storage.write_bytes(storage.join("a", "out.json"), b"{}")
+    assert sorted(os.listdir(folder)) == sorted([live.name, other_host.name, "out.json"])

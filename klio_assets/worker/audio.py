@@ -19,8 +19,12 @@ import json
 import math
 import os
 import shutil
+import signal
 import struct
 import subprocess
+import tempfile
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -28,7 +32,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from klio_assets.errors import DecodeError, ParameterError
+from klio_assets.errors import DecodeError, DecodeTimeoutError, ParameterError
 
 #: Frames per block when decoding; 64k frames of stereo float32 is 512 KiB.
 BLOCK_FRAMES = 65536
@@ -38,11 +42,16 @@ _FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
 #: libsndfile subtypes that ffmpeg decodes instead, when it is installed.
 FFMPEG_PREFERRED = frozenset({"OPUS"})
 _SOXR_QUALITY = "HQ"
+#: Default per-track decode time limit, in seconds: ffmpeg decodes ~450 s of audio per
+#: CPU-second, so a 24-hour file needs ~3 min of CPU on an idle core; 15 min leaves room for
+#: a loaded machine while still stopping a decoder that hangs.
+DEFAULT_TIMEOUT_S = 900.0
 
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """Bounds checked against a file's header before anything is decoded.
+    """Bounds on what one track may cost, checked against its header before anything is
+    decoded (and, for duration and time, while decoding).
 
     Parameters
     ----------
@@ -52,11 +61,22 @@ class DecodeLimits:
         Most channels accepted.
     max_sample_rate : int
         Highest sample rate accepted, in Hz.
+    timeout_s : float
+        Longest a probe or a decode of one track may take, in seconds (wall clock). A decoder
+        still running then is killed (ffmpeg and ffprobe with their whole process group) and
+        the track fails with :class:`~klio_assets.errors.DecodeTimeoutError`.
     """
 
     max_duration_s: float = 24 * 3600.0
     max_channels: int = 32
     max_sample_rate: int = 768_000
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        for name in ("max_duration_s", "max_channels", "max_sample_rate", "timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ParameterError(f"decode limit {name}={value!r} must be a positive number")
 
 
 @dataclass(frozen=True)
@@ -150,7 +170,9 @@ def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = N
                 f"libsndfile cannot read it ({sndfile_problem}); formats such as M4A/AAC need "
                 "ffmpeg, which is not installed (apt-get install ffmpeg)",
             ) from exc
-        info = _ffprobe(path, track_id=track_id, uri=uri, sndfile_problem=sndfile_problem)
+        info = _ffprobe(
+            path, track_id=track_id, uri=uri, sndfile_problem=sndfile_problem, timeout_s=limits.timeout_s
+        )
     if info.container in ("WAV", "WAVEX"):
         announced = _riff_announced_frames(path)
         if announced is not None and announced > info.frames:
@@ -223,23 +245,66 @@ def _sndfile_problem(exc: Exception) -> str:
     return problem
 
 
-def _ffprobe(path: str, *, track_id: str, uri: str, sndfile_problem: str) -> SourceInfo:
+def run_bounded(cmd: list[str], *, timeout_s: float) -> tuple[int, bytes, bytes]:
+    """Run a command with a time limit, killing its whole process group when it expires.
+
+    ``subprocess.run(timeout=...)`` kills only the direct child: a wrapper script whose own
+    child keeps the pipes open would still block the caller. Here the command gets its own
+    session and the group is killed.
+
+    Returns
+    -------
+    (int, bytes, bytes)
+        Exit status, stdout, stderr.
+
+    Raises
+    ------
+    subprocess.TimeoutExpired
+        The command was still running after ``timeout_s`` seconds (it has been killed).
+    """
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_process_group(proc)
+        proc.communicate()
+        raise
+    finally:
+        if proc.poll() is None:
+            kill_process_group(proc)
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def kill_process_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a child started with ``start_new_session=True`` and everything it started."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
+def _ffprobe(path: str, *, track_id: str, uri: str, sndfile_problem: str, timeout_s: float) -> SourceInfo:
     cmd = [
         "ffprobe", "-v", "error", "-select_streams", "a:0",
         "-show_entries", "stream=codec_name,sample_rate,channels,duration:format=format_name,duration",
         "-of", "json", f"file:{path}",
     ]  # fmt: skip
     try:
-        done = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+        returncode, stdout, stderr = run_bounded(cmd, timeout_s=timeout_s)
     except subprocess.TimeoutExpired as exc:
-        raise DecodeError(track_id, uri, "ffprobe did not answer within 60 s") from exc
-    problem = done.stderr.decode(errors="replace").strip().splitlines()
+        raise DecodeTimeoutError(
+            track_id, uri, f"ffprobe did not answer within {timeout_s:g} s and was stopped (timeout_s)"
+        ) from exc
+    problem = stderr.decode(errors="replace").strip().splitlines()
     try:
-        data = json.loads(done.stdout or b"{}")
+        data = json.loads(stdout or b"{}")
     except json.JSONDecodeError:
         data = {}
     streams = data.get("streams") or []
-    if done.returncode != 0 or not streams:
+    if returncode != 0 or not streams:
         why = problem[-1] if problem else "no audio stream found"
         raise DecodeError(
             track_id, uri, f"not a readable audio file (libsndfile: {sndfile_problem}; ffmpeg: {why})"
@@ -329,10 +394,14 @@ class SourceDecoder:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         self.frames = 0
+        self._deadline = time.monotonic() + self.limits.timeout_s
+        self._timed_out = False
         blocks = self._soundfile() if self.info.decoder == "soundfile" else self._ffmpeg()
         check_finite = self.info.decoder == "ffmpeg" or self.info.codec in _FLOAT_SUBTYPES
         max_frames = int(self.limits.max_duration_s * self.info.sample_rate)
         for block in blocks:
+            if time.monotonic() > self._deadline:
+                raise self._timeout_error()
             if check_finite and not np.isfinite(block).all():
                 bad = int(np.argmin(np.isfinite(block).all(axis=1)))
                 at = (self.frames + bad) / self.info.sample_rate
@@ -346,6 +415,8 @@ class SourceDecoder:
                     f"decodes to more than {self.limits.max_duration_s:.0f} s (max_duration_s)",
                 )  # fmt: skip
             yield block
+        if self._timed_out:
+            raise self._timeout_error()
         announced = self.info.frames
         if announced > 0 and self.frames < announced * TRUNCATION_TOLERANCE:
             raise DecodeError(
@@ -356,6 +427,15 @@ class SourceDecoder:
             )
         if self.frames == 0:
             raise DecodeError(self.track_id, self.uri, "the file contains no audio frames")
+
+    def _timeout_error(self) -> DecodeTimeoutError:
+        at = self.frames / self.info.sample_rate
+        return DecodeTimeoutError(
+            self.track_id,
+            self.uri,
+            f"decoding did not finish within {self.limits.timeout_s:g} s ({self.info.decoder}, "
+            f"stopped after {at:.2f} s of audio; the per-track limit is timeout_s)",
+        )
 
     def _soundfile(self) -> Iterator[np.ndarray]:
         try:
@@ -368,7 +448,12 @@ class SourceDecoder:
         except sf.LibsndfileError as exc:
             problem = _sndfile_problem(exc)
             at = self.frames / self.info.sample_rate
-            raise DecodeError(self.track_id, self.uri, f"{problem} (after {at:.2f} s)") from exc
+            raise DecodeError(
+                self.track_id,
+                self.uri,
+                f"the audio data is corrupt or cut short (libsndfile: {problem}, in the block "
+                f"starting at {at:.2f} s)",
+            ) from exc
 
     def _ffmpeg(self) -> Iterator[np.ndarray]:
         channels = self.info.channels
@@ -379,7 +464,22 @@ class SourceDecoder:
             "-ac", str(channels), "-ar", str(self.info.sample_rate), "pipe:1",
         ]  # fmt: skip
         bytes_per_block = self.block_frames * channels * 4
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # ffmpeg can hang (a stalled input, a pathological stream): it runs in its own
+        # process group, which a watchdog kills at the deadline; the read then ends.
+        # stderr goes to a file so that a chatty ffmpeg cannot block on a full pipe.
+        errfile = tempfile.TemporaryFile()
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile, start_new_session=True
+        )
+
+        def expire() -> None:
+            if proc.poll() is None:
+                self._timed_out = True
+                kill_process_group(proc)
+
+        watchdog = threading.Timer(max(0.0, self._deadline - time.monotonic()), expire)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             assert proc.stdout is not None
             pending = b""
@@ -392,17 +492,22 @@ class SourceDecoder:
                 pending = chunk[usable:]
                 if usable:
                     yield np.frombuffer(chunk[:usable], dtype="<f4").reshape(-1, channels)
-            stderr = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-            if proc.wait() != 0:
-                last = stderr.splitlines()[-1] if stderr else f"ffmpeg exited with {proc.returncode}"
+            returncode = proc.wait()
+            if self._timed_out:
+                raise self._timeout_error()
+            if returncode != 0:
+                errfile.seek(0)
+                stderr = errfile.read(65536).decode(errors="replace").strip()
+                last = stderr.splitlines()[-1] if stderr else f"ffmpeg exited with {returncode}"
                 raise DecodeError(self.track_id, self.uri, f"ffmpeg: {last}")
         finally:
+            watchdog.cancel()
             if proc.poll() is None:
-                proc.kill()
+                kill_process_group(proc)
             proc.wait()
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
+            if proc.stdout is not None:
+                proc.stdout.close()
+            errfile.close()
 
 
 def downmix(block: np.ndarray) -> np.ndarray:

@@ -26,17 +26,29 @@ tracks.jsonl [Beam options]``. This module imports nothing from Dagster.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import json
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from klio_assets.worker.audio import DecodeLimits
 from klio_assets.worker.execution import Engine
 from klio_assets.worker.plan import RunPlan
+
+#: Pipeline options that set the per-track limits (see :class:`TrackLimitsOptions`), with the
+#: :class:`~klio_assets.worker.audio.DecodeLimits` field each one sets.
+LIMIT_OPTIONS = {
+    "track_timeout_s": "timeout_s",
+    "max_duration_s": "max_duration_s",
+    "max_channels": "max_channels",
+    "max_sample_rate": "max_sample_rate",
+}
 
 _DONE = "done"
 
@@ -51,6 +63,41 @@ def _limit_native_threads() -> None:
         threadpool_limits(1)
     except ImportError:  # threadpoolctl comes with librosa's scikit-learn; not required
         pass
+
+
+class TrackLimitsOptions(PipelineOptions):
+    """Per-track limits as Beam pipeline options (``KLIO_ASSETS_TRACK_TIMEOUT``,
+    ``KLIO_ASSETS_MAX_DURATION`` and ``KLIO_ASSETS_MAX_CHANNELS`` become these; they can also
+    be given in ``KLIO_ASSETS_BEAM_OPTIONS``). Unset options keep the plan's limits."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--track_timeout_s", type=float, default=None,
+            help="Longest a probe or decode of one track may take, in seconds; the decoder is then killed.",
+        )  # fmt: skip
+        parser.add_argument("--max_duration_s", type=float, default=None, help="Longest source accepted, seconds.")
+        parser.add_argument("--max_channels", type=int, default=None, help="Most channels accepted.")
+        parser.add_argument("--max_sample_rate", type=int, default=None, help="Highest sample rate accepted, Hz.")
+
+
+def with_limit_options(plan: RunPlan, options: PipelineOptions | None) -> RunPlan:
+    """``plan`` with the limits set in ``options`` (:class:`TrackLimitsOptions`) applied.
+
+    Raises
+    ------
+    ParameterError
+        A limit is not a positive number.
+    """
+    if options is None:
+        return plan
+    view = options.view_as(TrackLimitsOptions)
+    given = {field: getattr(view, opt) for opt, field in LIMIT_OPTIONS.items() if getattr(view, opt) is not None}
+    if not given:
+        return plan
+    limits = {**plan.limits, **given}
+    DecodeLimits(**limits)  # validate here, at the boundary, with the option named
+    return dataclasses.replace(plan, limits=limits)
 
 
 class _EngineDoFn(beam.DoFn):
@@ -98,9 +145,59 @@ class AnalyzeTracks(_EngineDoFn):
         if self.engine.plan.dry_run:
             results = self.engine.plan_group(group)
         else:
-            results = self.engine.analyze(group)
+            results = analyze_with_watchdog(self.engine, group)
         for result in results:
             yield self.write_result(result)
+
+
+#: A group's analyses get this many times the decode limit (``timeout_s``) before the worker
+#: gives up on them: streamed analyses are already bounded by the decode deadline, whole-array
+#: ones run after the decode and get as long again.
+WATCHDOG_FACTOR = 2.0
+
+
+def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:meth:`Engine.analyze` with a time limit, so that one stuck analysis cannot stall a batch.
+
+    A decoder that hangs is killed by its own deadline; an analysis can hang too (a helper
+    process that stops reading, a loop that never ends) and a Python thread cannot be killed.
+    The group then runs in a thread of its own; when it outlives ``WATCHDOG_FACTOR x
+    timeout_s``, its tracks' pending analyses are reported failed with that reason and the
+    worker moves on (the abandoned thread can only ever commit whole outputs).
+
+    Returns
+    -------
+    list of dict
+        One result per track of ``group``, as :meth:`Engine.analyze` returns them.
+    """
+    limit = WATCHDOG_FACTOR * engine.limits.timeout_s
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["results"] = engine.analyze(group)
+        except BaseException as exc:  # re-raised in the DoFn's thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name=f"klio-analyze-{group[0]['track_id']}", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        results = []
+        for task in group:
+            reason = (
+                f"track {task['track_id']!r}: {task['uri']}: analyses did not finish within "
+                f"{limit:g} s ({WATCHDOG_FACTOR:g} x timeout_s); the worker gave up on them"
+            )
+            analyses = dict(task["analyses"])
+            analyses.update({name: {"status": "failed", "reason": reason, "error": "TrackTimeout"}
+                             for name in task["pending"]})  # fmt: skip
+            results.append({"track_id": task["track_id"], "uri": task["uri"], "analyses": analyses,
+                            **({"content_hash": task["content_hash"]} if "content_hash" in task else {})})  # fmt: skip
+        return results
+    if "error" in box:
+        raise box["error"]
+    return box["results"]
 
 
 def assign_lanes(groups: Sequence[list[dict[str, Any]]], lanes: int) -> list[tuple[int, list[dict[str, Any]]]]:
@@ -161,7 +258,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: RunPlan, tracks: Iterable[dict
     PCollection of str
         The track IDs whose results were written.
     """
-    plan_json = plan.to_json()
+    plan_json = with_limit_options(plan, getattr(pipeline, "options", None)).to_json()
     refs = [{"track_id": t["track_id"], "uri": t["uri"], "order": i} for i, t in enumerate(tracks)]
     checked = (
         pipeline

@@ -2,8 +2,9 @@
 
 Every write goes to a temporary name first and is committed in one step (``os.replace``
 locally, a single object upload on GCS/S3), so a crash never leaves a partial file under an
-output's name. Temporary names start with ``.`` and end in ``.tmp-<random>``: no existence
-check ever mistakes them for outputs.
+output's name. Temporary names start with ``.`` and end in ``.tmp-<host>-<pid>-<random>``: no
+existence check ever mistakes them for outputs, and the first write into a folder removes those
+left there by writers of this host that were killed (their process is gone).
 
 Paths under the root are built only from checked components (analysis names, versions, track
 IDs), and local paths are resolved and checked against the root before anything is written,
@@ -23,6 +24,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -36,6 +38,20 @@ T = TypeVar("T")
 _REMOTE_SCHEMES = ("gs://", "gcs://", "s3://", "memory://")
 _TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
 _PERMANENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM, errno.EDQUOT}
+
+
+#: This host in temporary names, so that only its own dead writers' leftovers are swept.
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, someone else's
+        return True
+    return True
 
 
 def is_remote(uri: str) -> bool:
@@ -60,6 +76,44 @@ def shard_of(key: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:2]
 
 
+#: Error codes of S3-compatible stores (botocore's ``response["Error"]["Code"]``) worth retrying.
+_TRANSIENT_CODES = frozenset(
+    "SlowDown Throttling ThrottlingException TooManyRequests RequestLimitExceeded "
+    "RequestTimeout InternalError ServiceUnavailable".split()
+)
+#: Connection-level exceptions of the HTTP stacks under gcsfs/s3fs (aiohttp, requests, urllib3,
+#: botocore, google-auth), by name: none of them derive from the built-in ConnectionError.
+_TRANSIENT_NAMES = frozenset(
+    "ServerDisconnectedError ClientConnectionError ClientOSError ClientPayloadError "
+    "ConnectTimeout ReadTimeout ConnectTimeoutError ReadTimeoutError ChunkedEncodingError "
+    "ProtocolError IncompleteRead RemoteDisconnected EndpointConnectionError "
+    "ConnectionClosedError TransportError".split()
+)
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    candidates = [getattr(exc, "code", None), getattr(exc, "status", None), getattr(exc, "status_code", None)]
+    if isinstance(response, dict):
+        candidates.append((response.get("ResponseMetadata") or {}).get("HTTPStatusCode"))
+    for value in candidates:
+        try:
+            return int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Throttling, 5xx, timeouts and dropped connections, as the cloud clients report them."""
+    if _http_status(exc) in _TRANSIENT_HTTP:
+        return True
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and (response.get("Error") or {}).get("Code") in _TRANSIENT_CODES:
+        return True
+    return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__)
+
+
 def classify_error(exc: BaseException, what: str) -> StorageError:
     """Wrap an I/O exception as a transient or permanent :class:`StorageError`.
 
@@ -68,8 +122,7 @@ def classify_error(exc: BaseException, what: str) -> StorageError:
     """
     if isinstance(exc, StorageError):
         return exc
-    status = getattr(exc, "code", None) or getattr(exc, "status", None)
-    if isinstance(exc, (ConnectionError, TimeoutError)) or status in _TRANSIENT_HTTP:
+    if isinstance(exc, (ConnectionError, TimeoutError)) or _is_transient(exc):
         err: StorageError = TransientStorageError(f"{what}: {exc}")
     elif isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS:
         err = StorageError(f"{what}: {os.strerror(exc.errno)}")
@@ -147,6 +200,7 @@ class Storage:
         self.options = dict(options or {})
         self.fsync = fsync
         self._fs = None
+        self._swept: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Storage({self.root!r})"
@@ -262,14 +316,42 @@ class Storage:
             try:
                 os.makedirs(folder, exist_ok=True)
             except OSError as exc:
-                raise classify_error(exc, f"create folder {folder}") from exc
-            tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+                raise classify_error(exc, f"write {uri} (creating folder {folder})") from exc
+            self._sweep_stale_temporaries(folder)
+            tmp = os.path.join(folder, f".{name}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
-            yield tmp
+            try:
+                yield tmp
+            except OSError as exc:  # the writer hit the file system: say what, in plain words
+                raise classify_error(exc, f"write {uri}") from exc
+            except RuntimeError as exc:  # libsndfile reports ENOSPC/EROFS as "System error"
+                cause = None if self.remote else _write_failure_cause(os.path.dirname(tmp))
+                if cause is None:
+                    raise
+                raise StorageError(f"write {uri}: {cause}") from exc
             self._commit(tmp, uri, durable=durable)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def _sweep_stale_temporaries(self, folder: str) -> None:
+        """Remove temporary files left in ``folder`` by writers killed on this host (their
+        process is gone), once per folder and Storage. Temporaries are never taken for outputs
+        anyway; this only keeps a crash from leaving garbage behind."""
+        if folder in self._swept:
+            return
+        self._swept.add(folder)
+        try:
+            with os.scandir(folder) as it:
+                names = [e.name for e in it if e.name.startswith(".") and ".tmp-" in e.name]
+        except OSError:
+            return
+        for name in names:
+            host, _, rest = name.rsplit(".tmp-", 1)[1].partition("-")
+            pid = rest.partition("-")[0]
+            if host == _HOST and pid.isdigit() and not _process_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, name))
 
     def _commit(self, tmp: str, uri: str, *, durable: bool) -> None:
         if self.remote:
@@ -319,6 +401,27 @@ class Storage:
             retry_transient(lambda: self.fs.rm(folder_uri, recursive=True), what=f"delete {folder_uri}")
 
 
+#: Below this much free space, a writer's unexplained failure is put down to a full disk.
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def _write_failure_cause(folder: str) -> str | None:
+    """Why a write into ``folder`` may have failed when the writer did not say (libsndfile
+    reports a full disk or a read-only file system as "System error"), or ``None``."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return None
+    if stat.f_flag & os.ST_RDONLY:
+        return os.strerror(errno.EROFS)
+    if not os.access(folder, os.W_OK):
+        return os.strerror(errno.EACCES)
+    free = stat.f_bavail * stat.f_frsize
+    if free < _NEARLY_FULL_BYTES:
+        return f"{os.strerror(errno.ENOSPC)} ({free // 1024} KiB free)"
+    return None
+
+
 def hash_file(path: str, *, chunk_bytes: int = 1 << 20) -> str:
     """``sha256:<hex>`` of a local file's bytes (about 1 GB/s; hashlib releases the GIL)."""
     digest = hashlib.sha256()
@@ -335,14 +438,17 @@ def open_source(uri: str, options: dict[str, Any] | None = None) -> Iterator[str
     Raises
     ------
     FileNotFoundError
-        The source does not exist (or is not a regular file).
+        The source does not exist.
     StorageError
-        It cannot be read.
+        It cannot be read, or it is not a regular file (a FIFO would block a decoder).
     """
     if not is_remote(uri):
         path = uri[len("file://") :] if uri.startswith("file://") else uri
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise FileNotFoundError(path)
+        if not os.path.isfile(path):
+            # a FIFO or a device would block a decoder forever; a folder is a mistake
+            raise StorageError(f"{path} is not a regular file (a folder, FIFO or device)")
         yield path
         return
     scheme, rest = uri.split("://", 1)
