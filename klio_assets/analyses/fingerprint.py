@@ -22,12 +22,14 @@ import math
 import shutil
 import subprocess
 import tempfile
+import threading
 from typing import BinaryIO
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from klio_assets.errors import TrackError
+from klio_assets.worker import audio as audio_io
 from klio_assets.worker.analysis import AudioStream, SourceAudio, TrackContext, analysis
 from klio_assets.worker.outputs import Json
 
@@ -90,14 +92,34 @@ def _feed_fpcalc(
     ]  # fmt: skip
     fed = 0
     broken_pipe = False
-    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
+    proc = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, start_new_session=True
+    )
+    # A stalled fpcalc would block the write below forever: kill it at the deadline.
+    watchdog = threading.Timer(_FPCALC_TIMEOUT_S, audio_io.kill_process_group, args=(proc,))
+    watchdog.daemon = True
+    watchdog.start()
+    stdout: bytes | None = None
+
+    def finish() -> bytes:
+        try:
+            out, _ = proc.communicate(timeout=_FPCALC_TIMEOUT_S)  # also closes its stdin
+        except subprocess.TimeoutExpired:
+            raise TrackError(
+                track.track_id,
+                track.uri,
+                f"fingerprint: fpcalc did not finish within {_FPCALC_TIMEOUT_S:.0f} s",
+            ) from None
+        watchdog.cancel()
+        return out
+
     try:
         assert proc.stdin is not None
         for block in audio:
-            # Past the budget the stream is still drained (cheap: the blocks are decoded
-            # anyway), so that the duration and decode errors cover the whole file and a
-            # shared decode never waits on this analysis.
-            if fed >= budget or broken_pipe:
+            # Past the budget fpcalc is done with, and the stream is still drained (cheap: the
+            # blocks are decoded anyway), so that the duration and decode errors cover the
+            # whole file and a shared decode never waits on this analysis.
+            if stdout is not None or broken_pipe:
                 continue
             chunk = block[: budget - fed]
             fed += len(chunk)
@@ -105,17 +127,14 @@ def _feed_fpcalc(
                 proc.stdin.write(_to_s16le(chunk))
             except BrokenPipeError:
                 broken_pipe = True  # fpcalc died; its stderr says why
-        try:
-            stdout, _ = proc.communicate(timeout=_FPCALC_TIMEOUT_S)  # also closes its stdin
-        except subprocess.TimeoutExpired:
-            raise TrackError(
-                track.track_id,
-                track.uri,
-                f"fingerprint: fpcalc did not finish within {_FPCALC_TIMEOUT_S:.0f} s",
-            ) from None
+            if fed >= budget and not broken_pipe:
+                stdout = finish()
+        if stdout is None:
+            stdout = finish()
     finally:
+        watchdog.cancel()
         if proc.poll() is None:  # an exception in the decode, or the timeout
-            proc.kill()
+            audio_io.kill_process_group(proc)
             proc.wait()
     return fed, stdout, proc.returncode, broken_pipe
 
