@@ -13,6 +13,7 @@
 Usage (from the repo root)::
 
     python benchmarks/analyses.py [--corpus dev-corpus] [--tracks 8] [--skip-fused]
+                                  [--skip-per-analysis] [--without stems]
 
 Prints figures, then one JSON line.
 """
@@ -79,12 +80,13 @@ def per_analysis(files: list[str], scratch: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def fused_vs_separate(files: list[str], scratch: str) -> dict[str, float]:
+def fused_vs_separate(files: list[str], scratch: str, without: list[str]) -> dict[str, float]:
     """Wall seconds of one fused ``klio-assets run`` and of one run per analysis."""
     from klio_assets.analyses import load_analyses
     from klio_assets.worker.plan import plan_analyses
 
-    names = list(plan_analyses(load_analyses()))
+    names = [n for n in plan_analyses(load_analyses()) if n not in without]
+    print(f"  analyses: {', '.join(names)}")
     library = os.path.join(scratch, "library")
     os.makedirs(library, exist_ok=True)
     for i, path in enumerate(files):
@@ -94,7 +96,9 @@ def fused_vs_separate(files: list[str], scratch: str) -> dict[str, float]:
     for mode in ("fused", "separate"):
         home = os.path.join(scratch, f"home-{mode}")
         env = {**os.environ, "KLIO_ASSETS_HOME": home}
-        subprocess.run([*cli, "add", library], env=env, check=True, capture_output=True)
+        added = subprocess.run([*cli, "add", "--follow-symlinks", library], env=env, capture_output=True, text=True)
+        if added.returncode != 0:
+            sys.exit(f"klio-assets add failed:\n{added.stderr[-2000:]}")
         commands = [[*cli, "run", *names]] if mode == "fused" else [[*cli, "run", n] for n in names]
         wall = cpu = 0.0
         for command in commands:
@@ -114,16 +118,22 @@ def main() -> None:
     parser.add_argument("--corpus", default=os.path.join(REPO, "dev-corpus"))
     parser.add_argument("--tracks", type=int, default=8)
     parser.add_argument("--skip-fused", action="store_true")
+    parser.add_argument("--skip-per-analysis", action="store_true")
+    parser.add_argument("--without", action="append", default=[], help="Leave an analysis out of fused/separate.")
     args = parser.parse_args()
     files = [f for f in corpus_files(args.corpus, None) if "/wesnoth-" in f and "long-mix" not in f]
     files = files[: args.tracks]
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(REPO, ".cache", "numba"))
     scratch = tempfile.mkdtemp(prefix="klio-bench-analyses-")
     try:
-        print(f"{len(files)} real music tracks; per analysis, alone, steady state (one thread):")
-        costs = per_analysis(files, scratch)
-        fused = {} if args.skip_fused else (print("fused vs separate (klio-assets run):"),
-                                             fused_vs_separate(files, scratch))[1]
+        costs: dict = {}
+        if not args.skip_per_analysis:
+            print(f"{len(files)} real music tracks; per analysis, alone, steady state (one thread):")
+            costs = per_analysis(files, scratch)
+        fused: dict = {}
+        if not args.skip_fused:
+            print(f"fused vs separate (klio-assets run, {len(files)} real music tracks):")
+            fused = fused_vs_separate(files, scratch, args.without)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps({"benchmark": "analyses", "tracks": len(files), "per_analysis": costs, **fused}))
