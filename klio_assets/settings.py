@@ -12,6 +12,9 @@
 ``KLIO_ASSETS_CATALOG``        SQLAlchemy URL of the track catalog. Default SQLite in the home.
 ``KLIO_ASSETS_ANALYSES``       Extra modules defining analyses, comma separated.
 ``KLIO_ASSETS_PARAMS``         JSON ``{analysis: {parameter: value}}`` overriding defaults.
+``KLIO_ASSETS_DATAFLOW``       JSON of :class:`~klio_assets.resources.beam.DataflowConfig` fields
+                               (project, region, temp_location, sdk_container_image, ...):
+                               run every batch on Google Cloud Dataflow.
 =============================  ================================================================
 """
 
@@ -41,6 +44,9 @@ class Settings(BaseModel):
     catalog_url: str = Field(description="SQLAlchemy URL of the track catalog.")
     analysis_modules: list[str] = Field(default_factory=list, description="Modules with extra analyses.")
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Parameter overrides.")
+    dataflow: dict[str, Any] = Field(
+        default_factory=dict, description="Dataflow settings (empty: no Dataflow)."
+    )
 
     @field_validator("analysis_modules")
     @classmethod
@@ -78,6 +84,13 @@ class Settings(BaseModel):
             params = json.loads(raw_params)
         except json.JSONDecodeError as exc:
             raise ParameterError(f"KLIO_ASSETS_PARAMS is not valid JSON: {exc}") from exc
+        raw_dataflow = env.get("KLIO_ASSETS_DATAFLOW") or "{}"
+        try:
+            dataflow = json.loads(raw_dataflow)
+        except json.JSONDecodeError as exc:
+            raise ParameterError(f"KLIO_ASSETS_DATAFLOW is not valid JSON: {exc}") from exc
+        if not isinstance(dataflow, dict):
+            raise ParameterError("KLIO_ASSETS_DATAFLOW must be a JSON object of Dataflow settings")
         modules = [m.strip() for m in env.get("KLIO_ASSETS_ANALYSES", "").split(",") if m.strip()]
         catalog = env.get("KLIO_ASSETS_CATALOG") or f"sqlite:///{os.path.join(home, 'catalog.db')}"
         try:
@@ -89,6 +102,7 @@ class Settings(BaseModel):
                 catalog_url=catalog,
                 analysis_modules=modules,
                 params=params,
+                dataflow=dataflow,
             )
         except ValidationError as exc:
             raise ParameterError(f"invalid klio-assets settings: {exc}") from exc
