@@ -13,7 +13,12 @@ import dagster as dg
 from klio_assets.analyses import load_analyses
 from klio_assets.assets import build_analysis_assets
 from klio_assets.partitions import tracks_partitions
-from klio_assets.resources import BeamRunnerResource, CatalogResource, DataflowConfig, StorageResource
+from klio_assets.resources import (
+    BeamRunnerResource,
+    CatalogResource,
+    DataflowConfig,
+    StorageResource,
+)
 from klio_assets.sensors import SCHEDULES, SENSORS
 from klio_assets.settings import Settings
 

@@ -21,10 +21,6 @@ import time
 
 import dagster as dg
 import pytest
-
-from klio_assets import launch
-from klio_assets.catalog import get_catalog
-from klio_assets.errors import ParameterError
 from klio_assets.resources.beam import (
     CONSOLE_URL_TAG,
     JOB_ID_TAG,
@@ -33,6 +29,10 @@ from klio_assets.resources.beam import (
     gcp_label,
     gcp_labels,
 )
+
+from klio_assets import launch
+from klio_assets.catalog import get_catalog
+from klio_assets.errors import ParameterError
 from klio_assets.settings import Settings
 from klio_assets.tracks import register_tracks
 from klio_assets.worker.storage import Storage

@@ -194,6 +194,7 @@ def test_run_pod_job_spec_from_the_helm_values(home, kubeconfig):
 
 def test_settings_config_map_holds_valid_dataflow_settings():
     from klio_assets.resources.beam import BeamRunnerResource, DataflowConfig  # noqa: PLC0415
+
     from klio_assets.settings import Settings  # noqa: PLC0415
 
     data = yaml.safe_load((REPO / "deploy" / "helm" / "klio-assets-settings.yaml").read_text())["data"]

@@ -174,7 +174,9 @@ class BeamJob:
     remote runners return at once and are polled through their ``PipelineResult``.
     """
 
-    def __init__(self, pipeline: Any, *, runner: str, job_name: str, dataflow: DataflowConfig | None = None):
+    def __init__(
+        self, pipeline: Any, *, runner: str, job_name: str, dataflow: DataflowConfig | None = None
+    ):
         self.pipeline = pipeline
         self.runner = runner
         self.job_name = job_name
@@ -202,7 +204,9 @@ class BeamJob:
         """The job's page in the Cloud Console (Dataflow jobs that were submitted)."""
         if self.dataflow is None or self.result is None:
             return None
-        return console_url(project=self.dataflow.project, region=self.dataflow.region, job_id=self.job_id)
+        return console_url(
+            project=self.dataflow.project, region=self.dataflow.region, job_id=self.job_id
+        )
 
     def start(self) -> BeamJob:
         """Submit the pipeline."""
@@ -261,7 +265,9 @@ class BeamJob:
             cause = f": {type(self.error).__name__}: {self.error}" if self.error else ""
             where = f" (see {self.console_url})" if self.console_url else ""
             raise BeamJobError(
-                f"Beam job {self.job_id} ended in state {state}{cause}{where}", job_id=self.job_id, state=state
+                f"Beam job {self.job_id} ended in state {state}{cause}{where}",
+                job_id=self.job_id,
+                state=state,
             ) from self.error
         return state
 
@@ -333,7 +339,9 @@ class BeamRunnerResource(dg.ConfigurableResource):
             return self.workers()
         return 0
 
-    def pipeline_options_args(self, *, job_name: str, labels: Mapping[str, Any] | None = None) -> list[str]:
+    def pipeline_options_args(
+        self, *, job_name: str, labels: Mapping[str, Any] | None = None
+    ) -> list[str]:
         """The Beam arguments of one run.
 
         Parameters
@@ -443,4 +451,5 @@ def _dataflow_from_args(args: list[str]) -> DataflowConfig | None:
     project, region = _option(args, "project"), _option(args, "region")
     if not project or not region:
         return None
-    return DataflowConfig(project=project, region=region, temp_location=_option(args, "temp_location") or "")
+    temp_location = _option(args, "temp_location") or ""
+    return DataflowConfig(project=project, region=region, temp_location=temp_location)
