@@ -148,6 +148,13 @@ def _check_deployment(deployment, instance, storage):
     """The scenario really runs on what it claims (not silently on local defaults)."""
     if deployment in ("gcs", "s3"):
         assert storage.remote and storage.root.startswith(("gs://", "s3://"))
+    if deployment == "gcs":
+        # Dagster-side code gets a client through dagster-gcp's GCSResource, on the emulator.
+        from klio_assets.resources import StorageResource  # noqa: PLC0415
+
+        client = StorageResource(root=storage.root).gcs_client()
+        assert sorted(b.name for b in client.list_blobs(BUCKET, prefix="audio/")) == [
+            "audio/broken.mp3", "audio/flac48.flac", "audio/ogg32.ogg", "audio/wav44.wav"]
     if deployment == "postgres":
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
