@@ -157,8 +157,11 @@ def run_batch(
             job.wait(poll=progress.poll, interval_s=beam.poll_interval_s)
         except BeamJobError as exc:
             beam_error = exc  # report what finished before failing the run
-        except BaseException:  # the Dagster run is being terminated
-            job.cancel()
+        except BaseException:  # the Dagster run is being terminated: stop the Beam job too
+            try:
+                job.cancel()
+            except BeamJobError as exc:  # keep the interrupt, not the failed cancel
+                context.log.error(f"could not cancel Beam job {job.job_id}: {exc}")
             raise
     results = read_results(store, results_folder)
     # The per-track files are read; removing them overlaps with writing Dagster events.
@@ -236,6 +239,7 @@ def run_batch(
         dry_run=config.dry_run,
         force=config.force,
         beam_job_id=job.job_id if job else None,
+        beam_console_url=getattr(job, "console_url", None),
         wall_seconds=round(time.perf_counter() - started, 3),
         tracks_detail={
             t: {

@@ -14,7 +14,12 @@ from klio_assets.analyses import load_analyses
 from klio_assets.assets import build_analysis_assets
 from klio_assets.catalog_assets import build_catalog_assets
 from klio_assets.partitions import tracks_partitions
-from klio_assets.resources import BeamRunnerResource, CatalogResource, StorageResource
+from klio_assets.resources import (
+    BeamRunnerResource,
+    CatalogResource,
+    DataflowConfig,
+    StorageResource,
+)
 from klio_assets.sensors import SCHEDULES, SENSORS
 from klio_assets.settings import Settings
 
@@ -51,7 +56,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=SENSORS,
         schedules=SCHEDULES,
         resources={
-            "beam": BeamRunnerResource(pipeline_args=settings.beam_options),
+            "beam": BeamRunnerResource(
+                pipeline_args=settings.beam_options,
+                dataflow=DataflowConfig(**settings.dataflow) if settings.dataflow else None,
+            ),
             "storage": StorageResource(root=settings.storage),
             "catalog": CatalogResource(url=settings.catalog_url),
         },

@@ -19,6 +19,9 @@
 ``KLIO_ASSETS_MAX_DURATION``   Longest source accepted, in seconds (checked on the header
                                before decoding, and while decoding). Default 86400.
 ``KLIO_ASSETS_MAX_CHANNELS``   Most channels accepted. Default 32.
+``KLIO_ASSETS_DATAFLOW``       JSON of :class:`~klio_assets.resources.beam.DataflowConfig` fields
+                               (project, region, temp_location, sdk_container_image, ...):
+                               run every batch on Google Cloud Dataflow.
 =============================  ================================================================
 
 The three limits reach the Beam workers as pipeline options (``--track_timeout_s``,
@@ -62,6 +65,9 @@ class Settings(BaseModel):
     embed_image_bytes: int = Field(
         DEFAULT_EMBED_IMAGE_BYTES, ge=0, description="Largest plot embedded in Dagster metadata (0: none)."
     )
+    dataflow: dict[str, Any] = Field(
+        default_factory=dict, description="Dataflow settings (empty: no Dataflow)."
+    )
 
     @field_validator("analysis_modules")
     @classmethod
@@ -100,6 +106,13 @@ class Settings(BaseModel):
             params = json.loads(raw_params)
         except json.JSONDecodeError as exc:
             raise ParameterError(f"KLIO_ASSETS_PARAMS is not valid JSON: {exc}") from exc
+        raw_dataflow = env.get("KLIO_ASSETS_DATAFLOW") or "{}"
+        try:
+            dataflow = json.loads(raw_dataflow)
+        except json.JSONDecodeError as exc:
+            raise ParameterError(f"KLIO_ASSETS_DATAFLOW is not valid JSON: {exc}") from exc
+        if not isinstance(dataflow, dict):
+            raise ParameterError("KLIO_ASSETS_DATAFLOW must be a JSON object of Dataflow settings")
         modules = [m.strip() for m in env.get("KLIO_ASSETS_ANALYSES", "").split(",") if m.strip()]
         raw_embed = env.get("KLIO_ASSETS_EMBED_IMAGES") or str(DEFAULT_EMBED_IMAGE_BYTES)
         try:
@@ -117,6 +130,7 @@ class Settings(BaseModel):
                 analysis_modules=modules,
                 params=params,
                 embed_image_bytes=embed_image_bytes,
+                dataflow=dataflow,
             )
         except ValidationError as exc:
             raise ParameterError(f"invalid klio-assets settings: {exc}") from exc

@@ -5,8 +5,8 @@
 * :class:`~klio_assets.resources.catalog.CatalogResource`: track ID to source audio.
 """
 
-from klio_assets.resources.beam import BeamJob, BeamRunnerResource
+from klio_assets.resources.beam import BeamJob, BeamRunnerResource, DataflowConfig
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
 
-__all__ = ["BeamJob", "BeamRunnerResource", "CatalogResource", "StorageResource"]
+__all__ = ["BeamJob", "BeamRunnerResource", "CatalogResource", "DataflowConfig", "StorageResource"]

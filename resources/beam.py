@@ -9,24 +9,151 @@ multi-processing spawns fresh, re-importing workers for every pipeline. Any othe
 
 Launching follows dagster-gcp's Dataproc Pipes client: submit, poll at an interval, cancel the
 Beam job if the Dagster run is interrupted, raise with the job ID and final state on failure.
+
+Dataflow is configured by :class:`DataflowConfig` (``KLIO_ASSETS_DATAFLOW``): project, region,
+staging, worker image, machine type, autoscaling, identity, network, and labels carrying the
+Dagster run ID, the assets and the batch size (sanitized to GCP's label rules). The job ID and
+console URL are recorded as tags of the Dagster run (``klio/beam_job_id``,
+``klio/beam_console_url``) and logged as soon as the job is submitted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
 
-from klio_assets.errors import BeamJobError
+from klio_assets.errors import BeamJobError, ParameterError
 
 LOCAL_RUNNER = "FnApiRunner"
+DATAFLOW_RUNNER = "DataflowRunner"
 _TERMINAL = {"DONE", "FAILED", "CANCELLED", "UPDATED", "DRAINED", "STOPPED"}
+#: Run tags recording the Beam job of a Dagster run.
+JOB_ID_TAG = "klio/beam_job_id"
+CONSOLE_URL_TAG = "klio/beam_console_url"
+#: GCP label limits: at most 64 labels; keys and values at most 63 characters.
+_MAX_LABELS = 64
+_LABEL_LEN = 63
+
+
+def gcp_label(value: str, *, key: bool = False) -> str:
+    """``value`` made acceptable as a GCP label key or value.
+
+    GCP labels allow lowercase letters, digits, ``_`` and ``-``, at most 63 characters; keys
+    must start with a letter. Other characters become ``-``; a value cut to length keeps a
+    short digest of the whole so that distinct long values stay distinct.
+
+    Parameters
+    ----------
+    value : str
+    key : bool
+        Apply the key rules (non-empty, starts with a letter).
+    """
+    cleaned = re.sub(r"[^a-z0-9_-]", "-", value.lower())
+    if len(cleaned) > _LABEL_LEN:
+        digest = hashlib.sha1(value.encode()).hexdigest()[:8]
+        cleaned = f"{cleaned[: _LABEL_LEN - 9]}-{digest}"
+    if key and not re.match(r"[a-z]", cleaned):
+        cleaned = f"k{cleaned}"[:_LABEL_LEN]
+    return cleaned
+
+
+def gcp_labels(labels: Mapping[str, Any]) -> dict[str, str]:
+    """Every key and value of ``labels`` sanitized with :func:`gcp_label`.
+
+    Raises
+    ------
+    ParameterError
+        More labels than GCP accepts (64).
+    """
+    if len(labels) > _MAX_LABELS:
+        raise ParameterError(f"{len(labels)} labels given; GCP accepts at most {_MAX_LABELS}")
+    return {gcp_label(str(k), key=True): gcp_label(str(v)) for k, v in labels.items()}
+
+
+def console_url(*, project: str, region: str, job_id: str) -> str:
+    """The Cloud Console page of a Dataflow job."""
+    return f"https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}"
+
+
+class DataflowConfig(dg.Config):
+    """Where and how a batch runs on Google Cloud Dataflow (every field is a Beam option).
+
+    The cost levers are ``machine_type`` and ``max_num_workers`` here, and the batch size per
+    run (``KLIO_ASSETS_BATCH_SIZE``): one Dagster run is one Dataflow job, whose start-up
+    (about 3-5 minutes of worker provisioning) is paid once per batch.
+    """
+
+    project: str = Field(description="Google Cloud project that runs and pays for the job.")
+    region: str = Field(description="Dataflow regional endpoint, e.g. europe-west1.")
+    temp_location: str = Field(description="gs:// folder for temporary files of the job.")
+    staging_location: str | None = Field(
+        None, description="gs:// folder for staged packages (default: temp_location)."
+    )
+    sdk_container_image: str | None = Field(
+        None,
+        description="Worker image with ffmpeg and klio-assets installed "
+        "(docker/beam-worker.Dockerfile); without it workers lack the package.",
+    )
+    machine_type: str | None = Field(
+        None, description="Worker machine type, e.g. n2-standard-4 (Dataflow's default if unset)."
+    )
+    max_num_workers: int | None = Field(
+        None, gt=0, description="Upper bound of autoscaling: the cost ceiling of one batch."
+    )
+    num_workers: int | None = Field(None, gt=0, description="Workers at start.")
+    autoscaling_algorithm: Literal["", "THROUGHPUT_BASED", "NONE"] = Field(
+        "",
+        description="THROUGHPUT_BASED scales between num_workers and max_num_workers; NONE "
+        "keeps num_workers; empty leaves Dataflow's default (THROUGHPUT_BASED).",
+    )
+    service_account_email: str | None = Field(
+        None, description="Identity of the workers (needs read/write on the storage buckets)."
+    )
+    network: str | None = Field(None, description="VPC network of the workers.")
+    subnetwork: str | None = Field(
+        None, description="Subnetwork, e.g. regions/europe-west1/subnetworks/beam."
+    )
+    use_public_ips: bool | None = Field(
+        None, description="False keeps workers off public IPs (needs Private Google Access)."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels (billing, team); sanitized to GCP's label rules.",
+    )
+
+    def args(self) -> list[str]:
+        """These settings as Beam pipeline arguments (labels excluded)."""
+        args = [
+            f"--runner={DATAFLOW_RUNNER}",
+            f"--project={self.project}",
+            f"--region={self.region}",
+            f"--temp_location={self.temp_location}",
+        ]
+        for name in (
+            "staging_location",
+            "sdk_container_image",
+            "machine_type",
+            "max_num_workers",
+            "num_workers",
+            "autoscaling_algorithm",
+            "service_account_email",
+            "network",
+            "subnetwork",
+        ):
+            value = getattr(self, name)
+            if value not in (None, ""):
+                args.append(f"--{name}={value}")
+        if self.use_public_ips is not None:
+            args.append("--use_public_ips" if self.use_public_ips else "--no_use_public_ips")
+        return args
 
 
 def _option(args: list[str], name: str) -> str | None:
@@ -47,10 +174,13 @@ class BeamJob:
     remote runners return at once and are polled through their ``PipelineResult``.
     """
 
-    def __init__(self, pipeline: Any, *, runner: str, job_name: str):
+    def __init__(
+        self, pipeline: Any, *, runner: str, job_name: str, dataflow: DataflowConfig | None = None
+    ):
         self.pipeline = pipeline
         self.runner = runner
         self.job_name = job_name
+        self.dataflow = dataflow
         self.result: Any = None
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -68,6 +198,15 @@ class BeamJob:
                 if value:
                     return str(value)
         return f"local:{self.job_name}"
+
+    @property
+    def console_url(self) -> str | None:
+        """The job's page in the Cloud Console (Dataflow jobs that were submitted)."""
+        if self.dataflow is None or self.result is None:
+            return None
+        return console_url(
+            project=self.dataflow.project, region=self.dataflow.region, job_id=self.job_id
+        )
 
     def start(self) -> BeamJob:
         """Submit the pipeline."""
@@ -124,8 +263,11 @@ class BeamJob:
         state = self.state
         if state != "DONE":
             cause = f": {type(self.error).__name__}: {self.error}" if self.error else ""
+            where = f" (see {self.console_url})" if self.console_url else ""
             raise BeamJobError(
-                f"Beam job {self.job_id} ended in state {state}{cause}", job_id=self.job_id, state=state
+                f"Beam job {self.job_id} ended in state {state}{cause}{where}",
+                job_id=self.job_id,
+                state=state,
             ) from self.error
         return state
 
@@ -168,11 +310,17 @@ class BeamRunnerResource(dg.ConfigurableResource):
         "'auto' (lanes for the local runner).",
     )
     poll_interval_s: float = Field(1.0, gt=0, description="Seconds between job status polls.")
+    dataflow: DataflowConfig | None = Field(
+        None,
+        description="Run on Google Cloud Dataflow with these settings (KLIO_ASSETS_DATAFLOW); "
+        "pipeline_args still apply after them.",
+    )
 
     @property
     def runner(self) -> str:
         """Runner name in effect."""
-        return _option(self.pipeline_args, "runner") or LOCAL_RUNNER
+        default = DATAFLOW_RUNNER if self.dataflow is not None else LOCAL_RUNNER
+        return _option(self.pipeline_args, "runner") or default
 
     def workers(self) -> int:
         """Local parallelism: ``direct_num_workers`` or the number of usable cores."""
@@ -191,9 +339,26 @@ class BeamRunnerResource(dg.ConfigurableResource):
             return self.workers()
         return 0
 
-    def pipeline_options_args(self, *, job_name: str) -> list[str]:
-        """The Beam arguments of one run."""
+    def pipeline_options_args(
+        self, *, job_name: str, labels: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """The Beam arguments of one run.
+
+        Parameters
+        ----------
+        job_name : str
+        labels : mapping, optional
+            Labels of the job (Dataflow only), merged over ``dataflow.labels`` and sanitized
+            to GCP's rules.
+        """
         args = list(self.pipeline_args)
+        if self.dataflow is not None:
+            merged = gcp_labels({**self.dataflow.labels, **dict(labels or {})})
+            args = [
+                *self.dataflow.args(),
+                *(f"--labels={k}={v}" for k, v in sorted(merged.items())),
+                *args,
+            ]
         if _option(args, "runner") is None:
             args = [
                 f"--runner={LOCAL_RUNNER}",
@@ -205,8 +370,19 @@ class BeamRunnerResource(dg.ConfigurableResource):
             args.append(f"--job_name={job_name}")
         return args
 
-    def launch(self, build: Callable[[Any], Any], *, job_name: str) -> BeamJob:
+    def launch(
+        self,
+        build: Callable[[Any], Any],
+        *,
+        job_name: str,
+        labels: Mapping[str, Any] | None = None,
+    ) -> BeamJob:
         """Create a pipeline, let ``build`` add its steps, and submit it.
+
+        Inside a Dagster run, the job is labelled with the run ID, the selected assets and
+        the batch size (unless ``labels`` is given), and once submitted its ID and console
+        URL are logged and recorded as run tags (``klio/beam_job_id``,
+        ``klio/beam_console_url``).
 
         Parameters
         ----------
@@ -215,12 +391,65 @@ class BeamRunnerResource(dg.ConfigurableResource):
         job_name : str
             Lowercase letters, digits and ``-`` (Dataflow's rule); other characters are
             replaced.
+        labels : mapping, optional
+            Job labels (Dataflow); by default taken from the current Dagster run.
         """
         import apache_beam as beam  # noqa: PLC0415 - keeps Beam out of definition loading
         from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
 
         name = re.sub(r"[^a-z0-9-]+", "-", job_name.lower()).strip("-")[:63] or "klio-assets"
-        options = PipelineOptions(self.pipeline_options_args(job_name=name))
+        context = _current_context()
+        if labels is None and context is not None:
+            labels = run_labels(context)
+        options = PipelineOptions(self.pipeline_options_args(job_name=name, labels=labels))
         pipeline = beam.Pipeline(options=options)
         build(pipeline)
-        return BeamJob(pipeline, runner=self.runner, job_name=name).start()
+        dataflow = self.dataflow
+        if dataflow is None and self.runner == DATAFLOW_RUNNER:
+            dataflow = _dataflow_from_args(self.pipeline_options_args(job_name=name))
+        job = BeamJob(pipeline, runner=self.runner, job_name=name, dataflow=dataflow).start()
+        if context is not None and job.result is not None:
+            tags = {JOB_ID_TAG: job.job_id}
+            if job.console_url:
+                tags[CONSOLE_URL_TAG] = job.console_url
+            context.instance.add_run_tags(context.run_id, tags)
+            context.log.info(
+                f"Beam job {job.job_id} submitted to {self.runner}"
+                + (f": {job.console_url}" if job.console_url else "")
+            )
+        return job
+
+
+def _current_context() -> dg.OpExecutionContext | None:
+    """The Dagster op context running this code, if any."""
+    try:
+        return dg.OpExecutionContext.get()
+    except dg.DagsterInvariantViolationError:
+        return None
+
+
+def run_labels(context: dg.OpExecutionContext) -> dict[str, str]:
+    """Labels naming a run's Beam job: Dagster run ID, assets and batch size (GCP rules)."""
+    from klio_assets.batch import run_track_ids  # noqa: PLC0415 - batch imports this module
+
+    assets = sorted(key.to_user_string() for key in context.selected_asset_keys)
+    try:
+        batch_size = len(run_track_ids(context))
+    except dg.DagsterInvariantViolationError:  # not a partitioned run
+        batch_size = 0
+    return gcp_labels(
+        {
+            "dagster-run-id": context.run_id,
+            "dagster-asset": "-".join(assets),
+            "klio-batch-size": batch_size,
+        }
+    )
+
+
+def _dataflow_from_args(args: list[str]) -> DataflowConfig | None:
+    """Project and region of a Dataflow job configured through raw Beam arguments only."""
+    project, region = _option(args, "project"), _option(args, "region")
+    if not project or not region:
+        return None
+    temp_location = _option(args, "temp_location") or ""
+    return DataflowConfig(project=project, region=region, temp_location=temp_location)

@@ -22,7 +22,22 @@ class StorageResource(dg.ConfigurableResource):
         description="fsspec storage options for remote roots (credentials, emulator endpoint).",
     )
     fsync: bool = Field(True, description="Flush local outputs to disk before committing them.")
+    gcp_project: str | None = Field(
+        None, description="Google Cloud project of gcs_client() (default: the environment's)."
+    )
 
     def get_storage(self) -> Storage:
         """The worker-side :class:`~klio_assets.worker.storage.Storage` for this root."""
         return Storage(self.root, self.options, fsync=self.fsync)
+
+    def gcs_client(self):
+        """A ``google.cloud.storage.Client`` for Dagster-side code that needs one (sensors
+        listing new audio in a bucket), from dagster-gcp's ``GCSResource``.
+
+        Credentials are Application Default Credentials; with ``STORAGE_EMULATOR_HOST`` set the
+        client talks to that emulator anonymously. Outputs themselves go through
+        :meth:`get_storage` (atomic writes, existence checks), not through this client.
+        """
+        from dagster_gcp import GCSResource  # noqa: PLC0415 - the gcp extra
+
+        return GCSResource(project=self.gcp_project).get_client()
