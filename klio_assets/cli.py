@@ -115,12 +115,17 @@ def _summary_rows(selected: Sequence[str], invocation: Any) -> dict[str, Counter
 @click.option("--force", is_flag=True, help="Recompute even where outputs exist.")
 @click.option("--dry-run", is_flag=True, help="Report what would be computed or skipped; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool, as_json: bool) -> None:
+@click.option("--upstream/--no-upstream", default=True, show_default=True,
+              help="Also compute the upstream analyses that are missing for these tracks (bottom-up).")
+def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool, as_json: bool,
+        upstream: bool = True) -> None:
     """Materialize ASSETS (default: all) for the tracks that need it, through Dagster.
 
-    Tracks already materialized for the current code version are skipped without a run;
-    the rest go in contiguous ranges of at most KLIO_ASSETS_BATCH_SIZE tracks, one Dagster
-    run and one Beam job each. Exits 1 if any track failed.
+    Bottom-up: upstream analyses missing for some of the tracks are computed first, in the
+    same run (never sibling analyses). Tracks already materialized for the current code
+    version are skipped without a run; the rest go in contiguous ranges of at most
+    KLIO_ASSETS_BATCH_SIZE tracks, one Dagster run and one Beam job each. Exits 1 if any
+    track failed.
     """
     started = time.perf_counter()
     settings = _settings()
@@ -143,6 +148,14 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
         ordered, wanted = launch.resolve_tracks(instance, tracks)
     except KlioAssetsError as exc:
         _fail(str(exc))
+    upstream_added: list[str] = []
+    if upstream and assets and selected:
+        from klio_assets.analyses import load_analyses  # noqa: PLC0415
+        from klio_assets.lineage import parents  # noqa: PLC0415
+
+        selected, upstream_added = launch.with_missing_upstreams(
+            instance, storage, all_planned, parents(load_analyses(settings.analysis_modules)), selected, wanted
+        )
     invocation = launch.Invocation(selected=selected)
     if not selected:  # only catalog tables asked for
         todo = []
@@ -158,6 +171,7 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
             f"{len(wanted)} tracks, analyses {', '.join(selected)}: {len(todo)} to run in "
             f"{len(batches)} run(s) of at most {settings.batch_size}"
             + (f", {skipped} already materialized" if skipped else "")
+            + (f" (upstream missing, computed first: {', '.join(upstream_added)})" if upstream_added else "")
         )
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
