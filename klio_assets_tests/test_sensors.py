@@ -25,11 +25,11 @@ ALL = [
 ]
 
 
-def drop(folder, name, *, seconds=0.5, rate=8000, old_mtime=False):
+def drop(folder, name, *, seconds=0.5, rate=8000, freq=440.0, old_mtime=False):
     """Write a short WAV into ``folder`` the way writers should: a hidden name, then a rename."""
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, "." + name + ".part")
-    synth.write(tmp, synth.sine(440.0, seconds, rate, channels=1), rate, format="WAV")
+    synth.write(tmp, synth.sine(freq, seconds, rate, channels=1), rate, format="WAV")
     if old_mtime:  # as `mv` or `cp -p` of an old file: the mtime says 2001
         os.utime(tmp, (1e9, 1e9))
     os.rename(tmp, os.path.join(folder, name))
