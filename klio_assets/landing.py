@@ -80,11 +80,15 @@ def _is_audio(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
 
 
-def list_landing(location: str, *, now: float | None = None, settle_s: float = 2.0) -> list[Landed]:
-    """Audio files under ``location`` old enough to be taken, in ``(ctime, uri)`` order.
+def list_landing(
+    location: str, *, now: float | None = None, settle_s: float = 2.0, after: tuple[int, str] | None = None
+) -> list[Landed]:
+    """Audio files under ``location`` after ``after`` and old enough to be taken, in ``(ctime, uri)`` order.
 
     Hidden files and folders (names starting with ``.``, the usual temporary names of
-    writers) are ignored; so are symlinks that lead out of ``location``.
+    writers) are ignored; so are symlinks that lead out of ``location``. A landing folder
+    keeps every file it ever received, so an idle tick still lists them all: one ``lstat``
+    per file, and track IDs derived only for the files past the cursor.
 
     Raises
     ------
@@ -93,35 +97,49 @@ def list_landing(location: str, *, now: float | None = None, settle_s: float = 2
     """
     now = time.time() if now is None else now
     limit_ns = int((now - settle_s) * 1e9)
-    found = _list_remote(location) if "://" in location else _list_folder(location)
-    return sorted((f for f in found if f.ctime_ns <= limit_ns), key=lambda f: f.key)
+    if "://" in location:
+        found = [(f.ctime_ns, f.uri) for f in _list_remote(location)]
+    else:
+        found = _list_folder(location)
+    taken = sorted(k for k in found if k[0] <= limit_ns and (after is None or k > after))
+    return [Landed(ctime, uri, track_id_from_name(uri.rsplit("/", 1)[-1])) for ctime, uri in taken]
 
 
-def _list_folder(folder: str) -> list[Landed]:
+def _list_folder(folder: str) -> list[tuple[int, str]]:
     if not os.path.isdir(folder):
         raise StorageError(f"landing folder {folder} does not exist (create it, or set KLIO_ASSETS_LANDING)")
+    folder = os.path.abspath(folder)
     root = os.path.realpath(folder)
-    found: list[Landed] = []
-
-    def fail(exc: OSError) -> None:
-        raise StorageError(f"cannot list landing folder {folder}: {exc}") from exc
-
-    for current, dirs, files in os.walk(folder, onerror=fail):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if not _is_audio(name):
+    found: list[tuple[int, str]] = []
+    pending = [folder]
+    extensions = AUDIO_EXTENSIONS
+    while pending:
+        current = pending.pop()
+        try:
+            entries = list(os.scandir(current))
+        except FileNotFoundError:
+            continue  # a sub-folder removed while listing
+        except OSError as exc:
+            raise StorageError(f"cannot list landing folder {current}: {exc}") from exc
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
                 continue
-            path = os.path.join(current, name)
             try:
-                st = os.lstat(path)
-                if os.path.islink(path):
-                    real = os.path.realpath(path)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                    continue
+                dot = name.rfind(".")
+                if dot < 0 or name[dot:].lower() not in extensions:
+                    continue
+                if entry.is_symlink():
+                    real = os.path.realpath(entry.path)
                     if not real.startswith(root + os.sep):
-                        _log.warning("landing: ignoring %s, a symlink to %s outside %s", path, real, folder)
+                        _log.warning("landing: ignoring %s, a symlink to %s outside %s", entry.path, real, folder)
                         continue
-            except FileNotFoundError:  # removed while listing: it is gone, nothing to take
+                found.append((entry.stat(follow_symlinks=False).st_ctime_ns, entry.path))
+            except FileNotFoundError:  # removed while listing: gone, nothing to take
                 continue
-            found.append(Landed(st.st_ctime_ns, os.path.abspath(path), track_id_from_name(name)))
     return found
 
 
@@ -327,7 +345,7 @@ def landing_tick(
     tick = LandingTick(cursor=cursor or "")
     after = read_cursor(cursor)
     if location:
-        pending = [f for f in list_landing(location, now=now, settle_s=settle_s) if after is None or f.key > after]
+        pending = list_landing(location, now=now, settle_s=settle_s, after=after)
         tick.files = pending[:max_tracks]
         tick.backlog = len(pending) > max_tracks
     client: Subscriber | None = None
