@@ -45,6 +45,12 @@ from klio_assets.ranges import partition_ranges, range_tags
 from klio_assets.trackids import track_id_from_name, validate_track_id
 from klio_assets.tracks import AUDIO_EXTENSIONS, register_tracks
 
+#: File timestamps come from the kernel's coarse clock, which lags ``time.time()`` by up to
+#: one timer tick (1-10 ms; measured 3.8 ms here): a file changed just after a listing can
+#: carry a ctime just before it. Every listing's limit is moved back by this margin on top
+#: of the settle time. (Network filesystems stamp with the server's clock: there the settle
+#: time must cover the skew too.)
+CLOCK_MARGIN_S = 0.1
 #: Tag naming what requested a run (``landing``, ``propagation``, ``backfill``).
 TRIGGER_TAG = "klio/trigger"
 #: Messages pulled per Pub/Sub request (the service's maximum is 1000).
@@ -80,15 +86,44 @@ def _is_audio(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
 
 
-def list_landing(
-    location: str, *, now: float | None = None, settle_s: float = 2.0, after: tuple[int, str] | None = None
-) -> list[Landed]:
-    """Audio files under ``location`` after ``after`` and old enough to be taken, in ``(ctime, uri)`` order.
+@dataclass
+class Listing:
+    """One listing of the landing location.
 
-    Hidden files and folders (names starting with ``.``, the usual temporary names of
-    writers) are ignored; so are symlinks that lead out of ``location``. A landing folder
-    keeps every file it ever received, so an idle tick still lists them all: one ``lstat``
-    per file, and track IDs derived only for the files past the cursor.
+    Attributes
+    ----------
+    files : list of Landed
+        Files past the cursor and settled, in ``(ctime, uri)`` order.
+    unsettled : int
+        Files younger than the settle time (taken at a later tick).
+    limit_ns : int
+        The ctime limit of this listing (``now - settle``).
+    folders : list of str or None
+        Every folder listed, relative to the landing folder (None for object stores).
+    """
+
+    files: list[Landed]
+    unsettled: int
+    limit_ns: int
+    folders: list[str] | None
+
+
+def scan_landing(
+    location: str,
+    *,
+    now: float | None = None,
+    settle_s: float = 2.0,
+    after: tuple[int, str] | None = None,
+    unchanged_before: int | None = None,
+    known_folders: Sequence[str] | None = None,
+) -> Listing:
+    """List ``location`` for files past ``after`` that are at least ``settle_s`` old.
+
+    A landing folder keeps every file it ever received, so an idle tick would ``lstat`` them
+    all (about 1 s per 100k files here). A folder's ctime changes whenever an entry is added,
+    removed or renamed in it; so a folder listed last time (``known_folders``), when nothing
+    was left unsettled or over the cap, whose ctime is still before that listing's limit
+    (``unchanged_before``) holds nothing new and is not listed again.
 
     Raises
     ------
@@ -96,28 +131,56 @@ def list_landing(
         The location cannot be listed (it does not exist, permissions, network).
     """
     now = time.time() if now is None else now
-    limit_ns = int((now - settle_s) * 1e9)
+    limit_ns = int((now - settle_s - CLOCK_MARGIN_S) * 1e9)
+    folders: list[str] | None = None
     if "://" in location:
         found = [(f.ctime_ns, f.uri) for f in _list_remote(location)]
     else:
-        found = _list_folder(location)
+        found, folders = _list_folder(location, unchanged_before=unchanged_before, known_folders=known_folders)
+    unsettled = sum(1 for k in found if k[0] > limit_ns)
     taken = sorted(k for k in found if k[0] <= limit_ns and (after is None or k > after))
-    return [Landed(ctime, uri, track_id_from_name(uri.rsplit("/", 1)[-1])) for ctime, uri in taken]
+    files = [Landed(ctime, uri, track_id_from_name(uri.rsplit("/", 1)[-1])) for ctime, uri in taken]
+    return Listing(files, unsettled, limit_ns, folders)
 
 
-def _list_folder(folder: str) -> list[tuple[int, str]]:
+def list_landing(
+    location: str, *, now: float | None = None, settle_s: float = 2.0, after: tuple[int, str] | None = None
+) -> list[Landed]:
+    """Audio files under ``location`` past ``after`` and settled, in ``(ctime, uri)`` order.
+
+    Hidden files and folders (names starting with ``.``, the usual temporary names of
+    writers) are ignored; so are symlinks that lead out of ``location``.
+    """
+    return scan_landing(location, now=now, settle_s=settle_s, after=after).files
+
+
+def _list_folder(
+    folder: str, *, unchanged_before: int | None = None, known_folders: Sequence[str] | None = None
+) -> tuple[list[tuple[int, str]], list[str]]:
     if not os.path.isdir(folder):
         raise StorageError(f"landing folder {folder} does not exist (create it, or set KLIO_ASSETS_LANDING)")
     folder = os.path.abspath(folder)
     root = os.path.realpath(folder)
+    known = set(known_folders or ()) if unchanged_before is not None else set()
+    children: dict[str, list[str]] = {}
+    for rel in known:
+        if rel != ".":
+            children.setdefault(os.path.dirname(rel) or ".", []).append(rel)
     found: list[tuple[int, str]] = []
-    pending = [folder]
+    listed: list[str] = []
+    pending = ["."]
     extensions = AUDIO_EXTENSIONS
     while pending:
-        current = pending.pop()
+        rel = pending.pop()
+        current = folder if rel == "." else os.path.join(folder, rel)
+        listed.append(rel)
         try:
+            if rel in known and os.lstat(current).st_ctime_ns < unchanged_before:
+                pending.extend(children.get(rel, ()))  # unchanged: same entries as last time
+                continue
             entries = list(os.scandir(current))
         except FileNotFoundError:
+            listed.pop()
             continue  # a sub-folder removed while listing
         except OSError as exc:
             raise StorageError(f"cannot list landing folder {current}: {exc}") from exc
@@ -127,7 +190,7 @@ def _list_folder(folder: str) -> list[tuple[int, str]]:
                 continue
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    pending.append(entry.path)
+                    pending.append(name if rel == "." else os.path.join(rel, name))
                     continue
                 dot = name.rfind(".")
                 if dot < 0 or name[dot:].lower() not in extensions:
@@ -140,7 +203,7 @@ def _list_folder(folder: str) -> list[tuple[int, str]]:
                 found.append((entry.stat(follow_symlinks=False).st_ctime_ns, entry.path))
             except FileNotFoundError:  # removed while listing: gone, nothing to take
                 continue
-    return found
+    return found, listed
 
 
 def _list_remote(prefix: str) -> list[Landed]:
@@ -290,14 +353,28 @@ class LandingTick:
     backlog: bool = False
 
 
+#: Most folders remembered in the cursor (a deeper tree is listed in full every tick).
+MAX_CURSOR_FOLDERS = 1000
+
+
 def read_cursor(cursor: str | None) -> tuple[int, str] | None:
     """The ``(ctime_ns, uri)`` high-water mark stored in a landing cursor."""
+    return _read_state(cursor)[0]
+
+
+def _read_state(cursor: str | None) -> tuple[tuple[int, str] | None, int | None, list[str] | None]:
     if not cursor:
-        return None
+        return None, None, None
     try:
-        after = json.loads(cursor)["after"]
-        return (int(after[0]), str(after[1]))
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        state = json.loads(cursor)
+        after = state.get("after")
+        listed = state.get("listed")
+        return (
+            (int(after[0]), str(after[1])) if after else None,
+            int(listed) if listed is not None else None,
+            [str(f) for f in state["folders"]] if state.get("folders") is not None else None,
+        )
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ParameterError(f"landing sensor cursor {cursor!r} cannot be read: {exc}") from exc
 
 
@@ -343,11 +420,14 @@ def landing_tick(
         cursor stays, and nothing is acknowledged.
     """
     tick = LandingTick(cursor=cursor or "")
-    after = read_cursor(cursor)
+    after, listed, folders = _read_state(cursor)
+    listing = None
     if location:
-        pending = list_landing(location, now=now, settle_s=settle_s, after=after)
-        tick.files = pending[:max_tracks]
-        tick.backlog = len(pending) > max_tracks
+        listing = scan_landing(
+            location, now=now, settle_s=settle_s, after=after, unchanged_before=listed, known_folders=folders
+        )
+        tick.files = listing.files[:max_tracks]
+        tick.backlog = len(listing.files) > max_tracks
     client: Subscriber | None = None
     if subscription:
         client = subscriber() if callable(subscriber) and not hasattr(subscriber, "pull") else subscriber
@@ -399,9 +479,16 @@ def landing_tick(
         for start in range(0, len(ack_ids), PULL_BATCH):
             client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[start : start + PULL_BATCH]})
     tick.ranges = partition_ranges(instance, [*tick.new, *tick.known], batch_size)
-    if tick.files:
-        last = tick.files[-1]
-        tick.cursor = json.dumps({"after": [last.ctime_ns, last.uri]})
+    if listing is not None:
+        last = [tick.files[-1].ctime_ns, tick.files[-1].uri] if tick.files else (list(after) if after else None)
+        # Folders may be skipped next time only if this listing left nothing behind.
+        complete = not tick.backlog and listing.unsettled == 0 and listing.folders is not None
+        complete = complete and len(listing.folders) <= MAX_CURSOR_FOLDERS
+        tick.cursor = json.dumps({
+            "after": last,
+            "listed": listing.limit_ns if complete else None,
+            "folders": sorted(listing.folders) if complete else None,
+        })
     return tick
 
 
@@ -454,6 +541,7 @@ __all__ = [
     "Subscriber",
     "landing_tick",
     "list_landing",
+    "scan_landing",
     "parse_message",
     "pull_messages",
     "read_cursor",

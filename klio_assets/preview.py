@@ -105,7 +105,7 @@ def preview(
         from klio_assets.ranges import partition_ranges  # noqa: PLC0415
 
         tick = landing_tick(
-            instance, catalog, cursor=stored_cursor(instance, "landing_sensor"), location=settings.landing,
+            instance, catalog, cursor=stored_cursor(instance, "landing_sensor"), location=settings.landing or None,
             max_tracks=settings.landing_max_tracks, batch_size=settings.batch_size,
             settle_s=settings.landing_settle_s, subscription=settings.landing_subscription or None,
             subscriber=subscriber, dry_run=True,

@@ -21,8 +21,8 @@ Automation (sensors and schedules, :mod:`klio_assets.sensors`):
 ====================================  ========================================================
 ``KLIO_ASSETS_AUTOMATION``            ``running``: sensors and schedule start with the daemon;
                                       ``stopped`` (default): start them in the UI.
-``KLIO_ASSETS_LANDING``               Folder or ``gs://`` prefix watched for new audio.
-                                      Default ``$KLIO_ASSETS_HOME/landing``.
+``KLIO_ASSETS_LANDING``               Folder or ``gs://`` prefix watched for new audio
+                                      (``none``: Pub/Sub only). Default ``$KLIO_ASSETS_HOME/landing``.
 ``KLIO_ASSETS_LANDING_SUBSCRIPTION``  Pub/Sub subscription (``projects/P/subscriptions/S``)
                                       carrying track IDs or object URIs. Default none.
 ``KLIO_ASSETS_LANDING_MAX_TRACKS``    Most new tracks registered per sensor tick. Default
@@ -129,7 +129,9 @@ class Settings(BaseModel):
             raise ParameterError(f"KLIO_ASSETS_EMBED_IMAGES={raw_embed!r} is not an integer") from exc
         catalog = env.get("KLIO_ASSETS_CATALOG") or f"sqlite:///{os.path.join(home, 'catalog.db')}"
         landing = env.get("KLIO_ASSETS_LANDING") or os.path.join(home, "landing")
-        if "://" not in landing:
+        if landing == "none":  # Pub/Sub only
+            landing = ""
+        elif "://" not in landing:
             landing = os.path.abspath(os.path.expanduser(landing))
         max_tracks = _number(env, "KLIO_ASSETS_LANDING_MAX_TRACKS", batch_size, int)
         try:

@@ -85,7 +85,7 @@ def build_automation(
         minimum_interval_seconds=settings.sensor_interval_s,
         default_status=_status(settings, dg.DefaultSensorStatus),
         description=(
-            f"New audio in {settings.landing}"
+            f"New audio in {settings.landing or '(no folder)'}"
             + (f" and Pub/Sub {settings.landing_subscription}" if settings.landing_subscription else "")
             + f": registers up to {settings.landing_max_tracks} tracks per tick and runs "
             + f"{', '.join(selected)} for them in one run per contiguous range."
@@ -98,7 +98,7 @@ def build_automation(
             context.instance,
             catalog(),
             cursor=context.cursor,
-            location=settings.landing,
+            location=settings.landing or None,
             max_tracks=settings.landing_max_tracks,
             batch_size=settings.batch_size,
             settle_s=settings.landing_settle_s,
