@@ -7,7 +7,8 @@ PostgreSQL server (``klio_assets_tests.postgres``):
    by the landing sensor in one uncapped tick (registration of the whole catalog, timed);
 2. idle ticks (nothing new; the folder still holds every file): the landing sensor, the
    propagation sensor (no run finished), each evaluated ``--repeat`` times through
-   ``build_sensor_context`` exactly as the daemon calls them;
+   ``build_sensor_context`` exactly as the daemon calls them; and landing ticks after a
+   change in the folder that brings nothing (a text file): every file is listed again;
 3. ``--new`` (default 1,000) new files land: one landing tick registers them and requests
    their run(s);
 4. one catalog backfill schedule tick with every track missing (capped runs).
@@ -99,8 +100,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"idle landing tick ({args.tracks} files in the folder): {figures['idle_landing_tick_s']} s (median)")
             print(f"idle propagation tick: {figures['idle_propagation_tick_s']} s (median)")
 
+            # Something changed in the folder, nothing to take: the folder is listed in full.
+            with open(os.path.join(landing, "readme.txt"), "w"):
+                pass
+            time.sleep(0.2)  # older than the listing's clock margin
+            relist = [sensor_tick(defs, instance, "landing_sensor", idle[0][1].cursor) for _ in range(args.repeat)]
+            assert all(not r.run_requests for _, r in relist)
+            figures["relisting_landing_tick_s"] = round(statistics.median(s for s, _ in relist), 3)
+            print(f"landing tick listing all {args.tracks} files again (folder changed, nothing new): "
+                  f"{figures['relisting_landing_tick_s']} s (median)")
+
             touch_files(landing, "new", args.new)
-            seconds, new = sensor_tick(defs, instance, "landing_sensor", first.cursor)
+            time.sleep(0.2)
+            seconds, new = sensor_tick(defs, instance, "landing_sensor", relist[-1][1].cursor)
             assert len(instance.get_dynamic_partitions(TRACKS)) == args.tracks + args.new
             figures["new_tracks_tick_s"] = round(seconds, 3)
             figures["new_tracks_runs"] = len(new.run_requests)

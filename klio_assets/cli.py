@@ -151,10 +151,10 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
     upstream_added: list[str] = []
     if upstream and assets and selected:
         from klio_assets.analyses import load_analyses  # noqa: PLC0415
-        from klio_assets.lineage import parents  # noqa: PLC0415
+        from klio_assets.lineage import inputs  # noqa: PLC0415
 
         selected, upstream_added = launch.with_missing_upstreams(
-            instance, storage, all_planned, parents(load_analyses(settings.analysis_modules)), selected, wanted
+            instance, storage, all_planned, inputs(load_analyses(settings.analysis_modules)), selected, wanted
         )
     invocation = launch.Invocation(selected=selected)
     if not selected:  # only catalog tables asked for

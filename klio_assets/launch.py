@@ -273,13 +273,14 @@ def with_missing_upstreams(
     """Bottom-up: ``selected`` plus every upstream (transitively) not done for some of ``track_ids``.
 
     Only ancestors are added, never siblings: ``run beats`` may bring ``downsampled_audio``
-    (and ``source_audio``, its lineage parent), not ``loudness``. Within the run the engine
-    computes upstreams first and skips, per track, the outputs that already exist.
+    (what it reads), not ``loudness``. Within the run the engine computes upstreams first
+    and skips, per track, the outputs that already exist.
 
     Parameters
     ----------
     graph : mapping
-        Analysis name to the names it depends on (:func:`klio_assets.lineage.parents`).
+        Analysis name to the analyses it reads (:func:`klio_assets.lineage.inputs`; the
+        lineage-only ``source_audio`` is not needed by the engine and is not added).
 
     Returns
     -------

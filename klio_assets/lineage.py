@@ -25,6 +25,13 @@ def parents(analyses: Sequence[Analysis]) -> dict[str, list[str]]:
     return out
 
 
+def inputs(analyses: Sequence[Analysis]) -> dict[str, list[str]]:
+    """Analysis name to the analyses whose outputs it reads (``Upstream(...)``): what the
+    engine needs to exist before it can compute it (``source_audio`` is lineage only: every
+    analysis decodes the source itself)."""
+    return {a.name: list(a.upstreams) for a in analyses}
+
+
 def ancestors(graph: Mapping[str, Sequence[str]], names: Iterable[str]) -> set[str]:
     """Every asset ``names`` depend on, directly or not (``names`` excluded unless in a cycle)."""
     seen: set[str] = set()
