@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
             idle = [sensor_tick(defs, instance, "landing_sensor", first.cursor) for _ in range(args.repeat)]
             assert all(not r.run_requests for _, r in idle)
-            figures["idle_landing_tick_s"] = round(statistics.median(s for s, _ in idle), 3)
+            figures["idle_landing_tick_s"] = round(statistics.median(s for s, _ in idle), 4)
             _, init = sensor_tick(defs, instance, "propagation_sensor", None)
             idle_prop = [sensor_tick(defs, instance, "propagation_sensor", init.cursor) for _ in range(args.repeat)]
             figures["idle_propagation_tick_s"] = round(statistics.median(s for s, _ in idle_prop), 3)

@@ -19,6 +19,12 @@ runs (whose run keys make a retried tick request nothing twice) and stores the c
 that fails after registering is re-evaluated from the old cursor: registration is idempotent
 (the tracks come back as already known, with the same URI) and their runs are requested again.
 
+Partitions are added by the tick itself (``register_tracks``: one batched insert), not
+returned as ``dg.AddDynamicPartitionsRequest``: the sensor daemon checks such a request with
+one ``has_dynamic_partition`` query per key (``dagster/_daemon/sensor.py``,
+``_handle_dynamic_partitions_requests``), 5-20 ms each, i.e. 5-20 s for a 1,000-track tick;
+and the catalog row (the track's URI) must exist before the run starts anyway.
+
 Pub/Sub messages are acknowledged only after their tracks are registered, so a crash loses
 nothing (Pub/Sub redelivers; a redelivered track is known and its run skips existing outputs).
 Messages that can never succeed (an unknown track ID, an ID taken by another URI, not a
