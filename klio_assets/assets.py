@@ -13,8 +13,8 @@ from typing import Any
 import dagster as dg
 
 from klio_assets import reporting
-from klio_assets.analyses import SOURCE_ASSET
 from klio_assets.batch import AnalysisRunConfig, run_batch
+from klio_assets.lineage import parents
 from klio_assets.partitions import tracks_partitions
 from klio_assets.resources.beam import BeamRunnerResource
 from klio_assets.resources.catalog import CatalogResource
@@ -25,15 +25,6 @@ from klio_assets.worker.plan import plan_analyses
 #: Name of the op (and of the node in the UI) running every analysis.
 OP_NAME = "audio_analyses"
 GROUP_NAME = "audio"
-
-
-def _lineage(analysis: Analysis, graph: Mapping[str, Analysis]) -> list[str]:
-    """Assets an analysis depends on: the analyses it reads, and ``source_audio`` (the probed
-    source) for every analysis that decodes the source itself."""
-    deps = list(analysis.upstreams)
-    if analysis.reads_source and analysis.name != SOURCE_ASSET and SOURCE_ASSET in graph:
-        deps.insert(0, SOURCE_ASSET)
-    return deps
 
 
 def _params_json(analysis: Analysis, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,10 +53,11 @@ def build_analysis_assets(
     """
     planned = plan_analyses(analyses, params)
     graph = {a.name: a for a in analyses}
+    lineage = parents(analyses)
     specs = [
         dg.AssetSpec(
             key=name,
-            deps=_lineage(graph[name], graph),
+            deps=lineage[name],
             partitions_def=tracks_partitions,
             code_version=planned[name].version,
             skippable=True,

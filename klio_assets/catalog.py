@@ -56,6 +56,15 @@ FEATURES = sa.Table(
     sa.UniqueConstraint("asset", "track_id", name="uq_klio_features_asset_track"),
     sa.Index("ix_klio_features_asset_seq", "asset", "seq"),
 )
+#: Small named JSON documents kept by the automation (e.g. the code versions the catalog
+#: backfill last scanned for staleness); schedules have no cursor of their own.
+STATE = sa.Table(
+    "klio_state",
+    _METADATA,
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -300,6 +309,19 @@ class TrackCatalog:
             for chunk in _chunks(list(track_ids)):
                 found.update(conn.execute(query.where(FAILURES.c.track_id.in_(chunk))).all())
             return found
+
+    def get_state(self, key: str) -> dict[str, Any]:
+        """The JSON document stored under ``key`` (empty if none)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(STATE.c.value).where(STATE.c.key == key)).scalar_one_or_none()
+        return json.loads(value) if value else {}
+
+    def set_state(self, key: str, value: Mapping[str, Any]) -> None:
+        """Store the JSON document ``value`` under ``key`` (replacing it)."""
+        text = json.dumps(dict(value), sort_keys=True)
+        with self.engine.begin() as conn:
+            conn.execute(STATE.delete().where(STATE.c.key == key))
+            conn.execute(STATE.insert(), [{"key": key, "value": text, "updated_at": time.time()}])
 
 
 def get_catalog(url: str) -> TrackCatalog:

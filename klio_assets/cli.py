@@ -115,12 +115,17 @@ def _summary_rows(selected: Sequence[str], invocation: Any) -> dict[str, Counter
 @click.option("--force", is_flag=True, help="Recompute even where outputs exist.")
 @click.option("--dry-run", is_flag=True, help="Report what would be computed or skipped; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool, as_json: bool) -> None:
+@click.option("--upstream/--no-upstream", default=True, show_default=True,
+              help="Also compute the upstream analyses that are missing for these tracks (bottom-up).")
+def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool, as_json: bool,
+        upstream: bool = True) -> None:
     """Materialize ASSETS (default: all) for the tracks that need it, through Dagster.
 
-    Tracks already materialized for the current code version are skipped without a run;
-    the rest go in contiguous ranges of at most KLIO_ASSETS_BATCH_SIZE tracks, one Dagster
-    run and one Beam job each. Exits 1 if any track failed.
+    Bottom-up: upstream analyses missing for some of the tracks are computed first, in the
+    same run (never sibling analyses). Tracks already materialized for the current code
+    version are skipped without a run; the rest go in contiguous ranges of at most
+    KLIO_ASSETS_BATCH_SIZE tracks, one Dagster run and one Beam job each. Exits 1 if any
+    track failed.
     """
     started = time.perf_counter()
     settings = _settings()
@@ -143,6 +148,14 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
         ordered, wanted = launch.resolve_tracks(instance, tracks)
     except KlioAssetsError as exc:
         _fail(str(exc))
+    upstream_added: list[str] = []
+    if upstream and assets and selected:
+        from klio_assets.analyses import load_analyses  # noqa: PLC0415
+        from klio_assets.lineage import inputs  # noqa: PLC0415
+
+        selected, upstream_added = launch.with_missing_upstreams(
+            instance, storage, all_planned, inputs(load_analyses(settings.analysis_modules)), selected, wanted
+        )
     invocation = launch.Invocation(selected=selected)
     if not selected:  # only catalog tables asked for
         todo = []
@@ -158,6 +171,7 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
             f"{len(wanted)} tracks, analyses {', '.join(selected)}: {len(todo)} to run in "
             f"{len(batches)} run(s) of at most {settings.batch_size}"
             + (f", {skipped} already materialized" if skipped else "")
+            + (f" (upstream missing, computed first: {', '.join(upstream_added)})" if upstream_added else "")
         )
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -392,6 +406,89 @@ def show(asset: str, track_id: str | None, as_json: bool) -> None:
             click.echo(f"{key}: {value}")
     if info.get("status") in ("missing", "failed"):
         sys.exit(1)
+
+
+@main.command()
+@click.argument("mode", type=click.Choice(["landing", "propagation", "backfill"]))
+@click.option("--dry-run", is_flag=True, help="List what the mode would register, request and compute; change nothing.")
+@click.option("--force", is_flag=True, help="Recompute where outputs exist (backfill; with --dry-run: count them as computed).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def automation(mode: str, dry_run: bool, force: bool, as_json: bool) -> None:
+    """What the daemon's automation does: the landing and propagation sensors, the catalog backfill.
+
+    --dry-run shows what MODE would do now (from the sensors' stored cursors); without it,
+    ``backfill`` launches the schedule's runs now, in this process. The sensors run in the
+    daemon (klio-assets dev, KLIO_ASSETS_AUTOMATION=running).
+    """
+    settings = _settings()
+    from klio_assets.analyses import load_analyses  # noqa: PLC0415
+    from klio_assets.catalog import get_catalog  # noqa: PLC0415
+    from klio_assets.preview import preview  # noqa: PLC0415
+
+    if not dry_run and mode != "backfill":
+        _fail(f"the {mode} sensor runs in the daemon ({_self_command()} dev); --dry-run shows what it would do")
+    instance = _instance()
+    catalog = get_catalog(settings.catalog_url)
+    analyses = load_analyses(settings.analysis_modules)
+    try:
+        if dry_run:
+            plan = preview(mode, instance, catalog, settings, analyses, force=force)
+        else:
+            plan = _backfill_now(settings, instance, catalog, analyses, force=force)
+    except KlioAssetsError as exc:
+        _fail(str(exc))
+    failed = any(not r["success"] for r in plan.get("runs", []))
+    if as_json:
+        click.echo(json.dumps(plan, sort_keys=True, default=str))
+        sys.exit(1 if failed else 0)
+    click.echo(f"{mode}{' (dry run: nothing changed)' if dry_run else ''}")
+    for key in ("registers", "reasons"):
+        if key in plan:
+            click.echo(f"  {key}: {json.dumps(plan[key], default=str)[:2000]}")
+    for request in plan["requests"]:
+        click.echo(
+            f"  run {request['start']}..{request['end']} ({request['tracks']} tracks): "
+            + ", ".join(f"{n} compute {request['would_compute'][n]} skip {request['would_skip'][n]}"
+                        for n in request["selected"])
+        )
+    for run in plan.get("runs", []):
+        click.echo(f"  launched {run['run_id']}: {'ok' if run['success'] else 'failed'} {run['assets'] or run['error']}")
+    if not plan["requests"]:
+        click.echo("  nothing to request")
+    sys.exit(1 if failed else 0)
+
+
+def _backfill_now(settings: Settings, instance: Any, catalog: Any, analyses: Any, *, force: bool) -> dict[str, Any]:
+    """The backfill schedule's plan for a tick now, launched in this process (one run per range)."""
+    import datetime  # noqa: PLC0415
+
+    from klio_assets import launch  # noqa: PLC0415
+    from klio_assets.backfill import STATE_KEY, plan_backfill  # noqa: PLC0415
+    from klio_assets.preview import automation_selection  # noqa: PLC0415
+    from klio_assets.worker.plan import plan_analyses  # noqa: PLC0415
+
+    storage = _storage(settings)
+    plan = plan_backfill(
+        instance, catalog, storage, planned=plan_analyses(analyses, settings.params),
+        selected=automation_selection(settings, analyses), batch_size=settings.batch_size,
+        max_runs=settings.backfill_max_runs, tick=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    )
+    out: dict[str, Any] = {"mode": "backfill", "dry_run": False, "force": force, "reasons": plan.reasons,
+                           "deferred_runs": plan.deferred_runs, "requests": [], "runs": []}
+    for run in plan.runs:
+        outcome = launch.execute_range(instance, selected=run.selected, track_ids=run.track_ids, force=force,
+                                       storage=storage)
+        counts = (outcome.summary or {}).get("assets", {})
+        out["requests"].append({
+            "selected": run.selected, "start": run.track_ids[0], "end": run.track_ids[-1],
+            "tracks": len(run.track_ids),
+            "would_compute": {n: counts.get(n, {}).get("computed", 0) for n in run.selected},
+            "would_skip": {n: counts.get(n, {}).get("skipped", 0) for n in run.selected},
+        })
+        out["runs"].append({"run_id": outcome.run_id, "success": outcome.success, "assets": counts or None,
+                            "error": outcome.error})
+    catalog.set_state(STATE_KEY, plan.state)
+    return out
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -20,7 +20,7 @@ from klio_assets.resources import (
     DataflowConfig,
     StorageResource,
 )
-from klio_assets.sensors import SCHEDULES, SENSORS
+from klio_assets.sensors import SCHEDULES, SENSORS, build_automation
 from klio_assets.settings import Settings
 
 #: The job the CLI and sensors launch (any subset of analyses, any range of tracks).
@@ -50,11 +50,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         selection=dg.AssetSelection.assets(*catalog_assets),
         description="Update the catalog-level tables from the results written since their last update.",
     )
+    auto_sensors, auto_schedules = build_automation(settings, analyses, job_name=JOB_NAME)
     return dg.Definitions(
         assets=[analyses_asset, *catalog_assets],
         jobs=[job, catalog_job],
-        sensors=SENSORS,
-        schedules=SCHEDULES,
+        sensors=[*SENSORS, *auto_sensors],
+        schedules=[*SCHEDULES, *auto_schedules],
         resources={
             "beam": BeamRunnerResource(
                 pipeline_args=settings.beam_options,

@@ -260,3 +260,42 @@ def execute_catalog_tables(instance: dg.DagsterInstance, names: Sequence[str]) -
             if name in step and out[name]["status"] == "failed":
                 out[name]["reason"] = error.message.strip() if error else "the step failed"
     return out
+
+
+def with_missing_upstreams(
+    instance: dg.DagsterInstance,
+    storage: Storage,
+    planned: Mapping[str, PlannedAnalysis],
+    graph: Mapping[str, Sequence[str]],
+    selected: Sequence[str],
+    track_ids: Sequence[str],
+) -> tuple[list[str], list[str]]:
+    """Bottom-up: ``selected`` plus every upstream (transitively) not done for some of ``track_ids``.
+
+    Only ancestors are added, never siblings: ``run beats`` may bring ``downsampled_audio``
+    (what it reads), not ``loudness``. Within the run the engine computes upstreams first
+    and skips, per track, the outputs that already exist.
+
+    Parameters
+    ----------
+    graph : mapping
+        Analysis name to the analyses it reads (:func:`klio_assets.lineage.inputs`; the
+        lineage-only ``source_audio`` is not needed by the engine and is not added).
+
+    Returns
+    -------
+    selection : list of str
+        In ``planned``'s (topological) order.
+    added : list of str
+        The upstreams added.
+    """
+    from klio_assets.lineage import ancestors  # noqa: PLC0415
+
+    candidates = [n for n in planned if n in ancestors(graph, selected) and n not in selected]
+    added = []
+    if candidates and track_ids:
+        # Every ancestor is a candidate, so an added upstream's own missing upstreams are too.
+        _, done = tracks_to_run(instance, storage, planned, candidates, track_ids)
+        added = [n for n in candidates if len(done[n]) < len(set(track_ids))]
+    selection = [n for n in planned if n in selected or n in added]
+    return selection, added

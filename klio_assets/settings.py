@@ -27,6 +27,26 @@
 The three limits reach the Beam workers as pipeline options (``--track_timeout_s``,
 ``--max_duration_s``, ``--max_channels``, see
 :class:`klio_assets.worker.pipeline.TrackLimitsOptions`), appended to the Beam options.
+
+Automation (sensors and schedules, :mod:`klio_assets.sensors`):
+
+====================================  ========================================================
+``KLIO_ASSETS_AUTOMATION``            ``running``: sensors and schedule start with the daemon;
+                                      ``stopped`` (default): start them in the UI.
+``KLIO_ASSETS_LANDING``               Folder or ``gs://`` prefix watched for new audio
+                                      (``none``: Pub/Sub only). Default ``$KLIO_ASSETS_HOME/landing``.
+``KLIO_ASSETS_LANDING_SUBSCRIPTION``  Pub/Sub subscription (``projects/P/subscriptions/S``)
+                                      carrying track IDs or object URIs. Default none.
+``KLIO_ASSETS_LANDING_MAX_TRACKS``    Most new tracks registered per sensor tick. Default
+                                      ``KLIO_ASSETS_BATCH_SIZE``.
+``KLIO_ASSETS_LANDING_SETTLE_S``      A file must be this old (seconds) to be taken. Default 2
+                                      (30 for ``gs://``: the server's clock is not ours).
+``KLIO_ASSETS_SENSOR_INTERVAL_S``     Seconds between sensor ticks. Default 30.
+``KLIO_ASSETS_AUTO_ANALYSES``         Analyses run for new tracks, comma separated. Default all.
+``KLIO_ASSETS_BACKFILL_CRON``         Cron of the catalog backfill schedule. Default
+                                      ``0 3 * * *`` (daily, 03:00 UTC).
+``KLIO_ASSETS_BACKFILL_MAX_RUNS``     Most runs one backfill tick launches. Default 50.
+====================================  ========================================================
 """
 
 from __future__ import annotations
@@ -35,7 +55,7 @@ import json
 import os
 import shlex
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -50,6 +70,9 @@ LIMIT_VARIABLES = {
     "KLIO_ASSETS_MAX_DURATION": "max_duration_s",
     "KLIO_ASSETS_MAX_CHANNELS": "max_channels",
 }
+DEFAULT_BACKFILL_CRON = "0 3 * * *"
+DEFAULT_BACKFILL_MAX_RUNS = 50
+DEFAULT_SENSOR_INTERVAL_S = 30
 
 
 class Settings(BaseModel):
@@ -68,6 +91,20 @@ class Settings(BaseModel):
     dataflow: dict[str, Any] = Field(
         default_factory=dict, description="Dataflow settings (empty: no Dataflow)."
     )
+
+    automation: Literal["running", "stopped"] = Field(
+        "stopped", description="Whether sensors and schedules start running with the daemon."
+    )
+    landing: str = Field("", description="Folder or gs:// prefix watched for new audio.")
+    landing_subscription: str = Field("", description="Pub/Sub subscription carrying new tracks.")
+    landing_max_tracks: int = Field(
+        DEFAULT_BATCH_SIZE, ge=1, le=100_000, description="Most new tracks registered per tick."
+    )
+    landing_settle_s: float = Field(2.0, ge=0, description="Minimum age of a landed file, seconds.")
+    sensor_interval_s: int = Field(DEFAULT_SENSOR_INTERVAL_S, ge=1, description="Seconds between ticks.")
+    auto_analyses: list[str] = Field(default_factory=list, description="Analyses run for new tracks (all).")
+    backfill_cron: str = Field(DEFAULT_BACKFILL_CRON, description="Cron of the catalog backfill schedule.")
+    backfill_max_runs: int = Field(DEFAULT_BACKFILL_MAX_RUNS, ge=1, description="Most runs per backfill tick.")
 
     @field_validator("analysis_modules")
     @classmethod
@@ -120,8 +157,25 @@ class Settings(BaseModel):
         except ValueError as exc:
             raise ParameterError(f"KLIO_ASSETS_EMBED_IMAGES={raw_embed!r} is not an integer") from exc
         catalog = env.get("KLIO_ASSETS_CATALOG") or f"sqlite:///{os.path.join(home, 'catalog.db')}"
+        landing = env.get("KLIO_ASSETS_LANDING") or os.path.join(home, "landing")
+        if landing == "none":  # Pub/Sub only
+            landing = ""
+        elif "://" not in landing:
+            landing = os.path.abspath(os.path.expanduser(landing))
+        max_tracks = _number(env, "KLIO_ASSETS_LANDING_MAX_TRACKS", batch_size, int)
         try:
             return cls(
+                automation=env.get("KLIO_ASSETS_AUTOMATION") or "stopped",
+                landing=landing,
+                landing_subscription=env.get("KLIO_ASSETS_LANDING_SUBSCRIPTION", ""),
+                landing_max_tracks=max_tracks,
+                landing_settle_s=_number(
+                    env, "KLIO_ASSETS_LANDING_SETTLE_S", 30.0 if landing.startswith("gs://") else 2.0, float
+                ),
+                sensor_interval_s=_number(env, "KLIO_ASSETS_SENSOR_INTERVAL_S", DEFAULT_SENSOR_INTERVAL_S, int),
+                auto_analyses=[a.strip() for a in env.get("KLIO_ASSETS_AUTO_ANALYSES", "").split(",") if a.strip()],
+                backfill_cron=env.get("KLIO_ASSETS_BACKFILL_CRON") or DEFAULT_BACKFILL_CRON,
+                backfill_max_runs=_number(env, "KLIO_ASSETS_BACKFILL_MAX_RUNS", DEFAULT_BACKFILL_MAX_RUNS, int),
                 home=home,
                 storage=storage,
                 beam_options=beam_options,
@@ -151,3 +205,13 @@ def _limit_options(env: Mapping[str, str]) -> list[str]:
             raise ParameterError(f"{variable}={raw!r} must be a positive, finite number")
         options.append(f"--{option}={value}")
     return options
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ParameterError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from exc
