@@ -51,11 +51,23 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         description="Update the catalog-level tables from the results written since their last update.",
     )
     auto_sensors, auto_schedules = build_automation(settings, analyses, job_name=JOB_NAME)
+    catalog_schedule = dg.ScheduleDefinition(
+        name="catalog_tables_schedule",
+        job=catalog_job,
+        cron_schedule=settings.catalog_tables_cron,
+        default_status=(
+            dg.DefaultScheduleStatus.RUNNING
+            if settings.automation == "running"
+            else dg.DefaultScheduleStatus.STOPPED
+        ),
+        description="Update duplicate_groups and track_features from the results written since "
+        "their last update (cost follows what changed).",
+    )
     return dg.Definitions(
         assets=[analyses_asset, *catalog_assets],
         jobs=[job, catalog_job],
         sensors=[*SENSORS, *auto_sensors],
-        schedules=[*SCHEDULES, *auto_schedules],
+        schedules=[*SCHEDULES, *auto_schedules, catalog_schedule],
         resources={
             "beam": BeamRunnerResource(
                 pipeline_args=settings.beam_options,

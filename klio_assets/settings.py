@@ -46,6 +46,8 @@ Automation (sensors and schedules, :mod:`klio_assets.sensors`):
 ``KLIO_ASSETS_BACKFILL_CRON``         Cron of the catalog backfill schedule. Default
                                       ``0 3 * * *`` (daily, 03:00 UTC).
 ``KLIO_ASSETS_BACKFILL_MAX_RUNS``     Most runs one backfill tick launches. Default 50.
+``KLIO_ASSETS_CATALOG_TABLES_CRON``   Cron of the ``catalog_tables_schedule`` (duplicate groups,
+                                      track features; incremental). Default ``*/30 * * * *``.
 ====================================  ========================================================
 """
 
@@ -71,6 +73,8 @@ LIMIT_VARIABLES = {
     "KLIO_ASSETS_MAX_CHANNELS": "max_channels",
 }
 DEFAULT_BACKFILL_CRON = "0 3 * * *"
+#: The catalog tables cost what changed since their last update: every half hour is cheap.
+DEFAULT_CATALOG_TABLES_CRON = "*/30 * * * *"
 DEFAULT_BACKFILL_MAX_RUNS = 50
 DEFAULT_SENSOR_INTERVAL_S = 30
 
@@ -104,6 +108,9 @@ class Settings(BaseModel):
     sensor_interval_s: int = Field(DEFAULT_SENSOR_INTERVAL_S, ge=1, description="Seconds between ticks.")
     auto_analyses: list[str] = Field(default_factory=list, description="Analyses run for new tracks (all).")
     backfill_cron: str = Field(DEFAULT_BACKFILL_CRON, description="Cron of the catalog backfill schedule.")
+    catalog_tables_cron: str = Field(
+        DEFAULT_CATALOG_TABLES_CRON, description="Cron of the catalog tables' (incremental) update."
+    )
     backfill_max_runs: int = Field(DEFAULT_BACKFILL_MAX_RUNS, ge=1, description="Most runs per backfill tick.")
 
     @field_validator("analysis_modules")
@@ -175,6 +182,7 @@ class Settings(BaseModel):
                 sensor_interval_s=_number(env, "KLIO_ASSETS_SENSOR_INTERVAL_S", DEFAULT_SENSOR_INTERVAL_S, int),
                 auto_analyses=[a.strip() for a in env.get("KLIO_ASSETS_AUTO_ANALYSES", "").split(",") if a.strip()],
                 backfill_cron=env.get("KLIO_ASSETS_BACKFILL_CRON") or DEFAULT_BACKFILL_CRON,
+                catalog_tables_cron=env.get("KLIO_ASSETS_CATALOG_TABLES_CRON") or DEFAULT_CATALOG_TABLES_CRON,
                 backfill_max_runs=_number(env, "KLIO_ASSETS_BACKFILL_MAX_RUNS", DEFAULT_BACKFILL_MAX_RUNS, int),
                 home=home,
                 storage=storage,

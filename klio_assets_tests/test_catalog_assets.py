@@ -100,3 +100,15 @@ def test_duplicate_groups_join_transcodes_of_real_music_incrementally(env, tmp_p
     }
     assert features.loc["song-b-wav", "sample_rate"] == 48000
     assert features["fingerprint_version"].notna().all()
+
+
+def test_catalog_tables_schedule_requests_the_catalog_job(home, monkeypatch):
+    from klio_assets.definitions import CATALOG_JOB_NAME, build_definitions
+    from klio_assets.settings import Settings
+
+    monkeypatch.setenv("KLIO_ASSETS_CATALOG_TABLES_CRON", "5 * * * *")
+    defs = build_definitions(Settings.from_env())
+    schedule = defs.resolve_schedule_def("catalog_tables_schedule")
+    assert schedule.job_name == CATALOG_JOB_NAME and schedule.cron_schedule == "5 * * * *"
+    job = defs.resolve_job_def(CATALOG_JOB_NAME)
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= {"track_features"}
