@@ -1,5 +1,5 @@
 # Beam SDK worker image for Dataflow (and Flink/Spark portable runners with DOCKER
-# environments): Beam's own SDK image, plus ffmpeg, klio-assets and a warm numba cache.
+# environments): Beam's own SDK image, plus ffmpeg, fpcalc, klio-assets and a warm numba cache.
 #
 #   docker build -f docker/beam-worker.Dockerfile -t beam-worker:0.1.0 .
 #
@@ -16,7 +16,7 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 FROM apache/beam_python3.11_sdk:2.77.0
 ARG BEAM_VERSION
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ffmpeg \
+ && apt-get install -y --no-install-recommends ffmpeg libchromaprint-tools \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=wheels /wheels /wheels
 # The constraint keeps the image's Beam: a dependency resolution must never replace it.
