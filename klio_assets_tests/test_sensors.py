@@ -22,7 +22,7 @@ from klio_assets_tests import synth
 
 ALL = [
     "source_audio", "downsampled_audio", "loudness", "beats", "spectrogram", "mel_spectrogram", "mfcc",
-    "mel_spectrogram_plot", "waveform_plot",
+    "mel_spectrogram_plot", "waveform_plot", "stems", "fingerprint",
 ]
 
 
