@@ -56,7 +56,7 @@ def beats(audio: Audio, params: BeatsParams) -> Result:
     """Beat times (s) by librosa's dynamic-programming beat tracker, the global tempo (BPM)
     fitted to them, librosa's own tempo estimate, and a summary of the onset strength."""
     lr = librosa()
-    y = audio.samples if audio.samples.ndim == 1 else audio.samples.mean(axis=0)
+    y = audio.mono()
     envelope = lr.onset.onset_strength(y=y, sr=audio.sample_rate, hop_length=params.hop_length)
     estimate, times = lr.beat.beat_track(
         onset_envelope=envelope,

@@ -97,7 +97,7 @@ def mel_spectrogram_plot(mel: np.ndarray, params: PlotParams, track: TrackContex
 )
 def waveform_plot(audio: Audio, params: PlotParams, track: TrackContext) -> bytes:
     """The waveform as an image: the min/max envelope per pixel column, time in seconds."""
-    y = audio.samples if audio.samples.ndim == 1 else audio.samples.mean(axis=0)
+    y = audio.mono()
     if len(y) == 0:
         y = np.zeros(1, np.float32)
     columns = min(params.width_px * 2, len(y))

@@ -47,10 +47,6 @@ class MfccParams(BaseModel):
     n_mfcc: int = Field(20, ge=1, le=256, description="Coefficients kept.")
 
 
-def _mono(audio: Audio) -> np.ndarray:
-    return audio.samples if audio.samples.ndim == 1 else audio.samples.mean(axis=0)
-
-
 def _recorded(audio: Audio, params: BaseModel, array: np.ndarray, units: str) -> dict:
     return {
         **{k: v for k, v in params.model_dump().items() if v is not None},
@@ -71,7 +67,7 @@ def spectrogram(audio: Audio, params: StftParams) -> Result:
     """STFT magnitude in dB (re 1.0 full scale), ``(1 + n_fft // 2, frames)`` float32:
     ``librosa.amplitude_to_db(abs(librosa.stft(y, n_fft=, hop_length=)), ref=1.0, top_db=)``."""
     lr = librosa()
-    magnitude = np.abs(lr.stft(_mono(audio), n_fft=params.n_fft, hop_length=params.hop_length))
+    magnitude = np.abs(lr.stft(audio.mono(), n_fft=params.n_fft, hop_length=params.hop_length))
     array = lr.amplitude_to_db(magnitude, ref=1.0, top_db=params.top_db).astype(np.float32)
     return Result(array, _recorded(audio, params, array, "dB re full scale (magnitude)"))
 
@@ -88,7 +84,7 @@ def mel_spectrogram(audio: Audio, params: MelParams) -> Result:
     fmin=, fmax=), ref=1.0, top_db=)``."""
     lr = librosa()
     power = lr.feature.melspectrogram(
-        y=_mono(audio),
+        y=audio.mono(),
         sr=audio.sample_rate,
         n_fft=params.n_fft,
         hop_length=params.hop_length,

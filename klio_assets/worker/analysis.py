@@ -129,6 +129,10 @@ class Audio:
         """Seconds."""
         return self.frames / self.sample_rate
 
+    def mono(self) -> np.ndarray:
+        """The samples as one channel, shape ``(n,)``: the mean of the channels."""
+        return self.samples if self.samples.ndim == 1 else self.samples.mean(axis=0)
+
     def frame_blocks(self, block_frames: int = 65536) -> Iterator[np.ndarray]:
         """The samples as ``(n, channels)`` blocks, the layout writers take."""
         frames = self.samples[:, None] if self.samples.ndim == 1 else self.samples.T
