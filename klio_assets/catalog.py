@@ -23,6 +23,10 @@ import sqlalchemy as sa
 
 from klio_assets.errors import CatalogError
 
+#: The catalog-level assets built from this database (:mod:`klio_assets.catalog_assets`).
+DUPLICATE_GROUPS = "duplicate_groups"
+TRACK_FEATURES = "track_features"
+
 _METADATA = sa.MetaData()
 TRACKS = sa.Table(
     "klio_tracks",
@@ -55,6 +59,19 @@ FEATURES = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.UniqueConstraint("asset", "track_id", name="uq_klio_features_asset_track"),
     sa.Index("ix_klio_features_asset_seq", "asset", "seq"),
+)
+#: The ledger of what Dagster has materialized: per analysis and track, the version of the
+#: output that was last reported materialized. Written in the same step as the
+#: materialization events (after them), so ``klio-assets run`` can tell that a batch is
+#: already done with one query, without importing Dagster or listing its partitions.
+MATERIALIZED = sa.Table(
+    "klio_materialized",
+    _METADATA,
+    sa.Column("asset", sa.String(128), primary_key=True),
+    sa.Column("track_id", sa.String(128), primary_key=True),
+    sa.Column("version", sa.String(128), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("materialized_at", sa.Float, nullable=False),
 )
 #: Small named JSON documents kept by the automation (e.g. the code versions the catalog
 #: backfill last scanned for staleness); schedules have no cursor of their own.
@@ -231,7 +248,8 @@ class TrackCatalog:
         failed: Mapping[str, str],
         succeeded: Iterable[str],
     ) -> None:
-        """Remember failure reasons of ``failed`` and forget those of ``succeeded``."""
+        """Remember failure reasons of ``failed``, forget those of ``succeeded``, and enter
+        ``succeeded`` in the ledger of materialized outputs at ``version``."""
         done = [t for t in succeeded if t not in failed]
         now = time.time()
         with self.engine.begin() as conn:
@@ -239,6 +257,7 @@ class TrackCatalog:
                 conn.execute(
                     FAILURES.delete().where(FAILURES.c.asset == asset, FAILURES.c.track_id.in_(chunk))
                 )
+            _enter_materialized(conn, asset, version=version, run_id=run_id, track_ids=done, now=now)
             if failed:
                 conn.execute(
                     FAILURES.insert(),
@@ -286,6 +305,43 @@ class TrackCatalog:
                     ],
                 )
 
+    def mark_materialized(self, asset: str, *, version: str, run_id: str, track_ids: Sequence[str]) -> None:
+        """Enter ``track_ids`` in the ledger as materialized at ``version`` (e.g. found so in Dagster)."""
+        with self.engine.begin() as conn:
+            _enter_materialized(conn, asset, version=version, run_id=run_id, track_ids=track_ids, now=time.time())
+
+    def not_materialized(self, asset: str, version: str, track_ids: Sequence[str] | None = None) -> list[str]:
+        """Registered tracks (all, or those among ``track_ids``) the ledger has no ``version`` of.
+
+        Unregistered IDs among ``track_ids`` are returned too: they are not materialized.
+        """
+        ledger = sa.and_(
+            MATERIALIZED.c.track_id == TRACKS.c.track_id,
+            MATERIALIZED.c.asset == asset,
+            MATERIALIZED.c.version == version,
+        )
+        query = (
+            sa.select(TRACKS.c.track_id)
+            .select_from(TRACKS.outerjoin(MATERIALIZED, ledger))
+            .where(MATERIALIZED.c.track_id.is_(None))
+        )
+        with self.engine.connect() as conn:
+            if track_ids is None:
+                return list(conn.execute(query.order_by(TRACKS.c.seq)).scalars())
+            missing: set[str] = set()
+            for chunk in _chunks(list(dict.fromkeys(track_ids))):
+                found = set(
+                    conn.execute(
+                        sa.select(MATERIALIZED.c.track_id).where(
+                            MATERIALIZED.c.asset == asset,
+                            MATERIALIZED.c.version == version,
+                            MATERIALIZED.c.track_id.in_(chunk),
+                        )
+                    ).scalars()
+                )
+                missing.update(t for t in chunk if t not in found)
+            return [t for t in track_ids if t in missing]
+
     def features_since(self, assets: Sequence[str], after_seq: int = 0) -> list[FeatureRow]:
         """Rows of ``assets`` written after ``after_seq``, in ``seq`` order."""
         query = (
@@ -322,6 +378,22 @@ class TrackCatalog:
         with self.engine.begin() as conn:
             conn.execute(STATE.delete().where(STATE.c.key == key))
             conn.execute(STATE.insert(), [{"key": key, "value": text, "updated_at": time.time()}])
+
+
+def _enter_materialized(
+    conn: sa.Connection, asset: str, *, version: str, run_id: str, track_ids: Sequence[str], now: float
+) -> None:
+    for chunk in _chunks(list(track_ids)):
+        conn.execute(
+            MATERIALIZED.delete().where(MATERIALIZED.c.asset == asset, MATERIALIZED.c.track_id.in_(chunk))
+        )
+        conn.execute(
+            MATERIALIZED.insert(),
+            [
+                {"asset": asset, "track_id": t, "version": version, "run_id": run_id, "materialized_at": now}
+                for t in chunk
+            ],
+        )
 
 
 def get_catalog(url: str) -> TrackCatalog:

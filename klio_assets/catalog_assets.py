@@ -23,7 +23,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from klio_assets.catalog import FeatureRow, TrackCatalog
+from klio_assets.catalog import DUPLICATE_GROUPS, TRACK_FEATURES, FeatureRow, TrackCatalog
 from klio_assets.errors import KlioAssetsError
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
@@ -31,8 +31,6 @@ from klio_assets.worker.analysis import Analysis
 from klio_assets.worker.storage import Storage
 
 GROUP_NAME = "catalog"
-DUPLICATE_GROUPS = "duplicate_groups"
-TRACK_FEATURES = "track_features"
 #: Columns each analysis contributes to ``track_features`` (its scalar results' names).
 FEATURE_COLUMNS: dict[str, tuple[str, ...]] = {
     "source_audio": ("duration_s", "sample_rate", "channels", "container", "codec"),

@@ -25,7 +25,7 @@ _STATUS_ORDER = ("computed", "skipped", "failed", "would_compute", "would_skip")
 
 
 def _settings() -> Settings:
-    from klio_assets.launch import prepare_environment  # noqa: PLC0415 - imports Dagster
+    from klio_assets.home import prepare_environment  # noqa: PLC0415
 
     settings = Settings.from_env()
     prepare_environment(settings)
@@ -117,23 +117,22 @@ def _summary_rows(selected: Sequence[str], invocation: Any) -> dict[str, Counter
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.option("--upstream/--no-upstream", default=True, show_default=True,
               help="Also compute the upstream analyses that are missing for these tracks (bottom-up).")
+@click.option("--check-dagster", is_flag=True,
+              help="Always ask Dagster which tracks are materialized, even when the catalog's ledger "
+                   "says all are (after wiping materializations in Dagster).")
 def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool, as_json: bool,
-        upstream: bool = True) -> None:
+        upstream: bool = True, check_dagster: bool = False) -> None:
     """Materialize ASSETS (default: all) for the tracks that need it, through Dagster.
 
     Bottom-up: upstream analyses missing for some of the tracks are computed first, in the
     same run (never sibling analyses). Tracks already materialized for the current code
     version are skipped without a run; the rest go in contiguous ranges of at most
-    KLIO_ASSETS_BATCH_SIZE tracks, one Dagster run and one Beam job each. Exits 1 if any
-    track failed.
+    KLIO_ASSETS_BATCH_SIZE tracks, one Dagster run and one Beam job each. When the catalog's
+    ledger and the storage show every wanted track done, the command says so without
+    starting Dagster at all. Exits 1 if any track failed.
     """
     started = time.perf_counter()
     settings = _settings()
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
-
-    from klio_assets import launch  # noqa: PLC0415
-
     all_planned = _planned(settings)
     names = list(all_planned)
     tables = _catalog_tables(names)
@@ -142,27 +141,52 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
         _fail(f"unknown assets {unknown}; known: {', '.join(names + tables)}")
     selected = [n for n in names if not assets or n in assets]
     selected_tables = [n for n in tables if not assets or n in assets]
-    instance = _instance()
     storage = _storage(settings)
+    from klio_assets.catalog import get_catalog  # noqa: PLC0415
+    from klio_assets.invocation import Invocation  # noqa: PLC0415
+
+    catalog = get_catalog(settings.catalog_url)
+    if not (force or dry_run or check_dagster or selected_tables):
+        done = _done_without_dagster(settings, catalog, storage, all_planned, selected, tracks,
+                                     with_upstream=upstream and bool(assets))
+        if done is not None:  # nothing to do: answered without importing Dagster
+            invocation = Invocation(selected=selected, already_done=done)
+            invocation.wall_seconds = round(time.perf_counter() - started, 3)
+            from rich.console import Console  # noqa: PLC0415
+
+            console = Console(stderr=True)
+            if not as_json:
+                console.print(
+                    f"{len(next(iter(done.values())))} tracks, analyses {', '.join(selected)}: "
+                    "all already materialized for the current versions, nothing to run"
+                )
+            failed = _report_run(invocation, selected, dry_run=False, as_json=as_json, console=console)
+            sys.exit(1 if failed else 0)
+
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from klio_assets import launch  # noqa: PLC0415
+    from klio_assets.skipping import enter_in_ledger  # noqa: PLC0415
+
+    instance = _instance()
     try:
         ordered, wanted = launch.resolve_tracks(instance, tracks)
     except KlioAssetsError as exc:
         _fail(str(exc))
     upstream_added: list[str] = []
     if upstream and assets and selected:
-        from klio_assets.analyses import load_analyses  # noqa: PLC0415
-        from klio_assets.lineage import inputs  # noqa: PLC0415
-
         selected, upstream_added = launch.with_missing_upstreams(
-            instance, storage, all_planned, inputs(load_analyses(settings.analysis_modules)), selected, wanted
+            instance, storage, all_planned, _engine_inputs(settings), selected, wanted
         )
-    invocation = launch.Invocation(selected=selected)
+    invocation = Invocation(selected=selected)
     if not selected:  # only catalog tables asked for
         todo = []
     elif force or dry_run:
         todo = wanted
     else:
         todo, invocation.already_done = launch.tracks_to_run(instance, storage, all_planned, selected, wanted)
+        enter_in_ledger(catalog, all_planned, invocation.already_done)
     batches = launch.contiguous_ranges(ordered, todo, settings.batch_size)
     console = Console(stderr=True)
     if not as_json:
@@ -198,9 +222,37 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
     sys.exit(1 if failed else 0)
 
 
+def _engine_inputs(settings: Settings) -> dict[str, list[str]]:
+    """Analysis name to the analyses it reads (lineage without the ``source_audio`` asset)."""
+    from klio_assets.analyses import load_analyses  # noqa: PLC0415
+    from klio_assets.lineage import inputs  # noqa: PLC0415
+
+    return inputs(load_analyses(settings.analysis_modules))
+
+
+def _done_without_dagster(settings: Settings, catalog: Any, storage: Any, planned: Any,
+                          selected: Sequence[str], tracks: Sequence[str], *,
+                          with_upstream: bool) -> dict[str, list[str]] | None:
+    """The catalog's ledger and the storage's answer when every wanted track is done, else None.
+
+    Bottom-up runs also need the selected analyses' upstreams present (a ``run beats`` whose
+    ``downsampled_audio`` was deleted recomputes it).
+    """
+    from klio_assets.skipping import all_done  # noqa: PLC0415
+
+    check = list(selected)
+    if with_upstream:
+        from klio_assets.lineage import ancestors  # noqa: PLC0415
+
+        ups = ancestors(_engine_inputs(settings), selected)
+        check = [n for n in planned if n in ups or n in selected]
+    done = all_done(catalog, storage, planned, check, list(tracks) or None)
+    return None if done is None else {n: done[n] for n in selected}
+
+
 def _catalog_tables(analyses: Sequence[str]) -> list[str]:
     """The catalog-level assets for these analyses, in dependency order."""
-    from klio_assets.catalog_assets import DUPLICATE_GROUPS, TRACK_FEATURES  # noqa: PLC0415
+    from klio_assets.catalog import DUPLICATE_GROUPS, TRACK_FEATURES  # noqa: PLC0415
 
     return [*([DUPLICATE_GROUPS] if "fingerprint" in analyses else []), TRACK_FEATURES]
 

@@ -9,51 +9,27 @@ launched from the UI.
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 
 from klio_assets.errors import KlioAssetsError, ParameterError
+from klio_assets.home import (  # noqa: F401 - re-exported
+    DEFAULT_DAGSTER_YAML,
+    FAST_BOOKKEEPING_ENV,
+    prepare_environment,
+)
+from klio_assets.invocation import RunOutcome
 from klio_assets.partitions import TRACKS
-from klio_assets.settings import Settings
+from klio_assets.skipping import existing_outputs
 from klio_assets.trackids import validate_track_id
 from klio_assets.worker.plan import Layout, PlannedAnalysis
-from klio_assets.worker.storage import Storage, shard_of
+from klio_assets.worker.storage import Storage
 
 INVOCATION_TAG = "klio/invocation"
-#: Head of the instance settings written to a new home.
-DEFAULT_DAGSTER_YAML = """\
-# Written by klio-assets for a new KLIO_ASSETS_HOME; edit freely. For PostgreSQL, replace the
-# three *_storage sections with a `storage: postgres:` section (dagster-postgres).
-telemetry:
-  enabled: false
-"""
-#: Dagster settings that keep per-track bookkeeping cheap (see klio_assets.reporting):
-#: one planned event per run instead of one per partition, batched event writes.
-FAST_BOOKKEEPING_ENV = {
-    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
-    "DAGSTER_EVENT_BATCH_SIZE": "1000",
-}
-
-
-def prepare_environment(settings: Settings) -> None:
-    """Point Dagster at ``KLIO_ASSETS_HOME`` (creating it) and set the bookkeeping variables."""
-    os.makedirs(settings.home, exist_ok=True)
-    yaml_path = os.path.join(settings.home, "dagster.yaml")
-    if not os.path.exists(yaml_path):
-        from klio_assets.sqlite_events import dagster_yaml_storage  # noqa: PLC0415 - imports Dagster
-
-        with open(yaml_path, "w") as fh:
-            fh.write(DEFAULT_DAGSTER_YAML + dagster_yaml_storage(settings.home))
-    os.environ["DAGSTER_HOME"] = settings.home
-    os.environ.setdefault("KLIO_ASSETS_HOME", settings.home)
-    for name, value in FAST_BOOKKEEPING_ENV.items():
-        os.environ.setdefault(name, value)
 
 
 def contiguous_ranges(ordered_keys: Sequence[str], wanted: Iterable[str], max_size: int) -> list[list[str]]:
@@ -75,46 +51,6 @@ def contiguous_ranges(ordered_keys: Sequence[str], wanted: Iterable[str], max_si
     if current:
         ranges.append(current)
     return ranges
-
-
-def existing_outputs(
-    storage: Storage, planned: PlannedAnalysis, track_ids: Sequence[str]
-) -> set[str]:
-    """Track IDs among ``track_ids`` whose output of ``planned`` exists (current version)."""
-    layout = Layout(storage)
-    if len(track_ids) < 256:
-        return {t for t in track_ids if storage.exists(layout.output_uri(planned, t))}
-    folder = layout.output_folder(planned)
-    suffix = f".{planned.extension}"
-    wanted_shards = {shard_of(t) for t in track_ids}
-    found: set[str] = set()
-    for shard in sorted(wanted_shards):
-        for name in storage.list_names(f"{folder}/{shard}"):
-            if name.endswith(suffix):
-                found.add(name[: -len(suffix)])
-    return found & set(track_ids)
-
-
-@dataclass
-class RunOutcome:
-    """One Dagster run launched by :func:`execute_range`."""
-
-    run_id: str
-    success: bool
-    track_ids: list[str]
-    summary: dict[str, Any] | None = None
-    error: str | None = None
-
-
-@dataclass
-class Invocation:
-    """Everything a ``klio-assets run`` did."""
-
-    selected: list[str]
-    already_done: dict[str, list[str]] = field(default_factory=dict)
-    runs: list[RunOutcome] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def resolve_tracks(instance: dg.DagsterInstance, requested: Sequence[str] | None) -> tuple[list[str], list[str]]:

@@ -1,0 +1,28 @@
+"""What a ``klio-assets run`` did: the runs it launched and what it found already done."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunOutcome:
+    """One Dagster run launched by :func:`execute_range`."""
+
+    run_id: str
+    success: bool
+    track_ids: list[str]
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class Invocation:
+    """Everything a ``klio-assets run`` did."""
+
+    selected: list[str]
+    already_done: dict[str, list[str]] = field(default_factory=dict)
+    runs: list[RunOutcome] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    catalog: dict[str, dict[str, Any]] = field(default_factory=dict)

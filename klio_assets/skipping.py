@@ -1,0 +1,91 @@
+"""What is already done, decided without Dagster: the catalog's ledger plus the storage.
+
+Every run enters the tracks it materialized in the catalog's ledger
+(:meth:`~klio_assets.catalog.TrackCatalog.record_outcomes`), in the same step and after the
+materialization events. So when the ledger has the current version of every selected
+analysis for every wanted track, and the outputs are in the storage, a ``klio-assets run``
+has nothing to do and can say so in one query plus a listing, without importing Dagster or
+reading its partitions. Anything else goes to the full check against Dagster
+(:func:`klio_assets.launch.tracks_to_run`), which also refills the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from klio_assets.catalog import TrackCatalog
+from klio_assets.errors import KlioAssetsError
+from klio_assets.trackids import validate_track_id
+from klio_assets.worker.plan import Layout, PlannedAnalysis
+from klio_assets.worker.storage import Storage, shard_of
+
+
+def existing_outputs(
+    storage: Storage, planned: PlannedAnalysis, track_ids: Sequence[str]
+) -> set[str]:
+    """Track IDs among ``track_ids`` whose output of ``planned`` exists (current version)."""
+    layout = Layout(storage)
+    if len(track_ids) < 256:
+        return {t for t in track_ids if storage.exists(layout.output_uri(planned, t))}
+    folder = layout.output_folder(planned)
+    suffix = f".{planned.extension}"
+    wanted_shards = {shard_of(t) for t in track_ids}
+    found: set[str] = set()
+    for shard in sorted(wanted_shards):
+        for name in storage.list_names(f"{folder}/{shard}"):
+            if name.endswith(suffix):
+                found.add(name[: -len(suffix)])
+    return found & set(track_ids)
+
+
+def all_done(
+    catalog: TrackCatalog,
+    storage: Storage,
+    planned: Mapping[str, PlannedAnalysis],
+    selected: Sequence[str],
+    track_ids: Sequence[str] | None,
+) -> dict[str, list[str]] | None:
+    """Per analysis the tracks done, if *every* wanted track is done for every selected analysis.
+
+    Parameters
+    ----------
+    track_ids : sequence of str or None
+        The wanted tracks; None for every registered track.
+
+    Returns
+    -------
+    dict or None
+        None as soon as anything may need work (or the IDs need checking): the caller then
+        asks Dagster.
+    """
+    if not selected:
+        return None
+    if track_ids is not None:
+        try:
+            for track_id in track_ids:
+                validate_track_id(track_id)
+        except KlioAssetsError:
+            return None  # the full path reports it
+        track_ids = list(dict.fromkeys(track_ids))
+    for name in selected:
+        if catalog.not_materialized(name, planned[name].version, track_ids):
+            return None
+    ids = track_ids if track_ids is not None else catalog.track_ids()
+    if not ids:
+        return None
+    for name in selected:
+        if len(existing_outputs(storage, planned[name], ids)) < len(ids):
+            return None
+    return {name: sorted(ids) for name in selected}
+
+
+def enter_in_ledger(catalog: TrackCatalog, planned: Mapping[str, PlannedAnalysis],
+                    done: Mapping[str, Sequence[str]]) -> None:
+    """Enter tracks found done by the full check (Dagster and storage) that the ledger lacks.
+
+    Catalogs from before the ledger, or a lost ledger, fill up this way on the next run.
+    """
+    for name, track_ids in done.items():
+        missing = catalog.not_materialized(name, planned[name].version, track_ids) if track_ids else []
+        if missing:
+            catalog.mark_materialized(name, version=planned[name].version, run_id="", track_ids=missing)
