@@ -1,143 +1,113 @@
-"""Throughput of ``klio-assets run downsampled_audio`` against a plain loop, and rerun cost.
+"""Throughput of ``klio-assets run downsampled_audio`` against a plain loop and plain Dagster + Beam.
 
-Measured side by side in one run, on the same real files (page cache warmed first):
+Measured side by side in one run, on the same real tracks (200 by default, see ``corpus.py``;
+page cache warmed first), each timed from process start with its children's CPU:
 
-(a) ``plain_downsample.py``: soundfile + soxr in a 2-process pool, timed from process start;
-(c) ``klio-assets run downsampled_audio`` on a fresh home, timed from process start (Dagster
-    run, one Beam job, per-track bookkeeping, everything a user waits for);
-then the same ``klio-assets run`` again (everything already materialized).
+(a) ``plain_downsample.py``: soundfile + soxr in a 2-process pool (the decoder's limit);
+(b) ``plain_dagster_beam.py``: the same hand-written as a plain Dagster asset + plain Beam
+    pipeline with the same skip check (one ranged Dagster run, one Beam job);
+(c) ``klio-assets run downsampled_audio`` on a fresh home (Dagster run, one Beam job per
+    batch, per-track bookkeeping, everything a user waits for).
+
+Reports audio-seconds per wall second and per CPU-second, c/a, cores busy, and the lines of
+code of (b) against the ``downsampled_audio`` definition. ``rerun.py`` measures running the
+same batch again.
 
 Usage (from the repo root)::
 
-    python benchmarks/throughput.py [--corpus dev-corpus] [--tracks N] [--workers 2]
+    python benchmarks/throughput.py [--corpus dev-corpus] [--tracks 200] [--workers 2]
 
-The corpus is ``../shared/corpus/build_dev_corpus.sh dev-corpus`` (real music and speech from
-Debian packages; not committed). Only formats the plain loop reads are used (M4A and Opus are
-left out: libsndfile reads neither completely). Prints figures, then one JSON line.
+Prints figures, then one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import resource
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD_CORPUS = os.path.join(REPO, "..", "shared", "corpus", "build_dev_corpus.sh")
-PLAIN_FORMATS = (".wav", ".flac", ".ogg", ".mp3")
+from corpus import DEFAULT_CORPUS, bench_files, warm
+from harness import PYTHON, REPO, clean_env, code_lines, klio_run, register, timed
 
-
-def corpus_files(corpus: str, limit: int | None) -> list[str]:
-    manifest = os.path.join(corpus, "manifest.csv")
-    if not os.path.exists(manifest):
-        if not os.path.exists(BUILD_CORPUS):
-            sys.exit(f"no corpus at {corpus} and no {BUILD_CORPUS} to build one")
-        subprocess.run(["bash", BUILD_CORPUS, corpus], check=True)
-    with open(manifest) as fh:
-        rows = list(csv.DictReader(fh))
-    files = [os.path.join(corpus, r["path"]) for r in rows if r["path"].lower().endswith(PLAIN_FORMATS)]
-    return files[:limit] if limit else files
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess]:
-    """Wall and CPU seconds (the process and its children) of a command."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, done
+TARGET_C_OVER_A = 0.9
+TARGET_CORES = 1.8
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", default=os.path.join(REPO, "dev-corpus"))
-    parser.add_argument("--tracks", type=int, default=None, help="at most this many files (default: all)")
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS)
+    parser.add_argument("--tracks", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    files = corpus_files(os.path.abspath(args.corpus), args.tracks)
-    for path in files:  # warm the page cache so that neither side pays the disk
-        with open(path, "rb") as fh:
-            while fh.read(1 << 22):
-                pass
+    files = bench_files(args.corpus, args.tracks)
+    warm(files)
     work = tempfile.mkdtemp(prefix="klio-bench-")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KLIO_ASSETS_", "DAGSTER_"))}
-    env["KLIO_ASSETS_HOME"] = os.path.join(work, "home")
-    env["OPENBLAS_NUM_THREADS"] = "1"
-    python = sys.executable
+    env = clean_env(os.path.join(work, "home"))
+    here = os.path.join(REPO, "benchmarks")
     try:
         wall_a, cpu_a, plain = timed(
-            [python, os.path.join(REPO, "benchmarks", "plain_downsample.py"), "--out", os.path.join(work, "plain"),
+            [PYTHON, os.path.join(here, "plain_downsample.py"), "--out", os.path.join(work, "plain"),
              "--workers", str(args.workers), *files], env)
-        if plain.returncode:
-            sys.exit(plain.stderr)
-        plain_out = json.loads(plain.stdout.strip().splitlines()[-1])
-        audio_s = plain_out["audio_s"]
-
-        manifest = os.path.join(work, "tracks.csv")
-        with open(manifest, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["track_id", "path"])
-            for i, path in enumerate(files):
-                writer.writerow([f"t{i:05d}", path])
-        cli = [python, "-m", "klio_assets.cli"]
-        add = subprocess.run([*cli, "add", "--manifest", manifest, "--allow-root", "/"], env=env,
-                             capture_output=True, text=True)
-        if add.returncode:
-            sys.exit(add.stderr)
-
-        wall_c, cpu_c, first = timed([*cli, "run", "downsampled_audio", "--json"], env)
-        first_out = json.loads(first.stdout)
-        wall_r, cpu_r, rerun = timed([*cli, "run", "downsampled_audio", "--json"], env)
-        rerun_out = json.loads(rerun.stdout)
-        floor, _, _ = timed([python, "-c", "import dagster, klio_assets.launch"], env)
+        audio_s = json.loads(plain.stdout.strip().splitlines()[-1])["audio_s"]
+        wall_b, cpu_b, plain_beam = timed(
+            [PYTHON, os.path.join(here, "plain_dagster_beam.py"), "--home", os.path.join(work, "plain-home"),
+             "--out", os.path.join(work, "plain-beam"), "--workers", str(args.workers), *files], env)
+        out_b = json.loads(plain_beam.stdout.strip().splitlines()[-1])
+        register(files, work, env)
+        wall_c, cpu_c, out_c = klio_run(["downsampled_audio"], env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    counts = first_out["assets"]["downsampled_audio"]
-    beam_s = first_out["beam_seconds"]
+    beam_s = out_c["beam_seconds"]
+    loc_b = code_lines(os.path.join(here, "plain_dagster_beam.py"), "# --- user code ---", "# --- end of user code ---")
+    loc_c = code_lines(os.path.join(REPO, "klio_assets", "analyses", "downsampled_audio.py"))
     figures = {
         "tracks": len(files),
         "audio_hours": round(audio_s / 3600, 3),
         "plain_wall_s": round(wall_a, 2),
         "plain_cpu_s": round(cpu_a, 2),
+        "plain_dagster_beam_wall_s": round(wall_b, 2),
+        "plain_dagster_beam_cpu_s": round(cpu_b, 2),
+        "plain_dagster_beam_computed": out_b["computed"],
         "klio_wall_s": round(wall_c, 2),
         "klio_cpu_s": round(cpu_c, 2),
         "klio_beam_job_s": beam_s,
-        "klio_counts": counts,
+        "klio_counts": out_c["assets"]["downsampled_audio"],
         "plain_audio_s_per_wall_s": round(audio_s / wall_a, 1),
+        "plain_dagster_beam_audio_s_per_wall_s": round(audio_s / wall_b, 1),
         "klio_audio_s_per_wall_s": round(audio_s / wall_c, 1),
         "plain_audio_s_per_cpu_s": round(audio_s / cpu_a, 1),
+        "plain_dagster_beam_audio_s_per_cpu_s": round(audio_s / cpu_b, 1),
         "klio_audio_s_per_cpu_s": round(audio_s / cpu_c, 1),
         "ratio_c_over_a": round(wall_a / wall_c, 3),
+        "ratio_b_over_a": round(wall_a / wall_b, 3),
+        "ratio_c_over_b": round(wall_b / wall_c, 3),
         "ratio_beam_job_over_a": round(wall_a / beam_s, 3) if beam_s else None,
         "plain_cores_busy": round(cpu_a / wall_a, 2),
+        "plain_dagster_beam_cores_busy": round(cpu_b / wall_b, 2),
         "klio_cores_busy": round(cpu_c / wall_c, 2),
-        "rerun_wall_s": round(wall_r, 2),
-        "rerun_over_first": round(wall_r / wall_c, 4),
-        "rerun_counts": rerun_out["assets"]["downsampled_audio"],
-        "rerun_runs_launched": len(rerun_out["runs"]),
-        "python_dagster_import_floor_s": round(floor, 2),
-        "rerun_minus_import_floor_over_first": round(max(0.0, wall_r - floor) / wall_c, 4),
+        "loc_plain_dagster_beam": loc_b,
+        "loc_klio_downsampled_audio": loc_c,
+        "loc_reduction": round(1 - loc_c / loc_b, 3),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
-    print(f"{len(files)} real tracks, {audio_s / 3600:.2f} h of audio")
-    print(f"(a) plain soundfile+soxr, {args.workers} processes: {wall_a:6.1f} s wall, {cpu_a:6.1f} CPU-s, "
-          f"{audio_s / wall_a:5.0f} audio-s/s, {cpu_a / wall_a:.2f} cores busy")
-    print(f"(c) klio-assets run:                   {wall_c:6.1f} s wall, {cpu_c:6.1f} CPU-s, "
-          f"{audio_s / wall_c:5.0f} audio-s/s, {cpu_c / wall_c:.2f} cores busy (Beam job {beam_s:.1f} s)")
-    print(f"c/a throughput: {wall_a / wall_c:.3f} end to end, {wall_a / beam_s:.3f} for the Beam job alone"
-          if beam_s else "")
-    print(f"rerun: {wall_r:.2f} s = {wall_r / wall_c:.4f} x first; {len(rerun_out['runs'])} runs launched; "
-          f"python + import dagster alone: {floor:.2f} s")
+    figures["targets"] = {
+        "c_over_a>=0.9": figures["ratio_c_over_a"] >= TARGET_C_OVER_A,
+        "klio_cores_busy>=1.8": figures["klio_cores_busy"] >= TARGET_CORES,
+    }
+    print(f"{len(files)} real tracks, {audio_s / 3600:.2f} h of audio (load average {figures['load_average_1m']})")
+    for label, wall, cpu in (("(a) plain soundfile+soxr pool", wall_a, cpu_a),
+                             ("(b) plain Dagster asset + Beam", wall_b, cpu_b),
+                             ("(c) klio-assets run", wall_c, cpu_c)):
+        print(f"{label:32s} {wall:7.1f} s wall {cpu:7.1f} CPU-s  {audio_s / wall:6.0f} audio-s/s "
+              f"{audio_s / cpu:6.0f} audio-s/CPU-s  {cpu / wall:.2f} cores busy")
+    print(f"c/a {wall_a / wall_c:.3f} (target >= {TARGET_C_OVER_A}), b/a {wall_a / wall_b:.3f}, "
+          f"c/b {wall_b / wall_c:.3f}; klio's Beam job alone {beam_s:.1f} s")
+    print(f"lines of code: plain Dagster + Beam {loc_b}, downsampled_audio {loc_c} "
+          f"({100 * (1 - loc_c / loc_b):.0f} % less)")
     print(json.dumps(figures, sort_keys=True))
 
 

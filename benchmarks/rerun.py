@@ -1,0 +1,82 @@
+"""Running the same batch again: everything is skipped, so it should cost next to nothing.
+
+On the same real tracks as ``throughput.py`` (200 by default, see ``corpus.py``), in a fresh
+home: ``klio-assets run downsampled_audio`` once (the first run), then the same command again
+``--repeats`` times (everything already materialized), each timed from process start. For
+comparison it also times the rerun with ``--check-dagster`` (the full check against Dagster's
+records, what happens when the catalog's ledger cannot answer) and ``python -c "import
+dagster"`` alone.
+
+Usage (from the repo root)::
+
+    python benchmarks/rerun.py [--corpus dev-corpus] [--tracks 200] [--repeats 3]
+
+Prints figures, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+
+from corpus import DEFAULT_CORPUS, bench_files, warm
+from harness import PYTHON, clean_env, klio_run, register, timed
+
+TARGET = 0.02
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS)
+    parser.add_argument("--tracks", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    files = bench_files(args.corpus, args.tracks)
+    warm(files)
+    work = tempfile.mkdtemp(prefix="klio-bench-")
+    env = clean_env(os.path.join(work, "home"))
+    try:
+        register(files, work, env)
+        wall_first, cpu_first, first = klio_run(["downsampled_audio"], env)
+        reruns = [klio_run(["downsampled_audio"], env) for _ in range(args.repeats)]
+        checked = [klio_run(["downsampled_audio", "--check-dagster"], env) for _ in range(args.repeats)]
+        floor = [timed([PYTHON, "-c", "import dagster"], env)[0] for _ in range(args.repeats)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    rerun_wall = statistics.median(w for w, _, _ in reruns)
+    checked_wall = statistics.median(w for w, _, _ in checked)
+    last = reruns[-1][2]
+    figures = {
+        "tracks": len(files),
+        "first_wall_s": round(wall_first, 2),
+        "first_cpu_s": round(cpu_first, 2),
+        "first_counts": first["assets"]["downsampled_audio"],
+        "rerun_wall_s": round(rerun_wall, 3),
+        "rerun_walls_s": [round(w, 3) for w, _, _ in reruns],
+        "rerun_cpu_s": round(statistics.median(c for _, c, _ in reruns), 3),
+        "rerun_counts": last["assets"]["downsampled_audio"],
+        "rerun_runs_launched": sum(len(out["runs"]) for _, _, out in reruns),
+        "rerun_over_first": round(rerun_wall / wall_first, 4),
+        "check_dagster_rerun_wall_s": round(checked_wall, 3),
+        "check_dagster_rerun_over_first": round(checked_wall / wall_first, 4),
+        "import_dagster_s": round(statistics.median(floor), 3),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+    figures["targets"] = {"rerun_over_first<=0.02": figures["rerun_over_first"] <= TARGET}
+    print(f"{len(files)} real tracks (load average {figures['load_average_1m']})")
+    print(f"first run: {wall_first:.1f} s wall, {cpu_first:.1f} CPU-s, {first['assets']['downsampled_audio']}")
+    print(f"rerun:     {rerun_wall:.2f} s wall (median of {args.repeats}) = {rerun_wall / wall_first:.4f} x first "
+          f"(target <= {TARGET}); {figures['rerun_runs_launched']} runs launched; {last['assets']['downsampled_audio']}")
+    print(f"rerun --check-dagster (full check against Dagster): {checked_wall:.2f} s = "
+          f"{checked_wall / wall_first:.4f} x first; python -c 'import dagster' alone: {figures['import_dagster_s']:.2f} s")
+    print(json.dumps(figures, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
