@@ -423,10 +423,12 @@ def show(asset: str, track_id: str | None, as_json: bool) -> None:
 @click.option("--no-profile", is_flag=True, help="Figures only: skip the cProfile pass.")
 @click.option("--no-warmup", is_flag=True,
               help="Skip the warm-up: the first track then carries first-use costs (imports, numba).")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs per track for the figures (the asset's step); the median run is shown.")
 @click.option("--keep", is_flag=True, help="Keep the temporary outputs (their folder is printed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def profile(asset: str, tracks: Sequence[str], files: Sequence[str], top: int, output: str | None, lines: bool,
-            no_profile: bool, no_warmup: bool, keep: bool, as_json: bool) -> None:
+            no_profile: bool, no_warmup: bool, repeat: int, keep: bool, as_json: bool) -> None:
     """Run ASSET here, on a few tracks, and show where the time and memory go.
 
     No Dagster run, no Beam, nothing written to the deployment's storage or records: the
@@ -457,7 +459,7 @@ def profile(asset: str, tracks: Sequence[str], files: Sequence[str], top: int, o
         report = profile_analysis(
             asset, targets, planned=planned, graph={a.name: a for a in analyses},
             limits=decode_limits(settings), warmup=not no_warmup, functions=not no_profile, lines=lines,
-            top=top, output=output, keep=keep,
+            top=top, output=output, keep=keep, repeat=repeat,
             on_progress=None if as_json else lambda message: console.print(f"[dim]{message}...[/dim]"),
         )
     except KlioAssetsError as exc:
@@ -506,7 +508,8 @@ def _print_profile(data: dict[str, Any]) -> None:
         )
     else:
         out.print("no warm-up: the first track includes first-use costs (imports, numba)")
-    table = Table(title=f"per track (peak memory: {data['memory_method']})", box=box.SIMPLE_HEAD)
+    runs = f"median of {data['repeat']} runs, " if data["repeat"] > 1 else ""
+    table = Table(title=f"per track ({runs}peak memory: {data['memory_method']})", box=box.SIMPLE_HEAD)
     for column in ("track", "audio s", "wall s", "CPU s", "x RT", "peak MB", "fn s", "fn CPU", "up s"):
         table.add_column(column, justify="left" if column == "track" else "right")
     for track_id, r in data["tracks"].items():

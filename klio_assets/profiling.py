@@ -15,8 +15,8 @@ How each figure is obtained:
 * **CPU seconds**: ``time.process_time()`` of this process (every thread) plus the CPU time of
   child processes that ended during the step (ffmpeg for Opus/M4A, ``fpcalc``).
 * **Peak memory**: the kernel's peak resident set size of this process (``VmHWM``), reset to
-  the current size before each step by writing ``5`` to ``/proc/self/clear_refs``: exact, and
-  per step. Where that is not allowed, a thread samples the resident size every 5 ms (short
+  the current size before each step by writing ``5`` to ``/proc/self/clear_refs``: per step,
+  and nothing falls between samples. Where that is not allowed, a thread samples the resident size every 5 ms (short
   peaks can be missed); the method is reported. Child processes are not included.
 * **Function vs framework**: the analysis function is wrapped; time inside it counts as the
   function's, except the time its input streams spend producing blocks (decoding, resampling,
@@ -395,6 +395,7 @@ class ProfileReport:
     kept: bool
     memory_method: str
     warmup: dict[str, Any] | None
+    repeat: int = 1
     tracks: dict[str, dict[str, Any]] = field(default_factory=dict)
     profile: dict[str, Any] | None = None
     lines: dict[str, Any] | None = None
@@ -412,9 +413,10 @@ class ProfileReport:
         -------
         dict
             ``asset``, ``version``, ``upstream`` (analyses computed before it, in order),
-            ``storage_root``, ``kept``, ``memory_method``, ``warmup`` (step figures of the
-            generated clip, or null), ``tracks`` (track ID to ``uri`` and step figures of the
-            asset, with ``upstream``: analysis to its step figures), ``totals``, ``profile``
+            ``storage_root``, ``kept``, ``memory_method``, ``repeat``, ``warmup`` (cost of the
+            generated clip, or null), ``tracks`` (track ID to ``uri``, ``registered``, step
+            figures of the asset, ``wall_s_runs``, and ``upstream``: analysis to its step
+            figures), ``totals``, ``profile``
             (cProfile top functions, or null), ``lines`` (line_profiler, or null), ``output``
             (the pstats file written, or null).
         """
@@ -430,6 +432,7 @@ class ProfileReport:
             "storage_root": self.storage_root,
             "kept": self.kept,
             "memory_method": self.memory_method,
+            "repeat": self.repeat,
             "warmup": self.warmup,
             "tracks": self.tracks,
             "totals": {
@@ -585,16 +588,27 @@ class Profiler:
             "cpu_s": round((cpu1 - cpu0) + (child1 - child0), 4),
         }
 
-    def measure(self, targets: Sequence[Target]) -> dict[str, dict[str, Any]]:
-        """Figures per track: the asset's step, with its upstream steps under ``upstream``."""
+    def measure(self, targets: Sequence[Target], *, repeat: int = 1) -> dict[str, dict[str, Any]]:
+        """Figures per track: the asset's step, with its upstream steps under ``upstream``.
+
+        With ``repeat`` > 1 the asset's step runs that many times per track (its upstream
+        outputs stay in place) and the run of median wall time is reported; the wall times of
+        all runs are in ``wall_s_runs``. A run that fails is reported instead.
+        """
         self._time_functions()
         out: dict[str, dict[str, Any]] = {}
         for target in targets:
             upstream, own = self._chain(target)
+            runs = [own]
+            while own.status == COMPUTED and len(runs) < repeat and runs[-1].status == COMPUTED:
+                runs.append(self._step(self.asset, target))
+            failed = [r for r in runs if r.status != COMPUTED]
+            chosen = failed[0] if failed else sorted(runs, key=lambda r: r.wall_s or 0.0)[(len(runs) - 1) // 2]
             out[target.track_id] = {
                 "uri": target.uri,
                 "registered": target.registered,
-                **own.to_dict(),
+                **chosen.to_dict(),
+                "wall_s_runs": [_round(r.wall_s, 4) for r in runs if r.wall_s is not None],
                 "upstream": {name: figures.to_dict() for name, figures in upstream.items()},
             }
         return out
@@ -698,6 +712,7 @@ def profile_analysis(
     top: int = 20,
     output: str | None = None,
     keep: bool = False,
+    repeat: int = 1,
     on_progress: Callable[[str], None] | None = None,
 ) -> ProfileReport:
     """Profile ``asset`` on ``targets`` in this process (see the module docstring).
@@ -722,6 +737,8 @@ def profile_analysis(
         Write the cProfile statistics there (pstats format, for snakeviz or ``pstats``).
     keep : bool
         Keep the temporary root (its path is in the report).
+    repeat : int
+        Runs of the asset's step per track for the figures; the median run is reported.
     on_progress : callable, optional
         Called with a short description before each phase.
 
@@ -729,8 +746,8 @@ def profile_analysis(
     -------
     ProfileReport
     """
-    if top < 1:
-        raise ParameterError(f"top={top} must be at least 1")
+    if top < 1 or repeat < 1:
+        raise ParameterError(f"top={top} and repeat={repeat} must be at least 1")
     if lines and importlib.util.find_spec("line_profiler") is None:
         raise ParameterError("a per-line profile needs line_profiler: pip install 'klio-assets[profile]'")
     if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
@@ -748,12 +765,13 @@ def profile_analysis(
             kept=keep,
             memory_method=profiler.memory.method,
             warmup=None,
+            repeat=repeat,
         )
         if warmup:
             say(f"warm-up on a generated {WARMUP_SECONDS:g}-s clip")
             report.warmup = profiler.warm_up(work)
-        say(f"measuring {len(targets)} track(s)")
-        report.tracks = profiler.measure(targets)
+        say(f"measuring {len(targets)} track(s)" + (f", {repeat} runs each" if repeat > 1 else ""))
+        report.tracks = profiler.measure(targets, repeat=repeat)
         done = [t for t in targets if report.tracks[t.track_id]["status"] == COMPUTED]
         if functions and done:
             say(f"cProfile pass over {len(done)} track(s)")
