@@ -79,15 +79,19 @@ def test_profile_reports_figures_profile_and_failures_without_touching_the_deplo
     assert _tree(home) == before
     assert data["kept"] is False and not os.path.exists(os.path.dirname(data["storage_root"]))
 
-    # the human form, in this process (imports already paid): a table, the reason, the profile
+    # the human form, in this process (imports already paid): a table, the reason, the
+    # profile, and the per-line profile (line_profiler: the `profile` extra, in `test`)
     from klio_assets.cli import main
 
     shown = CliRunner().invoke(
-        main, ["profile", "peak_frequency", "--tracks", "broken", "--tracks", "wav44", "--no-warmup"],
+        main, ["profile", "peak_frequency", "--tracks", "broken", "--tracks", "wav44", "--no-warmup", "--lines"],
         env={"KLIO_ASSETS_HOME": home, **env, "COLUMNS": "200"},
     )
     assert shown.exit_code == 1, shown.output
     assert "no warm-up" in shown.stdout and "wav44" in shown.stdout
     assert "failed broken: upstream 'downsampled_audio' failed: track 'broken'" in shown.stdout
     assert "peak_frequency sample_analyses.py" in shown.stdout
+    fft_line = next(line for line in shown.stdout.splitlines() if "np.fft.rfft(audio.samples" in line)
+    hits, _, percent = fft_line.split()[1:4]  # line, hits, time s, %, code
+    assert int(hits) == 1 and float(percent) > 50, fft_line  # the function's work is this line
     assert _tree(home) == before
