@@ -410,8 +410,8 @@ def show(asset: str, track_id: str | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("asset")
-@click.option("--tracks", "tracks", multiple=True, help="Registered track ID (repeatable).")
-@click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--tracks", "tracks", multiple=True, metavar="ID", help="Registered track ID (repeatable).")
+@click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False), metavar="PATH",
               help="A local audio file that is not registered (repeatable); its ID comes from its name.")
 @click.option("--top", default=20, show_default=True, type=click.IntRange(min=1),
               help="Functions shown in the profile, by cumulative time.")
@@ -444,6 +444,8 @@ def profile(asset: str, tracks: Sequence[str], files: Sequence[str], top: int, o
 
     if not tracks and not files:
         _fail("give registered tracks (--tracks ID) or local audio files (--file PATH)")
+    if no_profile and output:
+        _fail("--output writes the cProfile pass, which --no-profile skips")
     try:
         settings = Settings.from_env()  # no Dagster: nothing here touches the instance
         os.environ.setdefault("KLIO_ASSETS_HOME", settings.home)  # the numba cache of `run`
