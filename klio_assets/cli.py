@@ -1,7 +1,7 @@
 """``klio-assets``: register tracks, run analyses, see where things stand.
 
-The command names and options are a contract: ``add``, ``run``, ``status``, ``show`` (plus
-``dev`` and ``demo``). Settings come from the environment (:mod:`klio_assets.settings`);
+The command names and options are a contract: ``add``, ``run``, ``status``, ``show``,
+``profile`` (plus ``dev`` and ``demo``). Settings come from the environment (:mod:`klio_assets.settings`);
 ``dagster dev`` started with ``klio-assets dev`` reads the same ones.
 """
 
@@ -458,6 +458,173 @@ def show(asset: str, track_id: str | None, as_json: bool) -> None:
             click.echo(f"{key}: {value}")
     if info.get("status") in ("missing", "failed"):
         sys.exit(1)
+
+
+@main.command()
+@click.argument("asset")
+@click.option("--tracks", "tracks", multiple=True, metavar="ID", help="Registered track ID (repeatable).")
+@click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False), metavar="PATH",
+              help="A local audio file that is not registered (repeatable); its ID comes from its name.")
+@click.option("--top", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Functions shown in the profile, by cumulative time.")
+@click.option("--output", type=click.Path(dir_okay=False),
+              help="Write the cProfile statistics to FILE.prof (pstats format: snakeviz, python -m pstats).")
+@click.option("--lines", is_flag=True,
+              help="Also profile line by line (the function and its module's other functions; "
+                   "needs klio-assets[profile]).")
+@click.option("--no-profile", is_flag=True, help="Figures only: skip the cProfile pass.")
+@click.option("--no-warmup", is_flag=True,
+              help="Skip the warm-up: the first track then carries first-use costs (imports, numba).")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs per track for the figures (the asset's step); the median run is shown.")
+@click.option("--keep", is_flag=True, help="Keep the temporary outputs (their folder is printed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def profile(asset: str, tracks: Sequence[str], files: Sequence[str], top: int, output: str | None, lines: bool,
+            no_profile: bool, no_warmup: bool, repeat: int, keep: bool, as_json: bool) -> None:
+    """Run ASSET here, on a few tracks, and show where the time and memory go.
+
+    No Dagster run, no Beam, nothing written to the deployment's storage or records: the
+    worker engine runs in this process and writes into a temporary folder (deleted unless
+    --keep). Upstream analyses ASSET reads are computed first, per track, and reported apart.
+    Per track: CPU seconds, wall seconds, peak memory, audio seconds, x realtime, and the
+    share of the analysis function; then a cProfile profile of the function (a second pass,
+    so that the figures carry no profiler overhead). Exits 1 if any track failed.
+    """
+    from klio_assets.analyses import load_analyses  # noqa: PLC0415
+    from klio_assets.profiling import decode_limits, profile_analysis, resolve_targets  # noqa: PLC0415
+    from klio_assets.worker.plan import plan_analyses  # noqa: PLC0415
+
+    if not tracks and not files:
+        _fail("give registered tracks (--tracks ID) or local audio files (--file PATH)")
+    if no_profile and output:
+        _fail("--output writes the cProfile pass, which --no-profile skips")
+    try:
+        settings = Settings.from_env()  # no Dagster: nothing here touches the instance
+        os.environ.setdefault("KLIO_ASSETS_HOME", settings.home)  # the numba cache of `run`
+        analyses = load_analyses(settings.analysis_modules)
+        planned = plan_analyses(analyses, settings.params)
+        if asset not in planned:
+            tables = _catalog_tables(list(planned))
+            if asset in tables:
+                _fail(f"{asset} is a catalog-level table, not a per-track analysis; profile one of: {', '.join(planned)}")
+            _fail(f"unknown asset {asset!r}; known: {', '.join(planned)}")
+        targets = resolve_targets(settings, tracks, files)
+        console = _console(as_json)
+        report = profile_analysis(
+            asset, targets, planned=planned, graph={a.name: a for a in analyses},
+            limits=decode_limits(settings), warmup=not no_warmup, functions=not no_profile, lines=lines,
+            top=top, output=output, keep=keep, repeat=repeat,
+            on_progress=None if as_json else lambda message: console.print(f"[dim]{message}...[/dim]"),
+        )
+    except KlioAssetsError as exc:
+        _fail(str(exc))
+    data = report.to_json()
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True))
+    else:
+        _print_profile(data)
+    sys.exit(1 if report.failed else 0)
+
+
+def _console(quiet: bool) -> Any:
+    from rich.console import Console  # noqa: PLC0415
+
+    return Console(stderr=True, quiet=quiet)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _print_profile(data: dict[str, Any]) -> None:
+    """The human form of ``klio-assets profile``."""
+    from rich import box  # noqa: PLC0415
+    from rich.console import Console  # noqa: PLC0415
+    from rich.markup import escape  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    out = Console()
+    where = f"kept in {data['storage_root']}" if data["kept"] else "deleted"
+    out.print(
+        f"[bold]{data['asset']}[/bold] v{data['version']} on {len(data['tracks'])} track(s), in this process "
+        f"(temporary outputs {where})", highlight=False,
+    )
+    if data["upstream"]:
+        out.print(f"upstream computed first, per track (column 'up s'): {', '.join(data['upstream'])}",
+                  highlight=False)
+    warm = data["warmup"]
+    if warm:
+        out.print(
+            f"warm-up (imports, numba; not in the figures below): {warm['wall_s']:.2f} s, {warm['cpu_s']:.2f} CPU-s"
+            + (f" [red]failed[/red]: {escape(warm['reason'])}" if warm["status"] != "computed" else ""),
+            highlight=False,
+        )
+    else:
+        out.print("no warm-up: the first track includes first-use costs (imports, numba)")
+    runs = f"median of {data['repeat']} runs, " if data["repeat"] > 1 else ""
+    table = Table(title=f"per track ({runs}peak memory: {data['memory_method']})", box=box.SIMPLE_HEAD)
+    for column in ("track", "audio s", "wall s", "CPU s", "x RT", "peak MB", "fn s", "fn CPU", "up s"):
+        table.add_column(column, justify="left" if column == "track" else "right")
+    for track_id, r in data["tracks"].items():
+        upstream = _seconds(sum(u["wall_s"] for u in r["upstream"].values())) if r["upstream"] else "-"
+        if r["status"] != "computed":
+            table.add_row(track_id, "[red]failed[/red]", *([""] * 6), upstream)
+            continue
+        table.add_row(
+            track_id, f"{r['audio_s']:.1f}" if r["audio_s"] is not None else "-", _seconds(r["wall_s"]),
+            _seconds(r["cpu_s"]), f"{r['x_realtime']:.0f}" if r["x_realtime"] else "-",
+            f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] is not None else "-",
+            _seconds(r["function_wall_s"]), _seconds(r["function_cpu_s"]), upstream,
+        )
+    totals = data["totals"]
+    out.print(table)
+    out.print("fn: inside the analysis function (decoding and IO excluded); the rest is the framework's",
+              style="dim")
+    if totals["computed"]:
+        out.print(
+            f"{totals['computed']} computed: {totals['audio_s']:.1f} s of audio in {totals['wall_s']:.2f} s "
+            f"({totals['x_realtime']}x realtime), {totals['cpu_s']:.2f} CPU-s ({totals['x_realtime_cpu']}x per CPU)",
+            highlight=False,
+        )
+    for track_id, r in data["tracks"].items():
+        if r["status"] != "computed":
+            out.print(f"[red]failed[/red] {track_id}: {escape(r['reason'])}", highlight=False)
+    if data["profile"]:
+        p = data["profile"]
+        table = Table(title=f"{p['function']}: {p['function_s']:.3f} s over {p['tracks']} track(s); "
+                            f"top {len(p['functions'])} by cumulative time (cProfile, wall)", box=box.SIMPLE_HEAD)
+        for column in ("calls", "own s", "cum s", "%"):
+            table.add_column(column, justify="right", no_wrap=True)
+        table.add_column("function", overflow="fold")
+        for f in p["functions"]:
+            share = 100.0 * f["cumulative_s"] / p["function_s"] if p["function_s"] else 0.0
+            calls = str(f["calls"]) if f["calls"] == f["primitive_calls"] else f"{f['calls']}/{f['primitive_calls']}"
+            place = f["function"] if f["file"] == "~" else f"{f['function']} {os.path.basename(f['file'])}:{f['line']}"
+            table.add_row(calls, f"{f['own_s']:.4f}", f"{f['cumulative_s']:.4f}", f"{share:.0f}", Text(place))
+        out.print(table)
+    if data["output"]:
+        out.print(f"pstats written to {data['output']} (snakeviz {data['output']})", highlight=False)
+    if data["lines"]:
+        for f in data["lines"]["functions"]:
+            table = Table(title=f"{f['function']} ({escape(_short_path(f['file']))}:{f['line']}): {f['total_s']:.4f} s "
+                                f"(line_profiler, {data['lines']['tracks']} track(s))", box=box.SIMPLE_HEAD)
+            for column in ("line", "hits", "time s", "%"):
+                table.add_column(column, justify="right", no_wrap=True)
+            table.add_column("code", no_wrap=True, overflow="ellipsis", max_width=max(20, out.width - 36))
+            for line in f["lines"]:
+                table.add_row(str(line["line"]), str(line["hits"]), f"{line['time_s']:.4f}", f"{line['percent']:.1f}",
+                              Text(line["code"]))
+            out.print(table)
+
+
+def _short_path(path: str) -> str:
+    """A source path relative to the working folder, or to its site-packages."""
+    marker = f"site-packages{os.sep}"
+    if marker in path:
+        return path.split(marker, 1)[1]
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else path
 
 
 @main.command()
