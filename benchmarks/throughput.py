@@ -22,39 +22,14 @@ import argparse
 import csv
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD_CORPUS = os.path.join(REPO, "..", "shared", "corpus", "build_dev_corpus.sh")
-PLAIN_FORMATS = (".wav", ".flac", ".ogg", ".mp3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def corpus_files(corpus: str, limit: int | None) -> list[str]:
-    manifest = os.path.join(corpus, "manifest.csv")
-    if not os.path.exists(manifest):
-        if not os.path.exists(BUILD_CORPUS):
-            sys.exit(f"no corpus at {corpus} and no {BUILD_CORPUS} to build one")
-        subprocess.run(["bash", BUILD_CORPUS, corpus], check=True)
-    with open(manifest) as fh:
-        rows = list(csv.DictReader(fh))
-    files = [os.path.join(corpus, r["path"]) for r in rows if r["path"].lower().endswith(PLAIN_FORMATS)]
-    return files[:limit] if limit else files
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess]:
-    """Wall and CPU seconds (the process and its children) of a command."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, done
+from harness import REPO, corpus_files, timed
 
 
 def main() -> None:
