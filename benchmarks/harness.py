@@ -290,3 +290,43 @@ def fused_vs_separate(
     ratio = figures["fused"]["wall_s"] / figures["separate"]["wall_s"]
     figures["fused_over_separate"] = round(ratio, 3)
     return figures
+
+
+def worker_plan(
+    folder: str,
+    tracks: Sequence[tuple[str, str]],
+    *,
+    run_id: str,
+    selected: Sequence[str] = ("downsampled_audio",),
+) -> tuple[str, str, list[str]]:
+    """What ``klio-assets run`` hands its Beam job, written to files for
+    ``python -m klio_assets.worker.pipeline``: the plan (``force``, outputs under
+    ``folder/out``), the track list, and the local Beam options.
+
+    Returns
+    -------
+    (plan path, tracks path, Beam arguments)
+    """
+    from klio_assets.resources.beam import BeamRunnerResource
+
+    from klio_assets.analyses import load_analyses
+    from klio_assets.worker.plan import RunPlan, plan_analyses, planned_for
+
+    beam = BeamRunnerResource()
+    analyses = load_analyses()
+    graph = {a.name: a for a in analyses}
+    plan = RunPlan(
+        run_id=run_id,
+        storage_root=os.path.join(folder, "out"),
+        analyses=planned_for(list(selected), plan_analyses(analyses), graph),
+        selected=list(selected),
+        force=True,
+        lanes=beam.lanes(),
+    )
+    os.makedirs(folder, exist_ok=True)
+    plan_path, tracks_path = os.path.join(folder, "plan.json"), os.path.join(folder, "tracks.jsonl")
+    with open(plan_path, "w") as fh:
+        fh.write(plan.to_json())
+    with open(tracks_path, "w") as fh:
+        fh.writelines(json.dumps({"track_id": t, "uri": p}) + "\n" for t, p in tracks)
+    return plan_path, tracks_path, beam.pipeline_options_args(job_name=run_id)

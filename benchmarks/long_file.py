@@ -112,33 +112,6 @@ print(json.dumps(out))
 """
 
 
-def _write_plan(folder: str, path: str) -> tuple[str, str, list[str]]:
-    """The plan and track list of ``klio-assets run downsampled_audio`` on one file, and the
-    local Beam options it runs with."""
-    from klio_assets.resources.beam import BeamRunnerResource
-
-    from klio_assets.analyses import load_analyses
-    from klio_assets.worker.plan import RunPlan, plan_analyses, planned_for
-
-    beam = BeamRunnerResource()
-    analyses = load_analyses()
-    graph = {a.name: a for a in analyses}
-    plan = RunPlan(
-        run_id="long-file",
-        storage_root=os.path.join(folder, "out"),
-        analyses=planned_for(["downsampled_audio"], plan_analyses(analyses), graph),
-        selected=["downsampled_audio"],
-        force=True,
-        lanes=beam.lanes(),
-    )
-    plan_path, tracks_path = os.path.join(folder, "plan.json"), os.path.join(folder, "tracks.jsonl")
-    with open(plan_path, "w") as fh:
-        fh.write(plan.to_json())
-    with open(tracks_path, "w") as fh:
-        fh.write(json.dumps({"track_id": "long", "uri": path}) + "\n")
-    return plan_path, tracks_path, beam.pipeline_options_args(job_name="long-file")
-
-
 def _checked(run: dict, what: str) -> dict:
     if run["returncode"] != 0:
         sys.exit(f"{what} failed ({run['returncode']}):\n{run['stderr'][-3000:]}")
@@ -150,7 +123,9 @@ def measure(path: str, work: str, *, trace: bool, cli: bool) -> dict:
     env = harness.clean_env()
     python = sys.executable
     folder = tempfile.mkdtemp(dir=work)
-    plan_path, tracks_path, beam_args = _write_plan(folder, path)
+    plan_path, tracks_path, beam_args = harness.worker_plan(
+        folder, [("long", path)], run_id="long-file"
+    )
     out: dict = {}
     worker = _checked(
         harness.run_child(
