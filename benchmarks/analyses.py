@@ -5,10 +5,9 @@
    analysis is then recomputed alone (``force``) with its upstream outputs in place, so its
    figure is its own cost plus, for analyses that read the source, one decode of it. Reported
    as CPU-seconds per minute of audio.
-2. Fused vs separate, as a user runs them: ``klio-assets run`` of every analysis at once on a
-   fresh home, against one ``klio-assets run <analysis>`` per analysis in dependency order on
-   another fresh home (each run computing one analysis, reading its upstreams' outputs). Wall
-   time of each, from process start; the target is fused <= 0.7x separate.
+2. Fused vs separate, as ``fused.py`` measures it (the same code), on these tracks:
+   ``klio-assets run`` of every analysis at once against one run per analysis; the target is
+   fused <= 0.7x separate.
 
 Usage (from the repo root)::
 
@@ -25,15 +24,14 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from throughput import corpus_files, timed  # noqa: E402
+import harness
+from harness import REPO, corpus_files
 
 
 def _cpu() -> float:
@@ -80,35 +78,14 @@ def per_analysis(files: list[str], scratch: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def fused_vs_separate(files: list[str], scratch: str, without: list[str]) -> dict[str, float]:
-    """Wall seconds of one fused ``klio-assets run`` and of one run per analysis."""
-    from klio_assets.analyses import load_analyses
-    from klio_assets.worker.plan import plan_analyses
+def fused_vs_separate(files: list[str], scratch: str, without: list[str]) -> dict:
+    """Fused vs separate ``klio-assets run`` (see ``fused.py``, the benchmark of record)."""
+    from fused import per_track_analyses
 
-    names = [n for n in plan_analyses(load_analyses()) if n not in without]
+    names = per_track_analyses(without)
     print(f"  analyses: {', '.join(names)}")
-    library = os.path.join(scratch, "library")
-    os.makedirs(library, exist_ok=True)
-    for i, path in enumerate(files):
-        os.symlink(os.path.abspath(path), os.path.join(library, f"t{i:03d}{os.path.splitext(path)[1]}"))
-    cli = [sys.executable, "-m", "klio_assets.cli"]
-    figures = {}
-    for mode in ("fused", "separate"):
-        home = os.path.join(scratch, f"home-{mode}")
-        env = {**os.environ, "KLIO_ASSETS_HOME": home}
-        added = subprocess.run([*cli, "add", "--follow-symlinks", library], env=env, capture_output=True, text=True)
-        if added.returncode != 0:
-            sys.exit(f"klio-assets add failed:\n{added.stderr[-2000:]}")
-        commands = [[*cli, "run", *names]] if mode == "fused" else [[*cli, "run", n] for n in names]
-        wall = cpu = 0.0
-        for command in commands:
-            w, c, done = timed(command, env)
-            if done.returncode != 0:
-                sys.exit(f"{' '.join(command[2:])} failed:\n{done.stderr[-2000:]}")
-            wall, cpu = wall + w, cpu + c
-        figures[f"{mode}_wall_s"], figures[f"{mode}_cpu_s"] = round(wall, 2), round(cpu, 2)
-        print(f"  {mode:8s} {wall:7.1f} s wall, {cpu:7.1f} CPU-s ({len(commands)} run(s))")
-    figures["fused_over_separate"] = round(figures["fused_wall_s"] / figures["separate_wall_s"], 3)
+    tracks = [(f"t{i:03d}", os.path.abspath(path)) for i, path in enumerate(files)]
+    figures = harness.fused_vs_separate(tracks, names, scratch)
     print(f"  fused / separate: {figures['fused_over_separate']:.2f} (target <= 0.7)")
     return figures
 

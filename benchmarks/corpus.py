@@ -16,39 +16,23 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shutil
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD_CORPUS = os.path.join(REPO, "..", "shared", "corpus", "build_dev_corpus.sh")
-CACHE = os.path.join(REPO, ".cache", "bench", "corpus")
-DEFAULT_CORPUS = os.path.join(REPO, "dev-corpus")
-PLAIN_FORMATS = (".wav", ".flac", ".ogg", ".mp3")
+from harness import CACHE as BENCH_CACHE
+from harness import CORPUS as DEFAULT_CORPUS
+from harness import PLAIN_FORMATS, corpus_rows, warm_page_cache
+
+CACHE = os.path.join(BENCH_CACHE, "corpus")
 #: (file suffix, ffmpeg output arguments) of the extra encodings, in the order they are used.
 VARIANTS = (
     (".flac", ["-c:a", "flac"]),
     (".mp3", ["-c:a", "libmp3lame", "-b:a", "192k"]),
     (".48k.wav", ["-ar", "48000", "-c:a", "pcm_s16le"]),
 )
-
-
-def originals(corpus: str) -> list[tuple[str, str]]:
-    """``(kind, path)`` of the corpus files libsndfile reads completely, building the corpus if absent."""
-    manifest = os.path.join(corpus, "manifest.csv")
-    if not os.path.exists(manifest):
-        if not os.path.exists(BUILD_CORPUS):
-            sys.exit(f"no corpus at {corpus} and no {BUILD_CORPUS} to build one")
-        subprocess.run(["bash", BUILD_CORPUS, corpus], check=True)
-    with open(manifest) as fh:
-        rows = list(csv.DictReader(fh))
-    return [
-        (r.get("kind", ""), os.path.join(corpus, r["path"]))
-        for r in rows
-        if r["path"].lower().endswith(PLAIN_FORMATS)
-    ]
+warm = warm_page_cache
 
 
 def _variant(src: str, suffix: str, args: list[str]) -> str:
@@ -69,9 +53,9 @@ def bench_files(corpus: str = DEFAULT_CORPUS, n: int | None = 200) -> list[str]:
 
     The originals come first, then the music in each extra encoding of :data:`VARIANTS`.
     """
-    found = originals(os.path.abspath(corpus))
-    files = [path for _, path in found]
-    music = [path for kind, path in found if kind == "music" and path.lower().endswith(".ogg")]
+    rows = [r for r in corpus_rows(os.path.abspath(corpus)) if r["path"].lower().endswith(PLAIN_FORMATS)]
+    files = [r["path"] for r in rows]
+    music = [r["path"] for r in rows if r.get("kind") == "music" and r["path"].lower().endswith(".ogg")]
     for suffix, args in VARIANTS:
         for src in music:
             if n is not None and len(files) >= n:
@@ -80,14 +64,6 @@ def bench_files(corpus: str = DEFAULT_CORPUS, n: int | None = 200) -> list[str]:
     if n is not None and len(files) < n:
         sys.exit(f"only {len(files)} distinct files can be made from {corpus}, {n} asked")
     return files if n is None else files[:n]
-
-
-def warm(files: list[str]) -> None:
-    """Read every file once, so that no side of a comparison pays the disk."""
-    for path in files:
-        with open(path, "rb") as fh:
-            while fh.read(1 << 22):
-                pass
 
 
 def main() -> None:

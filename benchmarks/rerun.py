@@ -17,14 +17,13 @@ Prints figures, then one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import tempfile
 
 from corpus import DEFAULT_CORPUS, bench_files, warm
-from harness import PYTHON, clean_env, klio_run, register, timed
+from harness import PYTHON, final_json, klio_home, klio_run, timed
 
 TARGET = 0.02
 
@@ -39,9 +38,8 @@ def main() -> None:
     files = bench_files(args.corpus, args.tracks)
     warm(files)
     work = tempfile.mkdtemp(prefix="klio-bench-")
-    env = clean_env(os.path.join(work, "home"))
     try:
-        register(files, work, env)
+        env = klio_home(os.path.join(work, "home"), [(f"t{i:05d}", path) for i, path in enumerate(files)])
         wall_first, cpu_first, first = klio_run(["downsampled_audio"], env)
         reruns = [klio_run(["downsampled_audio"], env) for _ in range(args.repeats)]
         checked = [klio_run(["downsampled_audio", "--check-dagster"], env) for _ in range(args.repeats)]
@@ -75,7 +73,7 @@ def main() -> None:
           f"(target <= {TARGET}); {figures['rerun_runs_launched']} runs launched; {last['assets']['downsampled_audio']}")
     print(f"rerun --check-dagster (full check against Dagster): {checked_wall:.2f} s = "
           f"{checked_wall / wall_first:.4f} x first; python -c 'import dagster' alone: {figures['import_dagster_s']:.2f} s")
-    print(json.dumps(figures, sort_keys=True))
+    final_json("rerun", figures)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 
 from corpus import DEFAULT_CORPUS, bench_files, warm
-from harness import PYTHON, REPO, clean_env, code_lines, klio_run, register, timed
+from harness import PYTHON, REPO, clean_env, code_lines, final_json, klio_home, klio_run, timed
 
 TARGET_C_OVER_A = 0.9
 TARGET_CORES = 1.8
@@ -45,7 +45,7 @@ def main() -> None:
     files = bench_files(args.corpus, args.tracks)
     warm(files)
     work = tempfile.mkdtemp(prefix="klio-bench-")
-    env = clean_env(os.path.join(work, "home"))
+    env = clean_env()
     here = os.path.join(REPO, "benchmarks")
     try:
         wall_a, cpu_a, plain = timed(
@@ -56,7 +56,7 @@ def main() -> None:
             [PYTHON, os.path.join(here, "plain_dagster_beam.py"), "--home", os.path.join(work, "plain-home"),
              "--out", os.path.join(work, "plain-beam"), "--workers", str(args.workers), *files], env)
         out_b = json.loads(plain_beam.stdout.strip().splitlines()[-1])
-        register(files, work, env)
+        env = klio_home(os.path.join(work, "home"), [(f"t{i:05d}", path) for i, path in enumerate(files)])
         wall_c, cpu_c, out_c = klio_run(["downsampled_audio"], env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -108,7 +108,7 @@ def main() -> None:
           f"c/b {wall_b / wall_c:.3f}; klio's Beam job alone {beam_s:.1f} s")
     print(f"lines of code: plain Dagster + Beam {loc_b}, downsampled_audio {loc_c} "
           f"({100 * (1 - loc_c / loc_b):.0f} % less)")
-    print(json.dumps(figures, sort_keys=True))
+    final_json("throughput", figures)
 
 
 if __name__ == "__main__":

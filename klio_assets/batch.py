@@ -185,7 +185,12 @@ def run_batch(
                 "analyses": {name: {"status": "failed", "reason": reason} for name in selected},
             }
 
-    summary = reporting.summarize(results, selected, beam_seconds=job.wall_s if job else 0.0)
+    summary = reporting.summarize(
+        results,
+        selected,
+        beam_seconds=job.wall_s if job else 0.0,
+        beam_cpu_seconds=job.cpu_s if job else None,
+    )
     failed = {
         name: {
             t: r["analyses"][name]["reason"]

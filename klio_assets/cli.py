@@ -274,6 +274,7 @@ def _report_run(invocation: Any, selected: Sequence[str], *, dry_run: bool, as_j
     rows = _summary_rows(selected, invocation)
     tracks_detail: dict[str, dict[str, Any]] = {}
     audio_hours = computed_hours = beam_seconds = 0.0
+    beam_cpu_seconds: float | None = None
     errors = []
     for run in invocation.runs:
         if run.summary:
@@ -281,6 +282,8 @@ def _report_run(invocation: Any, selected: Sequence[str], *, dry_run: bool, as_j
             audio_hours += run.summary.get("audio_hours", 0.0)
             computed_hours += run.summary.get("computed_audio_hours", 0.0)
             beam_seconds += run.summary.get("beam_seconds", 0.0)
+            if run.summary.get("beam_cpu_seconds") is not None:
+                beam_cpu_seconds = (beam_cpu_seconds or 0.0) + run.summary["beam_cpu_seconds"]
         if run.error:
             errors.append(f"run {run.run_id}: {run.error}")
     failed = {
@@ -301,6 +304,7 @@ def _report_run(invocation: Any, selected: Sequence[str], *, dry_run: bool, as_j
             "audio_hours": round(audio_hours, 4),
             "computed_audio_hours": round(computed_hours, 4),
             "beam_seconds": round(beam_seconds, 3),
+            "beam_cpu_seconds": None if beam_cpu_seconds is None else round(beam_cpu_seconds, 3),
             "wall_seconds": invocation.wall_seconds,
             "errors": errors,
             "catalog": invocation.catalog,

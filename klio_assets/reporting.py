@@ -158,7 +158,11 @@ def log_materializations(
 
 
 def summarize(
-    results: Mapping[str, Mapping[str, Any]], selected: Sequence[str], *, beam_seconds: float
+    results: Mapping[str, Mapping[str, Any]],
+    selected: Sequence[str],
+    *,
+    beam_seconds: float,
+    beam_cpu_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Counts by status per analysis, hours of audio and throughput of one run.
 
@@ -169,6 +173,8 @@ def summarize(
     selected : sequence of str
     beam_seconds : float
         Wall time of the Beam job.
+    beam_cpu_seconds : float, optional
+        CPU time of a local Beam job (None when it ran elsewhere).
     """
     counts: dict[str, Counter] = {name: Counter() for name in selected}
     computed_audio_s = 0.0
@@ -190,6 +196,7 @@ def summarize(
         "audio_hours": round(total_audio_s / 3600, 4),
         "computed_audio_hours": round(computed_audio_s / 3600, 4),
         "beam_seconds": round(beam_seconds, 3),
+        "beam_cpu_seconds": None if beam_cpu_seconds is None else round(beam_cpu_seconds, 3),
         "realtime_factor": round(computed_audio_s / beam_seconds, 1) if beam_seconds > 0 else None,
     }
 

@@ -186,6 +186,8 @@ class BeamJob:
         self._thread: threading.Thread | None = None
         self.started = time.monotonic()
         self.finished: float | None = None
+        self._cpu_started = time.process_time()
+        self._cpu_finished: float | None = None
 
     @property
     def job_id(self) -> str:
@@ -220,6 +222,7 @@ class BeamJob:
                     self.error = exc
                 finally:
                     self.finished = time.monotonic()
+                    self._cpu_finished = time.process_time()
 
             self._thread = threading.Thread(target=run_local, name=f"beam-{self.job_name}", daemon=True)
             self._thread.start()
@@ -275,6 +278,15 @@ class BeamJob:
     def wall_s(self) -> float:
         """Seconds from submission to the end (or to now)."""
         return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def cpu_s(self) -> float | None:
+        """CPU-seconds this process spent from submission to the end (or to now), for the
+        local runner, which runs the job in this process (with ``wall_s``: how many cores
+        it kept busy); None for remote runners."""
+        if self._thread is None:
+            return None
+        return (self._cpu_finished or time.process_time()) - self._cpu_started
 
     def cancel(self) -> None:
         """Ask the runner to stop the job (the local runner cannot be stopped mid-run)."""

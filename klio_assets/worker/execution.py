@@ -48,21 +48,42 @@ COMPUTED, SKIPPED, FAILED = "computed", "skipped", "failed"
 WOULD_COMPUTE, WOULD_SKIP = "would_compute", "would_skip"
 #: Blocks buffered per analysis fed from a shared decode (8 x 64k frames).
 FEED_DEPTH = 8
-#: Audio-seconds decoded per CPU-second, by codec (44.1 kHz stereo, measured): used to
-#: balance lanes so that one long or slow track does not leave a core idle.
-_DECODE_SPEED = {"PCM": 1340.0, "FLAC": 750.0, "VORBIS": 520.0, "MPEG": 800.0, "OPUS": 150.0}
-_FFMPEG_SPEED = 450.0
+#: Audio-seconds decoded per CPU-second (44.1 kHz stereo, measured): used to balance lanes so
+#: that one long or slow track does not leave a core idle. FLAC is looked up by container (its
+#: codec reads ``PCM_16``, like WAV's, but it decodes at half the speed); the rest by codec.
+_DECODE_SPEED = {"FLAC": 750.0, "PCM": 1340.0, "VORBIS": 520.0, "MPEG": 800.0, "OPUS": 150.0}
+_FFMPEG_SPEED = {"OPUS": 230.0}
+_FFMPEG_DEFAULT_SPEED = 450.0
+#: CPU-seconds per audio minute of one analysis' own work past the decode (downsampling: ~0.1;
+#: most built-in analyses 0.1-0.3, stems 5).
+_ANALYSIS_CPU_PER_MINUTE = 0.1
+#: CPU-seconds a track costs whatever its length (probe, hash, opening and committing outputs,
+#: its record). With the above, measured for downsampled_audio: a 10-second Ogg Vorbis track
+#: 0.045 CPU-s (estimate 0.051), a 60-minute FLAC 8.5-10 (estimate 10.8).
+_TRACK_OVERHEAD_S = 0.015
 
 
-def estimate_cost(info: dict[str, Any]) -> float:
-    """Rough CPU-seconds to decode a source, from its header (for balancing only)."""
-    codec = str(info.get("codec", ""))
-    speed = _FFMPEG_SPEED if info.get("decoder") == "ffmpeg" else next(
-        (v for k, v in _DECODE_SPEED.items() if codec.startswith(k)), 700.0
-    )
-    rate, channels, frames = info.get("sample_rate", 44100), info.get("channels", 2), info.get("frames", 0)
-    duration = frames / rate if rate else 0.0
-    return duration * (rate * channels) / (44100 * 2) / speed + 0.002
+def estimate_cost(info: dict[str, Any], *, analyses: int = 1) -> float:
+    """Rough CPU-seconds of a track, from its header (for balancing only).
+
+    Parameters
+    ----------
+    info : dict
+        :meth:`SourceInfo.to_dict`.
+    analyses : int
+        Analyses to compute for the track.
+    """
+    codec = str(info.get("codec", "")).upper()
+    key = "FLAC" if str(info.get("container", "")).upper() == "FLAC" else codec
+    if info.get("decoder") == "ffmpeg":
+        speeds, default = _FFMPEG_SPEED, _FFMPEG_DEFAULT_SPEED
+    else:
+        speeds, default = _DECODE_SPEED, 700.0
+    speed = next((v for k, v in speeds.items() if key.startswith(k)), default)
+    rate, channels = info.get("sample_rate", 44100), info.get("channels", 2)
+    duration = info.get("frames", 0) / rate if rate else 0.0
+    decode = duration * (rate * channels) / (44100 * 2) / speed
+    return decode + duration / 60 * _ANALYSIS_CPU_PER_MINUTE * max(1, analyses) + _TRACK_OVERHEAD_S
 
 
 def _reason(exc: BaseException, track_id: str, uri: str, analysis: str) -> str:
@@ -183,7 +204,7 @@ class Engine:
                     task["content_hash"] = hash_file(path)
                     info = audio_io.probe(path, track_id=track_id, uri=uri, limits=self.limits)
                 task["info"] = info.to_dict()
-                task["cost"] = estimate_cost(task["info"])
+                task["cost"] = estimate_cost(task["info"], analyses=len(task["pending"]))
         except FileNotFoundError:
             self._fail_pending(task, f"track {track_id!r}: {uri}: source file not found")
         except Exception as exc:  # one track's problem, recorded on the track

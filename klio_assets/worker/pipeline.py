@@ -2,11 +2,14 @@
 
 ::
 
-    ListTracks -> CheckOutputs -+-> (nothing to do, reported) ----------------------+
-                                +-> GroupByContent -> Balance -> AnalyzeTracks --+-> ReportedTracks
+    ListTracks -> SpreadTracks -> CheckOutputs
+      -+-> (nothing to do, reported) ---------------------+
+       +-> GroupByContent -> Balance -> AnalyzeTracks ----+-> ReportedTracks
 
 * ``CheckOutputs`` skips tracks whose outputs exist for the current versions (Klio's
-  output-existence check) and probes and hashes the rest.
+  output-existence check) and probes and hashes the rest; with lanes, the tracks are dealt
+  round-robin over them first (``SpreadTracks``), so every worker takes a share of the
+  hashing instead of one worker doing it all while the others wait.
 * ``GroupByContent`` puts tracks with identical source bytes together: one is computed,
   the others share its outputs.
 * ``Balance`` spreads work evenly. Beam's local FnApiRunner splits a stage statically into
@@ -223,6 +226,24 @@ def assign_lanes(groups: Sequence[list[dict[str, Any]]], lanes: int) -> list[tup
     return out
 
 
+class SpreadTracks(beam.PTransform):
+    """Deal track references round-robin over ``lanes`` lanes (by run order), so that a
+    runner that splits stages statically gives each worker a share of the next step."""
+
+    def __init__(self, lanes: int):
+        super().__init__()
+        self.lanes = lanes
+
+    def expand(self, refs):
+        lanes = max(1, self.lanes)
+        return (
+            refs
+            | "KeyByLane" >> beam.Map(lambda ref: (ref["order"] % lanes, ref))
+            | "GroupByLane" >> beam.GroupByKey()
+            | "UnpackLane" >> beam.FlatMap(lambda kv: list(kv[1]))
+        )
+
+
 class Balance(beam.PTransform):
     """Spread groups of work over the workers (see the module docstring)."""
 
@@ -260,10 +281,11 @@ def build_pipeline(pipeline: beam.Pipeline, plan: RunPlan, tracks: Iterable[dict
     """
     plan_json = with_limit_options(plan, getattr(pipeline, "options", None)).to_json()
     refs = [{"track_id": t["track_id"], "uri": t["uri"], "order": i} for i, t in enumerate(tracks)]
-    checked = (
-        pipeline
-        | "ListTracks" >> beam.Create(refs, reshuffle=False)
-        | "CheckOutputs" >> beam.ParDo(CheckOutputs(plan_json)).with_outputs(_DONE, main="pending")
+    listed = pipeline | "ListTracks" >> beam.Create(refs, reshuffle=False)
+    if plan.lanes > 0:
+        listed = listed | "SpreadTracks" >> SpreadTracks(plan.lanes)
+    checked = listed | "CheckOutputs" >> beam.ParDo(CheckOutputs(plan_json)).with_outputs(
+        _DONE, main="pending"
     )
     analyzed = (
         checked.pending
