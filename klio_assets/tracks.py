@@ -4,7 +4,8 @@ Everything here treats its input as untrusted: track IDs are validated, IDs deri
 file names are made safe, manifest paths may not leave the manifest's folder (or the roots
 explicitly allowed), and a symlink inside an added folder may not pull in a file from outside
 it unless asked. Registration is batched: adding partitions one at a time costs 11-22 ms
-each, in batches 14-99 microseconds.
+each, in batches 14-99 microseconds (about 10-25 on PostgreSQL with the bulk insert of
+:func:`klio_assets.partitions.add_track_partitions`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import dagster as dg
 
 from klio_assets.catalog import Registration, TrackCatalog
 from klio_assets.errors import CatalogError, ParameterError, TrackIdError, UnsafePathError
-from klio_assets.partitions import TRACKS
+from klio_assets.partitions import add_track_partitions
 from klio_assets.trackids import track_id_from_name, validate_track_id
 from klio_assets.worker.storage import is_remote
 
@@ -32,8 +33,6 @@ AUDIO_EXTENSIONS = frozenset(
 _ALLOWED_SCHEMES = ("gs://", "s3://")
 #: Longest path or URI accepted from outside (Linux's PATH_MAX).
 MAX_PATH_LENGTH = 4096
-#: Partitions added per Dagster call.
-PARTITION_BATCH = 10_000
 #: Largest track message accepted (a Pub/Sub message names one track).
 MAX_MESSAGE_BYTES = 64 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -284,7 +283,5 @@ def register_tracks(
         validate_track_id(track_id)
     outcome = catalog.register(tracks)
     keys = [t for t, _ in tracks if t not in outcome.conflicts]
-    keys = list(dict.fromkeys(keys))
-    for start in range(0, len(keys), PARTITION_BATCH):
-        instance.add_dynamic_partitions(TRACKS, keys[start : start + PARTITION_BATCH])
+    add_track_partitions(instance, keys)
     return outcome
