@@ -262,7 +262,8 @@ def build_pipeline(pipeline: beam.Pipeline, plan: RunPlan, tracks: Iterable[dict
     refs = [{"track_id": t["track_id"], "uri": t["uri"], "order": i} for i, t in enumerate(tracks)]
     checked = (
         pipeline
-        | "ListTracks" >> beam.Create(refs, reshuffle=False)
+        # Typed: otherwise Beam infers the type of every element (~0.3 s per 1000 tracks).
+        | "ListTracks" >> beam.Create(refs, reshuffle=False).with_output_types(dict[str, Any])
         | "CheckOutputs" >> beam.ParDo(CheckOutputs(plan_json)).with_outputs(_DONE, main="pending")
     )
     analyzed = (
