@@ -19,7 +19,7 @@ from typing import Any
 import dagster as dg
 
 from klio_assets.errors import KlioAssetsError, ParameterError
-from klio_assets.partitions import TRACKS
+from klio_assets.partitions import ordered_keys
 from klio_assets.settings import Settings
 from klio_assets.trackids import validate_track_id
 from klio_assets.worker.plan import Layout, PlannedAnalysis
@@ -125,7 +125,7 @@ def resolve_tracks(instance: dg.DagsterInstance, requested: Sequence[str] | None
     ParameterError
         A requested ID is invalid or not registered.
     """
-    ordered = list(instance.get_dynamic_partitions(TRACKS))
+    ordered = ordered_keys(instance)
     if not requested:
         return ordered, ordered
     for track_id in requested:
