@@ -37,7 +37,7 @@ def test_postgres_instance_records_every_track_in_batches(postgres, tmp_path, mo
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     instance = dg.DagsterInstance.get()
     try:
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.event_log_storage).__name__ == "BatchedPostgresEventLogStorage"
         catalog = get_catalog(settings.catalog_url)
         order = ["wav44", "broken", "flac48", "ogg32"]
         register_tracks(instance, catalog, [(t, catalog_tracks[t].path) for t in order])
