@@ -47,17 +47,17 @@ import dagster as dg
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import PhaseTimer, add_run_arguments, checked_backends, fresh_home, write_clips  # noqa: E402
+from klio_assets.resources.beam import BeamJob, BeamRunnerResource  # noqa: E402
+
 from klio_assets import batch, launch, reporting  # noqa: E402
 from klio_assets import tracks as tracks_module  # noqa: E402
 from klio_assets.catalog import TrackCatalog, get_catalog  # noqa: E402
 from klio_assets.partitions import TRACKS  # noqa: E402
-from klio_assets.resources.beam import BeamJob, BeamRunnerResource  # noqa: E402
 from klio_assets.settings import Settings  # noqa: E402
 from klio_assets.tracks import register_tracks  # noqa: E402
 from klio_assets.worker.storage import Storage  # noqa: E402
 from klio_assets_tests.postgres import PostgresServer, running_postgres  # noqa: E402
-
-from common import PhaseTimer, fresh_home, write_clips  # noqa: E402
 
 ASSET = "downsampled_audio"
 #: Tracks per ``register_tracks`` call (one ``klio-assets add`` of a big folder).
@@ -240,17 +240,10 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--registered", type=int, default=100_000, help="tracks registered")
-    parser.add_argument("--run-tracks", type=int, default=1000, help="tracks in the run")
-    parser.add_argument("--backends", default="sqlite,postgres", help="sqlite, postgres or both")
+    add_run_arguments(parser, registered=100_000)
     parser.add_argument("--profile", metavar="DIR", help="cProfile into DIR/<backend>-<run>.prof")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if unknown := set(backends) - {"sqlite", "postgres"}:
-        parser.error(f"unknown backends {sorted(unknown)}")
-    if not 0 < args.run_tracks <= args.registered:
-        parser.error("need 0 < --run-tracks <= --registered")
+    backends = checked_backends(parser, args)
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
 

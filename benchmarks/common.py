@@ -122,3 +122,21 @@ def sensor_tick(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, c
     started = time.perf_counter()
     result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
     return time.perf_counter() - started, result
+
+
+def add_run_arguments(parser: Any, *, registered: int) -> None:
+    """``--registered``, ``--run-tracks``, ``--backends`` and ``--keep``, shared by the scripts."""
+    parser.add_argument("--registered", type=int, default=registered, help="tracks registered")
+    parser.add_argument("--run-tracks", type=int, default=1000, help="tracks in the run")
+    parser.add_argument("--backends", default="sqlite,postgres", help="sqlite, postgres or both")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+
+
+def checked_backends(parser: Any, args: Any) -> list[str]:
+    """The backends asked for, after checking the arguments of :func:`add_run_arguments`."""
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if unknown := set(backends) - {"sqlite", "postgres"}:
+        parser.error(f"unknown backends {sorted(unknown)}")
+    if not 0 < args.run_tracks <= args.registered:
+        parser.error("need 0 < --run-tracks <= --registered")
+    return backends
