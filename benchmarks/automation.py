@@ -34,27 +34,15 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 import dagster as dg  # noqa: E402
+from common import sensor_tick, touch_files  # noqa: E402
 
 from klio_assets.definitions import build_definitions  # noqa: E402
 from klio_assets.partitions import TRACKS  # noqa: E402
 from klio_assets.settings import Settings  # noqa: E402
 from klio_assets_tests.postgres import running_postgres  # noqa: E402
-
-
-def touch_files(folder: str, prefix: str, n: int) -> None:
-    os.makedirs(folder, exist_ok=True)
-    for i in range(n):
-        with open(os.path.join(folder, f"{prefix}-{i:07d}.wav"), "wb"):
-            pass
-
-
-def sensor_tick(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None):
-    sensor = defs.resolve_sensor_def(name)
-    started = time.perf_counter()
-    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
-    return time.perf_counter() - started, result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import inspect
 import io
 import json
 import os
@@ -40,20 +39,21 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-import numpy as np
-import soundfile as sf
 
 # klio_assets_tests is not installed: import it from this checkout.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import PhaseTimer, add_run_arguments, checked_backends, fresh_home, write_clips  # noqa: E402
+from klio_assets.resources.beam import BeamJob, BeamRunnerResource  # noqa: E402
 
 from klio_assets import batch, launch, reporting  # noqa: E402
+from klio_assets import tracks as tracks_module  # noqa: E402
 from klio_assets.catalog import TrackCatalog, get_catalog  # noqa: E402
 from klio_assets.partitions import TRACKS  # noqa: E402
-from klio_assets.resources.beam import BeamJob, BeamRunnerResource  # noqa: E402
 from klio_assets.settings import Settings  # noqa: E402
 from klio_assets.tracks import register_tracks  # noqa: E402
 from klio_assets.worker.storage import Storage  # noqa: E402
@@ -62,63 +62,6 @@ from klio_assets_tests.postgres import PostgresServer, running_postgres  # noqa:
 ASSET = "downsampled_audio"
 #: Tracks per ``register_tracks`` call (one ``klio-assets add`` of a big folder).
 REGISTER_BATCH = 10_000
-SAMPLE_RATE = 44_100
-CLIP_SECONDS = 0.05
-_KLIO_VARS = ("KLIO_ASSETS_HOME", "KLIO_ASSETS_STORAGE", "KLIO_ASSETS_CATALOG", "DAGSTER_HOME")
-
-
-def write_clips(folder: str, n: int) -> list[str]:
-    """``n`` distinct 0.05-s mono WAVs (a different tone and noise each: no content sharing)."""
-    os.makedirs(folder, exist_ok=True)
-    t = np.arange(int(CLIP_SECONDS * SAMPLE_RATE)) / SAMPLE_RATE
-    paths = []
-    for i in range(n):
-        rng = np.random.default_rng(i)
-        y = 0.3 * np.sin(2 * np.pi * (110.0 + i) * t) + 0.05 * rng.standard_normal(t.size)
-        path = os.path.join(folder, f"clip-{i:06d}.wav")
-        sf.write(path, y.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
-        paths.append(path)
-    return paths
-
-
-class PhaseTimer:
-    """Wall time and calls of chosen functions (patched in this process while timing)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.calls: dict[str, int] = {}
-
-    @contextlib.contextmanager
-    def wrap(self, owner: Any, attr: str, label: str) -> Iterator[None]:
-        original = inspect.getattr_static(owner, attr)  # the plain function, even if inherited
-        own = attr in vars(owner)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - started
-                self.calls[label] = self.calls.get(label, 0) + 1
-
-        setattr(owner, attr, timed)
-        try:
-            yield
-        finally:
-            if own:
-                setattr(owner, attr, original)
-            else:
-                delattr(owner, attr)
-
-    def wrap_all(self, targets: list[tuple[Any, str, str]]) -> contextlib.ExitStack:
-        """Wrap every ``(owner, attribute, label)``; undone when the returned stack closes."""
-        stack = contextlib.ExitStack()
-        for owner, attr, label in targets:
-            stack.enter_context(self.wrap(owner, attr, label))
-        return stack
-
-    def rounded(self) -> dict[str, float]:
-        return {k: round(v, 3) for k, v in self.seconds.items()}
 
 
 #: What a run does besides the Beam job, timed separately (label: owner, attribute).
@@ -135,7 +78,7 @@ RUN_PHASES = [
 ]
 REGISTER_PHASES = [
     (TrackCatalog, "register", "catalog"),
-    (dg.DagsterInstance, "add_dynamic_partitions", "dagster_partitions"),
+    (tracks_module, "add_track_partitions", "dagster_partitions"),
 ]
 
 
@@ -228,19 +171,7 @@ def bench_backend(
     profile_dir: str | None,
 ) -> dict[str, Any]:
     """Register, run twice, and report for one backend (``sqlite`` or ``postgres``)."""
-    home = os.path.join(workdir, backend, "home")
-    os.makedirs(home)
-    for name in _KLIO_VARS:
-        os.environ.pop(name, None)
-    os.environ["KLIO_ASSETS_HOME"] = home
-    if backend == "postgres":
-        assert postgres is not None
-        postgres.create_database("dagster")
-        with open(os.path.join(home, "dagster.yaml"), "w") as fh:  # before the instance exists
-            fh.write(postgres.dagster_yaml("dagster"))
-        os.environ["KLIO_ASSETS_CATALOG"] = postgres.create_database("catalog")
-    settings = Settings.from_env()
-    launch.prepare_environment(settings)
+    settings = fresh_home(backend, workdir, postgres=postgres)
     out: dict[str, Any] = {"catalog": settings.catalog_url.split("://")[0]}
     with dg.DagsterInstance.get() as instance:
         catalog = get_catalog(settings.catalog_url)
@@ -309,17 +240,10 @@ def print_report(results: dict[str, Any], args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--registered", type=int, default=100_000, help="tracks registered")
-    parser.add_argument("--run-tracks", type=int, default=1000, help="tracks in the run")
-    parser.add_argument("--backends", default="sqlite,postgres", help="sqlite, postgres or both")
+    add_run_arguments(parser, registered=100_000)
     parser.add_argument("--profile", metavar="DIR", help="cProfile into DIR/<backend>-<run>.prof")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if unknown := set(backends) - {"sqlite", "postgres"}:
-        parser.error(f"unknown backends {sorted(unknown)}")
-    if not 0 < args.run_tracks <= args.registered:
-        parser.error("need 0 < --run-tracks <= --registered")
+    backends = checked_backends(parser, args)
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
+import numpy as np
 
 from klio_assets.catalog import TrackCatalog
-from klio_assets.launch import contiguous_ranges, existing_outputs
-from klio_assets.partitions import TRACKS
+from klio_assets.launch import existing_outputs, materialized_tracks
+from klio_assets.partitions import ordered_keys
 from klio_assets.propagation import _run_tracks
 from klio_assets.worker.plan import PlannedAnalysis
 from klio_assets.worker.storage import Storage
@@ -93,6 +95,12 @@ def plan_backfill(
 ) -> BackfillPlan:
     """Find missing, failed and stale tracks per analysis and cut them into bounded runs.
 
+    Works on arrays over the registered tracks (in partition order): a track's needs are one
+    bit per analysis, and the runs are the stretches of equal, non-zero needs, cut at
+    ``batch_size``. O(registered) numpy work plus O(materialized + failed) lookups; only the
+    ``max_runs`` runs requested are turned back into track IDs. (With sets per analysis and
+    per track this took 80 s at 1M tracks and 11 analyses.)
+
     Parameters
     ----------
     planned : mapping
@@ -104,54 +112,83 @@ def plan_backfill(
         crash, before its runs were submitted, scans again instead of trusting what it stored.
     """
     plan = BackfillPlan()
-    ordered = list(instance.get_dynamic_partitions(TRACKS))
-    registered = set(ordered)
-    busy = in_flight_tracks(instance)
+    ordered = ordered_keys(instance)
+    position = {key: i for i, key in enumerate(ordered)}
+    n = len(ordered)
+
+    def mask_of(track_ids) -> np.ndarray:
+        mask = np.zeros(n, dtype=bool)
+        found = [i for i in map(position.get, track_ids) if i is not None]
+        mask[np.asarray(found, dtype=np.int64)] = True
+        return mask
+
+    busy = {name: mask_of(tracks) for name, tracks in in_flight_tracks(instance).items()}
+    idle = np.zeros(n, dtype=bool)
     previous = catalog.get_state(STATE_KEY)
-    need: dict[str, set[str]] = {}
-    stale_by: dict[str, set[str]] = {}
-    for name in selected:
+    # Per track, one bit per analysis it needs (Python ints beyond 62 analyses).
+    needs = np.zeros(n, dtype=np.int64 if len(selected) < 63 else object)
+    stale_by: dict[str, np.ndarray] = {}
+    for bit, name in enumerate(selected):
         version = planned[name].version
-        materialized = set(instance.get_materialized_partitions(dg.AssetKey(name))) & registered
-        missing = registered - materialized
-        failed = set(catalog.failures(name)) & registered
+        materialized_ids = materialized_tracks(instance, name)
+        materialized = mask_of(materialized_ids)
+        failed = mask_of(catalog.failures(name))
         seen = previous.get(name, {})
-        stale: set[str] = set()
+        stale = np.zeros(n, dtype=bool)
         if seen.get("version") != version or seen.get("tick") == tick:
             plan.scanned_for_stale.append(name)
-            done = existing_outputs(storage, planned[name], sorted(materialized)) if materialized else set()
-            stale = materialized - done
+            if materialized.any():
+                on_record = sorted(t for t in materialized_ids if t in position)
+                done = mask_of(existing_outputs(storage, planned[name], on_record))
+                stale = materialized & ~done
         stale_by[name] = stale
-        wanted = missing | failed | stale
-        need[name] = wanted - busy.get(name, set())
+        wanted = ~materialized | failed | stale
+        in_flight = busy.get(name, idle)
+        needs[wanted & ~in_flight] += 1 << bit
         plan.reasons[name] = {
-            "missing": len(missing - failed),
-            "failed": len(failed),
-            "stale": len(stale - failed),
-            "in_flight": len(wanted & busy.get(name, set())),
+            "missing": int(np.count_nonzero(~materialized & ~failed)),
+            "failed": int(np.count_nonzero(failed)),
+            "stale": int(np.count_nonzero(stale & ~failed)),
+            "in_flight": int(np.count_nonzero(wanted & in_flight)),
         }
-    by_set: dict[frozenset[str], list[str]] = defaultdict(list)
-    per_track: dict[str, list[str]] = defaultdict(list)
-    for name in selected:
-        for track_id in need[name]:
-            per_track[track_id].append(name)
-    for track_id, names in per_track.items():
-        by_set[frozenset(names)].append(track_id)
-    all_runs = []
-    for names, track_ids in sorted(by_set.items(), key=lambda kv: (-len(kv[1]), sorted(kv[0]))):
-        for track_range in contiguous_ranges(ordered, track_ids, batch_size):
-            all_runs.append(BackfillRun([n for n in selected if n in names], track_range))
-    plan.runs = all_runs[:max_runs]
-    plan.deferred_runs = len(all_runs) - len(plan.runs)
-    requested: dict[str, set[str]] = defaultdict(set)
-    for run in plan.runs:
-        for name in run.selected:
-            requested[name].update(run.track_ids)
+    # Stretches of equal needs; tracks needing the same analyses go in the same runs, the
+    # largest such group first (then by analysis names), each group in partition order.
+    if n:
+        change = np.flatnonzero(needs[1:] != needs[:-1]) + 1
+        starts = np.concatenate(([0], change))
+        ends = np.concatenate((change, [n]))
+        keep = needs[starts] != 0
+        starts, ends = starts[keep], ends[keep]
+    else:
+        starts = ends = np.zeros(0, dtype=np.int64)
+    groups: dict[Any, list[tuple[int, int]]] = defaultdict(list)
+    sizes: dict[Any, int] = defaultdict(int)
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        key = needs[start].item() if hasattr(needs[start], "item") else needs[start]
+        groups[key].append((start, end))
+        sizes[key] += end - start
+
+    def names_of(key: int) -> list[str]:
+        return [name for bit, name in enumerate(selected) if key >> bit & 1]
+
+    total_runs = 0
+    requested = {name: np.zeros(n, dtype=bool) for name in selected}
+    for key in sorted(groups, key=lambda k: (-sizes[k], sorted(names_of(k)))):
+        names = names_of(key)
+        for start, end in groups[key]:
+            for first in range(start, end, batch_size):
+                last = min(first + batch_size, end)
+                total_runs += 1
+                if len(plan.runs) < max_runs:
+                    plan.runs.append(BackfillRun(names, ordered[first:last]))
+                    for name in names:
+                        requested[name][first:last] = True
+    plan.deferred_runs = total_runs - len(plan.runs)
     plan.state = dict(previous)
     for name in selected:
         # Record the version as done only when every stale track is requested (or running).
-        pending = stale_by[name] - requested[name] - busy.get(name, set())
-        if not pending:
+        pending = stale_by[name] & ~requested[name] & ~busy.get(name, idle)
+        if not pending.any():
             plan.state[name] = {"version": planned[name].version, "tick": tick}
     return plan
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from klio_assets.errors import CatalogError
 
@@ -107,6 +108,8 @@ class FeatureRow:
 
 #: IDs per SQL statement (SQLite allows 32766 bound variables; PostgreSQL far more).
 CHUNK = 5000
+#: IDs per array parameter on PostgreSQL.
+_PG_CHUNK = 100_000
 
 _ENGINES: dict[str, sa.Engine] = {}
 _LOCK = threading.Lock()
@@ -194,6 +197,9 @@ class TrackCatalog:
             wanted.setdefault(track_id, uri)
         ids = [t for t in wanted if t not in outcome.conflicts]
         now = time.time()
+        if self.engine.dialect.name == "postgresql":
+            self._register_postgres(ids, wanted, outcome, now)
+            return outcome
         with self.engine.begin() as conn:
             for chunk in _chunks(ids):
                 existing = dict(
@@ -216,6 +222,45 @@ class TrackCatalog:
                 if rows:
                     conn.execute(TRACKS.insert(), rows)
         return outcome
+
+    def _register_postgres(
+        self, ids: Sequence[str], wanted: Mapping[str, str], outcome: Registration, now: float
+    ) -> None:
+        # One INSERT ... SELECT FROM unnest(arrays) per chunk, new rows in the given order:
+        # an executemany of row dicts costs ~50 us a track in SQLAlchemy and psycopg2, this ~5.
+        rows = sa.func.unnest(
+            sa.cast(sa.bindparam("ids"), postgresql.ARRAY(sa.Text)),
+            sa.cast(sa.bindparam("uris"), postgresql.ARRAY(sa.Text)),
+        ).table_valued("track_id", "uri", with_ordinality="ord").render_derived()
+        insert = (
+            postgresql.insert(TRACKS)
+            .from_select(
+                ["track_id", "uri", "added_at"],
+                sa.select(rows.c.track_id, rows.c.uri, sa.literal(now, sa.Float)).order_by(rows.c.ord),
+            )
+            .on_conflict_do_nothing(index_elements=["track_id"])
+            .returning(TRACKS.c.track_id)
+        )
+        existing = sa.select(TRACKS.c.track_id, TRACKS.c.uri).where(
+            TRACKS.c.track_id == sa.func.any(sa.cast(sa.bindparam("ids"), postgresql.ARRAY(sa.Text)))
+        )
+        with self.engine.begin() as conn:
+            for chunk in _chunks(ids, _PG_CHUNK):
+                added = set(
+                    conn.execute(insert, {"ids": list(chunk), "uris": [wanted[t] for t in chunk]}).scalars()
+                )
+                rest = [t for t in chunk if t not in added]
+                found = dict(conn.execute(existing, {"ids": rest}).all()) if rest else {}
+                for track_id in chunk:
+                    if track_id in added:
+                        outcome.added.append(track_id)
+                    elif found.get(track_id) == wanted[track_id]:
+                        outcome.known.append(track_id)
+                    else:
+                        outcome.conflicts[track_id] = (
+                            f"track {track_id!r} is already registered for {found.get(track_id)}, "
+                            f"not {wanted[track_id]}"
+                        )
 
     def resolve(self, track_ids: Sequence[str]) -> dict[str, str]:
         """Source URIs of the registered IDs among ``track_ids``."""

@@ -364,11 +364,11 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     """``{"tracks": N, "assets": {name: {"materialized", "missing", "failed"}}}``."""
     from klio_assets.catalog import get_catalog  # noqa: PLC0415
     from klio_assets.launch import materialized_tracks  # noqa: PLC0415
-    from klio_assets.partitions import TRACKS  # noqa: PLC0415
+    from klio_assets.partitions import ordered_keys  # noqa: PLC0415
 
     instance = _instance()
     catalog = get_catalog(settings.catalog_url)
-    registered = set(instance.get_dynamic_partitions(TRACKS))
+    registered = set(ordered_keys(instance))
     out: dict[str, Any] = {"tracks": len(registered), "assets": {}}
     for name in _planned(settings):
         failed = {t: r for t, r in catalog.failures(name).items() if t in registered}

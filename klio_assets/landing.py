@@ -34,6 +34,7 @@ would come back forever.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -106,12 +107,15 @@ class Listing:
         The ctime limit of this listing (``now - settle``).
     folders : list of str or None
         Every folder listed, relative to the landing folder (None for object stores).
+    pending : int
+        Files past the cursor and settled, including those beyond ``max_files``.
     """
 
     files: list[Landed]
     unsettled: int
     limit_ns: int
     folders: list[str] | None
+    pending: int = 0
 
 
 def scan_landing(
@@ -122,8 +126,11 @@ def scan_landing(
     after: tuple[int, str] | None = None,
     unchanged_before: int | None = None,
     known_folders: Sequence[str] | None = None,
+    max_files: int | None = None,
 ) -> Listing:
-    """List ``location`` for files past ``after`` that are at least ``settle_s`` old.
+    """List ``location`` for files past ``after`` that are at least ``settle_s`` old (the
+    first ``max_files`` of them in cursor order, if given: a backlog of a million files costs
+    its listing, not a track ID and an object per file every tick).
 
     A landing folder keeps every file it ever received, so an idle tick would ``lstat`` them
     all (about 1 s per 100k files here). A folder's ctime changes whenever an entry is added,
@@ -144,9 +151,13 @@ def scan_landing(
     else:
         found, folders = _list_folder(location, unchanged_before=unchanged_before, known_folders=known_folders)
     unsettled = sum(1 for k in found if k[0] > limit_ns)
-    taken = sorted(k for k in found if k[0] <= limit_ns and (after is None or k > after))
+    candidates = [k for k in found if k[0] <= limit_ns and (after is None or k > after)]
+    if max_files is not None and max_files < len(candidates):
+        taken = heapq.nsmallest(max_files, candidates)
+    else:
+        taken = sorted(candidates)
     files = [Landed(ctime, uri, track_id_from_name(uri.rsplit("/", 1)[-1])) for ctime, uri in taken]
-    return Listing(files, unsettled, limit_ns, folders)
+    return Listing(files, unsettled, limit_ns, folders, pending=len(candidates))
 
 
 def list_landing(
@@ -430,10 +441,11 @@ def landing_tick(
     listing = None
     if location:
         listing = scan_landing(
-            location, now=now, settle_s=settle_s, after=after, unchanged_before=listed, known_folders=folders
+            location, now=now, settle_s=settle_s, after=after, unchanged_before=listed, known_folders=folders,
+            max_files=max_tracks,
         )
-        tick.files = listing.files[:max_tracks]
-        tick.backlog = len(listing.files) > max_tracks
+        tick.files = listing.files
+        tick.backlog = listing.pending > max_tracks
     client: Subscriber | None = None
     if subscription:
         client = subscriber() if callable(subscriber) and not hasattr(subscriber, "pull") else subscriber

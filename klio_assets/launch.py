@@ -23,7 +23,7 @@ from klio_assets.home import (  # noqa: F401 - re-exported
     prepare_environment,
 )
 from klio_assets.invocation import RunOutcome
-from klio_assets.partitions import TRACKS
+from klio_assets.partitions import ordered_keys
 from klio_assets.skipping import existing_outputs
 from klio_assets.trackids import validate_track_id
 from klio_assets.worker.plan import Layout, PlannedAnalysis
@@ -61,7 +61,7 @@ def resolve_tracks(instance: dg.DagsterInstance, requested: Sequence[str] | None
     ParameterError
         A requested ID is invalid or not registered.
     """
-    ordered = list(instance.get_dynamic_partitions(TRACKS))
+    ordered = ordered_keys(instance)
     if not requested:
         return ordered, ordered
     for track_id in requested:
@@ -149,15 +149,28 @@ def tracks_to_run(
     planned: Mapping[str, PlannedAnalysis],
     selected: Sequence[str],
     track_ids: Sequence[str],
+    *,
+    materialized: dict[str, set[str]] | None = None,
 ) -> tuple[list[str], dict[str, list[str]]]:
     """Tracks needing a run, and per analysis those already done.
 
     Done means Dagster has a materialization *and* the output for the current version
     exists: a code-version bump or a deleted output brings a track back.
+
+    Parameters
+    ----------
+    materialized : dict, optional
+        Analysis name to the partitions Dagster has a materialization for, filled in as
+        needed: pass the same dict to several calls to read each analysis once (reading one
+        is O(its materializations)).
     """
+    materialized = {} if materialized is None else materialized
+    wanted = set(track_ids)
     done_by: dict[str, set[str]] = {}
     for name in selected:
-        in_dagster = materialized_tracks(instance, name) & set(track_ids)
+        if name not in materialized:
+            materialized[name] = materialized_tracks(instance, name)
+        in_dagster = materialized[name] & wanted
         done_by[name] = existing_outputs(storage, planned[name], sorted(in_dagster)) if in_dagster else set()
     todo = [t for t in track_ids if any(t not in done_by[n] for n in selected)]
     return todo, {n: sorted(done_by[n]) for n in selected}

@@ -57,11 +57,12 @@ def _request(
     track_ids: Sequence[str],
     *,
     force: bool,
+    materialized: dict[str, set[str]] | None = None,
 ) -> dict[str, Any]:
     if force:
         done: dict[str, list[str]] = {name: [] for name in selected}
     else:
-        _, done = tracks_to_run(instance, storage, planned, selected, track_ids)
+        _, done = tracks_to_run(instance, storage, planned, selected, track_ids, materialized=materialized)
     return {
         "selected": list(selected),
         "start": track_ids[0],
@@ -142,6 +143,9 @@ def preview(
         )
         out["reasons"] = plan.reasons
         out["deferred_runs"] = plan.deferred_runs
+        materialized: dict[str, set[str]] = {}  # read once per analysis, not once per run
         for run in plan.runs:
-            out["requests"].append(_request(instance, storage, planned, run.selected, run.track_ids, force=force))
+            out["requests"].append(
+                _request(instance, storage, planned, run.selected, run.track_ids, force=force, materialized=materialized)
+            )
     return out

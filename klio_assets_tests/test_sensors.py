@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
+from klio_assets import landing as landing_module
 from klio_assets import launch
 from klio_assets.catalog import get_catalog
 from klio_assets.definitions import JOB_NAME, build_definitions
@@ -114,6 +115,19 @@ def test_landing_sensor_caps_first_tick(landing, monkeypatch):
         assert ranges_of(result) == [(expected[-2] if len(expected) % 2 == 0 else expected[-1], expected[-1])]
     result, _ = evaluate("landing_sensor", cursor)
     assert result.run_requests == [] and json.loads(result.cursor)["after"] == json.loads(cursor)["after"]
+
+
+def test_landing_listing_derives_ids_only_for_the_files_it_takes(landing, monkeypatch):
+    for i in range(5):
+        drop(landing, f"t{i}.wav")
+        time.sleep(0.01)
+    time.sleep(CLOCK_MARGIN_S + 0.05)
+    named = []
+    derive = landing_module.track_id_from_name
+    monkeypatch.setattr(landing_module, "track_id_from_name", lambda name: named.append(name) or derive(name))
+    listing = landing_module.scan_landing(landing, settle_s=0, max_files=2)
+    assert [f.track_id for f in listing.files] == ["t0", "t1"]
+    assert listing.pending == 5 and named == ["t0.wav", "t1.wav"]  # a backlog is not named every tick
 
 
 def test_landing_sensor_skips_unchanged_folders_and_still_finds_every_new_file(landing, monkeypatch):

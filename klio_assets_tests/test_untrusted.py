@@ -14,7 +14,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from klio_assets.errors import ParameterError, TrackIdError, UnsafePathError
-from klio_assets.tracks import MAX_MESSAGE_BYTES, check_track_source, parse_track_message
+from klio_assets.tracks import MAX_MESSAGE_BYTES, check_track_source, discover, parse_track_message
 from klio_assets.worker.pipeline import build_pipeline
 from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
 from klio_assets.worker.storage import Storage
@@ -71,6 +71,24 @@ def test_good_sources_are_accepted_and_symlinks_only_into_allowed_roots(catalog)
     assert check_track_source("t2", "gs://bucket/x y.mp3", base=str(base)) == ("t2", "gs://bucket/x y.mp3")
     linked = check_track_source("t3", "audio/link.wav", base=str(base), roots=[str(outside)])
     assert linked == ("t3", str(base / "audio" / "link.wav"))  # allowed when configured
+
+
+def test_manifest_rows_through_symlinked_files_or_folders_stay_inside(catalog):
+    base, outside = catalog
+    os.symlink(outside, base / "linked_folder")
+    os.symlink(base / "audio", base / "inner_folder")  # a link that stays inside is fine
+    (base / "tracks.csv").write_text(
+        "track_id,path\n"
+        "a,audio/a.wav\n"
+        "b,inner_folder/a.wav\n"
+        "c,audio/link.wav\n"
+        "d,linked_folder/secret.wav\n"
+        "e,audio/missing.wav\n"
+    )
+    found = discover(manifest=str(base / "tracks.csv"))
+    assert [t for t, _ in found.tracks] == ["a", "b", "e"]
+    assert [what.rsplit(":", 1)[1] for what, _ in found.rejected] == ["4", "5"]
+    assert all("leads outside" in reason for _, reason in found.rejected)
 
 
 def test_pubsub_style_messages_are_validated(catalog):

@@ -281,7 +281,8 @@ def build_pipeline(pipeline: beam.Pipeline, plan: RunPlan, tracks: Iterable[dict
     """
     plan_json = with_limit_options(plan, getattr(pipeline, "options", None)).to_json()
     refs = [{"track_id": t["track_id"], "uri": t["uri"], "order": i} for i, t in enumerate(tracks)]
-    listed = pipeline | "ListTracks" >> beam.Create(refs, reshuffle=False)
+    # Typed: otherwise Beam infers the type of every element (~0.3 s per 1000 tracks).
+    listed = pipeline | "ListTracks" >> beam.Create(refs, reshuffle=False).with_output_types(dict[str, Any])
     if plan.lanes > 0:
         listed = listed | "SpreadTracks" >> SpreadTracks(plan.lanes)
     checked = listed | "CheckOutputs" >> beam.ParDo(CheckOutputs(plan_json)).with_outputs(
