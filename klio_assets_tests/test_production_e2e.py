@@ -156,7 +156,13 @@ def _check_deployment(deployment, instance, storage):
         assert sorted(b.name for b in client.list_blobs(BUCKET, prefix="audio/")) == [
             "audio/broken.mp3", "audio/flac48.flac", "audio/ogg32.ogg", "audio/wav44.wav"]
     if deployment == "postgres":
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        from dagster_postgres import PostgresEventLogStorage  # noqa: PLC0415
+
+        from klio_assets.postgres_events import BatchedPostgresEventLogStorage  # noqa: PLC0415
+
+        # deploy/dagster.yaml's event log: dagster-postgres' storage with batched inserts.
+        assert type(instance.event_log_storage) is BatchedPostgresEventLogStorage
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         coordinator = instance.run_coordinator
         assert type(coordinator).__name__ == "QueuedRunCoordinator"
