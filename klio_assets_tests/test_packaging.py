@@ -39,6 +39,19 @@ def test_wheel_installs_no_generic_top_level_packages(wheel):
     assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["klio_assets"]
 
 
+def test_wheel_holds_every_module_of_the_package(wheel):
+    """setup.cfg lists the packages: a new subpackage left out of it would be missing from installs."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = [
+        os.path.relpath(os.path.join(root, f), REPO)
+        for root, _, files in os.walk(os.path.join(REPO, "klio_assets"))
+        for f in files
+        if f.endswith(".py")
+    ]
+    assert "klio_assets/profiling/measure.py" in modules
+    assert sorted(m for m in modules if m not in names) == []
+
+
 def test_editable_install_imports_every_module_from_the_repo():
     code = (
         "import importlib, pkgutil, klio_assets, klio_assets.resources, klio_assets.sensors\n"

@@ -41,15 +41,12 @@ import cProfile
 import dataclasses
 import importlib.util
 import inspect
-import linecache
 import os
 import pstats
-import resource
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,17 +54,24 @@ import numpy as np
 import soundfile as sf
 
 from klio_assets.errors import CatalogError, ParameterError
+from klio_assets.profiling.measure import (
+    PeakMemory,
+    ProfiledFunction,
+    StepFigures,
+    TimedFunction,
+    cpu_seconds,
+    round_or_none,
+)
+from klio_assets.profiling.tables import line_table, top_functions
 from klio_assets.settings import Settings
 from klio_assets.trackids import track_id_from_name, validate_track_id
-from klio_assets.worker.analysis import Analysis, AudioStream
+from klio_assets.worker.analysis import Analysis
 from klio_assets.worker.execution import COMPUTED, FAILED, Engine
 from klio_assets.worker.plan import PlannedAnalysis, RunPlan, planned_for
 
 #: Track ID of the generated warm-up clip (never a catalog track's output: a temporary root).
 WARMUP_TRACK = "klio-profile-warmup"
 WARMUP_SECONDS = 8.0
-#: Seconds between resident-size samples when the kernel's peak cannot be reset.
-SAMPLE_INTERVAL_S = 0.005
 #: Beam options that set decode limits (as in :mod:`klio_assets.worker.pipeline`), by field.
 _LIMIT_OPTIONS = {
     "track_timeout_s": "timeout_s",
@@ -75,7 +79,6 @@ _LIMIT_OPTIONS = {
     "max_channels": "max_channels",
     "max_sample_rate": "max_sample_rate",
 }
-_MB = 1024 * 1024
 
 
 # -- what to profile ---------------------------------------------------------------------------
@@ -168,217 +171,6 @@ def decode_limits(settings: Settings) -> dict[str, Any]:
             except ValueError as exc:
                 raise ParameterError(f"Beam option --{name}={value!r} is not a number") from exc
     return limits
-
-
-# -- measuring ---------------------------------------------------------------------------------
-
-
-def _cpu() -> tuple[float, float]:
-    """CPU seconds of this process and of its ended children."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time(), children.ru_utime + children.ru_stime
-
-
-def _proc_status_kb(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-class PeakMemory:
-    """Peak resident set size of this process over a stretch of code.
-
-    ``method`` is ``"vmhwm"`` (the kernel's peak, reset at :meth:`start`: exact),
-    ``"sampled"`` (a thread reads the resident size every 5 ms: short peaks can be missed)
-    or ``"unavailable"`` (no ``/proc``).
-    """
-
-    def __init__(self) -> None:
-        self.method = "unavailable"
-        if _proc_status_kb("VmHWM") is not None:
-            self.method = "vmhwm" if self._reset_peak() else "sampled"
-        self._peak_kb = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @staticmethod
-    def _reset_peak() -> bool:
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")  # "reset the peak resident set size to the current one"
-            return True
-        except OSError:
-            return False
-
-    @staticmethod
-    def _rss_kb() -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-
-    def _sample(self) -> None:
-        while not self._stop.wait(SAMPLE_INTERVAL_S):
-            self._peak_kb = max(self._peak_kb, self._rss_kb())
-
-    def start(self) -> float | None:
-        """Start measuring; returns the resident size now, MB."""
-        if self.method == "unavailable":
-            return None
-        if self.method == "vmhwm":
-            self._reset_peak()
-            return (_proc_status_kb("VmRSS") or 0) / 1024
-        self._peak_kb = self._rss_kb()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._sample, name="klio-profile-rss", daemon=True)
-        self._thread.start()
-        return self._peak_kb / 1024
-
-    def stop(self) -> float | None:
-        """Stop measuring; returns the peak resident size since :meth:`start`, MB."""
-        if self.method == "vmhwm":
-            return (_proc_status_kb("VmHWM") or 0) / 1024
-        if self.method == "sampled" and self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-            return max(self._peak_kb, self._rss_kb()) / 1024
-        return None
-
-
-class TimedFunction:
-    """An analysis function wrapped to measure the time spent in it, framework excluded.
-
-    Input streams (:class:`AudioStream`) are rewrapped so that the time spent producing their
-    blocks (decoding, resampling, reading a stored upstream) while the function runs is
-    subtracted: that is framework work the function merely pulls.
-
-    Attributes
-    ----------
-    wall_s, cpu_s : float
-        Accumulated since :meth:`reset`.
-    """
-
-    def __init__(self, fn: Callable[..., Any]):
-        self.fn = fn
-        self.reset()
-
-    def reset(self) -> None:
-        """Start accumulating from zero."""
-        self.wall_s = self.cpu_s = 0.0
-        self._inside = False
-
-    def __call__(self, **kwargs: Any) -> Any:
-        kwargs = {k: self._timed(v) if isinstance(v, AudioStream) else v for k, v in kwargs.items()}
-        wall, cpu = time.perf_counter(), time.process_time()
-        self._inside = True
-        try:
-            return self.fn(**kwargs)
-        finally:
-            self._inside = False
-            self.wall_s += time.perf_counter() - wall
-            self.cpu_s += time.process_time() - cpu
-
-    def _timed(self, stream: AudioStream) -> AudioStream:
-        def blocks() -> Iterator[np.ndarray]:
-            source = stream.frame_blocks()
-            while True:
-                wall, cpu = time.perf_counter(), time.process_time()
-                try:
-                    block = next(source)
-                except StopIteration:
-                    return
-                finally:
-                    if self._inside:
-                        self.wall_s -= time.perf_counter() - wall
-                        self.cpu_s -= time.process_time() - cpu
-                yield block
-
-        return AudioStream(blocks(), sample_rate=stream.sample_rate, channels=stream.channels)
-
-
-class ProfiledFunction:
-    """An analysis function run with a profiler switched on only while it runs."""
-
-    def __init__(self, fn: Callable[..., Any], start: Callable[[], Any], stop: Callable[[], Any]):
-        self.fn, self._start, self._stop = fn, start, stop
-
-    def __call__(self, **kwargs: Any) -> Any:
-        self._start()
-        try:
-            return self.fn(**kwargs)
-        finally:
-            self._stop()
-
-
-@dataclass
-class StepFigures:
-    """What one analysis cost on one track.
-
-    Attributes
-    ----------
-    status : str
-        ``computed`` or ``failed``.
-    reason : str or None
-        Why it failed: one line naming the track, the file and the problem.
-    audio_s : float or None
-        Duration of the source, seconds.
-    wall_s, cpu_s : float or None
-        The whole step: check, decode, function, write. CPU includes ``child_cpu_s``.
-        ``None`` when the step did not run (an upstream failed).
-    child_cpu_s : float or None
-        CPU of child processes (ffmpeg, fpcalc) that ended during the step.
-    rss_before_mb, peak_rss_mb : float or None
-        Resident size at the start, and its peak during the step (this process).
-    function_wall_s, function_cpu_s : float or None
-        Inside the analysis function, minus the framework work its input streams did.
-    """
-
-    status: str
-    reason: str | None = None
-    audio_s: float | None = None
-    wall_s: float | None = 0.0
-    cpu_s: float | None = 0.0
-    child_cpu_s: float | None = 0.0
-    rss_before_mb: float | None = None
-    peak_rss_mb: float | None = None
-    function_wall_s: float | None = None
-    function_cpu_s: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Rounded figures, plus ``framework_*`` and ``x_realtime*`` where they apply (else null)."""
-        framework_wall = framework_cpu = x_realtime = x_realtime_cpu = None
-        wall, cpu, fn_wall, fn_cpu = self.wall_s, self.cpu_s, self.function_wall_s, self.function_cpu_s
-        if wall is not None and fn_wall is not None:
-            framework_wall = max(0.0, wall - fn_wall)
-        if cpu is not None and fn_cpu is not None:
-            framework_cpu = max(0.0, cpu - fn_cpu)
-        if self.status == COMPUTED and self.audio_s:
-            x_realtime = self.audio_s / wall if wall else None
-            x_realtime_cpu = self.audio_s / cpu if cpu else None
-        return {
-            "status": self.status,
-            "reason": self.reason,
-            "audio_s": _round(self.audio_s, 4),
-            "wall_s": _round(wall, 4),
-            "cpu_s": _round(cpu, 4),
-            "child_cpu_s": _round(self.child_cpu_s, 4),
-            "rss_before_mb": _round(self.rss_before_mb, 1),
-            "peak_rss_mb": _round(self.peak_rss_mb, 1),
-            "function_wall_s": _round(fn_wall, 4),
-            "function_cpu_s": _round(fn_cpu, 4),
-            "framework_wall_s": _round(framework_wall, 4),
-            "framework_cpu_s": _round(framework_cpu, 4),
-            "x_realtime": _round(x_realtime, 1),
-            "x_realtime_cpu": _round(x_realtime_cpu, 1),
-        }
-
-
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -527,14 +319,14 @@ class Profiler:
         timer = self.timers[name]
         timer.reset()
         rss_before = self.memory.start()
-        cpu0, child0 = _cpu()
+        cpu0, child0 = cpu_seconds()
         wall0 = time.perf_counter()
         try:
             task = engine.check({"track_id": target.track_id, "uri": target.uri, "order": 0})
             result = engine.analyze([task])[0] if task["pending"] else task
         finally:
             wall = time.perf_counter() - wall0
-            cpu1, child1 = _cpu()
+            cpu1, child1 = cpu_seconds()
             peak = self.memory.stop()
         record = result["analyses"][name]
         info = task.get("info") or {}
@@ -576,14 +368,14 @@ class Profiler:
         """Run the whole chain once on a generated clip: its status and cost, all steps together."""
         clip = write_warmup_clip(os.path.join(folder, f"{WARMUP_TRACK}.wav"))
         self._time_functions()
-        cpu0, child0 = _cpu()
+        cpu0, child0 = cpu_seconds()
         wall0 = time.perf_counter()
         _, own = self._chain(Target(WARMUP_TRACK, clip, registered=False))
-        cpu1, child1 = _cpu()
+        cpu1, child1 = cpu_seconds()
         return {
             "status": own.status,
             "reason": own.reason,
-            "audio_s": _round(own.audio_s, 4),
+            "audio_s": round_or_none(own.audio_s, 4),
             "wall_s": round(time.perf_counter() - wall0, 4),
             "cpu_s": round((cpu1 - cpu0) + (child1 - child0), 4),
         }
@@ -608,7 +400,7 @@ class Profiler:
                 "uri": target.uri,
                 "registered": target.registered,
                 **chosen.to_dict(),
-                "wall_s_runs": [_round(r.wall_s, 4) for r in runs if r.wall_s is not None],
+                "wall_s_runs": [round_or_none(r.wall_s, 4) for r in runs if r.wall_s is not None],
                 "upstream": {name: figures.to_dict() for name, figures in upstream.items()},
             }
         return out
@@ -630,7 +422,7 @@ class Profiler:
                 stats.dump_stats(output)
             except OSError as exc:
                 raise ParameterError(f"cannot write the profile to {output}: {exc}") from exc
-        return _top_functions(stats, self.analysis.fn, top=top, tracks=len(targets))
+        return top_functions(stats, self.analysis.fn, top=top, tracks=len(targets))
 
     def profile_lines(self, targets: Sequence[Target]) -> dict[str, Any]:
         """line_profiler over the analysis function and the other functions of its module."""
@@ -644,59 +436,7 @@ class Profiler:
             if inspect.isfunction(value) and value.__module__ == fn.__module__ and value is not fn:
                 profiler.add_function(value)
         self._rerun(targets, ProfiledFunction(fn, profiler.enable_by_count, profiler.disable_by_count))
-        return _line_table(profiler.get_stats(), tracks=len(targets))
-
-
-def _top_functions(stats: pstats.Stats, fn: Callable[..., Any], *, top: int, tracks: int) -> dict[str, Any]:
-    code = fn.__code__
-    rows = []
-    function_s = 0.0
-    for (filename, line, name), (cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        if name == "<method 'disable' of '_lsprof.Profiler' objects>":
-            continue  # the profiler switching itself off
-        if filename == code.co_filename and line == code.co_firstlineno and name == code.co_name:
-            function_s = ct
-        rows.append({
-            "function": name,
-            "file": filename,
-            "line": line,
-            "calls": nc,
-            "primitive_calls": cc,
-            "own_s": round(tt, 6),
-            "cumulative_s": round(ct, 6),
-        })
-    rows.sort(key=lambda r: (-r["cumulative_s"], -r["own_s"]))
-    return {
-        "profiler": "cProfile",
-        "clock": "wall",
-        "sort": "cumulative",
-        "tracks": tracks,
-        "function": f"{fn.__module__}.{fn.__qualname__}",
-        "function_s": round(function_s, 6),
-        "functions": rows[:top],
-    }
-
-
-def _line_table(stats: Any, *, tracks: int) -> dict[str, Any]:
-    functions = []
-    for (filename, first_line, name), timings in stats.timings.items():
-        if not timings:
-            continue
-        total = sum(t for _, _, t in timings) * stats.unit
-        lines = [
-            {
-                "line": lineno,
-                "hits": hits,
-                "time_s": round(t * stats.unit, 6),
-                "percent": round(100.0 * t * stats.unit / total, 1) if total > 0 else 0.0,
-                "code": linecache.getline(filename, lineno).rstrip(),
-            }
-            for lineno, hits, t in sorted(timings)
-        ]
-        functions.append({"function": name, "file": filename, "line": first_line, "total_s": round(total, 6),
-                          "lines": lines})
-    functions.sort(key=lambda f: -f["total_s"])
-    return {"profiler": "line_profiler", "clock": "wall", "tracks": tracks, "functions": functions}
+        return line_table(profiler.get_stats(), tracks=len(targets))
 
 
 def profile_analysis(
