@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -84,6 +85,21 @@ def _tail(log: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def stop_process_group(proc: subprocess.Popen, *, grace_s: float = 30) -> None:
+    """SIGTERM the process group of ``proc`` (started with ``start_new_session=True``), then
+    SIGKILL it if it has not ended within ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 @contextlib.contextmanager
 def _process(
     cmd: list[str], *, port: int, workdir: Path, what: str, env: Mapping[str, str] | None = None
@@ -99,14 +115,7 @@ def _process(
         _wait_for_port(port, proc, log, what)
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            proc.wait(timeout=10)
+        stop_process_group(proc, grace_s=10)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ one launching anything; then a parameter change (a new output version of one ana
 restart: the backfill schedule re-runs exactly that analysis for exactly those tracks."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 from klio_assets.analyses import load_analyses
 from klio_assets.worker.plan import Layout, plan_analyses
 from klio_assets.worker.storage import Storage
+from klio_assets_tests.services import stop_process_group
 from klio_assets_tests.test_dagster_dev import GRAPH, free_port, graphql
 from klio_assets_tests.test_sensors import drop
 
@@ -56,18 +56,8 @@ def _start(home, landing, params="{}"):
             pass
         assert proc.poll() is None, _tail(proc)
         time.sleep(1)
-    _stop(proc)
+    stop_process_group(proc)
     raise AssertionError("klio-assets dev did not come up in 120 s")
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def _outputs_exist(storage, params):
@@ -119,7 +109,7 @@ def test_daemon_streams_landed_files_through_every_analysis_and_reruns_a_bumped_
         assert all(analysis not in {k.to_user_string() for k in runs[0].asset_selection}
                    for analysis in ("beats", "mfcc"))
     finally:
-        _stop(proc)
+        stop_process_group(proc)
 
     counts_before = {a: _materialization_count(instance, a) for a in SELECTED}
     bumped = '{"spectrogram": {"n_fft": 1024}}'
@@ -129,7 +119,7 @@ def test_daemon_streams_landed_files_through_every_analysis_and_reruns_a_bumped_
         _wait(lambda: _outputs_exist(storage, {"spectrogram": {"n_fft": 1024}}) and _finished_since(instance, restarted),
               "backfill of the bumped analysis", proc)
     finally:
-        _stop(proc)
+        stop_process_group(proc)
     new_runs = [r for r in instance.get_runs() if r.tags.get("klio/trigger") and _created(instance, r) > restarted]
     assert new_runs, "no run after the restart"
     assert {k.to_user_string() for r in new_runs for k in r.asset_selection} == {"spectrogram"}

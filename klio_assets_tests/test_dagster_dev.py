@@ -3,7 +3,6 @@ GraphQL exactly as the UI launches one, executed by the daemon in its own proces
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import urllib.request
 import pytest
 
 from klio_assets_tests.conftest import cli_json, run_cli
+from klio_assets_tests.services import stop_process_group
 
 pytestmark = pytest.mark.e2e
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,12 +73,7 @@ def dev_server(tmp_path, catalog_tracks):
             raise AssertionError("dagster dev did not come up in 120 s")
         yield port, home
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
 
 
 def test_ui_launched_run_materializes_a_partition_range(dev_server):

@@ -8,7 +8,6 @@ path up to the client is covered everywhere by test_sensors.py with a fake subsc
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -19,6 +18,7 @@ import pytest
 from klio_assets.definitions import build_definitions
 from klio_assets.partitions import TRACKS
 from klio_assets.settings import Settings
+from klio_assets_tests.services import stop_process_group
 from klio_assets_tests.test_sensors import drop
 
 pytestmark = pytest.mark.e2e
@@ -65,12 +65,7 @@ def emulator(monkeypatch):
         monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{port}")
         yield port
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_process_group(proc, grace_s=20)
 
 
 def test_pubsub_landing_against_the_emulator(home, tmp_path, emulator, monkeypatch):
