@@ -51,8 +51,13 @@ def per_analysis(files: list[str], scratch: str) -> dict[str, dict[str, float]]:
     refs = [{"track_id": f"t{i:03d}", "uri": path, "order": i} for i, path in enumerate(files)]
 
     def run(selected: list[str], *, force: bool) -> tuple[float, float, dict]:
-        plan = RunPlan(run_id=f"bench-{time.time_ns()}", storage_root=os.path.join(scratch, "out"),
-                       analyses=planned, selected=selected, force=force)
+        plan = RunPlan(
+            run_id=f"bench-{time.time_ns()}",
+            storage_root=os.path.join(scratch, "out"),
+            analyses=planned,
+            selected=selected,
+            force=force,
+        )
         engine = Engine(plan)
         started_cpu, started = _cpu(), time.perf_counter()
         results = {}
@@ -63,17 +68,28 @@ def per_analysis(files: list[str], scratch: str) -> dict[str, dict[str, float]]:
         return _cpu() - started_cpu, time.perf_counter() - started, results
 
     _, _, warm = run(list(planned), force=False)  # warm-up: everything computed once
-    failed = {(t, n): r.get("reason") for t, res in warm.items() for n, r in res["analyses"].items()
-              if r["status"] == "failed"}
+    failed = {
+        (t, n): r.get("reason")
+        for t, res in warm.items()
+        for n, r in res["analyses"].items()
+        if r["status"] == "failed"
+    }
     if failed:
         print(f"warning: failures in warm-up: {list(failed.items())[:3]}", file=sys.stderr)
-    minutes = sum(res["analyses"]["source_audio"].get("duration_s", 0.0) for res in warm.values()) / 60
+    minutes = (
+        sum(res["analyses"]["source_audio"].get("duration_s", 0.0) for res in warm.values()) / 60
+    )
     out: dict[str, dict[str, float]] = {}
     for name in planned:
         cpu, wall, _ = run([name], force=True)
-        out[name] = {"cpu_s_per_audio_min": round(cpu / minutes, 3), "cpu_s": round(cpu, 2),
-                     "wall_s": round(wall, 2)}
-        print(f"  {name:22s} {cpu / minutes:7.3f} CPU-s per audio minute ({cpu:.1f} CPU-s, {wall:.1f} s)")
+        out[name] = {
+            "cpu_s_per_audio_min": round(cpu / minutes, 3),
+            "cpu_s": round(cpu, 2),
+            "wall_s": round(wall, 2),
+        }
+        print(
+            f"  {name:22s} {cpu / minutes:7.3f} CPU-s per audio minute ({cpu:.1f} CPU-s, {wall:.1f} s)"
+        )
     out["_audio_minutes"] = {"minutes": round(minutes, 2)}
     return out
 
@@ -96,7 +112,9 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=8)
     parser.add_argument("--skip-fused", action="store_true")
     parser.add_argument("--skip-per-analysis", action="store_true")
-    parser.add_argument("--without", action="append", default=[], help="Leave an analysis out of fused/separate.")
+    parser.add_argument(
+        "--without", action="append", default=[], help="Leave an analysis out of fused/separate."
+    )
     args = parser.parse_args()
     files = [f for f in corpus_files(args.corpus, None) if "/wesnoth-" in f and "long-mix" not in f]
     files = files[: args.tracks]
@@ -105,7 +123,9 @@ def main() -> None:
     try:
         costs: dict = {}
         if not args.skip_per_analysis:
-            print(f"{len(files)} real music tracks; per analysis, alone, steady state (one thread):")
+            print(
+                f"{len(files)} real music tracks; per analysis, alone, steady state (one thread):"
+            )
             costs = per_analysis(files, scratch)
         fused: dict = {}
         if not args.skip_fused:
@@ -113,7 +133,9 @@ def main() -> None:
             fused = fused_vs_separate(files, scratch, args.without)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(json.dumps({"benchmark": "analyses", "tracks": len(files), "per_analysis": costs, **fused}))
+    print(
+        json.dumps({"benchmark": "analyses", "tracks": len(files), "per_analysis": costs, **fused})
+    )
 
 
 if __name__ == "__main__":

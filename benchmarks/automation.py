@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     figures: dict[str, object] = {"tracks": args.tracks, "new": args.new}
-    with tempfile.TemporaryDirectory(prefix="klio-automation-") as tmp, running_postgres(tmp) as postgres:
+    with (
+        tempfile.TemporaryDirectory(prefix="klio-automation-") as tmp,
+        running_postgres(tmp) as postgres,
+    ):
         home = os.path.join(tmp, "home")
         landing = os.path.join(tmp, "landing")
         os.makedirs(home)
@@ -76,27 +79,44 @@ def main(argv: list[str] | None = None) -> int:
             assert len(instance.get_dynamic_partitions(TRACKS)) == args.tracks
             figures["first_tick_uncapped_s"] = round(seconds, 3)
             figures["first_tick_runs"] = len(first.run_requests)
-            print(f"uncapped first landing tick over {args.tracks} files: {seconds:.1f} s, "
-                  f"{len(first.run_requests)} run requests")
+            print(
+                f"uncapped first landing tick over {args.tracks} files: {seconds:.1f} s, "
+                f"{len(first.run_requests)} run requests"
+            )
 
-            idle = [sensor_tick(defs, instance, "landing_sensor", first.cursor) for _ in range(args.repeat)]
+            idle = [
+                sensor_tick(defs, instance, "landing_sensor", first.cursor)
+                for _ in range(args.repeat)
+            ]
             assert all(not r.run_requests for _, r in idle)
             figures["idle_landing_tick_s"] = round(statistics.median(s for s, _ in idle), 4)
             _, init = sensor_tick(defs, instance, "propagation_sensor", None)
-            idle_prop = [sensor_tick(defs, instance, "propagation_sensor", init.cursor) for _ in range(args.repeat)]
-            figures["idle_propagation_tick_s"] = round(statistics.median(s for s, _ in idle_prop), 3)
-            print(f"idle landing tick ({args.tracks} files in the folder): {figures['idle_landing_tick_s']} s (median)")
+            idle_prop = [
+                sensor_tick(defs, instance, "propagation_sensor", init.cursor)
+                for _ in range(args.repeat)
+            ]
+            figures["idle_propagation_tick_s"] = round(
+                statistics.median(s for s, _ in idle_prop), 3
+            )
+            print(
+                f"idle landing tick ({args.tracks} files in the folder): {figures['idle_landing_tick_s']} s (median)"
+            )
             print(f"idle propagation tick: {figures['idle_propagation_tick_s']} s (median)")
 
             # Something changed in the folder, nothing to take: the folder is listed in full.
             with open(os.path.join(landing, "readme.txt"), "w"):
                 pass
             time.sleep(0.2)  # older than the listing's clock margin
-            relist = [sensor_tick(defs, instance, "landing_sensor", idle[0][1].cursor) for _ in range(args.repeat)]
+            relist = [
+                sensor_tick(defs, instance, "landing_sensor", idle[0][1].cursor)
+                for _ in range(args.repeat)
+            ]
             assert all(not r.run_requests for _, r in relist)
             figures["relisting_landing_tick_s"] = round(statistics.median(s for s, _ in relist), 3)
-            print(f"landing tick listing all {args.tracks} files again (folder changed, nothing new): "
-                  f"{figures['relisting_landing_tick_s']} s (median)")
+            print(
+                f"landing tick listing all {args.tracks} files again (folder changed, nothing new): "
+                f"{figures['relisting_landing_tick_s']} s (median)"
+            )
 
             touch_files(landing, "new", args.new)
             time.sleep(0.2)
@@ -104,16 +124,22 @@ def main(argv: list[str] | None = None) -> int:
             assert len(instance.get_dynamic_partitions(TRACKS)) == args.tracks + args.new
             figures["new_tracks_tick_s"] = round(seconds, 3)
             figures["new_tracks_runs"] = len(new.run_requests)
-            print(f"landing tick bringing {args.new} new tracks: {seconds:.2f} s, {len(new.run_requests)} run(s)")
+            print(
+                f"landing tick bringing {args.new} new tracks: {seconds:.2f} s, {len(new.run_requests)} run(s)"
+            )
 
             schedule = defs.resolve_schedule_def("catalog_backfill_schedule")
-            when = datetime.datetime(2026, 1, 1, 3, tzinfo=datetime.timezone.utc)
+            when = datetime.datetime(2026, 1, 1, 3, tzinfo=datetime.UTC)
             started = time.perf_counter()
-            data = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
+            data = schedule.evaluate_tick(
+                dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+            )
             figures["backfill_tick_all_missing_s"] = round(time.perf_counter() - started, 3)
             figures["backfill_tick_runs"] = len(data.run_requests or [])
-            print(f"backfill tick, {args.tracks + args.new} tracks all missing: "
-                  f"{figures['backfill_tick_all_missing_s']} s, {figures['backfill_tick_runs']} runs (capped)")
+            print(
+                f"backfill tick, {args.tracks + args.new} tracks all missing: "
+                f"{figures['backfill_tick_all_missing_s']} s, {figures['backfill_tick_runs']} runs (capped)"
+            )
     print(json.dumps(figures, sort_keys=True))
     return 0
 

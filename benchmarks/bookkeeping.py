@@ -47,17 +47,17 @@ import dagster as dg
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import PhaseTimer, add_run_arguments, checked_backends, fresh_home, write_clips  # noqa: E402
-from klio_assets.resources.beam import BeamJob, BeamRunnerResource  # noqa: E402
+from common import PhaseTimer, add_run_arguments, checked_backends, fresh_home, write_clips
+from klio_assets.resources.beam import BeamJob, BeamRunnerResource
 
-from klio_assets import batch, launch, reporting  # noqa: E402
-from klio_assets import tracks as tracks_module  # noqa: E402
-from klio_assets.catalog import TrackCatalog, get_catalog  # noqa: E402
-from klio_assets.partitions import TRACKS  # noqa: E402
-from klio_assets.settings import Settings  # noqa: E402
-from klio_assets.tracks import register_tracks  # noqa: E402
-from klio_assets.worker.storage import Storage  # noqa: E402
-from klio_assets_tests.postgres import PostgresServer, running_postgres  # noqa: E402
+from klio_assets import batch, launch, reporting
+from klio_assets import tracks as tracks_module
+from klio_assets.catalog import TrackCatalog, get_catalog
+from klio_assets.partitions import TRACKS
+from klio_assets.settings import Settings
+from klio_assets.tracks import register_tracks
+from klio_assets.worker.storage import Storage
+from klio_assets_tests.postgres import PostgresServer, running_postgres
 
 ASSET = "downsampled_audio"
 #: Tracks per ``register_tracks`` call (one ``klio-assets add`` of a big folder).

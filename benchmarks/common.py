@@ -48,8 +48,14 @@ def touch_files(folder: str, prefix: str, n: int) -> None:
             pass
 
 
-def fresh_home(backend: str, workdir: str, *, postgres: Any = None, name: str = "home",
-               extra_env: dict[str, str] | None = None) -> Settings:
+def fresh_home(
+    backend: str,
+    workdir: str,
+    *,
+    postgres: Any = None,
+    name: str = "home",
+    extra_env: dict[str, str] | None = None,
+) -> Settings:
     """A new ``KLIO_ASSETS_HOME`` under ``workdir/<backend>-<name>`` on ``sqlite`` (Dagster's
     SQLite and a SQLite catalog) or ``postgres`` (new databases on ``postgres``, a
     :class:`klio_assets_tests.postgres.PostgresServer`), made current in ``os.environ``."""

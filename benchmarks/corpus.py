@@ -40,7 +40,9 @@ def _variant(src: str, suffix: str, args: list[str]) -> str:
     dst = os.path.join(CACHE, stem + suffix)
     if not os.path.exists(dst):
         if not shutil.which("ffmpeg"):
-            sys.exit("ffmpeg is needed to make more benchmark tracks than the corpus has (apt-get install ffmpeg)")
+            sys.exit(
+                "ffmpeg is needed to make more benchmark tracks than the corpus has (apt-get install ffmpeg)"
+            )
         os.makedirs(CACHE, exist_ok=True)
         tmp = dst + ".part" + os.path.splitext(dst)[1]
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", src, *args, tmp], check=True)
@@ -53,9 +55,13 @@ def bench_files(corpus: str = DEFAULT_CORPUS, n: int | None = 200) -> list[str]:
 
     The originals come first, then the music in each extra encoding of :data:`VARIANTS`.
     """
-    rows = [r for r in corpus_rows(os.path.abspath(corpus)) if r["path"].lower().endswith(PLAIN_FORMATS)]
+    rows = [
+        r for r in corpus_rows(os.path.abspath(corpus)) if r["path"].lower().endswith(PLAIN_FORMATS)
+    ]
     files = [r["path"] for r in rows]
-    music = [r["path"] for r in rows if r.get("kind") == "music" and r["path"].lower().endswith(".ogg")]
+    music = [
+        r["path"] for r in rows if r.get("kind") == "music" and r["path"].lower().endswith(".ogg")
+    ]
     for suffix, args in VARIANTS:
         for src in music:
             if n is not None and len(files) >= n:

@@ -340,7 +340,9 @@ def klio_run(args: list[str], env: dict[str, str]) -> tuple[float, float, dict[s
     """``klio-assets run ARGS --json`` timed from process start: wall, CPU (with children), its JSON."""
     wall, cpu, done = timed([*CLI, "run", *args, "--json"], env)
     if done.returncode not in (0, 1):  # 1: some track failed, reported in the JSON
-        sys.exit(f"klio-assets run {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        sys.exit(
+            f"klio-assets run {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
+        )
     return wall, cpu, json.loads(done.stdout)
 
 
@@ -360,9 +362,20 @@ def code_lines(path: str, start: str | None = None, end: str | None = None) -> i
     for node in ast.walk(ast.parse(text)):
         body = getattr(node, "body", None)
         first = body[0] if isinstance(body, list) and body else None
-        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        if (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
+        ):
             docstrings.update(range(first.lineno, first.end_lineno + 1))
-    skip = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)
+    skip = (
+        tokenize.COMMENT,
+        tokenize.NL,
+        tokenize.NEWLINE,
+        tokenize.INDENT,
+        tokenize.DEDENT,
+        tokenize.ENDMARKER,
+    )
     code: set[int] = set()
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
         if tok.type not in skip:

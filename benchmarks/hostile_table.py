@@ -53,7 +53,9 @@ def hostile_batch(base: str) -> dict:
     done = cli("run", *ANALYSES, "--json", home=home, env=env)
     wall = time.perf_counter() - started
     run = json.loads(done.stdout)
-    outcomes = hostile.judge(cases, folder=folder, add_stderr=added.stderr, run=run, analyses=ANALYSES)
+    outcomes = hostile.judge(
+        cases, folder=folder, add_stderr=added.stderr, run=run, analyses=ANALYSES
+    )
     print(hostile.markdown_table(outcomes))
     good = [o for o in outcomes if o.case.expect == "computed"]
     return {
@@ -92,7 +94,9 @@ def kill_rounds(base: str, rounds: int) -> dict:
     n, seconds, rate = 30, 60.0, 48000
     library = os.path.join(base, "kill-library")
     for i in range(n):
-        synth.write(os.path.join(library, f"t{i:03d}.flac"), synth.sine(200 + 13 * i, seconds, rate), rate)
+        synth.write(
+            os.path.join(library, f"t{i:03d}.flac"), synth.sine(200 + 13 * i, seconds, rate), rate
+        )
     fractions = [0.1, 0.3, 0.5, 0.7, 0.9]
     totals = {"rounds": 0, "killed_midway": 0, "outputs_after_kill": 0, "corrupt_after_kill": 0,
               "corrupt_after_rerun": 0, "temporaries_visible": 0, "temporaries_left": 0,
@@ -114,16 +118,21 @@ def kill_rounds(base: str, rounds: int) -> dict:
         totals["rounds"] += 1
         totals["killed_midway"] += proc.returncode == -signal.SIGKILL and len(survivors) < 2 * n
         totals["outputs_after_kill"] += len(survivors)
-        totals["corrupt_after_kill"] += sum(_corrupt(p, int(seconds * rate), rate) for p in survivors)
+        totals["corrupt_after_kill"] += sum(
+            _corrupt(p, int(seconds * rate), rate) for p in survivors
+        )
         rerun = json.loads(cli("run", *ANALYSES, "--json", home=home).stdout)
         final = _outputs(outputs)
         totals["corrupt_after_rerun"] += sum(_corrupt(p, int(seconds * rate), rate) for p in final)
         totals["corrupt_after_rerun"] += 2 * n - len(final)  # a missing output counts as lost
         totals["temporaries_visible"] += sum(".tmp-" in p for p in final)
         totals["temporaries_left"] += sum(  # next to outputs; the killed run's _runs/ scratch aside
-            "/_runs/" not in p for p in glob.glob(os.path.join(outputs, "**", ".*.tmp-*"), recursive=True)
+            "/_runs/" not in p
+            for p in glob.glob(os.path.join(outputs, "**", ".*.tmp-*"), recursive=True)
         )
-        totals["recomputed_after_kill"] += sum(os.stat(p).st_mtime_ns != t for p, t in stamps.items())
+        totals["recomputed_after_kill"] += sum(
+            os.stat(p).st_mtime_ns != t for p, t in stamps.items()
+        )
         totals["tracks_failed"] += sum(c.get("failed", 0) for c in rerun["assets"].values())
         print(f"round {r + 1}: killed after {len(survivors)}/{2 * n} outputs; rerun "
               f"{rerun['assets']}")  # fmt: skip

@@ -45,12 +45,20 @@ class Downsample(beam.DoFn):
             return
         tmp = dst + ".tmp.flac"
         with sf.SoundFile(path) as src:
-            stream = soxr.ResampleStream(src.samplerate, TARGET_RATE, 1, dtype="float32", quality="HQ")
+            stream = soxr.ResampleStream(
+                src.samplerate, TARGET_RATE, 1, dtype="float32", quality="HQ"
+            )
             with sf.SoundFile(tmp, "w", TARGET_RATE, 1, format="FLAC", subtype="PCM_16") as out:
                 for block in src.blocks(blocksize=65536, dtype="float32", always_2d=True):
-                    mono = (block[:, 0] + block[:, 1]) * np.float32(0.5) if block.shape[1] == 2 else block[:, 0]
+                    mono = (
+                        (block[:, 0] + block[:, 1]) * np.float32(0.5)
+                        if block.shape[1] == 2
+                        else block[:, 0]
+                    )
                     out.write(np.clip(stream.resample_chunk(mono), -1.0, 1.0))
-                out.write(np.clip(stream.resample_chunk(np.zeros(0, np.float32), last=True), -1.0, 1.0))
+                out.write(
+                    np.clip(stream.resample_chunk(np.zeros(0, np.float32), last=True), -1.0, 1.0)
+                )
             seconds = src.frames / src.samplerate
         os.replace(tmp, dst)
         yield track_id, "computed", seconds
@@ -69,7 +77,9 @@ def plain_downsampled_audio(context: dg.AssetExecutionContext, config: Downsampl
     os.makedirs(config.out_dir, exist_ok=True)
     elements = [(t, paths[t]) for t in context.partition_keys]
     options = PipelineOptions(
-        runner="FnApiRunner", direct_running_mode="multi_threading", direct_num_workers=config.workers
+        runner="FnApiRunner",
+        direct_running_mode="multi_threading",
+        direct_num_workers=config.workers,
     )
     with beam.Pipeline(options=options) as p:
         results = (
@@ -79,12 +89,18 @@ def plain_downsampled_audio(context: dg.AssetExecutionContext, config: Downsampl
             | beam.ParDo(Downsample(config.out_dir))
             | beam.combiners.ToList()
         )
-        results | beam.Map(lambda rows: json.dump(rows, open(os.path.join(config.out_dir, "_results.json"), "w")))
+        results | beam.Map(
+            lambda rows: json.dump(rows, open(os.path.join(config.out_dir, "_results.json"), "w"))
+        )
     with open(os.path.join(config.out_dir, "_results.json")) as fh:
         rows = json.load(fh)
     computed = sum(1 for _, status, _ in rows if status == "computed")
     return dg.MaterializeResult(
-        metadata={"computed": computed, "skipped": len(rows) - computed, "audio_s": sum(s for *_, s in rows)}
+        metadata={
+            "computed": computed,
+            "skipped": len(rows) - computed,
+            "audio_s": sum(s for *_, s in rows),
+        }
     )
 
 
@@ -105,9 +121,11 @@ def main(argv: list[str]) -> None:
     paths_json = os.path.join(args.home, "paths.json")
     with open(paths_json, "w") as fh:
         json.dump(paths, fh)
-    instance = dg.DagsterInstance.local_temp(args.home) if not os.path.exists(
-        os.path.join(args.home, "history")
-    ) else dg.DagsterInstance.from_config(args.home)
+    instance = (
+        dg.DagsterInstance.local_temp(args.home)
+        if not os.path.exists(os.path.join(args.home, "history"))
+        else dg.DagsterInstance.from_config(args.home)
+    )
     keys = list(paths)
     if not instance.has_dynamic_partition("tracks", keys[0]):
         instance.add_dynamic_partitions("tracks", keys)
@@ -116,21 +134,39 @@ def main(argv: list[str]) -> None:
     )
     result = job.execute_in_process(
         instance=instance,
-        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
-        run_config={"ops": {"plain_downsampled_audio": {"config": {
-            "paths_json": paths_json, "out_dir": args.out, "workers": args.workers}}}},
+        tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        },
+        run_config={
+            "ops": {
+                "plain_downsampled_audio": {
+                    "config": {
+                        "paths_json": paths_json,
+                        "out_dir": args.out,
+                        "workers": args.workers,
+                    }
+                }
+            }
+        },
     )
     mats = result.asset_materializations_for_node("plain_downsampled_audio")
     meta = mats[0].metadata if mats else {}
-    print(json.dumps({
-        "files": len(keys),
-        "success": result.success,
-        "computed": meta["computed"].value if "computed" in meta else None,
-        "skipped": meta["skipped"].value if "skipped" in meta else None,
-        "audio_s": meta["audio_s"].value if "audio_s" in meta else None,
-        "materialized_partitions": len(instance.get_materialized_partitions(dg.AssetKey("plain_downsampled_audio"))),
-        "wall_s": time.perf_counter() - started,
-    }))
+    print(
+        json.dumps(
+            {
+                "files": len(keys),
+                "success": result.success,
+                "computed": meta["computed"].value if "computed" in meta else None,
+                "skipped": meta["skipped"].value if "skipped" in meta else None,
+                "audio_s": meta["audio_s"].value if "audio_s" in meta else None,
+                "materialized_partitions": len(
+                    instance.get_materialized_partitions(dg.AssetKey("plain_downsampled_audio"))
+                ),
+                "wall_s": time.perf_counter() - started,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,11 @@ def downsample(job: tuple[str, str]) -> float:
         seconds = f.frames / f.samplerate
         with sf.SoundFile(dst + ".tmp", "w", TARGET, 1, format="FLAC", subtype="PCM_16") as out:
             for block in f.blocks(blocksize=65536, dtype="float32", always_2d=True):
-                mono = (block[:, 0] + block[:, 1]) * np.float32(0.5) if block.shape[1] == 2 else block[:, 0]
+                mono = (
+                    (block[:, 0] + block[:, 1]) * np.float32(0.5)
+                    if block.shape[1] == 2
+                    else block[:, 0]
+                )
                 y = stream.resample_chunk(mono)
                 if len(y):
                     out.write(np.clip(y, -1.0, 1.0))
@@ -50,14 +54,25 @@ def main(argv: list[str]) -> None:
     parser.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    jobs = [(f, os.path.join(args.out, hashlib.sha1(f.encode()).hexdigest()[:16] + ".flac")) for f in args.files]
+    jobs = [
+        (f, os.path.join(args.out, hashlib.sha1(f.encode()).hexdigest()[:16] + ".flac"))
+        for f in args.files
+    ]
     started = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         audio_s = sum(pool.map(downsample, jobs))
     wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"files": len(jobs), "audio_s": audio_s, "pool_wall_s": wall,
-                      "pool_cpu_s": usage.ru_utime + usage.ru_stime}))
+    print(
+        json.dumps(
+            {
+                "files": len(jobs),
+                "audio_s": audio_s,
+                "pool_wall_s": wall,
+                "pool_cpu_s": usage.ru_utime + usage.ru_stime,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ def _run_once(home: Path, tracks, beam_options: str) -> dict:
         ids = [t for t, _ in tracks]
         started = time.perf_counter()
         outcome = launch.execute_range(
-            instance, selected=["source_audio", "downsampled_audio"], track_ids=ids,
+            instance,
+            selected=["source_audio", "downsampled_audio"],
+            track_ids=ids,
             storage=Storage(settings.storage),
         )
         wall = time.perf_counter() - started
@@ -71,8 +73,13 @@ def _run_once(home: Path, tracks, beam_options: str) -> dict:
     counts = outcome.summary["assets"]["downsampled_audio"] if outcome.summary else {}
     if not outcome.success or counts.get("computed") != len(tracks):
         raise SystemExit(f"run failed or incomplete: {outcome.error or counts}")
-    return {"wall_s": round(wall, 3), "beam_s": round(outcome.summary["beam_seconds"], 3)
-            if "beam_seconds" in outcome.summary else None, "job_id": outcome.summary["beam_job_id"]}
+    return {
+        "wall_s": round(wall, 3),
+        "beam_s": round(outcome.summary["beam_seconds"], 3)
+        if "beam_seconds" in outcome.summary
+        else None,
+        "job_id": outcome.summary["beam_job_id"],
+    }
 
 
 def main() -> None:
@@ -95,19 +102,36 @@ def main() -> None:
                 for runner, options in (("local", ""), ("portable", portable_options)):
                     timing = _run_once(root / f"home-{runner}-{i}", tracks, options)
                     results[runner].append(timing)
-                    print(f"{runner:9s} run {i + 1}: wall {timing['wall_s']:.1f} s, "
-                          f"Beam job {timing['beam_s']} s ({timing['job_id']})")
+                    print(
+                        f"{runner:9s} run {i + 1}: wall {timing['wall_s']:.1f} s, "
+                        f"Beam job {timing['beam_s']} s ({timing['job_id']})"
+                    )
     best = {r: min(results[r], key=lambda t: t["wall_s"]) for r in results}
     ratio = best["portable"]["wall_s"] / best["local"]["wall_s"]
-    beam_ratio = (best["portable"]["beam_s"] / best["local"]["beam_s"]
-                  if best["local"]["beam_s"] and best["portable"]["beam_s"] else None)
+    beam_ratio = (
+        best["portable"]["beam_s"] / best["local"]["beam_s"]
+        if best["local"]["beam_s"] and best["portable"]["beam_s"]
+        else None
+    )
     print(f"{args.tracks} tracks, {audio_s:.0f} s of audio; best of {args.repeat}:")
     print(f"  local    {best['local']['wall_s']:.1f} s wall")
     print(f"  portable {best['portable']['wall_s']:.1f} s wall")
-    print(f"  portable / local = {ratio:.2f} (wall)" + (f", {beam_ratio:.2f} (Beam job)" if beam_ratio else ""))
-    print(json.dumps({"tracks": args.tracks, "seconds_each": args.seconds, "cores": len(os.sched_getaffinity(0)),
-                      "runs": results, "ratio_wall": round(ratio, 3),
-                      "ratio_beam": round(beam_ratio, 3) if beam_ratio else None}))
+    print(
+        f"  portable / local = {ratio:.2f} (wall)"
+        + (f", {beam_ratio:.2f} (Beam job)" if beam_ratio else "")
+    )
+    print(
+        json.dumps(
+            {
+                "tracks": args.tracks,
+                "seconds_each": args.seconds,
+                "cores": len(os.sched_getaffinity(0)),
+                "runs": results,
+                "ratio_wall": round(ratio, 3),
+                "ratio_beam": round(beam_ratio, 3) if beam_ratio else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

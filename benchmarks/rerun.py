@@ -39,10 +39,14 @@ def main() -> None:
     warm(files)
     work = tempfile.mkdtemp(prefix="klio-bench-")
     try:
-        env = klio_home(os.path.join(work, "home"), [(f"t{i:05d}", path) for i, path in enumerate(files)])
+        env = klio_home(
+            os.path.join(work, "home"), [(f"t{i:05d}", path) for i, path in enumerate(files)]
+        )
         wall_first, cpu_first, first = klio_run(["downsampled_audio"], env)
         reruns = [klio_run(["downsampled_audio"], env) for _ in range(args.repeats)]
-        checked = [klio_run(["downsampled_audio", "--check-dagster"], env) for _ in range(args.repeats)]
+        checked = [
+            klio_run(["downsampled_audio", "--check-dagster"], env) for _ in range(args.repeats)
+        ]
         floor = [timed([PYTHON, "-c", "import dagster"], env)[0] for _ in range(args.repeats)]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -68,11 +72,17 @@ def main() -> None:
     }
     figures["targets"] = {"rerun_over_first<=0.02": figures["rerun_over_first"] <= TARGET}
     print(f"{len(files)} real tracks (load average {figures['load_average_1m']})")
-    print(f"first run: {wall_first:.1f} s wall, {cpu_first:.1f} CPU-s, {first['assets']['downsampled_audio']}")
-    print(f"rerun:     {rerun_wall:.2f} s wall (median of {args.repeats}) = {rerun_wall / wall_first:.4f} x first "
-          f"(target <= {TARGET}); {figures['rerun_runs_launched']} runs launched; {last['assets']['downsampled_audio']}")
-    print(f"rerun --check-dagster (full check against Dagster): {checked_wall:.2f} s = "
-          f"{checked_wall / wall_first:.4f} x first; python -c 'import dagster' alone: {figures['import_dagster_s']:.2f} s")
+    print(
+        f"first run: {wall_first:.1f} s wall, {cpu_first:.1f} CPU-s, {first['assets']['downsampled_audio']}"
+    )
+    print(
+        f"rerun:     {rerun_wall:.2f} s wall (median of {args.repeats}) = {rerun_wall / wall_first:.4f} x first "
+        f"(target <= {TARGET}); {figures['rerun_runs_launched']} runs launched; {last['assets']['downsampled_audio']}"
+    )
+    print(
+        f"rerun --check-dagster (full check against Dagster): {checked_wall:.2f} s = "
+        f"{checked_wall / wall_first:.4f} x first; python -c 'import dagster' alone: {figures['import_dagster_s']:.2f} s"
+    )
     final_json("rerun", figures)
 
 

@@ -103,24 +103,38 @@ def write_manifest(path: str, ids: list[str], uris: dict[str, str], never_read: 
             writer.writerow([t, uris.get(t) or f"{never_read}/{t}.wav"])
 
 
-def median_tick(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None,
-                repeat: int) -> tuple[float, Any]:
+def median_tick(
+    defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None, repeat: int
+) -> tuple[float, Any]:
     ticks = [sensor_tick(defs, instance, name, cursor) for _ in range(repeat)]
     if any(r.run_requests for _, r in ticks):
         raise SystemExit(f"{name}: an idle tick requested runs")
     return round(statistics.median(s for s, _ in ticks), 4), ticks[-1][1]
 
 
-def bench_main(backend: str, workdir: str, args: argparse.Namespace, *, postgres: Any,
-               manifest: str, run_ids: list[str]) -> dict[str, Any]:
+def bench_main(
+    backend: str,
+    workdir: str,
+    args: argparse.Namespace,
+    *,
+    postgres: Any,
+    manifest: str,
+    run_ids: list[str],
+) -> dict[str, Any]:
     """Steps 1-4 for one backend."""
     landing = os.path.join(workdir, f"landing-{backend}")
     os.makedirs(landing)
-    fresh_home(backend, workdir, postgres=postgres, name="main", extra_env={
-        "KLIO_ASSETS_LANDING": landing,
-        "KLIO_ASSETS_LANDING_SETTLE_S": "0",
-        "KLIO_ASSETS_LANDING_MAX_TRACKS": str(args.new),
-    })
+    fresh_home(
+        backend,
+        workdir,
+        postgres=postgres,
+        name="main",
+        extra_env={
+            "KLIO_ASSETS_LANDING": landing,
+            "KLIO_ASSETS_LANDING_SETTLE_S": "0",
+            "KLIO_ASSETS_LANDING_MAX_TRACKS": str(args.new),
+        },
+    )
     settings = Settings.from_env()
     out: dict[str, Any] = {"load_start": load()}
     defs = build_definitions(settings)
@@ -132,18 +146,25 @@ def bench_main(backend: str, workdir: str, args: argparse.Namespace, *, postgres
             raise SystemExit(f"{backend}: manifest rows refused: {found.rejected[:3]}")
         phases = PhaseTimer()
         with phases.wrap_all(REGISTER_PHASES):
-            out["register_tracks_s"], outcome = timed(register_tracks, instance, catalog, found.tracks)
+            out["register_tracks_s"], outcome = timed(
+                register_tracks, instance, catalog, found.tracks
+            )
         out["register_phases_s"] = phases.rounded()
         out["register_s"] = round(out["discover_s"] + out["register_tracks_s"], 3)
         out["register_us_per_track"] = round(out["register_s"] * 1e6 / args.registered, 1)
         if len(outcome.added) != args.registered:
-            raise SystemExit(f"{backend}: {len(outcome.added)} tracks added, expected {args.registered}")
+            raise SystemExit(
+                f"{backend}: {len(outcome.added)} tracks added, expected {args.registered}"
+            )
         out["list_all_keys_s"], keys = timed(instance.get_dynamic_partitions, TRACKS)
         if len(keys) != args.registered:
             raise SystemExit(f"{backend}: {len(keys)} partitions, expected {args.registered}")
         del keys
-        print(f"[{backend}] registered {args.registered}: {out['register_s']:.1f} s "
-              f"(discover {out['discover_s']:.1f} s, {out['register_phases_s']})", flush=True)
+        print(
+            f"[{backend}] registered {args.registered}: {out['register_s']:.1f} s "
+            f"(discover {out['discover_s']:.1f} s, {out['register_phases_s']})",
+            flush=True,
+        )
 
         # 2. Bookkeeping of a run (propagation cursor first: the tick after the runs sees them).
         _, propagation_init = sensor_tick(defs, instance, "propagation_sensor", None)
@@ -151,8 +172,11 @@ def bench_main(backend: str, workdir: str, args: argparse.Namespace, *, postgres
         for label in ("first", "again"):
             out[label] = run_once(instance, storage, run_ids, label=label, profile_path=None)
             out[label]["load"] = load()
-            print(f"[{backend}] {label} run: wall {out[label]['wall_s']:.2f} s, bookkeeping "
-                  f"{out[label]['bookkeeping_ms_per_track']:.2f} ms/track", flush=True)
+            print(
+                f"[{backend}] {label} run: wall {out[label]['wall_s']:.2f} s, bookkeeping "
+                f"{out[label]['bookkeeping_ms_per_track']:.2f} ms/track",
+                flush=True,
+            )
         out["bookkeeping_ms_per_track"] = out["first"]["bookkeeping_ms_per_track"]
         out["cli_planning_s"] = cli_planning(instance, storage, settings, run_ids)
 
@@ -160,26 +184,39 @@ def bench_main(backend: str, workdir: str, args: argparse.Namespace, *, postgres
         touch_files(landing, "new", args.new)
         time.sleep(0.2)  # older than the listing's clock margin
         seconds, new = sensor_tick(defs, instance, "landing_sensor", None)
-        out["new_tracks_tick_s"], out["new_tracks_tick_runs"] = round(seconds, 3), len(new.run_requests)
-        out["idle_landing_tick_s"], idle = median_tick(defs, instance, "landing_sensor", new.cursor, args.repeat)
+        out["new_tracks_tick_s"], out["new_tracks_tick_runs"] = (
+            round(seconds, 3),
+            len(new.run_requests),
+        )
+        out["idle_landing_tick_s"], idle = median_tick(
+            defs, instance, "landing_sensor", new.cursor, args.repeat
+        )
         with open(os.path.join(landing, "readme.txt"), "w"):
             pass
         time.sleep(0.2)
-        out["relisting_landing_tick_s"], _ = median_tick(defs, instance, "landing_sensor", idle.cursor, args.repeat)
-        seconds, after_runs = sensor_tick(defs, instance, "propagation_sensor", propagation_init.cursor)
+        out["relisting_landing_tick_s"], _ = median_tick(
+            defs, instance, "landing_sensor", idle.cursor, args.repeat
+        )
+        seconds, after_runs = sensor_tick(
+            defs, instance, "propagation_sensor", propagation_init.cursor
+        )
         out["propagation_after_runs_tick_s"] = round(seconds, 3)
         out["propagation_after_runs_requests"] = len(after_runs.run_requests)
         out["idle_propagation_tick_s"], _ = median_tick(
-            defs, instance, "propagation_sensor", after_runs.cursor, args.repeat)
-        print(f"[{backend}] ticks: {args.new} new {out['new_tracks_tick_s']:.2f} s, idle landing "
-              f"{out['idle_landing_tick_s']:.4f} s (relisting {out['relisting_landing_tick_s']:.3f} s), "
-              f"propagation after the runs {out['propagation_after_runs_tick_s']:.3f} s, idle "
-              f"{out['idle_propagation_tick_s']:.4f} s", flush=True)
+            defs, instance, "propagation_sensor", after_runs.cursor, args.repeat
+        )
+        print(
+            f"[{backend}] ticks: {args.new} new {out['new_tracks_tick_s']:.2f} s, idle landing "
+            f"{out['idle_landing_tick_s']:.4f} s (relisting {out['relisting_landing_tick_s']:.3f} s), "
+            f"propagation after the runs {out['propagation_after_runs_tick_s']:.3f} s, idle "
+            f"{out['idle_propagation_tick_s']:.4f} s",
+            flush=True,
+        )
 
         # 4. Backfill planning.
         schedule = defs.resolve_schedule_def("catalog_backfill_schedule")
         for label, hour in (("backfill_first_tick", 3), ("backfill_schedule_tick", 4)):
-            when = datetime.datetime(2026, 1, 1, hour, tzinfo=datetime.timezone.utc)
+            when = datetime.datetime(2026, 1, 1, hour, tzinfo=datetime.UTC)
             context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
             seconds, data = timed(schedule.evaluate_tick, context)
             out[f"{label}_s"], out[f"{label}_runs"] = seconds, len(data.run_requests or [])
@@ -187,25 +224,37 @@ def bench_main(backend: str, workdir: str, args: argparse.Namespace, *, postgres
         from klio_assets.preview import preview  # noqa: PLC0415
 
         analyses = load_analyses(settings.analysis_modules)
-        out["backfill_dry_run_plan_s"], plan = timed(preview, "backfill", instance, catalog, settings, analyses)
+        out["backfill_dry_run_plan_s"], plan = timed(
+            preview, "backfill", instance, catalog, settings, analyses
+        )
         out["backfill_dry_run_requests"] = len(plan["requests"])
         out["backfill_reasons"] = plan["reasons"]
-        print(f"[{backend}] backfill: first schedule tick {out['backfill_first_tick_s']:.2f} s, next "
-              f"{out['backfill_schedule_tick_s']:.2f} s ({out['backfill_schedule_tick_runs']} runs), "
-              f"automation backfill --dry-run plan {out['backfill_dry_run_plan_s']:.2f} s", flush=True)
+        print(
+            f"[{backend}] backfill: first schedule tick {out['backfill_first_tick_s']:.2f} s, next "
+            f"{out['backfill_schedule_tick_s']:.2f} s ({out['backfill_schedule_tick_runs']} runs), "
+            f"automation backfill --dry-run plan {out['backfill_dry_run_plan_s']:.2f} s",
+            flush=True,
+        )
     out["load_end"] = load()
     return out
 
 
-def bench_landing(backend: str, workdir: str, args: argparse.Namespace, *, postgres: Any,
-                  folder: str) -> dict[str, Any]:
+def bench_landing(
+    backend: str, workdir: str, args: argparse.Namespace, *, postgres: Any, folder: str
+) -> dict[str, Any]:
     """Step 5: the whole catalog through landing ticks at the largest cap, then idle ticks."""
     cap = min(args.registered, MAX_LANDING_CAP)
-    fresh_home(backend, workdir, postgres=postgres, name="landing", extra_env={
-        "KLIO_ASSETS_LANDING": folder,
-        "KLIO_ASSETS_LANDING_SETTLE_S": "0",
-        "KLIO_ASSETS_LANDING_MAX_TRACKS": str(cap),
-    })
+    fresh_home(
+        backend,
+        workdir,
+        postgres=postgres,
+        name="landing",
+        extra_env={
+            "KLIO_ASSETS_LANDING": folder,
+            "KLIO_ASSETS_LANDING_SETTLE_S": "0",
+            "KLIO_ASSETS_LANDING_MAX_TRACKS": str(cap),
+        },
+    )
     settings = Settings.from_env()
     defs = build_definitions(settings)
     out: dict[str, Any] = {"load_start": load(), "landing_cap": cap}
@@ -225,16 +274,22 @@ def bench_landing(backend: str, workdir: str, args: argparse.Namespace, *, postg
         out["landing_register_ticks_s"] = ticks
         out["landing_register_phases_s"] = phases.rounded()
         out["landing_register_runs"] = runs
-        out["idle_full_folder_tick_s"], idle = median_tick(defs, instance, "landing_sensor", cursor, args.repeat)
+        out["idle_full_folder_tick_s"], idle = median_tick(
+            defs, instance, "landing_sensor", cursor, args.repeat
+        )
         with open(os.path.join(folder, "readme.txt"), "w"):
             pass
         time.sleep(0.2)
         out["relisting_full_folder_tick_s"], _ = median_tick(
-            defs, instance, "landing_sensor", idle.cursor, min(args.repeat, 3))
+            defs, instance, "landing_sensor", idle.cursor, min(args.repeat, 3)
+        )
         os.remove(os.path.join(folder, "readme.txt"))
-    print(f"[{backend}] landing: {args.registered} files registered by {len(ticks)} ticks of at most {cap} in "
-          f"{out['landing_register_s']:.1f} s ({out['landing_register_phases_s']}); idle tick "
-          f"{out['idle_full_folder_tick_s']:.4f} s, relisting {out['relisting_full_folder_tick_s']:.2f} s", flush=True)
+    print(
+        f"[{backend}] landing: {args.registered} files registered by {len(ticks)} ticks of at most {cap} in "
+        f"{out['landing_register_s']:.1f} s ({out['landing_register_phases_s']}); idle tick "
+        f"{out['idle_full_folder_tick_s']:.4f} s, relisting {out['relisting_full_folder_tick_s']:.2f} s",
+        flush=True,
+    )
     out["load_end"] = load()
     return out
 
@@ -244,44 +299,67 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     for backend, figures in results["backends"].items():
         for name, target, unit, backends in TARGETS:
             if name in figures:
-                out.append({
-                    "backend": backend, "figure": name, "value": figures[name], "target": target, "unit": unit,
-                    "target_set": backend in backends, "met": figures[name] <= target,
-                })
+                out.append(
+                    {
+                        "backend": backend,
+                        "figure": name,
+                        "value": figures[name],
+                        "target": target,
+                        "unit": unit,
+                        "target_set": backend in backends,
+                        "met": figures[name] <= target,
+                    }
+                )
     return out
 
 
 def print_report(results: dict[str, Any]) -> None:
-    print(f"\n{results['registered']} registered, runs of {results['run_tracks']} tracks; "
-          f"load average at start {results['load_start']}, end {results['load_end']}")
+    print(
+        f"\n{results['registered']} registered, runs of {results['run_tracks']} tracks; "
+        f"load average at start {results['load_start']}, end {results['load_end']}"
+    )
     for backend, f in results["backends"].items():
         print(f"\n== {backend}")
-        print(f"  register (klio-assets add --manifest): {f['register_s']:.1f} s = discover "
-              f"{f['discover_s']:.1f} s + register_tracks {f['register_tracks_s']:.1f} s "
-              f"({f['register_us_per_track']:.0f} us/track; {f['register_phases_s']})")
+        print(
+            f"  register (klio-assets add --manifest): {f['register_s']:.1f} s = discover "
+            f"{f['discover_s']:.1f} s + register_tracks {f['register_tracks_s']:.1f} s "
+            f"({f['register_us_per_track']:.0f} us/track; {f['register_phases_s']})"
+        )
         if "landing_register_s" in f:
-            print(f"  register through landing ticks of {f['landing_cap']}: {f['landing_register_s']:.1f} s "
-                  f"({f['landing_register_phases_s']}); idle tick over the full folder "
-                  f"{f['idle_full_folder_tick_s']:.4f} s, after a change {f['relisting_full_folder_tick_s']:.2f} s")
+            print(
+                f"  register through landing ticks of {f['landing_cap']}: {f['landing_register_s']:.1f} s "
+                f"({f['landing_register_phases_s']}); idle tick over the full folder "
+                f"{f['idle_full_folder_tick_s']:.4f} s, after a change {f['relisting_full_folder_tick_s']:.2f} s"
+            )
         print(f"  listing every partition key: {f['list_all_keys_s']:.2f} s")
         for label in ("first", "again"):
             r = f[label]
-            print(f"  {label} run: wall {r['wall_s']:.2f} s = Beam {r['beam_s']:.2f} s + bookkeeping "
-                  f"{r['bookkeeping_s']:.2f} s ({r['bookkeeping_ms_per_track']:.2f} ms/track); keys listed "
-                  f"{r['list_all_partitions_calls']} times; phases {r['phases_s']}")
+            print(
+                f"  {label} run: wall {r['wall_s']:.2f} s = Beam {r['beam_s']:.2f} s + bookkeeping "
+                f"{r['bookkeeping_s']:.2f} s ({r['bookkeeping_ms_per_track']:.2f} ms/track); keys listed "
+                f"{r['list_all_partitions_calls']} times; phases {r['phases_s']}"
+            )
         print(f"  CLI planning before a run: {f['cli_planning_s']:.2f} s")
-        print(f"  landing tick with {results['new']} new: {f['new_tracks_tick_s']:.2f} s; idle "
-              f"{f['idle_landing_tick_s']:.4f} s; folder changed, nothing new {f['relisting_landing_tick_s']:.3f} s")
-        print(f"  propagation tick after the runs: {f['propagation_after_runs_tick_s']:.3f} s "
-              f"({f['propagation_after_runs_requests']} requests); idle {f['idle_propagation_tick_s']:.4f} s")
-        print(f"  backfill: first schedule tick {f['backfill_first_tick_s']:.2f} s, next "
-              f"{f['backfill_schedule_tick_s']:.2f} s; automation backfill --dry-run plan "
-              f"{f['backfill_dry_run_plan_s']:.2f} s")
+        print(
+            f"  landing tick with {results['new']} new: {f['new_tracks_tick_s']:.2f} s; idle "
+            f"{f['idle_landing_tick_s']:.4f} s; folder changed, nothing new {f['relisting_landing_tick_s']:.3f} s"
+        )
+        print(
+            f"  propagation tick after the runs: {f['propagation_after_runs_tick_s']:.3f} s "
+            f"({f['propagation_after_runs_requests']} requests); idle {f['idle_propagation_tick_s']:.4f} s"
+        )
+        print(
+            f"  backfill: first schedule tick {f['backfill_first_tick_s']:.2f} s, next "
+            f"{f['backfill_schedule_tick_s']:.2f} s; automation backfill --dry-run plan "
+            f"{f['backfill_dry_run_plan_s']:.2f} s"
+        )
     print("\ntargets:")
     for v in results["targets"]:
         scope = "" if v["target_set"] else " (target set for PostgreSQL)"
-        print(f"  {v['backend']:8s} {v['figure']:28s} {v['value']:>10} {v['unit']:8s} <= {v['target']}: "
-              f"{'met' if v['met'] else 'NOT MET'}{scope}")
+        print(
+            f"  {v['backend']:8s} {v['figure']:28s} {v['value']:>10} {v['unit']:8s} <= {v['target']}: "
+            f"{'met' if v['met'] else 'NOT MET'}{scope}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,15 +367,22 @@ def main(argv: list[str] | None = None) -> int:
     add_run_arguments(parser, registered=1_000_000)
     parser.add_argument("--new", type=int, default=1000, help="files landing in the landing tick")
     parser.add_argument("--repeat", type=int, default=5, help="idle ticks per figure (median)")
-    parser.add_argument("--landing-register", action="store_true",
-                        help="also register the whole catalog through landing ticks (another home)")
+    parser.add_argument(
+        "--landing-register",
+        action="store_true",
+        help="also register the whole catalog through landing ticks (another home)",
+    )
     args = parser.parse_args(argv)
     backends = checked_backends(parser, args)
 
     workdir = tempfile.mkdtemp(prefix="klio-scale-", dir=os.environ.get("TMPDIR", "/tmp"))
     results: dict[str, Any] = {
-        "registered": args.registered, "run_tracks": args.run_tracks, "new": args.new,
-        "dagster": dg.__version__, "load_start": load(), "backends": {},
+        "registered": args.registered,
+        "run_tracks": args.run_tracks,
+        "new": args.new,
+        "dagster": dg.__version__,
+        "load_start": load(),
+        "backends": {},
     }
     try:
         clips = write_clips(os.path.join(workdir, "audio"), args.run_tracks)
@@ -305,7 +390,12 @@ def main(argv: list[str] | None = None) -> int:
         ids = [f"bench-{i:07d}" for i in range(args.registered)]
         run_ids = ids[offset : offset + args.run_tracks]
         manifest = os.path.join(workdir, "tracks.csv")
-        write_manifest(manifest, ids, dict(zip(run_ids, clips, strict=True)), os.path.join(workdir, "not-there"))
+        write_manifest(
+            manifest,
+            ids,
+            dict(zip(run_ids, clips, strict=True)),
+            os.path.join(workdir, "not-there"),
+        )
         del ids
         full_folder = os.path.join(workdir, "landing-full")
         if args.landing_register:
@@ -313,11 +403,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.registered} landing files written in {seconds:.1f} s", flush=True)
         warm_up()
         with contextlib.ExitStack() as stack:
-            postgres = stack.enter_context(running_postgres(workdir)) if "postgres" in backends else None
+            postgres = (
+                stack.enter_context(running_postgres(workdir)) if "postgres" in backends else None
+            )
             for backend in backends:
-                figures = bench_main(backend, workdir, args, postgres=postgres, manifest=manifest, run_ids=run_ids)
+                figures = bench_main(
+                    backend, workdir, args, postgres=postgres, manifest=manifest, run_ids=run_ids
+                )
                 if args.landing_register:
-                    figures.update(bench_landing(backend, workdir, args, postgres=postgres, folder=full_folder))
+                    figures.update(
+                        bench_landing(backend, workdir, args, postgres=postgres, folder=full_folder)
+                    )
                 results["backends"][backend] = figures
                 print(json.dumps({"partial": backend, **figures}, sort_keys=True), flush=True)
                 if not args.keep:  # free the disk before the next backend

@@ -49,20 +49,46 @@ def main() -> None:
     here = os.path.join(REPO, "benchmarks")
     try:
         wall_a, cpu_a, plain = timed(
-            [PYTHON, os.path.join(here, "plain_downsample.py"), "--out", os.path.join(work, "plain"),
-             "--workers", str(args.workers), *files], env)
+            [
+                PYTHON,
+                os.path.join(here, "plain_downsample.py"),
+                "--out",
+                os.path.join(work, "plain"),
+                "--workers",
+                str(args.workers),
+                *files,
+            ],
+            env,
+        )
         audio_s = json.loads(plain.stdout.strip().splitlines()[-1])["audio_s"]
         wall_b, cpu_b, plain_beam = timed(
-            [PYTHON, os.path.join(here, "plain_dagster_beam.py"), "--home", os.path.join(work, "plain-home"),
-             "--out", os.path.join(work, "plain-beam"), "--workers", str(args.workers), *files], env)
+            [
+                PYTHON,
+                os.path.join(here, "plain_dagster_beam.py"),
+                "--home",
+                os.path.join(work, "plain-home"),
+                "--out",
+                os.path.join(work, "plain-beam"),
+                "--workers",
+                str(args.workers),
+                *files,
+            ],
+            env,
+        )
         out_b = json.loads(plain_beam.stdout.strip().splitlines()[-1])
-        env = klio_home(os.path.join(work, "home"), [(f"t{i:05d}", path) for i, path in enumerate(files)])
+        env = klio_home(
+            os.path.join(work, "home"), [(f"t{i:05d}", path) for i, path in enumerate(files)]
+        )
         wall_c, cpu_c, out_c = klio_run(["downsampled_audio"], env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     beam_s = out_c["beam_seconds"]
-    loc_b = code_lines(os.path.join(here, "plain_dagster_beam.py"), "# --- user code ---", "# --- end of user code ---")
+    loc_b = code_lines(
+        os.path.join(here, "plain_dagster_beam.py"),
+        "# --- user code ---",
+        "# --- end of user code ---",
+    )
     loc_c = code_lines(os.path.join(REPO, "klio_assets", "analyses", "downsampled_audio.py"))
     figures = {
         "tracks": len(files),
@@ -98,16 +124,26 @@ def main() -> None:
         "c_over_a>=0.9": figures["ratio_c_over_a"] >= TARGET_C_OVER_A,
         "klio_cores_busy>=1.8": figures["klio_cores_busy"] >= TARGET_CORES,
     }
-    print(f"{len(files)} real tracks, {audio_s / 3600:.2f} h of audio (load average {figures['load_average_1m']})")
-    for label, wall, cpu in (("(a) plain soundfile+soxr pool", wall_a, cpu_a),
-                             ("(b) plain Dagster asset + Beam", wall_b, cpu_b),
-                             ("(c) klio-assets run", wall_c, cpu_c)):
-        print(f"{label:32s} {wall:7.1f} s wall {cpu:7.1f} CPU-s  {audio_s / wall:6.0f} audio-s/s "
-              f"{audio_s / cpu:6.0f} audio-s/CPU-s  {cpu / wall:.2f} cores busy")
-    print(f"c/a {wall_a / wall_c:.3f} (target >= {TARGET_C_OVER_A}), b/a {wall_a / wall_b:.3f}, "
-          f"c/b {wall_b / wall_c:.3f}; klio's Beam job alone {beam_s:.1f} s")
-    print(f"lines of code: plain Dagster + Beam {loc_b}, downsampled_audio {loc_c} "
-          f"({100 * (1 - loc_c / loc_b):.0f} % less)")
+    print(
+        f"{len(files)} real tracks, {audio_s / 3600:.2f} h of audio (load average {figures['load_average_1m']})"
+    )
+    for label, wall, cpu in (
+        ("(a) plain soundfile+soxr pool", wall_a, cpu_a),
+        ("(b) plain Dagster asset + Beam", wall_b, cpu_b),
+        ("(c) klio-assets run", wall_c, cpu_c),
+    ):
+        print(
+            f"{label:32s} {wall:7.1f} s wall {cpu:7.1f} CPU-s  {audio_s / wall:6.0f} audio-s/s "
+            f"{audio_s / cpu:6.0f} audio-s/CPU-s  {cpu / wall:.2f} cores busy"
+        )
+    print(
+        f"c/a {wall_a / wall_c:.3f} (target >= {TARGET_C_OVER_A}), b/a {wall_a / wall_b:.3f}, "
+        f"c/b {wall_b / wall_c:.3f}; klio's Beam job alone {beam_s:.1f} s"
+    )
+    print(
+        f"lines of code: plain Dagster + Beam {loc_b}, downsampled_audio {loc_c} "
+        f"({100 * (1 - loc_c / loc_b):.0f} % less)"
+    )
     final_json("throughput", figures)
 
 

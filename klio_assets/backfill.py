@@ -33,8 +33,12 @@ from klio_assets.worker.storage import Storage
 
 #: ``klio_state`` key of the versions whose stale tracks were all requested.
 STATE_KEY = "backfill_versions"
-_IN_FLIGHT = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
-              dg.DagsterRunStatus.STARTED]
+_IN_FLIGHT = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 @dataclass
@@ -193,14 +197,21 @@ def plan_backfill(
     return plan
 
 
-def backfill_run_requests(plan: BackfillPlan, *, tick: str, force: bool = False) -> list[dg.RunRequest]:
+def backfill_run_requests(
+    plan: BackfillPlan, *, tick: str, force: bool = False
+) -> list[dg.RunRequest]:
     """The plan's ``RunRequest``s; run keys name the tick and the range."""
     from klio_assets.landing import run_requests  # noqa: PLC0415
 
     out = []
     for run in plan.runs:
         out.extend(
-            run_requests([run.track_ids], selected=run.selected, trigger="backfill", key_prefix=f"backfill-{tick}",
-                         force=force)
+            run_requests(
+                [run.track_ids],
+                selected=run.selected,
+                trigger="backfill",
+                key_prefix=f"backfill-{tick}",
+                force=force,
+            )
         )
     return out

@@ -64,7 +64,9 @@ def read_results(storage: Storage, folder: str) -> dict[str, dict[str, Any]]:
 class _Progress:
     """Counts per-track result files while the Beam job runs, and logs now and then."""
 
-    def __init__(self, context: dg.AssetExecutionContext, storage: Storage, folder: str, total: int):
+    def __init__(
+        self, context: dg.AssetExecutionContext, storage: Storage, folder: str, total: int
+    ):
         self.context = context
         self.storage = storage
         self.folder = folder
@@ -150,7 +152,9 @@ def run_batch(
     beam_error: BeamJobError | None = None
     job = None
     if refs:
-        job = beam.launch(lambda p: build_pipeline(p, plan, refs), job_name=f"klio-{context.run_id}")
+        job = beam.launch(
+            lambda p: build_pipeline(p, plan, refs), job_name=f"klio-{context.run_id}"
+        )
         context.log.info(f"Beam job {job.job_id} started")
         progress = _Progress(context, store, results_folder, len(refs))
         try:
@@ -204,7 +208,8 @@ def run_batch(
             name: {
                 t: r["analyses"][name]
                 for t in track_ids
-                if (r := results[t])["analyses"].get(name, {}).get("status") in ("computed", "skipped")
+                if (r := results[t])["analyses"].get(name, {}).get("status")
+                in ("computed", "skipped")
             }
             for name in selected
         }
@@ -214,7 +219,9 @@ def run_batch(
             for t, record in done[name].items():
                 metadata = reporting.track_metadata(record)
                 if images:
-                    metadata.update(reporting.embedded_image(store, record["uri"], t, embed_image_bytes))
+                    metadata.update(
+                        reporting.embedded_image(store, record["uri"], t, embed_image_bytes)
+                    )
                 mats.append(
                     dg.AssetMaterialization(
                         asset_key=name,
@@ -236,7 +243,10 @@ def run_batch(
                 track_catalog.record_features(
                     name,
                     version=planned[name].version,
-                    rows={t: (rec["uri"], reporting.feature_fields(rec)) for t, rec in done[name].items()},
+                    rows={
+                        t: (rec["uri"], reporting.feature_fields(rec))
+                        for t, rec in done[name].items()
+                    },
                 )
 
     summary.update(
@@ -248,7 +258,11 @@ def run_batch(
         wall_seconds=round(time.perf_counter() - started, 3),
         tracks_detail={
             t: {
-                name: {k: v for k, v in r["analyses"][name].items() if k in ("status", "reason", "shared_from", "uri")}
+                name: {
+                    k: v
+                    for k, v in r["analyses"][name].items()
+                    if k in ("status", "reason", "shared_from", "uri")
+                }
                 for name in selected
                 if name in r["analyses"]
             }
@@ -261,9 +275,13 @@ def run_batch(
     context.log.info("summary\n" + reporting.summary_markdown(summary))
 
     n_failed = sum(len(v) for v in failed.values())
-    for lines, (name, reason) in enumerate((n, r) for n, per in failed.items() for r in per.values()):
+    for lines, (name, reason) in enumerate(
+        (n, r) for n, per in failed.items() for r in per.values()
+    ):
         if lines >= reporting.MAX_FAILURE_LOG_LINES:
-            context.log.warning(f"... and {n_failed - lines} more failed tracks (klio-assets status)")
+            context.log.warning(
+                f"... and {n_failed - lines} more failed tracks (klio-assets status)"
+            )
             break
         context.log.warning(f"{name}: {reason}")
     if (n_failed and not config.dry_run) or beam_error:

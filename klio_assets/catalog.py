@@ -204,13 +204,17 @@ class TrackCatalog:
             for chunk in _chunks(ids):
                 existing = dict(
                     conn.execute(
-                        sa.select(TRACKS.c.track_id, TRACKS.c.uri).where(TRACKS.c.track_id.in_(chunk))
+                        sa.select(TRACKS.c.track_id, TRACKS.c.uri).where(
+                            TRACKS.c.track_id.in_(chunk)
+                        )
                     ).all()
                 )
                 rows = []
                 for track_id in chunk:
                     if track_id not in existing:
-                        rows.append({"track_id": track_id, "uri": wanted[track_id], "added_at": now})
+                        rows.append(
+                            {"track_id": track_id, "uri": wanted[track_id], "added_at": now}
+                        )
                         outcome.added.append(track_id)
                     elif existing[track_id] == wanted[track_id]:
                         outcome.known.append(track_id)
@@ -228,26 +232,35 @@ class TrackCatalog:
     ) -> None:
         # One INSERT ... SELECT FROM unnest(arrays) per chunk, new rows in the given order:
         # an executemany of row dicts costs ~50 us a track in SQLAlchemy and psycopg2, this ~5.
-        rows = sa.func.unnest(
-            sa.cast(sa.bindparam("ids"), postgresql.ARRAY(sa.Text)),
-            sa.cast(sa.bindparam("uris"), postgresql.ARRAY(sa.Text)),
-        ).table_valued("track_id", "uri", with_ordinality="ord").render_derived()
+        rows = (
+            sa.func.unnest(
+                sa.cast(sa.bindparam("ids"), postgresql.ARRAY(sa.Text)),
+                sa.cast(sa.bindparam("uris"), postgresql.ARRAY(sa.Text)),
+            )
+            .table_valued("track_id", "uri", with_ordinality="ord")
+            .render_derived()
+        )
         insert = (
             postgresql.insert(TRACKS)
             .from_select(
                 ["track_id", "uri", "added_at"],
-                sa.select(rows.c.track_id, rows.c.uri, sa.literal(now, sa.Float)).order_by(rows.c.ord),
+                sa.select(rows.c.track_id, rows.c.uri, sa.literal(now, sa.Float)).order_by(
+                    rows.c.ord
+                ),
             )
             .on_conflict_do_nothing(index_elements=["track_id"])
             .returning(TRACKS.c.track_id)
         )
         existing = sa.select(TRACKS.c.track_id, TRACKS.c.uri).where(
-            TRACKS.c.track_id == sa.func.any(sa.cast(sa.bindparam("ids"), postgresql.ARRAY(sa.Text)))
+            TRACKS.c.track_id
+            == sa.func.any(sa.cast(sa.bindparam("ids"), postgresql.ARRAY(sa.Text)))
         )
         with self.engine.begin() as conn:
             for chunk in _chunks(ids, _PG_CHUNK):
                 added = set(
-                    conn.execute(insert, {"ids": list(chunk), "uris": [wanted[t] for t in chunk]}).scalars()
+                    conn.execute(
+                        insert, {"ids": list(chunk), "uris": [wanted[t] for t in chunk]}
+                    ).scalars()
                 )
                 rest = [t for t in chunk if t not in added]
                 found = dict(conn.execute(existing, {"ids": rest}).all()) if rest else {}
@@ -269,7 +282,9 @@ class TrackCatalog:
             for chunk in _chunks(list(track_ids)):
                 found.update(
                     conn.execute(
-                        sa.select(TRACKS.c.track_id, TRACKS.c.uri).where(TRACKS.c.track_id.in_(chunk))
+                        sa.select(TRACKS.c.track_id, TRACKS.c.uri).where(
+                            TRACKS.c.track_id.in_(chunk)
+                        )
                     ).all()
                 )
         return found
@@ -300,9 +315,13 @@ class TrackCatalog:
         with self.engine.begin() as conn:
             for chunk in _chunks(done + list(failed)):
                 conn.execute(
-                    FAILURES.delete().where(FAILURES.c.asset == asset, FAILURES.c.track_id.in_(chunk))
+                    FAILURES.delete().where(
+                        FAILURES.c.asset == asset, FAILURES.c.track_id.in_(chunk)
+                    )
                 )
-            _enter_materialized(conn, asset, version=version, run_id=run_id, track_ids=done, now=now)
+            _enter_materialized(
+                conn, asset, version=version, run_id=run_id, track_ids=done, now=now
+            )
             if failed:
                 conn.execute(
                     FAILURES.insert(),
@@ -333,7 +352,9 @@ class TrackCatalog:
         with self.engine.begin() as conn:
             for chunk in _chunks(ids):
                 conn.execute(
-                    FEATURES.delete().where(FEATURES.c.asset == asset, FEATURES.c.track_id.in_(chunk))
+                    FEATURES.delete().where(
+                        FEATURES.c.asset == asset, FEATURES.c.track_id.in_(chunk)
+                    )
                 )
                 conn.execute(
                     FEATURES.insert(),
@@ -350,12 +371,18 @@ class TrackCatalog:
                     ],
                 )
 
-    def mark_materialized(self, asset: str, *, version: str, run_id: str, track_ids: Sequence[str]) -> None:
+    def mark_materialized(
+        self, asset: str, *, version: str, run_id: str, track_ids: Sequence[str]
+    ) -> None:
         """Enter ``track_ids`` in the ledger as materialized at ``version`` (e.g. found so in Dagster)."""
         with self.engine.begin() as conn:
-            _enter_materialized(conn, asset, version=version, run_id=run_id, track_ids=track_ids, now=time.time())
+            _enter_materialized(
+                conn, asset, version=version, run_id=run_id, track_ids=track_ids, now=time.time()
+            )
 
-    def not_materialized(self, asset: str, version: str, track_ids: Sequence[str] | None = None) -> list[str]:
+    def not_materialized(
+        self, asset: str, version: str, track_ids: Sequence[str] | None = None
+    ) -> list[str]:
         """Registered tracks (all, or those among ``track_ids``) the ledger has no ``version`` of.
 
         Unregistered IDs among ``track_ids`` are returned too: they are not materialized.
@@ -414,7 +441,9 @@ class TrackCatalog:
     def get_state(self, key: str) -> dict[str, Any]:
         """The JSON document stored under ``key`` (empty if none)."""
         with self.engine.connect() as conn:
-            value = conn.execute(sa.select(STATE.c.value).where(STATE.c.key == key)).scalar_one_or_none()
+            value = conn.execute(
+                sa.select(STATE.c.value).where(STATE.c.key == key)
+            ).scalar_one_or_none()
         return json.loads(value) if value else {}
 
     def set_state(self, key: str, value: Mapping[str, Any]) -> None:
@@ -426,16 +455,30 @@ class TrackCatalog:
 
 
 def _enter_materialized(
-    conn: sa.Connection, asset: str, *, version: str, run_id: str, track_ids: Sequence[str], now: float
+    conn: sa.Connection,
+    asset: str,
+    *,
+    version: str,
+    run_id: str,
+    track_ids: Sequence[str],
+    now: float,
 ) -> None:
     for chunk in _chunks(list(track_ids)):
         conn.execute(
-            MATERIALIZED.delete().where(MATERIALIZED.c.asset == asset, MATERIALIZED.c.track_id.in_(chunk))
+            MATERIALIZED.delete().where(
+                MATERIALIZED.c.asset == asset, MATERIALIZED.c.track_id.in_(chunk)
+            )
         )
         conn.execute(
             MATERIALIZED.insert(),
             [
-                {"asset": asset, "track_id": t, "version": version, "run_id": run_id, "materialized_at": now}
+                {
+                    "asset": asset,
+                    "track_id": t,
+                    "version": version,
+                    "run_id": run_id,
+                    "materialized_at": now,
+                }
                 for t in chunk
             ],
         )

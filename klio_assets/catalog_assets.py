@@ -94,7 +94,9 @@ def _write_table(store: Storage, uri: str, frame: pd.DataFrame, seq: int) -> Non
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _SEQ_KEY: str(seq).encode()})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), _SEQ_KEY: str(seq).encode()}
+    )
     with store.atomic_path(uri) as tmp:
         pq.write_table(table, tmp)
 
@@ -113,7 +115,9 @@ def merge_features(
     groups : mapping of str to str
         Track ID to duplicate group.
     """
-    frame = previous.set_index("track_id") if previous is not None and len(previous) else pd.DataFrame()
+    frame = (
+        previous.set_index("track_id") if previous is not None and len(previous) else pd.DataFrame()
+    )
     updates: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry = updates.setdefault(row.track_id, {})
@@ -130,7 +134,9 @@ def merge_features(
             fallback = f"_{column}"
             if fallback in changed:
                 if column in changed:
-                    changed[column] = changed[column].where(changed[column].notna(), changed[fallback])
+                    changed[column] = changed[column].where(
+                        changed[column].notna(), changed[fallback]
+                    )
                 else:
                     changed[column] = changed[fallback]
                 changed = changed.drop(columns=fallback)
@@ -147,8 +153,19 @@ def merge_features(
         if column not in frame:
             frame[column] = None
     rest = sorted(c for c in frame.columns if c not in BASE_COLUMNS)
-    frame = frame[list(BASE_COLUMNS) + rest].sort_values("track_id", kind="stable").reset_index(drop=True)
-    for column in ("duration_s", "loudness_lufs", "loudness_range_lu", "true_peak_dbtp", "tempo_bpm", "sample_peak_dbfs"):
+    frame = (
+        frame[list(BASE_COLUMNS) + rest]
+        .sort_values("track_id", kind="stable")
+        .reset_index(drop=True)
+    )
+    for column in (
+        "duration_s",
+        "loudness_lufs",
+        "loudness_range_lu",
+        "true_peak_dbtp",
+        "tempo_bpm",
+        "sample_peak_dbfs",
+    ):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("track_id", "duplicate_group"):
@@ -195,7 +212,9 @@ def update_duplicate_groups(store: Storage, catalog: TrackCatalog) -> dict[str, 
     started = time.perf_counter()
     assigned = index.add(items) if items else {}
     groups = index.groups()
-    shared = groups[groups["group_size"] > 1][["track_id", "duplicate_group", "group_size"]].reset_index(drop=True)
+    shared = groups[groups["group_size"] > 1][
+        ["track_id", "duplicate_group", "group_size"]
+    ].reset_index(drop=True)
     reached = max((row.seq for row in rows), default=after_seq)
     _write_table(store, uri, shared, reached)
     metadata: dict[str, Any] = {
@@ -213,7 +232,9 @@ def update_duplicate_groups(store: Storage, catalog: TrackCatalog) -> dict[str, 
     return metadata
 
 
-def update_track_features(store: Storage, catalog: TrackCatalog, assets: Sequence[str]) -> dict[str, Any]:
+def update_track_features(
+    store: Storage, catalog: TrackCatalog, assets: Sequence[str]
+) -> dict[str, Any]:
     """Merge the feature rows written since the last table into it; write the new table."""
     uri = _table_uri(store, TRACK_FEATURES)
     previous, after_seq = _read_table(store, uri)
@@ -251,7 +272,9 @@ def build_catalog_assets(graph: Mapping[str, Analysis]) -> list[dg.AssetsDefinit
             "the last materialization. Parquet: track_id, duplicate_group, group_size (groups of "
             "two or more).",
         )
-        def duplicate_groups(storage: StorageResource, catalog: CatalogResource) -> dg.MaterializeResult:
+        def duplicate_groups(
+            storage: StorageResource, catalog: CatalogResource
+        ) -> dg.MaterializeResult:
             return dg.MaterializeResult(
                 metadata=update_duplicate_groups(storage.get_storage(), catalog.get_catalog())
             )
@@ -272,7 +295,9 @@ def build_catalog_assets(graph: Mapping[str, Analysis]) -> list[dg.AssetsDefinit
     )
     def track_features(storage: StorageResource, catalog: CatalogResource) -> dg.MaterializeResult:
         return dg.MaterializeResult(
-            metadata=update_track_features(storage.get_storage(), catalog.get_catalog(), feature_assets)
+            metadata=update_track_features(
+                storage.get_storage(), catalog.get_catalog(), feature_assets
+            )
         )
 
     assets.append(track_features)

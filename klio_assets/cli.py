@@ -66,11 +66,24 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), help="CSV with track_id,path columns.")
-@click.option("--allow-root", "allow_roots", multiple=True, type=click.Path(file_okay=False),
-              help="Folder manifest paths may point into (besides the manifest's own).")
-@click.option("--follow-symlinks", is_flag=True, help="Accept symlinks that lead out of added folders.")
-def add(paths: Sequence[str], manifest: str | None, allow_roots: Sequence[str], follow_symlinks: bool) -> None:
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV with track_id,path columns.",
+)
+@click.option(
+    "--allow-root",
+    "allow_roots",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="Folder manifest paths may point into (besides the manifest's own).",
+)
+@click.option(
+    "--follow-symlinks", is_flag=True, help="Accept symlinks that lead out of added folders."
+)
+def add(
+    paths: Sequence[str], manifest: str | None, allow_roots: Sequence[str], follow_symlinks: bool
+) -> None:
     """Register tracks: audio files, folders (searched recursively) or a CSV manifest."""
     if not paths and not manifest:
         _fail("give audio files, folders or --manifest")
@@ -79,7 +92,9 @@ def add(paths: Sequence[str], manifest: str | None, allow_roots: Sequence[str], 
     from klio_assets.tracks import discover, register_tracks  # noqa: PLC0415
 
     try:
-        found = discover(paths, manifest=manifest, allowed_roots=allow_roots, follow_symlinks=follow_symlinks)
+        found = discover(
+            paths, manifest=manifest, allowed_roots=allow_roots, follow_symlinks=follow_symlinks
+        )
         outcome = register_tracks(_instance(), get_catalog(settings.catalog_url), found.tracks)
     except KlioAssetsError as exc:
         _fail(str(exc))
@@ -111,17 +126,35 @@ def _summary_rows(selected: Sequence[str], invocation: Any) -> dict[str, Counter
 
 @main.command()
 @click.argument("assets", nargs=-1)
-@click.option("--tracks", "tracks", multiple=True, help="Track ID (repeatable); default: every track.")
+@click.option(
+    "--tracks", "tracks", multiple=True, help="Track ID (repeatable); default: every track."
+)
 @click.option("--force", is_flag=True, help="Recompute even where outputs exist.")
-@click.option("--dry-run", is_flag=True, help="Report what would be computed or skipped; change nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Report what would be computed or skipped; change nothing."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-@click.option("--upstream/--no-upstream", default=True, show_default=True,
-              help="Also compute the upstream analyses that are missing for these tracks (bottom-up).")
-@click.option("--check-dagster", is_flag=True,
-              help="Always ask Dagster which tracks are materialized, even when the catalog's ledger "
-                   "says all are (after wiping materializations in Dagster).")
-def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool, as_json: bool,
-        upstream: bool = True, check_dagster: bool = False) -> None:
+@click.option(
+    "--upstream/--no-upstream",
+    default=True,
+    show_default=True,
+    help="Also compute the upstream analyses that are missing for these tracks (bottom-up).",
+)
+@click.option(
+    "--check-dagster",
+    is_flag=True,
+    help="Always ask Dagster which tracks are materialized, even when the catalog's ledger "
+    "says all are (after wiping materializations in Dagster).",
+)
+def run(
+    assets: Sequence[str],
+    tracks: Sequence[str],
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+    upstream: bool = True,
+    check_dagster: bool = False,
+) -> None:
     """Materialize ASSETS (default: all) for the tracks that need it, through Dagster.
 
     Bottom-up: upstream analyses missing for some of the tracks are computed first, in the
@@ -147,8 +180,15 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
 
     catalog = get_catalog(settings.catalog_url)
     if not (force or dry_run or check_dagster or selected_tables):
-        done = _done_without_dagster(settings, catalog, storage, all_planned, selected, tracks,
-                                     with_upstream=upstream and bool(assets))
+        done = _done_without_dagster(
+            settings,
+            catalog,
+            storage,
+            all_planned,
+            selected,
+            tracks,
+            with_upstream=upstream and bool(assets),
+        )
         if done is not None:  # nothing to do: answered without importing Dagster
             invocation = Invocation(selected=selected, already_done=done)
             invocation.wall_seconds = round(time.perf_counter() - started, 3)
@@ -160,7 +200,9 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
                     f"{len(next(iter(done.values())))} tracks, analyses {', '.join(selected)}: "
                     "all already materialized for the current versions, nothing to run"
                 )
-            failed = _report_run(invocation, selected, dry_run=False, as_json=as_json, console=console)
+            failed = _report_run(
+                invocation, selected, dry_run=False, as_json=as_json, console=console
+            )
             sys.exit(1 if failed else 0)
 
     from rich.console import Console  # noqa: PLC0415
@@ -185,7 +227,9 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
     elif force or dry_run:
         todo = wanted
     else:
-        todo, invocation.already_done = launch.tracks_to_run(instance, storage, all_planned, selected, wanted)
+        todo, invocation.already_done = launch.tracks_to_run(
+            instance, storage, all_planned, selected, wanted
+        )
         enter_in_ledger(catalog, all_planned, invocation.already_done)
     batches = launch.contiguous_ranges(ordered, todo, settings.batch_size)
     console = Console(stderr=True)
@@ -195,11 +239,20 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
             f"{len(wanted)} tracks, analyses {', '.join(selected)}: {len(todo)} to run in "
             f"{len(batches)} run(s) of at most {settings.batch_size}"
             + (f", {skipped} already materialized" if skipped else "")
-            + (f" (upstream missing, computed first: {', '.join(upstream_added)})" if upstream_added else "")
+            + (
+                f" (upstream missing, computed first: {', '.join(upstream_added)})"
+                if upstream_added
+                else ""
+            )
         )
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=as_json or not todo, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json or not todo,
+        transient=False,
     ) as progress:
         bar = progress.add_task("tracks", total=len(todo))
         base = 0
@@ -209,8 +262,13 @@ def run(assets: Sequence[str], tracks: Sequence[str], force: bool, dry_run: bool
                 progress.update(bar, completed=base + done)  # rich's Progress is thread-safe
 
             outcome = launch.execute_range(
-                instance, selected=selected, track_ids=batch, force=force, dry_run=dry_run,
-                storage=storage, on_progress=on_progress,
+                instance,
+                selected=selected,
+                track_ids=batch,
+                force=force,
+                dry_run=dry_run,
+                storage=storage,
+                on_progress=on_progress,
             )
             invocation.runs.append(outcome)
             base += len(batch)
@@ -230,9 +288,16 @@ def _engine_inputs(settings: Settings) -> dict[str, list[str]]:
     return inputs(load_analyses(settings.analysis_modules))
 
 
-def _done_without_dagster(settings: Settings, catalog: Any, storage: Any, planned: Any,
-                          selected: Sequence[str], tracks: Sequence[str], *,
-                          with_upstream: bool) -> dict[str, list[str]] | None:
+def _done_without_dagster(
+    settings: Settings,
+    catalog: Any,
+    storage: Any,
+    planned: Any,
+    selected: Sequence[str],
+    tracks: Sequence[str],
+    *,
+    with_upstream: bool,
+) -> dict[str, list[str]] | None:
     """The catalog's ledger and the storage's answer when every wanted track is done, else None.
 
     Bottom-up runs also need the selected analyses' upstreams present (a ``run beats`` whose
@@ -270,7 +335,9 @@ def _storage(settings: Settings):
     return Storage(settings.storage)
 
 
-def _report_run(invocation: Any, selected: Sequence[str], *, dry_run: bool, as_json: bool, console: Any) -> int:
+def _report_run(
+    invocation: Any, selected: Sequence[str], *, dry_run: bool, as_json: bool, console: Any
+) -> int:
     rows = _summary_rows(selected, invocation)
     tracks_detail: dict[str, dict[str, Any]] = {}
     audio_hours = computed_hours = beam_seconds = 0.0
@@ -295,20 +362,28 @@ def _report_run(invocation: Any, selected: Sequence[str], *, dry_run: bool, as_j
     n_failed = sum(c["failed"] for c in rows.values())
     n_tables_failed = sum(1 for t in invocation.catalog.values() if t["status"] != "materialized")
     if as_json:
-        click.echo(json.dumps({
-            "assets": {n: dict(c) for n, c in rows.items()},
-            "runs": [r.run_id for r in invocation.runs],
-            "failed": {f"{n}/{t}": reason for (n, t), reason in failed.items()},
-            "tracks": tracks_detail,
-            "already_materialized": invocation.already_done,
-            "audio_hours": round(audio_hours, 4),
-            "computed_audio_hours": round(computed_hours, 4),
-            "beam_seconds": round(beam_seconds, 3),
-            "beam_cpu_seconds": None if beam_cpu_seconds is None else round(beam_cpu_seconds, 3),
-            "wall_seconds": invocation.wall_seconds,
-            "errors": errors,
-            "catalog": invocation.catalog,
-        }, sort_keys=True, default=str))
+        click.echo(
+            json.dumps(
+                {
+                    "assets": {n: dict(c) for n, c in rows.items()},
+                    "runs": [r.run_id for r in invocation.runs],
+                    "failed": {f"{n}/{t}": reason for (n, t), reason in failed.items()},
+                    "tracks": tracks_detail,
+                    "already_materialized": invocation.already_done,
+                    "audio_hours": round(audio_hours, 4),
+                    "computed_audio_hours": round(computed_hours, 4),
+                    "beam_seconds": round(beam_seconds, 3),
+                    "beam_cpu_seconds": None
+                    if beam_cpu_seconds is None
+                    else round(beam_cpu_seconds, 3),
+                    "wall_seconds": invocation.wall_seconds,
+                    "errors": errors,
+                    "catalog": invocation.catalog,
+                },
+                sort_keys=True,
+                default=str,
+            )
+        )
         return n_failed + n_tables_failed
     from rich.table import Table  # noqa: PLC0415
 
@@ -328,7 +403,11 @@ def _report_run(invocation: Any, selected: Sequence[str], *, dry_run: bool, as_j
         for track_id, per in list(tracks_detail.items())[:200]:
             detail.add_row(track_id, *(_cell(per.get(n)) for n in selected))
         console.print(detail)
-    rate = f", {computed_hours * 3600 / beam_seconds:.0f}x realtime" if beam_seconds and computed_hours else ""
+    rate = (
+        f", {computed_hours * 3600 / beam_seconds:.0f}x realtime"
+        if beam_seconds and computed_hours
+        else ""
+    )
     console.print(
         f"{audio_hours:.3f} h of audio in {len(invocation.runs)} run(s), "
         f"{computed_hours:.3f} h computed{rate}; {invocation.wall_seconds:.1f} s in all"
@@ -345,7 +424,11 @@ def _report_run(invocation: Any, selected: Sequence[str], *, dry_run: bool, as_j
         else:
             console.print(f"[red]failed[/red] {name}: {table.get('reason')}", highlight=False)
     if invocation.runs:
-        console.print("runs: " + ", ".join(r.run_id for r in invocation.runs) + f" (see them in {_self_command()} dev)")
+        console.print(
+            "runs: "
+            + ", ".join(r.run_id for r in invocation.runs)
+            + f" (see them in {_self_command()} dev)"
+        )
     return n_failed + n_tables_failed
 
 
@@ -397,7 +480,9 @@ def status(as_json: bool) -> None:
     for column in ("analysis", "materialized", "missing", "failed"):
         table.add_column(column, justify="left" if column == "analysis" else "right")
     for name, counts in state["assets"].items():
-        table.add_row(name, str(counts["materialized"]), str(counts["missing"]), str(len(counts["failed"])))
+        table.add_row(
+            name, str(counts["materialized"]), str(counts["missing"]), str(len(counts["failed"]))
+        )
     console.print(table)
     for name, counts in state["assets"].items():
         for track_id, reason in list(counts["failed"].items())[:20]:
@@ -421,7 +506,9 @@ def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[s
     if track_id is not None:
         validate_track_id(track_id)
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[track_id] if track_id else None),
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=[track_id] if track_id else None
+        ),
         limit=1,
     ).records
     out: dict[str, Any] = {"asset": asset}
@@ -466,25 +553,63 @@ def show(asset: str, track_id: str | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("asset")
-@click.option("--tracks", "tracks", multiple=True, metavar="ID", help="Registered track ID (repeatable).")
-@click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False), metavar="PATH",
-              help="A local audio file that is not registered (repeatable); its ID comes from its name.")
-@click.option("--top", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Functions shown in the profile, by cumulative time.")
-@click.option("--output", type=click.Path(dir_okay=False),
-              help="Write the cProfile statistics to FILE.prof (pstats format: snakeviz, python -m pstats).")
-@click.option("--lines", is_flag=True,
-              help="Also profile line by line (the function and its module's other functions; "
-                   "needs klio-assets[profile]).")
+@click.option(
+    "--tracks", "tracks", multiple=True, metavar="ID", help="Registered track ID (repeatable)."
+)
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="A local audio file that is not registered (repeatable); its ID comes from its name.",
+)
+@click.option(
+    "--top",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Functions shown in the profile, by cumulative time.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the cProfile statistics to FILE.prof (pstats format: snakeviz, python -m pstats).",
+)
+@click.option(
+    "--lines",
+    is_flag=True,
+    help="Also profile line by line (the function and its module's other functions; "
+    "needs klio-assets[profile]).",
+)
 @click.option("--no-profile", is_flag=True, help="Figures only: skip the cProfile pass.")
-@click.option("--no-warmup", is_flag=True,
-              help="Skip the warm-up: the first track then carries first-use costs (imports, numba).")
-@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Runs per track for the figures (the asset's step); the median run is shown.")
+@click.option(
+    "--no-warmup",
+    is_flag=True,
+    help="Skip the warm-up: the first track then carries first-use costs (imports, numba).",
+)
+@click.option(
+    "--repeat",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Runs per track for the figures (the asset's step); the median run is shown.",
+)
 @click.option("--keep", is_flag=True, help="Keep the temporary outputs (their folder is printed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def profile(asset: str, tracks: Sequence[str], files: Sequence[str], top: int, output: str | None, lines: bool,
-            no_profile: bool, no_warmup: bool, repeat: int, keep: bool, as_json: bool) -> None:
+def profile(
+    asset: str,
+    tracks: Sequence[str],
+    files: Sequence[str],
+    top: int,
+    output: str | None,
+    lines: bool,
+    no_profile: bool,
+    no_warmup: bool,
+    repeat: int,
+    keep: bool,
+    as_json: bool,
+) -> None:
     """Run ASSET here, on a few tracks, and show where the time and memory go.
 
     No Dagster run, no Beam, nothing written to the deployment's storage or records: the
@@ -510,15 +635,28 @@ def profile(asset: str, tracks: Sequence[str], files: Sequence[str], top: int, o
         if asset not in planned:
             tables = _catalog_tables(list(planned))
             if asset in tables:
-                _fail(f"{asset} is a catalog-level table, not a per-track analysis; profile one of: {', '.join(planned)}")
+                _fail(
+                    f"{asset} is a catalog-level table, not a per-track analysis; profile one of: {', '.join(planned)}"
+                )
             _fail(f"unknown asset {asset!r}; known: {', '.join(planned)}")
         targets = resolve_targets(settings, tracks, files)
         console = _console(as_json)
         report = profile_analysis(
-            asset, targets, planned=planned, graph={a.name: a for a in analyses},
-            limits=decode_limits(settings), warmup=not no_warmup, functions=not no_profile, lines=lines,
-            top=top, output=output, keep=keep, repeat=repeat,
-            on_progress=None if as_json else lambda message: console.print(f"[dim]{message}...[/dim]"),
+            asset,
+            targets,
+            planned=planned,
+            graph={a.name: a for a in analyses},
+            limits=decode_limits(settings),
+            warmup=not no_warmup,
+            functions=not no_profile,
+            lines=lines,
+            top=top,
+            output=output,
+            keep=keep,
+            repeat=repeat,
+            on_progress=None
+            if as_json
+            else lambda message: console.print(f"[dim]{message}...[/dim]"),
         )
     except KlioAssetsError as exc:
         _fail(str(exc))
@@ -552,39 +690,67 @@ def _print_profile(data: dict[str, Any]) -> None:
     where = f"kept in {data['storage_root']}" if data["kept"] else "deleted"
     out.print(
         f"[bold]{data['asset']}[/bold] v{data['version']} on {len(data['tracks'])} track(s), in this process "
-        f"(temporary outputs {where})", highlight=False,
+        f"(temporary outputs {where})",
+        highlight=False,
     )
     if data["upstream"]:
-        out.print(f"upstream computed first, per track (column 'up s'): {', '.join(data['upstream'])}",
-                  highlight=False)
+        out.print(
+            f"upstream computed first, per track (column 'up s'): {', '.join(data['upstream'])}",
+            highlight=False,
+        )
     warm = data["warmup"]
     if warm:
         out.print(
             f"warm-up (imports, numba; not in the figures below): {warm['wall_s']:.2f} s, {warm['cpu_s']:.2f} CPU-s"
-            + (f" [red]failed[/red]: {escape(warm['reason'])}" if warm["status"] != "computed" else ""),
+            + (
+                f" [red]failed[/red]: {escape(warm['reason'])}"
+                if warm["status"] != "computed"
+                else ""
+            ),
             highlight=False,
         )
     else:
         out.print("no warm-up: the first track includes first-use costs (imports, numba)")
     runs = f"median of {data['repeat']} runs, " if data["repeat"] > 1 else ""
-    table = Table(title=f"per track ({runs}peak memory: {data['memory_method']})", box=box.SIMPLE_HEAD)
-    for column in ("track", "audio s", "wall s", "CPU s", "x RT", "peak MB", "fn s", "fn CPU", "up s"):
+    table = Table(
+        title=f"per track ({runs}peak memory: {data['memory_method']})", box=box.SIMPLE_HEAD
+    )
+    for column in (
+        "track",
+        "audio s",
+        "wall s",
+        "CPU s",
+        "x RT",
+        "peak MB",
+        "fn s",
+        "fn CPU",
+        "up s",
+    ):
         table.add_column(column, justify="left" if column == "track" else "right")
     for track_id, r in data["tracks"].items():
-        upstream = _seconds(sum(u["wall_s"] for u in r["upstream"].values())) if r["upstream"] else "-"
+        upstream = (
+            _seconds(sum(u["wall_s"] for u in r["upstream"].values())) if r["upstream"] else "-"
+        )
         if r["status"] != "computed":
             table.add_row(track_id, "[red]failed[/red]", *([""] * 6), upstream)
             continue
         table.add_row(
-            track_id, f"{r['audio_s']:.1f}" if r["audio_s"] is not None else "-", _seconds(r["wall_s"]),
-            _seconds(r["cpu_s"]), f"{r['x_realtime']:.0f}" if r["x_realtime"] else "-",
+            track_id,
+            f"{r['audio_s']:.1f}" if r["audio_s"] is not None else "-",
+            _seconds(r["wall_s"]),
+            _seconds(r["cpu_s"]),
+            f"{r['x_realtime']:.0f}" if r["x_realtime"] else "-",
             f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] is not None else "-",
-            _seconds(r["function_wall_s"]), _seconds(r["function_cpu_s"]), upstream,
+            _seconds(r["function_wall_s"]),
+            _seconds(r["function_cpu_s"]),
+            upstream,
         )
     totals = data["totals"]
     out.print(table)
-    out.print("fn: inside the analysis function (decoding and IO excluded); the rest is the framework's",
-              style="dim")
+    out.print(
+        "fn: inside the analysis function (decoding and IO excluded); the rest is the framework's",
+        style="dim",
+    )
     if totals["computed"]:
         out.print(
             f"{totals['computed']} computed: {totals['audio_s']:.1f} s of audio in {totals['wall_s']:.2f} s "
@@ -596,29 +762,54 @@ def _print_profile(data: dict[str, Any]) -> None:
             out.print(f"[red]failed[/red] {track_id}: {escape(r['reason'])}", highlight=False)
     if data["profile"]:
         p = data["profile"]
-        table = Table(title=f"{p['function']}: {p['function_s']:.3f} s over {p['tracks']} track(s); "
-                            f"top {len(p['functions'])} by cumulative time (cProfile, wall)", box=box.SIMPLE_HEAD)
+        table = Table(
+            title=f"{p['function']}: {p['function_s']:.3f} s over {p['tracks']} track(s); "
+            f"top {len(p['functions'])} by cumulative time (cProfile, wall)",
+            box=box.SIMPLE_HEAD,
+        )
         for column in ("calls", "own s", "cum s", "%"):
             table.add_column(column, justify="right", no_wrap=True)
         table.add_column("function", overflow="fold")
         for f in p["functions"]:
             share = 100.0 * f["cumulative_s"] / p["function_s"] if p["function_s"] else 0.0
-            calls = str(f["calls"]) if f["calls"] == f["primitive_calls"] else f"{f['calls']}/{f['primitive_calls']}"
-            place = f["function"] if f["file"] == "~" else f"{f['function']} {os.path.basename(f['file'])}:{f['line']}"
-            table.add_row(calls, f"{f['own_s']:.4f}", f"{f['cumulative_s']:.4f}", f"{share:.0f}", Text(place))
+            calls = (
+                str(f["calls"])
+                if f["calls"] == f["primitive_calls"]
+                else f"{f['calls']}/{f['primitive_calls']}"
+            )
+            place = (
+                f["function"]
+                if f["file"] == "~"
+                else f"{f['function']} {os.path.basename(f['file'])}:{f['line']}"
+            )
+            table.add_row(
+                calls, f"{f['own_s']:.4f}", f"{f['cumulative_s']:.4f}", f"{share:.0f}", Text(place)
+            )
         out.print(table)
     if data["output"]:
-        out.print(f"pstats written to {data['output']} (snakeviz {data['output']})", highlight=False)
+        out.print(
+            f"pstats written to {data['output']} (snakeviz {data['output']})", highlight=False
+        )
     if data["lines"]:
         for f in data["lines"]["functions"]:
-            table = Table(title=f"{f['function']} ({escape(_short_path(f['file']))}:{f['line']}): {f['total_s']:.4f} s "
-                                f"(line_profiler, {data['lines']['tracks']} track(s))", box=box.SIMPLE_HEAD)
+            table = Table(
+                title=f"{f['function']} ({escape(_short_path(f['file']))}:{f['line']}): {f['total_s']:.4f} s "
+                f"(line_profiler, {data['lines']['tracks']} track(s))",
+                box=box.SIMPLE_HEAD,
+            )
             for column in ("line", "hits", "time s", "%"):
                 table.add_column(column, justify="right", no_wrap=True)
-            table.add_column("code", no_wrap=True, overflow="ellipsis", max_width=max(20, out.width - 36))
+            table.add_column(
+                "code", no_wrap=True, overflow="ellipsis", max_width=max(20, out.width - 36)
+            )
             for line in f["lines"]:
-                table.add_row(str(line["line"]), str(line["hits"]), f"{line['time_s']:.4f}", f"{line['percent']:.1f}",
-                              Text(line["code"]))
+                table.add_row(
+                    str(line["line"]),
+                    str(line["hits"]),
+                    f"{line['time_s']:.4f}",
+                    f"{line['percent']:.1f}",
+                    Text(line["code"]),
+                )
             out.print(table)
 
 
@@ -633,8 +824,16 @@ def _short_path(path: str) -> str:
 
 @main.command()
 @click.argument("mode", type=click.Choice(["landing", "propagation", "backfill"]))
-@click.option("--dry-run", is_flag=True, help="List what the mode would register, request and compute; change nothing.")
-@click.option("--force", is_flag=True, help="Recompute where outputs exist (backfill; with --dry-run: count them as computed).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List what the mode would register, request and compute; change nothing.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Recompute where outputs exist (backfill; with --dry-run: count them as computed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def automation(mode: str, dry_run: bool, force: bool, as_json: bool) -> None:
     """What the daemon's automation does: the landing and propagation sensors, the catalog backfill.
@@ -649,7 +848,9 @@ def automation(mode: str, dry_run: bool, force: bool, as_json: bool) -> None:
     from klio_assets.preview import preview  # noqa: PLC0415
 
     if not dry_run and mode != "backfill":
-        _fail(f"the {mode} sensor runs in the daemon ({_self_command()} dev); --dry-run shows what it would do")
+        _fail(
+            f"the {mode} sensor runs in the daemon ({_self_command()} dev); --dry-run shows what it would do"
+        )
     instance = _instance()
     catalog = get_catalog(settings.catalog_url)
     analyses = load_analyses(settings.analysis_modules)
@@ -671,17 +872,23 @@ def automation(mode: str, dry_run: bool, force: bool, as_json: bool) -> None:
     for request in plan["requests"]:
         click.echo(
             f"  run {request['start']}..{request['end']} ({request['tracks']} tracks): "
-            + ", ".join(f"{n} compute {request['would_compute'][n]} skip {request['would_skip'][n]}"
-                        for n in request["selected"])
+            + ", ".join(
+                f"{n} compute {request['would_compute'][n]} skip {request['would_skip'][n]}"
+                for n in request["selected"]
+            )
         )
     for run in plan.get("runs", []):
-        click.echo(f"  launched {run['run_id']}: {'ok' if run['success'] else 'failed'} {run['assets'] or run['error']}")
+        click.echo(
+            f"  launched {run['run_id']}: {'ok' if run['success'] else 'failed'} {run['assets'] or run['error']}"
+        )
     if not plan["requests"]:
         click.echo("  nothing to request")
     sys.exit(1 if failed else 0)
 
 
-def _backfill_now(settings: Settings, instance: Any, catalog: Any, analyses: Any, *, force: bool) -> dict[str, Any]:
+def _backfill_now(
+    settings: Settings, instance: Any, catalog: Any, analyses: Any, *, force: bool
+) -> dict[str, Any]:
     """The backfill schedule's plan for a tick now, launched in this process (one run per range)."""
     import datetime  # noqa: PLC0415
 
@@ -692,24 +899,47 @@ def _backfill_now(settings: Settings, instance: Any, catalog: Any, analyses: Any
 
     storage = _storage(settings)
     plan = plan_backfill(
-        instance, catalog, storage, planned=plan_analyses(analyses, settings.params),
-        selected=automation_selection(settings, analyses), batch_size=settings.batch_size,
-        max_runs=settings.backfill_max_runs, tick=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        instance,
+        catalog,
+        storage,
+        planned=plan_analyses(analyses, settings.params),
+        selected=automation_selection(settings, analyses),
+        batch_size=settings.batch_size,
+        max_runs=settings.backfill_max_runs,
+        tick=datetime.datetime.now(datetime.UTC).isoformat(),
     )
-    out: dict[str, Any] = {"mode": "backfill", "dry_run": False, "force": force, "reasons": plan.reasons,
-                           "deferred_runs": plan.deferred_runs, "requests": [], "runs": []}
+    out: dict[str, Any] = {
+        "mode": "backfill",
+        "dry_run": False,
+        "force": force,
+        "reasons": plan.reasons,
+        "deferred_runs": plan.deferred_runs,
+        "requests": [],
+        "runs": [],
+    }
     for run in plan.runs:
-        outcome = launch.execute_range(instance, selected=run.selected, track_ids=run.track_ids, force=force,
-                                       storage=storage)
+        outcome = launch.execute_range(
+            instance, selected=run.selected, track_ids=run.track_ids, force=force, storage=storage
+        )
         counts = (outcome.summary or {}).get("assets", {})
-        out["requests"].append({
-            "selected": run.selected, "start": run.track_ids[0], "end": run.track_ids[-1],
-            "tracks": len(run.track_ids),
-            "would_compute": {n: counts.get(n, {}).get("computed", 0) for n in run.selected},
-            "would_skip": {n: counts.get(n, {}).get("skipped", 0) for n in run.selected},
-        })
-        out["runs"].append({"run_id": outcome.run_id, "success": outcome.success, "assets": counts or None,
-                            "error": outcome.error})
+        out["requests"].append(
+            {
+                "selected": run.selected,
+                "start": run.track_ids[0],
+                "end": run.track_ids[-1],
+                "tracks": len(run.track_ids),
+                "would_compute": {n: counts.get(n, {}).get("computed", 0) for n in run.selected},
+                "would_skip": {n: counts.get(n, {}).get("skipped", 0) for n in run.selected},
+            }
+        )
+        out["runs"].append(
+            {
+                "run_id": outcome.run_id,
+                "success": outcome.success,
+                "assets": counts or None,
+                "error": outcome.error,
+            }
+        )
     catalog.set_state(STATE_KEY, plan.state)
     return out
 
@@ -728,7 +958,10 @@ def dev(dagster_args: Sequence[str]) -> None:
                 "      attribute: defs\n      location_name: klio_assets\n"
             )
     args = [sys.executable, "-m", "dagster", "dev", "-w", workspace, *dagster_args]
-    click.echo(f"DAGSTER_HOME={settings.home} dagster dev -w {workspace} {' '.join(dagster_args)}", err=True)
+    click.echo(
+        f"DAGSTER_HOME={settings.home} dagster dev -w {workspace} {' '.join(dagster_args)}",
+        err=True,
+    )
     os.execv(args[0], args)  # same interpreter: works without an activated virtualenv
 
 

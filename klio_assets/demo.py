@@ -14,7 +14,12 @@ import subprocess
 import numpy as np
 import soundfile as sf
 
-_FORMATS = (("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_24"), ("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III"))
+_FORMATS = (
+    ("wav", "WAV", "PCM_16"),
+    ("flac", "FLAC", "PCM_24"),
+    ("ogg", "OGG", "VORBIS"),
+    ("mp3", "MP3", "MPEG_LAYER_III"),
+)
 _RATES = (44100, 48000, 32000, 44100)
 
 
@@ -44,7 +49,9 @@ def synth_track(seed: int, *, seconds: float, sample_rate: int) -> np.ndarray:
             tone = (np.sin(2 * np.pi * f * tt) + 0.3 * np.sin(4 * np.pi * f * tt)) * env * 0.08
             out[sl, 0] += tone * (1 - pan)
             out[sl, 1] += tone * pan
-        bass = np.sign(np.sin(2 * np.pi * root / 2 * 2 ** (chords[i % 4][0] / 12) * tt)) * env * 0.05
+        bass = (
+            np.sign(np.sin(2 * np.pi * root / 2 * 2 ** (chords[i % 4][0] / 12) * tt)) * env * 0.05
+        )
         out[sl] += bass[:, None]
     for start in np.arange(0, seconds, beat):
         a = int(start * sample_rate)
@@ -74,7 +81,9 @@ def make_demo_audio(folder: str, *, n_tracks: int = 8) -> list[str]:
             rate = _RATES[i % len(_RATES)]
             audio = synth_track(i, seconds=10 + 7 * (i % 5), sample_rate=rate)
             with sf.SoundFile(path + ".tmp", "w", rate, 2, format=fmt, subtype=subtype) as fh:
-                for start in range(0, len(audio), 65536):  # block-wise: long OGG writes crash libvorbis
+                for start in range(
+                    0, len(audio), 65536
+                ):  # block-wise: long OGG writes crash libvorbis
                     fh.write(audio[start : start + 65536])
             os.replace(path + ".tmp", path)
         paths.append(path)
@@ -82,7 +91,20 @@ def make_demo_audio(folder: str, *, n_tracks: int = 8) -> list[str]:
         m4a = os.path.join(folder, "demo-aac.m4a")
         if not os.path.exists(m4a):
             subprocess.run(
-                ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", paths[0], "-c:a", "aac", "-b:a", "128k", m4a + ".tmp.m4a"],
+                [
+                    "ffmpeg",
+                    "-nostdin",
+                    "-v",
+                    "error",
+                    "-y",
+                    "-i",
+                    paths[0],
+                    "-c:a",
+                    "aac",
+                    "-b:a",
+                    "128k",
+                    m4a + ".tmp.m4a",
+                ],
                 check=True,
             )
             os.replace(m4a + ".tmp.m4a", m4a)

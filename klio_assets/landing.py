@@ -149,7 +149,9 @@ def scan_landing(
     if "://" in location:
         found = [(f.ctime_ns, f.uri) for f in _list_remote(location)]
     else:
-        found, folders = _list_folder(location, unchanged_before=unchanged_before, known_folders=known_folders)
+        found, folders = _list_folder(
+            location, unchanged_before=unchanged_before, known_folders=known_folders
+        )
     unsettled = sum(1 for k in found if k[0] > limit_ns)
     candidates = [k for k in found if k[0] <= limit_ns and (after is None or k > after)]
     if max_files is not None and max_files < len(candidates):
@@ -161,7 +163,11 @@ def scan_landing(
 
 
 def list_landing(
-    location: str, *, now: float | None = None, settle_s: float = 2.0, after: tuple[int, str] | None = None
+    location: str,
+    *,
+    now: float | None = None,
+    settle_s: float = 2.0,
+    after: tuple[int, str] | None = None,
 ) -> list[Landed]:
     """Audio files under ``location`` past ``after`` and settled, in ``(ctime, uri)`` order.
 
@@ -175,7 +181,9 @@ def _list_folder(
     folder: str, *, unchanged_before: int | None = None, known_folders: Sequence[str] | None = None
 ) -> tuple[list[tuple[int, str]], list[str]]:
     if not os.path.isdir(folder):
-        raise StorageError(f"landing folder {folder} does not exist (create it, or set KLIO_ASSETS_LANDING)")
+        raise StorageError(
+            f"landing folder {folder} does not exist (create it, or set KLIO_ASSETS_LANDING)"
+        )
     folder = os.path.abspath(folder)
     root = os.path.realpath(folder)
     known = set(known_folders or ()) if unchanged_before is not None else set()
@@ -215,7 +223,12 @@ def _list_folder(
                 if entry.is_symlink():
                     real = os.path.realpath(entry.path)
                     if not real.startswith(root + os.sep):
-                        _log.warning("landing: ignoring %s, a symlink to %s outside %s", entry.path, real, folder)
+                        _log.warning(
+                            "landing: ignoring %s, a symlink to %s outside %s",
+                            entry.path,
+                            real,
+                            folder,
+                        )
                         continue
                 found.append((entry.stat(follow_symlinks=False).st_ctime_ns, entry.path))
             except FileNotFoundError:  # removed while listing: gone, nothing to take
@@ -243,8 +256,12 @@ def _list_remote(prefix: str) -> list[Landed]:
         elif isinstance(created, datetime):
             created = created.timestamp()
         if created is None:
-            raise StorageError(f"{protocol}://{path}: the store gives no creation time to order files by")
-        found.append(Landed(int(float(created) * 1e9), f"{protocol}://{path}", track_id_from_name(name)))
+            raise StorageError(
+                f"{protocol}://{path}: the store gives no creation time to order files by"
+            )
+        found.append(
+            Landed(int(float(created) * 1e9), f"{protocol}://{path}", track_id_from_name(name))
+        )
     return found
 
 
@@ -297,16 +314,24 @@ def parse_message(ack_id: str, data: bytes, attributes: dict[str, str]) -> Messa
                 return Message(ack_id, error=f"not a new object: {attributes.get('eventType')}")
             name = attributes["objectId"].rsplit("/", 1)[-1]
             if not _is_audio(name):
-                return Message(ack_id, error=f"gs://{attributes['bucketId']}/{attributes['objectId']} is not audio")
+                return Message(
+                    ack_id,
+                    error=f"gs://{attributes['bucketId']}/{attributes['objectId']} is not audio",
+                )
             uri = f"gs://{attributes['bucketId']}/{attributes['objectId']}"
             return Message(ack_id, track_id=track_id_from_name(name), uri=uri)
         text = data.decode("utf-8").strip()
         if text.startswith("{"):
             body = json.loads(text)
-            track_id = validate_track_id(body.get("track_id") or track_id_from_name(str(body["uri"]).rsplit("/", 1)[-1]))
+            track_id = validate_track_id(
+                body.get("track_id") or track_id_from_name(str(body["uri"]).rsplit("/", 1)[-1])
+            )
             uri = body.get("uri")
             if uri is not None and not str(uri).startswith(("gs://", "s3://", "/")):
-                return Message(ack_id, error=f"track {track_id!r}: URI {uri!r} is not gs://, s3:// or an absolute path")
+                return Message(
+                    ack_id,
+                    error=f"track {track_id!r}: URI {uri!r} is not gs://, s3:// or an absolute path",
+                )
             return Message(ack_id, track_id=track_id, uri=uri)
         if text.startswith(("gs://", "s3://")):
             return Message(ack_id, track_id=track_id_from_name(text.rsplit("/", 1)[-1]), uri=text)
@@ -441,14 +466,21 @@ def landing_tick(
     listing = None
     if location:
         listing = scan_landing(
-            location, now=now, settle_s=settle_s, after=after, unchanged_before=listed, known_folders=folders,
+            location,
+            now=now,
+            settle_s=settle_s,
+            after=after,
+            unchanged_before=listed,
+            known_folders=folders,
             max_files=max_tracks,
         )
         tick.files = listing.files
         tick.backlog = listing.pending > max_tracks
     client: Subscriber | None = None
     if subscription:
-        client = subscriber() if callable(subscriber) and not hasattr(subscriber, "pull") else subscriber
+        client = (
+            subscriber() if callable(subscriber) and not hasattr(subscriber, "pull") else subscriber
+        )
         if client is None:
             client = pubsub_subscriber()
         tick.messages = pull_messages(client, subscription, max_tracks)
@@ -464,7 +496,9 @@ def landing_tick(
         elif message.track_id in known_uris:
             tracks.append((message.track_id, known_uris[message.track_id]))
         else:
-            message.error = f"track {message.track_id!r} is not registered and the message gives no URI"
+            message.error = (
+                f"track {message.track_id!r} is not registered and the message gives no URI"
+            )
             tick.refused.append((f"message {message.ack_id}", message.error))
 
     if dry_run:
@@ -475,7 +509,9 @@ def landing_tick(
             elif registered[track_id] == uri:
                 tick.known.append(track_id)
             else:
-                tick.refused.append((uri, f"track ID {track_id!r} is already taken by {registered[track_id]}"))
+                tick.refused.append(
+                    (uri, f"track ID {track_id!r} is already taken by {registered[track_id]}")
+                )
         if client is not None and tick.messages:
             client.modify_ack_deadline(
                 request={
@@ -495,22 +531,35 @@ def landing_tick(
         # Registered (or refused for good) above: only now may Pub/Sub forget them.
         ack_ids = [m.ack_id for m in tick.messages]
         for start in range(0, len(ack_ids), PULL_BATCH):
-            client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[start : start + PULL_BATCH]})
+            client.acknowledge(
+                request={
+                    "subscription": subscription,
+                    "ack_ids": ack_ids[start : start + PULL_BATCH],
+                }
+            )
     tick.ranges = partition_ranges(instance, [*tick.new, *tick.known], batch_size)
     if listing is not None:
-        last = [tick.files[-1].ctime_ns, tick.files[-1].uri] if tick.files else (list(after) if after else None)
+        last = (
+            [tick.files[-1].ctime_ns, tick.files[-1].uri]
+            if tick.files
+            else (list(after) if after else None)
+        )
         # Folders may be skipped next time only if this listing left nothing behind.
         complete = not tick.backlog and listing.unsettled == 0 and listing.folders is not None
         complete = complete and len(listing.folders) <= MAX_CURSOR_FOLDERS
-        tick.cursor = json.dumps({
-            "after": last,
-            "listed": listing.limit_ns if complete else None,
-            "folders": sorted(listing.folders) if complete else None,
-        })
+        tick.cursor = json.dumps(
+            {
+                "after": last,
+                "listed": listing.limit_ns if complete else None,
+                "folders": sorted(listing.folders) if complete else None,
+            }
+        )
     return tick
 
 
-def _unique(tracks: Sequence[tuple[str, str]], refused: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _unique(
+    tracks: Sequence[tuple[str, str]], refused: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
     """Drop exact repeats; two URIs landing under one track ID: the first wins, the other is refused."""
     first: dict[str, str] = {}
     out = []
@@ -545,7 +594,9 @@ def run_requests(
                 run_key=f"{key_prefix}:{track_ids[0]}..{track_ids[-1]}:{len(track_ids)}",
                 asset_selection=[dg.AssetKey(name) for name in selected],
                 tags=tags,
-                run_config={"ops": {"audio_analyses": {"config": {"force": force, "dry_run": False}}}},
+                run_config={
+                    "ops": {"audio_analyses": {"config": {"force": force, "dry_run": False}}}
+                },
             )
         )
     return requests
@@ -559,9 +610,9 @@ __all__ = [
     "Subscriber",
     "landing_tick",
     "list_landing",
-    "scan_landing",
     "parse_message",
     "pull_messages",
     "read_cursor",
     "run_requests",
+    "scan_landing",
 ]

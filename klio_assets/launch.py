@@ -32,7 +32,9 @@ from klio_assets.worker.storage import Storage
 INVOCATION_TAG = "klio/invocation"
 
 
-def contiguous_ranges(ordered_keys: Sequence[str], wanted: Iterable[str], max_size: int) -> list[list[str]]:
+def contiguous_ranges(
+    ordered_keys: Sequence[str], wanted: Iterable[str], max_size: int
+) -> list[list[str]]:
     """Split ``wanted`` into runs of consecutive partitions (in ``ordered_keys`` order).
 
     A run covers a contiguous range of partition keys, so a scattered set becomes one run per
@@ -53,7 +55,9 @@ def contiguous_ranges(ordered_keys: Sequence[str], wanted: Iterable[str], max_si
     return ranges
 
 
-def resolve_tracks(instance: dg.DagsterInstance, requested: Sequence[str] | None) -> tuple[list[str], list[str]]:
+def resolve_tracks(
+    instance: dg.DagsterInstance, requested: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
     """All partition keys in order, and the requested ones (all when ``requested`` is empty).
 
     Raises
@@ -106,7 +110,9 @@ def execute_range(
         run_id = None
         while not stop.wait(0.5):
             if run_id is None:
-                runs = instance.get_runs(filters=dg.RunsFilter(tags={INVOCATION_TAG: invocation}), limit=1)
+                runs = instance.get_runs(
+                    filters=dg.RunsFilter(tags={INVOCATION_TAG: invocation}), limit=1
+                )
                 run_id = runs[0].run_id if runs else None
             if run_id is not None and on_progress is not None:
                 try:
@@ -171,12 +177,16 @@ def tracks_to_run(
         if name not in materialized:
             materialized[name] = materialized_tracks(instance, name)
         in_dagster = materialized[name] & wanted
-        done_by[name] = existing_outputs(storage, planned[name], sorted(in_dagster)) if in_dagster else set()
+        done_by[name] = (
+            existing_outputs(storage, planned[name], sorted(in_dagster)) if in_dagster else set()
+        )
     todo = [t for t in track_ids if any(t not in done_by[n] for n in selected)]
     return todo, {n: sorted(done_by[n]) for n in selected}
 
 
-def execute_catalog_tables(instance: dg.DagsterInstance, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+def execute_catalog_tables(
+    instance: dg.DagsterInstance, names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     """Materialize the catalog-level assets ``names`` (one run); their metadata, or errors.
 
     Returns
@@ -193,7 +203,8 @@ def execute_catalog_tables(instance: dg.DagsterInstance, names: Sequence[str]) -
         asset_selection=[dg.AssetKey(name) for name in names],
     )
     out: dict[str, dict[str, Any]] = {
-        name: {"status": "failed", "reason": "not materialized", "run_id": result.run_id} for name in names
+        name: {"status": "failed", "reason": "not materialized", "run_id": result.run_id}
+        for name in names
     }
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization

@@ -24,7 +24,9 @@ from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster_postgres.event_log.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
-_INSERT = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
+_INSERT = SqlEventLogStorageTable.insert().returning(
+    SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+)
 
 
 class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
@@ -32,7 +34,9 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         kept = [e for e in events if not e.get_dagster_event().is_asset_failed_to_materialize]
-        if not kept or {e.get_dagster_event().event_type for e in events} != {DagsterEventType.ASSET_MATERIALIZATION}:
+        if not kept or {e.get_dagster_event().event_type for e in events} != {
+            DagsterEventType.ASSET_MATERIALIZATION
+        }:
             super().store_event_batch(events)
             return
         rows = [self._event_to_row(event) for event in kept]

@@ -62,7 +62,9 @@ def _request(
     if force:
         done: dict[str, list[str]] = {name: [] for name in selected}
     else:
-        _, done = tracks_to_run(instance, storage, planned, selected, track_ids, materialized=materialized)
+        _, done = tracks_to_run(
+            instance, storage, planned, selected, track_ids, materialized=materialized
+        )
     return {
         "selected": list(selected),
         "start": track_ids[0],
@@ -106,46 +108,91 @@ def preview(
         from klio_assets.ranges import partition_ranges  # noqa: PLC0415
 
         tick = landing_tick(
-            instance, catalog, cursor=stored_cursor(instance, "landing_sensor"), location=settings.landing or None,
-            max_tracks=settings.landing_max_tracks, batch_size=settings.batch_size,
-            settle_s=settings.landing_settle_s, subscription=settings.landing_subscription or None,
-            subscriber=subscriber, dry_run=True,
+            instance,
+            catalog,
+            cursor=stored_cursor(instance, "landing_sensor"),
+            location=settings.landing or None,
+            max_tracks=settings.landing_max_tracks,
+            batch_size=settings.batch_size,
+            settle_s=settings.landing_settle_s,
+            subscription=settings.landing_subscription or None,
+            subscriber=subscriber,
+            dry_run=True,
         )
-        out["registers"] = {"new": tick.new, "known": tick.known, "refused": [list(r) for r in tick.refused]}
+        out["registers"] = {
+            "new": tick.new,
+            "known": tick.known,
+            "refused": [list(r) for r in tick.refused],
+        }
         out["backlog"] = tick.backlog
         # New tracks have no partition yet: they would be one contiguous range after the
         # registration, computed in full; known ones are checked like any range.
         for track_range in partition_ranges(instance, tick.known, settings.batch_size):
-            out["requests"].append(_request(instance, storage, planned, selected, track_range, force=force))
+            out["requests"].append(
+                _request(instance, storage, planned, selected, track_range, force=force)
+            )
         for start in range(0, len(tick.new), settings.batch_size):
             chunk = tick.new[start : start + settings.batch_size]
-            out["requests"].append({
-                "selected": selected, "start": chunk[0], "end": chunk[-1], "tracks": len(chunk),
-                "would_compute": {n: len(chunk) for n in selected}, "would_skip": {n: 0 for n in selected},
-            })
+            out["requests"].append(
+                {
+                    "selected": selected,
+                    "start": chunk[0],
+                    "end": chunk[-1],
+                    "tracks": len(chunk),
+                    "would_compute": {n: len(chunk) for n in selected},
+                    "would_skip": {n: 0 for n in selected},
+                }
+            )
     elif mode == "propagation":
         from klio_assets.propagation import propagation_tick  # noqa: PLC0415
 
         cursor = stored_cursor(instance, "propagation_sensor")
-        tick = propagation_tick(instance, catalog, cursor=cursor, graph=graph, allowed=selected,
-                                batch_size=settings.batch_size)
+        tick = propagation_tick(
+            instance,
+            catalog,
+            cursor=cursor,
+            graph=graph,
+            allowed=selected,
+            batch_size=settings.batch_size,
+        )
         for request in tick.requests:
             for track_range in request.ranges:
-                entry = _request(instance, storage, planned, request.selected, track_range, force=force or request.force)
+                entry = _request(
+                    instance,
+                    storage,
+                    planned,
+                    request.selected,
+                    track_range,
+                    force=force or request.force,
+                )
                 entry["after_run"] = request.upstream_run_id
                 out["requests"].append(entry)
     else:
         from klio_assets.backfill import plan_backfill  # noqa: PLC0415
 
         plan = plan_backfill(
-            instance, catalog, storage, planned=planned, selected=selected, batch_size=settings.batch_size,
-            max_runs=settings.backfill_max_runs, tick=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            instance,
+            catalog,
+            storage,
+            planned=planned,
+            selected=selected,
+            batch_size=settings.batch_size,
+            max_runs=settings.backfill_max_runs,
+            tick=datetime.datetime.now(datetime.UTC).isoformat(),
         )
         out["reasons"] = plan.reasons
         out["deferred_runs"] = plan.deferred_runs
         materialized: dict[str, set[str]] = {}  # read once per analysis, not once per run
         for run in plan.runs:
             out["requests"].append(
-                _request(instance, storage, planned, run.selected, run.track_ids, force=force, materialized=materialized)
+                _request(
+                    instance,
+                    storage,
+                    planned,
+                    run.selected,
+                    run.track_ids,
+                    force=force,
+                    materialized=materialized,
+                )
             )
     return out

@@ -83,7 +83,11 @@ def _run_tracks(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
             from klio_assets.partitions import TRACKS  # noqa: PLC0415
 
             ordered = list(instance.get_dynamic_partitions(TRACKS))
-            keys = ordered[ordered.index(start) : ordered.index(end) + 1] if start in ordered and end in ordered else []
+            keys = (
+                ordered[ordered.index(start) : ordered.index(end) + 1]
+                if start in ordered and end in ordered
+                else []
+            )
         return keys
     single = tags.get("dagster/partition")
     return [single] if single else []
@@ -178,4 +182,10 @@ def propagation_run_requests(tick: PropagationTick) -> list[dg.RunRequest]:
     return out
 
 
-__all__ = ["TRIGGER_TAG", "Propagation", "PropagationTick", "propagation_run_requests", "propagation_tick"]
+__all__ = [
+    "TRIGGER_TAG",
+    "Propagation",
+    "PropagationTick",
+    "propagation_run_requests",
+    "propagation_tick",
+]

@@ -24,7 +24,6 @@ _CHUNK = 5000
 def _table_access(instance: dg.DagsterInstance):
     try:
         import sqlalchemy as sa  # noqa: PLC0415
-
         from dagster._core.storage.event_log.schema import DynamicPartitionsTable as table  # noqa: PLC0415, N813
 
         connect = instance.event_log_storage.index_connection  # type: ignore[attr-defined]
@@ -33,7 +32,9 @@ def _table_access(instance: dg.DagsterInstance):
     return sa, table, connect
 
 
-def partition_ranges(instance: dg.DagsterInstance, keys: Iterable[str], max_size: int) -> list[list[str]]:
+def partition_ranges(
+    instance: dg.DagsterInstance, keys: Iterable[str], max_size: int
+) -> list[list[str]]:
     """Split ``keys`` into contiguous ``tracks`` ranges of at most ``max_size`` (in order).
 
     Keys that are not registered partitions are left out. Falls back to listing every key when
@@ -70,7 +71,11 @@ def partition_ranges(instance: dg.DagsterInstance, keys: Iterable[str], max_size
                 between = conn.execute(
                     sa.select(sa.func.count())
                     .select_from(table)
-                    .where(table.c.partitions_def_name == TRACKS, table.c.id > previous_id, table.c.id < row_id)
+                    .where(
+                        table.c.partitions_def_name == TRACKS,
+                        table.c.id > previous_id,
+                        table.c.id < row_id,
+                    )
                 ).scalar_one()
                 adjacent = between == 0
             if adjacent:

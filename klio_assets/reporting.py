@@ -97,8 +97,10 @@ def embedded_image(storage: Storage, uri: str, track_id: str, max_bytes: int) ->
 def feature_fields(record: Mapping[str, Any]) -> dict[str, Any]:
     """The scalar results of one track's record (what the catalog's features table keeps)."""
     fields: dict[str, Any] = {}
-    for key, value in [*((k, record[k]) for k in ("duration_s", "sample_rate", "channels") if k in record),
-                       *(record.get("metadata") or {}).items()]:
+    for key, value in [
+        *((k, record[k]) for k in ("duration_s", "sample_rate", "channels") if k in record),
+        *(record.get("metadata") or {}).items(),
+    ]:
         if value is None or isinstance(value, (bool, int, str)):
             fields[key] = value
         elif isinstance(value, float):

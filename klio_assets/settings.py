@@ -84,13 +84,23 @@ class Settings(BaseModel):
 
     home: str = Field(description="Dagster instance folder (DAGSTER_HOME), absolute.")
     storage: str = Field(description="Root URI of analysis outputs.")
-    beam_options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options.")
-    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=100_000, description="Most tracks per run.")
+    beam_options: list[str] = Field(
+        default_factory=list, description="Extra Beam pipeline options."
+    )
+    batch_size: int = Field(
+        DEFAULT_BATCH_SIZE, ge=1, le=100_000, description="Most tracks per run."
+    )
     catalog_url: str = Field(description="SQLAlchemy URL of the track catalog.")
-    analysis_modules: list[str] = Field(default_factory=list, description="Modules with extra analyses.")
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Parameter overrides.")
+    analysis_modules: list[str] = Field(
+        default_factory=list, description="Modules with extra analyses."
+    )
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Parameter overrides."
+    )
     embed_image_bytes: int = Field(
-        DEFAULT_EMBED_IMAGE_BYTES, ge=0, description="Largest plot embedded in Dagster metadata (0: none)."
+        DEFAULT_EMBED_IMAGE_BYTES,
+        ge=0,
+        description="Largest plot embedded in Dagster metadata (0: none).",
     )
     dataflow: dict[str, Any] = Field(
         default_factory=dict, description="Dataflow settings (empty: no Dataflow)."
@@ -105,13 +115,21 @@ class Settings(BaseModel):
         DEFAULT_BATCH_SIZE, ge=1, le=100_000, description="Most new tracks registered per tick."
     )
     landing_settle_s: float = Field(2.0, ge=0, description="Minimum age of a landed file, seconds.")
-    sensor_interval_s: int = Field(DEFAULT_SENSOR_INTERVAL_S, ge=1, description="Seconds between ticks.")
-    auto_analyses: list[str] = Field(default_factory=list, description="Analyses run for new tracks (all).")
-    backfill_cron: str = Field(DEFAULT_BACKFILL_CRON, description="Cron of the catalog backfill schedule.")
+    sensor_interval_s: int = Field(
+        DEFAULT_SENSOR_INTERVAL_S, ge=1, description="Seconds between ticks."
+    )
+    auto_analyses: list[str] = Field(
+        default_factory=list, description="Analyses run for new tracks (all)."
+    )
+    backfill_cron: str = Field(
+        DEFAULT_BACKFILL_CRON, description="Cron of the catalog backfill schedule."
+    )
     catalog_tables_cron: str = Field(
         DEFAULT_CATALOG_TABLES_CRON, description="Cron of the catalog tables' (incremental) update."
     )
-    backfill_max_runs: int = Field(DEFAULT_BACKFILL_MAX_RUNS, ge=1, description="Most runs per backfill tick.")
+    backfill_max_runs: int = Field(
+        DEFAULT_BACKFILL_MAX_RUNS, ge=1, description="Most runs per backfill tick."
+    )
 
     @field_validator("analysis_modules")
     @classmethod
@@ -162,7 +180,9 @@ class Settings(BaseModel):
         try:
             embed_image_bytes = int(raw_embed)
         except ValueError as exc:
-            raise ParameterError(f"KLIO_ASSETS_EMBED_IMAGES={raw_embed!r} is not an integer") from exc
+            raise ParameterError(
+                f"KLIO_ASSETS_EMBED_IMAGES={raw_embed!r} is not an integer"
+            ) from exc
         catalog = env.get("KLIO_ASSETS_CATALOG") or f"sqlite:///{os.path.join(home, 'catalog.db')}"
         landing = env.get("KLIO_ASSETS_LANDING") or os.path.join(home, "landing")
         if landing == "none":  # Pub/Sub only
@@ -177,13 +197,25 @@ class Settings(BaseModel):
                 landing_subscription=env.get("KLIO_ASSETS_LANDING_SUBSCRIPTION", ""),
                 landing_max_tracks=max_tracks,
                 landing_settle_s=_number(
-                    env, "KLIO_ASSETS_LANDING_SETTLE_S", 30.0 if landing.startswith("gs://") else 2.0, float
+                    env,
+                    "KLIO_ASSETS_LANDING_SETTLE_S",
+                    30.0 if landing.startswith("gs://") else 2.0,
+                    float,
                 ),
-                sensor_interval_s=_number(env, "KLIO_ASSETS_SENSOR_INTERVAL_S", DEFAULT_SENSOR_INTERVAL_S, int),
-                auto_analyses=[a.strip() for a in env.get("KLIO_ASSETS_AUTO_ANALYSES", "").split(",") if a.strip()],
+                sensor_interval_s=_number(
+                    env, "KLIO_ASSETS_SENSOR_INTERVAL_S", DEFAULT_SENSOR_INTERVAL_S, int
+                ),
+                auto_analyses=[
+                    a.strip()
+                    for a in env.get("KLIO_ASSETS_AUTO_ANALYSES", "").split(",")
+                    if a.strip()
+                ],
                 backfill_cron=env.get("KLIO_ASSETS_BACKFILL_CRON") or DEFAULT_BACKFILL_CRON,
-                catalog_tables_cron=env.get("KLIO_ASSETS_CATALOG_TABLES_CRON") or DEFAULT_CATALOG_TABLES_CRON,
-                backfill_max_runs=_number(env, "KLIO_ASSETS_BACKFILL_MAX_RUNS", DEFAULT_BACKFILL_MAX_RUNS, int),
+                catalog_tables_cron=env.get("KLIO_ASSETS_CATALOG_TABLES_CRON")
+                or DEFAULT_CATALOG_TABLES_CRON,
+                backfill_max_runs=_number(
+                    env, "KLIO_ASSETS_BACKFILL_MAX_RUNS", DEFAULT_BACKFILL_MAX_RUNS, int
+                ),
                 home=home,
                 storage=storage,
                 beam_options=beam_options,
@@ -222,4 +254,6 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> An
     try:
         return kind(raw)
     except ValueError as exc:
-        raise ParameterError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from exc
+        raise ParameterError(
+            f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}"
+        ) from exc

@@ -79,13 +79,18 @@ def all_done(
     return {name: sorted(ids) for name in selected}
 
 
-def enter_in_ledger(catalog: TrackCatalog, planned: Mapping[str, PlannedAnalysis],
-                    done: Mapping[str, Sequence[str]]) -> None:
+def enter_in_ledger(
+    catalog: TrackCatalog, planned: Mapping[str, PlannedAnalysis], done: Mapping[str, Sequence[str]]
+) -> None:
     """Enter tracks found done by the full check (Dagster and storage) that the ledger lacks.
 
     Catalogs from before the ledger, or a lost ledger, fill up this way on the next run.
     """
     for name, track_ids in done.items():
-        missing = catalog.not_materialized(name, planned[name].version, track_ids) if track_ids else []
+        missing = (
+            catalog.not_materialized(name, planned[name].version, track_ids) if track_ids else []
+        )
         if missing:
-            catalog.mark_materialized(name, version=planned[name].version, run_id="", track_ids=missing)
+            catalog.mark_materialized(
+                name, version=planned[name].version, run_id="", track_ids=missing
+            )

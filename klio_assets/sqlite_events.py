@@ -48,11 +48,15 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
 
     @staticmethod
     def _batchable(events: Sequence[EventLogEntry]) -> bool:
-        return bool(events) and len({e.run_id for e in events}) == 1 and all(
-            e.is_dagster_event
-            and e.get_dagster_event().event_type == DagsterEventType.ASSET_MATERIALIZATION
-            and e.get_dagster_event().asset_key is not None
-            for e in events
+        return (
+            bool(events)
+            and len({e.run_id for e in events}) == 1
+            and all(
+                e.is_dagster_event
+                and e.get_dagster_event().event_type == DagsterEventType.ASSET_MATERIALIZATION
+                and e.get_dagster_event().asset_key is not None
+                for e in events
+            )
         )
 
     @classmethod

@@ -63,7 +63,9 @@ class Discovery:
             self.rejected.append((origin, f"track ID {track_id!r} is already taken by {first}"))
 
 
-def _inside(path: str, roots: Iterable[str], realpath: Callable[[str], str] = os.path.realpath) -> bool:
+def _inside(
+    path: str, roots: Iterable[str], realpath: Callable[[str], str] = os.path.realpath
+) -> bool:
     real = realpath(path)
     for root in roots:
         root_real = getattr(realpath, "root", realpath)(root)
@@ -141,19 +143,30 @@ def check_track_source(
 
 
 def _check_track_source(
-    raw_id: object, raw_path: object, *, base: str | None, roots: Sequence[str], realpath: Callable[[str], str]
+    raw_id: object,
+    raw_path: object,
+    *,
+    base: str | None,
+    roots: Sequence[str],
+    realpath: Callable[[str], str],
 ) -> tuple[str, str]:
     track_id = validate_track_id(raw_id.strip() if isinstance(raw_id, str) else raw_id)
     if not isinstance(raw_path, str):
-        raise UnsafePathError(f"track {track_id!r}: path must be a string, got {type(raw_path).__name__}")
+        raise UnsafePathError(
+            f"track {track_id!r}: path must be a string, got {type(raw_path).__name__}"
+        )
     raw_path = raw_path.strip()
     if not raw_path or _CONTROL.search(raw_path):
         raise UnsafePathError(f"track {track_id!r}: path is empty or has control characters")
     if len(raw_path) > MAX_PATH_LENGTH:
-        raise UnsafePathError(f"track {track_id!r}: path is {len(raw_path)} characters long; the limit is {MAX_PATH_LENGTH}")
+        raise UnsafePathError(
+            f"track {track_id!r}: path is {len(raw_path)} characters long; the limit is {MAX_PATH_LENGTH}"
+        )
     if "://" in raw_path or raw_path.lower().startswith(("file:", "http:", "https:", "data:")):
         if not raw_path.startswith(_ALLOWED_SCHEMES):
-            raise UnsafePathError(f"track {track_id!r}: URI scheme of {raw_path!r} is not supported (gs://, s3://)")
+            raise UnsafePathError(
+                f"track {track_id!r}: URI scheme of {raw_path!r} is not supported (gs://, s3://)"
+            )
         if ".." in raw_path.split("://", 1)[1].split("/"):
             raise UnsafePathError(f"track {track_id!r}: URI {raw_path!r} must not contain '..'")
         return track_id, raw_path
@@ -181,7 +194,9 @@ def parse_track_message(data: bytes | str, *, roots: Sequence[str]) -> tuple[str
         ``roots``).
     """
     if len(data) > MAX_MESSAGE_BYTES:
-        raise ParameterError(f"track message of {len(data)} bytes is over the limit of {MAX_MESSAGE_BYTES}")
+        raise ParameterError(
+            f"track message of {len(data)} bytes is over the limit of {MAX_MESSAGE_BYTES}"
+        )
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -201,7 +216,10 @@ def _walk_folder(folder: str, found: Discovery, *, follow_symlinks: bool) -> Non
             path = os.path.join(current, name)
             if not follow_symlinks and os.path.islink(path) and not _inside(path, [folder]):
                 found.rejected.append(
-                    (path, f"symlink to {os.path.realpath(path)}, outside {folder} (--follow-symlinks to allow)")
+                    (
+                        path,
+                        f"symlink to {os.path.realpath(path)}, outside {folder} (--follow-symlinks to allow)",
+                    )
                 )
                 continue
             found.add(track_id_from_name(name), path, path)
@@ -262,7 +280,10 @@ def _read_manifest(manifest: str, found: Discovery, *, allowed_roots: Sequence[s
             where = f"{manifest}:{line}"
             try:
                 track_id, source = _check_track_source(
-                    row.get("track_id") or "", row.get("path") or "", base=base, roots=allowed_roots,
+                    row.get("track_id") or "",
+                    row.get("path") or "",
+                    base=base,
+                    roots=allowed_roots,
                     realpath=realpath,
                 )
             except (TrackIdError, UnsafePathError) as exc:

@@ -28,7 +28,9 @@ _ENV_VARS = (
 
 #: librosa's numba functions compile once per cold cache (20-30 CPU-s): the whole suite, and
 #: every CLI or Dagster process it starts, shares one persistent cache.
-NUMBA_CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "numba")
+NUMBA_CACHE_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "numba"
+)
 os.environ.setdefault("NUMBA_CACHE_DIR", NUMBA_CACHE_DIR)
 
 
@@ -63,7 +65,13 @@ def home(tmp_path, monkeypatch) -> str:
     return str(path)
 
 
-def run_cli(*args: str, home: str, env: dict[str, str] | None = None, check: bool = False, timeout: int = 600):
+def run_cli(
+    *args: str,
+    home: str,
+    env: dict[str, str] | None = None,
+    check: bool = False,
+    timeout: int = 600,
+):
     """Run ``klio-assets ARGS`` in a subprocess with ``home``; return the CompletedProcess."""
     full_env = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
     full_env["KLIO_ASSETS_HOME"] = home
@@ -76,7 +84,9 @@ def run_cli(*args: str, home: str, env: dict[str, str] | None = None, check: boo
         timeout=timeout,
     )
     if check and done.returncode != 0:
-        raise AssertionError(f"klio-assets {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
+        raise AssertionError(
+            f"klio-assets {' '.join(args)} exited {done.returncode}:\n{done.stderr}"
+        )
     return done
 
 
@@ -84,5 +94,7 @@ def cli_json(*args: str, home: str, env: dict[str, str] | None = None, expect_co
     """Run the CLI with ``--json`` and parse its stdout."""
     done = run_cli(*args, "--json", home=home, env=env)
     if expect_code is not None:
-        assert done.returncode == expect_code, f"exit {done.returncode}:\n{done.stderr}\n{done.stdout}"
+        assert done.returncode == expect_code, (
+            f"exit {done.returncode}:\n{done.stderr}\n{done.stdout}"
+        )
     return json.loads(done.stdout), done

@@ -28,9 +28,9 @@ class HttpError(Exception):
 class FlakyMemoryFileSystem(MemoryFileSystem):
     """``memory://`` with injected faults (see the module docstring)."""
 
-    store: dict = {}  # noqa: RUF012 - fsspec's own layout: class-level, shared by instances
-    pseudo_dirs = [""]  # noqa: RUF012
-    rules: list = []  # noqa: RUF012
+    store: dict = {}
+    pseudo_dirs = [""]
+    rules: list = []
     calls: collections.Counter = collections.Counter()
     _lock = threading.Lock()
 

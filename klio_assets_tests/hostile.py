@@ -125,19 +125,29 @@ def make_corpus(folder: str, *, outside: str) -> list[Case]:
         """1 s of stereo sine, a new frequency each time: no two files share content."""
         return synth.sine(next(freqs), 1.0, 44100)
 
-
     # good files, the batch around the hostile ones
-    for name, fmt in (("good wav.wav", None), ("good-flac.flac", None), ("good-ogg.ogg", None), ("good-mp3.mp3", None)):
+    for name, fmt in (
+        ("good wav.wav", None),
+        ("good-flac.flac", None),
+        ("good-ogg.ogg", None),
+        ("good-mp3.mp3", None),
+    ):
         synth.write(at(name), tone(), 44100, format=fmt)
         lossless = name.endswith((".wav", ".flac"))
         cases.append(Case(f"good {name.rsplit('.', 1)[1].upper()}", name, "computed",
                           frames=44100 if lossless else None, sample_rate=44100, channels=2))  # fmt: skip
-    synth.to_m4a(synth.write(os.path.join(scratch, "m4a-src.wav"), tone(), 44100), at("good-m4a.m4a"))
-    cases.append(Case("good M4A (ffmpeg)", "good-m4a.m4a", "computed", sample_rate=44100, channels=2))
+    synth.to_m4a(
+        synth.write(os.path.join(scratch, "m4a-src.wav"), tone(), 44100), at("good-m4a.m4a")
+    )
+    cases.append(
+        Case("good M4A (ffmpeg)", "good-m4a.m4a", "computed", sample_rate=44100, channels=2)
+    )
 
     # empty and truncated files
     open(at("zero-byte.mp3"), "wb").close()
-    cases.append(Case("zero-byte file", "zero-byte.mp3", "failed", r"the file is empty \(0 bytes\)"))
+    cases.append(
+        Case("zero-byte file", "zero-byte.mp3", "failed", r"the file is empty \(0 bytes\)")
+    )
     two_s = synth.sine(440, 2.0, 44100)
     for ext in ("flac", "wav", "ogg", "mp3"):
         full = synth.write(os.path.join(scratch, f"full.{ext}"), two_s, 44100)
@@ -170,7 +180,9 @@ def make_corpus(folder: str, *, outside: str) -> list[Case]:
     ]  # fmt: skip
 
     # headers that lie or ask too much
-    _wav_claiming(at("wav-claims-4gb.wav"), data_bytes=0xFFFFFFF0, actual_frames=8000, sample_rate=8000)
+    _wav_claiming(
+        at("wav-claims-4gb.wav"), data_bytes=0xFFFFFFF0, actual_frames=8000, sample_rate=8000
+    )
     synth.write(at("forty-channels.wav"), synth.sine(440, 0.1, 8000, channels=40), 8000)
     _silence_flac(at("three-hours.flac"), seconds=3 * 3600, sample_rate=8000)
     cases += [
@@ -205,7 +217,7 @@ def make_corpus(folder: str, *, outside: str) -> list[Case]:
     ]  # fmt: skip
 
     # names
-    for name in ("Été \"live\" l'été & co.flac", "日本語 テスト.wav", "  spaced   out  .ogg"):
+    for name in ('Été "live" l\'été & co.flac', "日本語 テスト.wav", "  spaced   out  .ogg"):
         synth.write(at(name), tone(), 44100)
         cases.append(Case(f"file name {name!r}", name, "computed", sample_rate=44100, channels=2,
                           frames=None if name.endswith(".ogg") else 44100))  # fmt: skip
@@ -270,7 +282,9 @@ class Outcome:
     problems: list[str]
 
 
-def judge(cases: list[Case], *, folder: str, add_stderr: str, run: dict, analyses: tuple[str, ...]) -> list[Outcome]:
+def judge(
+    cases: list[Case], *, folder: str, add_stderr: str, run: dict, analyses: tuple[str, ...]
+) -> list[Outcome]:
     """Compare a ``klio-assets add`` + ``klio-assets run --json`` over the corpus with the cases.
 
     For a computed case every analysis must be ``computed``, ``source_audio``'s JSON must hold
@@ -295,18 +309,30 @@ def judge(cases: list[Case], *, folder: str, add_stderr: str, run: dict, analyse
                 problems.append("was registered and run")
             if not re.search(case.problem, line):
                 problems.append(f"add did not refuse it as expected: {line!r}")
-            out.append(Outcome(case, "refused by add" if line else "?", line.split(": ", 1)[-1], not problems, problems))
+            out.append(
+                Outcome(
+                    case,
+                    "refused by add" if line else "?",
+                    line.split(": ", 1)[-1],
+                    not problems,
+                    problems,
+                )
+            )
             continue
         statuses = {name: records.get(name, {}).get("status", "missing") for name in analyses}
         outcome = "/".join(sorted(set(statuses.values())))
         detail = ""
         if case.expect == "computed":
             if set(statuses.values()) != {"computed"}:
-                problems.append(f"statuses {statuses}: {[r.get('reason') for r in records.values()]}")
+                problems.append(
+                    f"statuses {statuses}: {[r.get('reason') for r in records.values()]}"
+                )
             else:
                 with open(records["source_audio"]["uri"]) as fh:
                     facts = json.load(fh)
-                detail = f"{facts['channels']} ch, {facts['sample_rate']} Hz, {facts['frames']} frames"
+                detail = (
+                    f"{facts['channels']} ch, {facts['sample_rate']} Hz, {facts['frames']} frames"
+                )
                 for key in ("sample_rate", "channels", "frames"):
                     want = getattr(case, key)
                     if want and facts[key] != want:
@@ -334,7 +360,10 @@ def judge(cases: list[Case], *, folder: str, add_stderr: str, run: dict, analyse
 
 def markdown_table(outcomes: list[Outcome]) -> str:
     """The table of inputs and outcomes, in Markdown."""
-    lines = ["| input | track ID | expected | outcome | detail / reason |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| input | track ID | expected | outcome | detail / reason |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for o in outcomes:
         mark = "" if o.ok else " **(unexpected)**"
         lines.append(

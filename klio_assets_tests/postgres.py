@@ -259,8 +259,17 @@ def running_postgres(
             entry = pwd.getpwnam(user)
             os.chown(holder, entry.pw_uid, entry.pw_gid)
         _run(
-            [str(bins / "initdb"), "-D", str(data_dir), "-U", SUPERUSER, "--auth=trust",
-             "-E", "UTF8", "--locale=C"],
+            [
+                str(bins / "initdb"),
+                "-D",
+                str(data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
             user=user,
             what="initdb",
         )
@@ -271,8 +280,19 @@ def running_postgres(
             port = free_port()
             try:
                 _run(
-                    [str(bins / "pg_ctl"), "start", "-D", str(data_dir), "-l", str(log), "-w",
-                     "-t", str(_TIMEOUT_S), "-o", f"-p {port}"],
+                    [
+                        str(bins / "pg_ctl"),
+                        "start",
+                        "-D",
+                        str(data_dir),
+                        "-l",
+                        str(log),
+                        "-w",
+                        "-t",
+                        str(_TIMEOUT_S),
+                        "-o",
+                        f"-p {port}",
+                    ],
                     user=user,
                     what="starting PostgreSQL",
                 )

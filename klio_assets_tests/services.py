@@ -29,6 +29,7 @@ from klio_assets_tests.postgres import free_port
 
 _START_TIMEOUT_S = 60
 
+
 #: What a process talking to the GCS emulator needs (gcsfs, google-cloud-storage, Beam's gcsio),
 #: and nothing that could reach real Google Cloud: anonymous access, no metadata-server probe.
 def gcs_emulator_env(endpoint: str) -> dict[str, str]:
@@ -63,7 +64,9 @@ def _tool(name: str) -> str:
         return str(beside)
     found = shutil.which(name)
     if not found:
-        raise ServiceError(f"{name} is not installed: pip install -e '.[test]' (scripts/setup.sh --test)")
+        raise ServiceError(
+            f"{name} is not installed: pip install -e '.[test]' (scripts/setup.sh --test)"
+        )
     return found
 
 
@@ -72,10 +75,15 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, what: str) -> N
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServiceError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.5),
+        ):
             return
         time.sleep(0.1)
-    raise ServiceError(f"{what} did not listen on 127.0.0.1:{port} within {_START_TIMEOUT_S} s:\n{_tail(log)}")
+    raise ServiceError(
+        f"{what} did not listen on 127.0.0.1:{port} within {_START_TIMEOUT_S} s:\n{_tail(log)}"
+    )
 
 
 def _tail(log: Path, lines: int = 30) -> str:
@@ -108,7 +116,11 @@ def _process(
     log = workdir / f"{what.replace(' ', '-')}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            cmd,
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
             start_new_session=True,  # its own process group: stopped with its children
         )
     try:
@@ -122,8 +134,17 @@ def _process(
 def gcs_emulator(workdir: str | os.PathLike[str], *, bucket: str) -> Iterator[str]:
     """``gcp-storage-emulator`` (PyPI) in memory, with ``bucket`` created; yields its URL."""
     port = free_port()
-    cmd = [_tool("gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
-           "--in-memory", "--default-bucket", bucket]
+    cmd = [
+        _tool("gcp-storage-emulator"),
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--in-memory",
+        "--default-bucket",
+        bucket,
+    ]
     with _process(cmd, port=port, workdir=Path(workdir), what="gcs emulator"):
         yield f"http://127.0.0.1:{port}"
 
@@ -139,8 +160,11 @@ def s3_server(workdir: str | os.PathLike[str], *, bucket: str) -> Iterator[str]:
 
         env = s3_server_env(endpoint)
         boto3.client(
-            "s3", endpoint_url=endpoint, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"],
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
         ).create_bucket(Bucket=bucket)
         yield endpoint
 
@@ -172,7 +196,9 @@ class PortableBeam:
 
 
 @contextlib.contextmanager
-def portable_beam(workdir: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Iterator[PortableBeam]:
+def portable_beam(
+    workdir: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
+) -> Iterator[PortableBeam]:
     """Start the job service and the worker pool (separate processes and working folders).
 
     Parameters
@@ -184,14 +210,33 @@ def portable_beam(workdir: str | os.PathLike[str], *, env: Mapping[str, str] | N
     """
     root = Path(workdir)
     # The pool starts each SDK worker as `python -c ...`: this virtualenv's python must be first.
-    worker_env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    worker_env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(env or {}),
+    }
     job_port, pool_port = free_port(), free_port()
-    job_cmd = [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-               "--port", str(job_port)]
-    pool_cmd = [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                "--service_port", str(pool_port)]
+    job_cmd = [
+        sys.executable,
+        "-m",
+        "apache_beam.runners.portability.local_job_service_main",
+        "--port",
+        str(job_port),
+    ]
+    pool_cmd = [
+        sys.executable,
+        "-m",
+        "apache_beam.runners.worker.worker_pool_main",
+        "--service_port",
+        str(pool_port),
+    ]
     with (
-        _process(pool_cmd, port=pool_port, workdir=root / "worker-pool", what="beam worker pool", env=worker_env),
+        _process(
+            pool_cmd,
+            port=pool_port,
+            workdir=root / "worker-pool",
+            what="beam worker pool",
+            env=worker_env,
+        ),
         _process(job_cmd, port=job_port, workdir=root / "job-service", what="beam job service"),
     ):
         yield PortableBeam(

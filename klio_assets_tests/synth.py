@@ -16,20 +16,34 @@ import numpy as np
 import soundfile as sf
 
 
-def sine(freq: float, seconds: float, sample_rate: int, *, channels: int = 2, amplitude: float = 0.5) -> np.ndarray:
+def sine(
+    freq: float, seconds: float, sample_rate: int, *, channels: int = 2, amplitude: float = 0.5
+) -> np.ndarray:
     """A sine in every channel, shape ``(n, channels)``, float32."""
     n = int(round(seconds * sample_rate))
     y = (amplitude * np.sin(2 * np.pi * freq * np.arange(n) / sample_rate)).astype(np.float32)
     return np.repeat(y[:, None], channels, axis=1)
 
 
-def write(path: str, frames: np.ndarray, sample_rate: int, *, format: str | None = None, subtype: str | None = None) -> str:
+def write(
+    path: str,
+    frames: np.ndarray,
+    sample_rate: int,
+    *,
+    format: str | None = None,
+    subtype: str | None = None,
+) -> str:
     """Write ``(n, channels)`` frames block by block (long OGG writes in one go crash libvorbis)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     ext = os.path.splitext(path)[1].lower()
     format = format or {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}[ext]
-    subtype = subtype or {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}[format]
-    with sf.SoundFile(path, "w", sample_rate, frames.shape[1], format=format, subtype=subtype) as fh:
+    subtype = (
+        subtype
+        or {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}[format]
+    )
+    with sf.SoundFile(
+        path, "w", sample_rate, frames.shape[1], format=format, subtype=subtype
+    ) as fh:
         for start in range(0, len(frames), 32768):
             fh.write(frames[start : start + 32768])
     return path

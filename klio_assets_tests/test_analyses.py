@@ -30,9 +30,21 @@ class _Track:
 def ffmpeg_ebur128(path):
     """Integrated loudness (LUFS), LRA (LU) and true peak (dBTP) by ffmpeg's ebur128 filter."""
     done = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostats", "-i", path, "-af",
-         "ebur128=peak=true:metadata=1,ametadata=mode=print", "-f", "null", "-"],
-        capture_output=True, text=True, check=True,
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-nostats",
+            "-i",
+            path,
+            "-af",
+            "ebur128=peak=true:metadata=1,ametadata=mode=print",
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     values = re.findall(r"lavfi\.r128\.I=(-?[\d.]+|-inf)", done.stderr)
     lra = re.findall(r"lavfi\.r128\.LRA=(-?[\d.]+)", done.stderr)
@@ -143,8 +155,9 @@ def test_tempo_survives_the_pipeline_from_a_stereo_44k_source(tmp_path):
     """Through the real chain: 44.1 kHz stereo WAV -> downsampled_audio FLAC -> beats."""
     y, _ = drum_track(140, sample_rate=44100, seed=3)
     path = synth.write(str(tmp_path / "drums.wav"), np.stack([y, y], axis=1) * 0.8, 44100)
-    results, _, storage = run_plan(tmp_path, [_Track("drums", path)], ["downsampled_audio", "beats"],
-                                   analyses=BUILTIN_ANALYSES)
+    results, _, storage = run_plan(
+        tmp_path, [_Track("drums", path)], ["downsampled_audio", "beats"], analyses=BUILTIN_ANALYSES
+    )
     record = results["drums"]["analyses"]["beats"]
     assert record["status"] == "computed"
     assert record["metadata"]["tempo_bpm"] == pytest.approx(140, rel=0.02)
@@ -152,18 +165,31 @@ def test_tempo_survives_the_pipeline_from_a_stereo_44k_source(tmp_path):
 
 
 def test_spectral_arrays_match_librosa_called_directly(tmp_path, catalog_tracks):
-    overrides = {"mel_spectrogram": {"n_mels": 64, "hop_length": 256, "n_fft": 1024},
-                 "spectrogram": {"n_fft": 1024, "hop_length": 256}, "mfcc": {"n_mfcc": 13}}
+    overrides = {
+        "mel_spectrogram": {"n_mels": 64, "hop_length": 256, "n_fft": 1024},
+        "spectrogram": {"n_fft": 1024, "hop_length": 256},
+        "mfcc": {"n_mfcc": 13},
+    }
     selected = ["downsampled_audio", "spectrogram", "mel_spectrogram", "mfcc"]
-    results, planned, _ = run_plan(tmp_path, [catalog_tracks["flac48"]], selected,
-                                   analyses=BUILTIN_ANALYSES, overrides=overrides)
+    results, planned, _ = run_plan(
+        tmp_path,
+        [catalog_tracks["flac48"]],
+        selected,
+        analyses=BUILTIN_ANALYSES,
+        overrides=overrides,
+    )
     analyses = results["flac48"]["analyses"]
     assert {analyses[n]["status"] for n in selected} == {"computed"}
     y, sr = sf.read(analyses["downsampled_audio"]["uri"], dtype="float32")
     lr = librosa()
-    stft_db = lr.amplitude_to_db(np.abs(lr.stft(y, n_fft=1024, hop_length=256)), ref=1.0, top_db=80.0)
+    stft_db = lr.amplitude_to_db(
+        np.abs(lr.stft(y, n_fft=1024, hop_length=256)), ref=1.0, top_db=80.0
+    )
     mel_db = lr.power_to_db(
-        lr.feature.melspectrogram(y=y, sr=sr, n_fft=1024, hop_length=256, n_mels=64), ref=1.0, top_db=80.0)
+        lr.feature.melspectrogram(y=y, sr=sr, n_fft=1024, hop_length=256, n_mels=64),
+        ref=1.0,
+        top_db=80.0,
+    )
     expected = {
         "spectrogram": stft_db,
         "mel_spectrogram": mel_db,
@@ -176,14 +202,18 @@ def test_spectral_arrays_match_librosa_called_directly(tmp_path, catalog_tracks)
     recorded = analyses["mel_spectrogram"]["metadata"]
     assert (recorded["n_fft"], recorded["hop_length"], recorded["n_mels"]) == (1024, 256, 64)
     assert recorded["analysis_sample_rate"] == 22050 and recorded["units"].startswith("dB")
-    default_version = {p.name: p.version for p in run_plan.__globals__["plan_analyses"](BUILTIN_ANALYSES).values()}
+    default_version = {
+        p.name: p.version for p in run_plan.__globals__["plan_analyses"](BUILTIN_ANALYSES).values()
+    }
     assert planned["mel_spectrogram"].version != default_version["mel_spectrogram"]
     assert planned["mfcc"].version != default_version["mfcc"]  # follows its upstream's parameters
 
 
 def test_plots_are_png_images_of_the_track(tmp_path, catalog_tracks):
     selected = ["downsampled_audio", "mel_spectrogram", "mel_spectrogram_plot", "waveform_plot"]
-    results, _, _ = run_plan(tmp_path, [catalog_tracks["wav44"]], selected, analyses=BUILTIN_ANALYSES)
+    results, _, _ = run_plan(
+        tmp_path, [catalog_tracks["wav44"]], selected, analyses=BUILTIN_ANALYSES
+    )
     from PIL import Image
 
     for name in ("mel_spectrogram_plot", "waveform_plot"):
@@ -218,7 +248,9 @@ def test_stems_are_two_flac_files_completed_by_a_manifest(tmp_path, catalog_trac
     """Through the engine: both parts written, the manifest last; shared content copies every
     part; a rerun skips and still names the parts; the parts add up to the source."""
     tracks = [catalog_tracks["wav44"], catalog_tracks["dup"]]
-    results, _, storage = run_plan(tmp_path, tracks, ["stems"], analyses=BUILTIN_ANALYSES, run_id="a")
+    results, _, storage = run_plan(
+        tmp_path, tracks, ["stems"], analyses=BUILTIN_ANALYSES, run_id="a"
+    )
     assert statuses(results, "stems") == {"wav44": "computed", "dup": "skipped"}
     source, _ = sf.read(catalog_tracks["wav44"].path, dtype="float32")
     for track_id in ("wav44", "dup"):
@@ -226,8 +258,12 @@ def test_stems_are_two_flac_files_completed_by_a_manifest(tmp_path, catalog_trac
         assert record["uri"].endswith(f"/{track_id}.parts.json")
         manifest = storage.read_json(record["uri"])
         assert set(manifest["parts"]) == {"vocals", "accompaniment"}
-        vocals, rate = sf.read(record["uri"].replace(".parts.json", ".vocals.flac"), dtype="float32")
-        accompaniment, _ = sf.read(record["uri"].replace(".parts.json", ".accompaniment.flac"), dtype="float32")
+        vocals, rate = sf.read(
+            record["uri"].replace(".parts.json", ".vocals.flac"), dtype="float32"
+        )
+        accompaniment, _ = sf.read(
+            record["uri"].replace(".parts.json", ".accompaniment.flac"), dtype="float32"
+        )
         assert rate == 44100 and vocals.shape == accompaniment.shape == source.shape
         assert np.abs(vocals + accompaniment - source).max() <= 2 * 2.0**-15  # two 16-bit roundings
     again, _, _ = run_plan(tmp_path, tracks[:1], ["stems"], analyses=BUILTIN_ANALYSES, run_id="b")
@@ -238,9 +274,13 @@ def test_stems_are_two_flac_files_completed_by_a_manifest(tmp_path, catalog_trac
 
 def test_stems_part_without_manifest_is_not_taken_for_a_finished_output(tmp_path, catalog_tracks):
     """A run killed after one part: the part exists, the output does not look complete."""
-    results, _, storage = run_plan(tmp_path, [catalog_tracks["wav44"]], ["stems"], analyses=BUILTIN_ANALYSES)
+    results, _, storage = run_plan(
+        tmp_path, [catalog_tracks["wav44"]], ["stems"], analyses=BUILTIN_ANALYSES
+    )
     uri = results["wav44"]["analyses"]["stems"]["uri"]
     os.unlink(uri)  # as if killed before the manifest was committed
-    again, _, _ = run_plan(tmp_path, [catalog_tracks["wav44"]], ["stems"], analyses=BUILTIN_ANALYSES, run_id="b")
+    again, _, _ = run_plan(
+        tmp_path, [catalog_tracks["wav44"]], ["stems"], analyses=BUILTIN_ANALYSES, run_id="b"
+    )
     assert again["wav44"]["analyses"]["stems"]["status"] == "computed"
     assert storage.exists(uri)

@@ -14,7 +14,11 @@ def test_downsampled_audio_is_a_few_lines():
     import inspect
 
     source = inspect.getsource(inspect.getmodule(downsampled_audio.fn))
-    body = [line for line in source.splitlines() if line.strip() and not line.strip().startswith(("#", '"""'))]
+    body = [
+        line
+        for line in source.splitlines()
+        if line.strip() and not line.strip().startswith(("#", '"""'))
+    ]
     assert len(body) <= 25
     assert downsampled_audio.reads_source and downsampled_audio.output.extension == "flac"
 
@@ -59,7 +63,12 @@ def test_param_reference_resolves_to_the_configured_value():
     class P(BaseModel):
         rate: int = 8000
 
-    @analysis(inputs={"a": SourceAudio(sample_rate=param("rate"), mono=True)}, output=Json(), code_version="1", params=P)
+    @analysis(
+        inputs={"a": SourceAudio(sample_rate=param("rate"), mono=True)},
+        output=Json(),
+        code_version="1",
+        params=P,
+    )
     def g(a):
         return {}
 

@@ -39,13 +39,22 @@ def test_probe_and_decode_each_format(catalog_tracks, name):
 
 @pytest.mark.parametrize(
     ("frames", "source", "target"),
-    [(132_317, 44100, 22050), (96_001, 48000, 22050), (100, 8000, 22050), (1, 44100, 22050),
-     (7, 192000, 22050), (441_000, 44100, 16000), (50_000, 22050, 22050)],
+    [
+        (132_317, 44100, 22050),
+        (96_001, 48000, 22050),
+        (100, 8000, 22050),
+        (1, 44100, 22050),
+        (7, 192000, 22050),
+        (441_000, 44100, 16000),
+        (50_000, 22050, 22050),
+    ],
 )
 def test_resampled_length_is_exact(frames, source, target):
     x = np.random.default_rng(0).standard_normal((frames, 2)).astype(np.float32) * 0.1
     blocks = [x[i : i + 4096] for i in range(0, frames, 4096)]
-    y = np.concatenate(list(audio.convert_blocks(blocks, source_rate=source, target_rate=target, mono=True)))
+    y = np.concatenate(
+        list(audio.convert_blocks(blocks, source_rate=source, target_rate=target, mono=True))
+    )
     assert len(y) == math.floor(frames * target / source + 0.5)  # round, halves up (as soxr)
     assert y.shape[1] == 1
 
@@ -53,7 +62,9 @@ def test_resampled_length_is_exact(frames, source, target):
 def test_block_wise_resampling_equals_whole_file_soxr():
     x = np.random.default_rng(1).standard_normal((100_000, 2)).astype(np.float32) * 0.1
     blocks = [x[i : i + 7000] for i in range(0, len(x), 7000)]
-    streamed = np.concatenate(list(audio.convert_blocks(blocks, source_rate=44100, target_rate=22050, mono=True)))[:, 0]
+    streamed = np.concatenate(
+        list(audio.convert_blocks(blocks, source_rate=44100, target_rate=22050, mono=True))
+    )[:, 0]
     whole = soxr.resample((x[:, 0] + x[:, 1]) * 0.5, 44100, 22050, quality="HQ")
     np.testing.assert_array_equal(streamed, whole)
 
@@ -68,14 +79,19 @@ def test_downmix_averages_channels():
 def test_empty_file_fails_with_plain_reason(tmp_path):
     path = tmp_path / "empty.wav"
     path.write_bytes(b"")
-    with pytest.raises(DecodeError, match=r"track 'e': cannot decode .*empty.wav: the file is empty \(0 bytes\)"):
+    with pytest.raises(
+        DecodeError, match=r"track 'e': cannot decode .*empty.wav: the file is empty \(0 bytes\)"
+    ):
         audio.probe(str(path), track_id="e", uri=str(path))
 
 
 @pytest.mark.parametrize(
     ("content", "looks_like"),
-    [(b"just some text\n" * 10, "text"), (b"\x89PNG\r\n\x1a\n" + bytes(200), "a PNG image"),
-     (b"%PDF-1.4\n" + bytes(200), "a PDF document")],
+    [
+        (b"just some text\n" * 10, "text"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(200), "a PNG image"),
+        (b"%PDF-1.4\n" + bytes(200), "a PDF document"),
+    ],
 )
 def test_non_audio_renamed_mp3_fails_saying_what_it_is(tmp_path, content, looks_like):
     path = tmp_path / "song.mp3"
@@ -112,7 +128,9 @@ def test_header_over_the_channel_limit_is_refused_before_decoding(tmp_path):
 def test_m4a_without_ffmpeg_names_the_fix(catalog_tracks, monkeypatch):
     monkeypatch.setattr(audio, "ffmpeg_available", lambda: False)
     path = catalog_tracks["m4a"].path
-    with pytest.raises(DecodeError, match=r"need ffmpeg, which is not installed \(apt-get install ffmpeg\)"):
+    with pytest.raises(
+        DecodeError, match=r"need ffmpeg, which is not installed \(apt-get install ffmpeg\)"
+    ):
         audio.probe(path, track_id="m4a", uri=path)
 
 
@@ -129,8 +147,14 @@ def test_long_ogg_is_written_without_crashing(tmp_path):
     # one-shot writes of >= 50 s stereo Vorbis overflow libvorbis' stack; ours are block-wise
     frames = synth.sine(220, 60.0, 44100)
     path = str(tmp_path / "long.ogg")
-    audio.write_audio(path, (frames[i : i + 65536] for i in range(0, len(frames), 65536)),
-                      sample_rate=44100, channels=2, format="OGG", subtype="VORBIS")
+    audio.write_audio(
+        path,
+        (frames[i : i + 65536] for i in range(0, len(frames), 65536)),
+        sample_rate=44100,
+        channels=2,
+        format="OGG",
+        subtype="VORBIS",
+    )
     assert sf.info(path).duration == pytest.approx(60.0, abs=0.05)
 
 

@@ -16,12 +16,16 @@ from klio_assets_tests.test_sensors import drop
 
 
 def dry(mode, *extra):
-    result = CliRunner().invoke(main, ["automation", mode, "--dry-run", "--json", *extra], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main, ["automation", mode, "--dry-run", "--json", *extra], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.output.strip().splitlines()[-1])
 
 
-def test_landing_dry_run_lists_what_the_sensor_would_take_and_changes_nothing(home, tmp_path, monkeypatch):
+def test_landing_dry_run_lists_what_the_sensor_would_take_and_changes_nothing(
+    home, tmp_path, monkeypatch
+):
     landing = str(tmp_path / "landing")
     monkeypatch.setenv("KLIO_ASSETS_LANDING", landing)
     monkeypatch.setenv("KLIO_ASSETS_LANDING_SETTLE_S", "0")
@@ -33,13 +37,19 @@ def test_landing_dry_run_lists_what_the_sensor_would_take_and_changes_nothing(ho
     assert [(r["start"], r["end"], r["selected"]) for r in plan["requests"]] == [
         ("d1", "d2", ["source_audio", "downsampled_audio", "beats"]),
     ]
-    assert plan["requests"][0]["would_compute"] == {"source_audio": 2, "downsampled_audio": 2, "beats": 2}
+    assert plan["requests"][0]["would_compute"] == {
+        "source_audio": 2,
+        "downsampled_audio": 2,
+        "beats": 2,
+    }
     instance = dg.DagsterInstance.get()
     assert list(instance.get_dynamic_partitions(TRACKS)) == []
     assert get_catalog(Settings.from_env().catalog_url).count() == 0
 
 
-def test_backfill_dry_run_lists_missing_tracks_and_launches_nothing(home, catalog_tracks, monkeypatch):
+def test_backfill_dry_run_lists_missing_tracks_and_launches_nothing(
+    home, catalog_tracks, monkeypatch
+):
     monkeypatch.setenv("KLIO_ASSETS_AUTO_ANALYSES", "downsampled_audio")
     instance = dg.DagsterInstance.get()
     catalog = get_catalog(Settings.from_env().catalog_url)

@@ -41,10 +41,14 @@ def _start(home, landing, params="{}"):
         KLIO_ASSETS_PARAMS=params,
     )
     port = free_port()
-    log = open(os.path.join(home, f"dev-{port}.log"), "wb")  # noqa: SIM115 - kept open by the process
+    log = open(os.path.join(home, f"dev-{port}.log"), "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "klio_assets.cli", "dev", "-p", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     proc.log_path = log.name
     deadline = time.monotonic() + 120
@@ -96,18 +100,25 @@ def test_daemon_streams_landed_files_through_every_analysis_and_reruns_a_bumped_
         def all_materialized():
             instance.get_materialized_partitions  # noqa: B018 - fresh reads below
             return all(
-                set(TRACKS) <= set(instance.get_materialized_partitions(dg.AssetKey(a))) for a in SELECTED
+                set(TRACKS) <= set(instance.get_materialized_partitions(dg.AssetKey(a)))
+                for a in SELECTED
             ) and _outputs_exist(storage, {})
 
         _wait(all_materialized, "landing -> every analysis materialized", proc)
-        print(f"\nlanding -> all {len(SELECTED)} analyses materialized: {time.monotonic() - started:.1f} s")
+        print(
+            f"\nlanding -> all {len(SELECTED)} analyses materialized: {time.monotonic() - started:.1f} s"
+        )
         _wait(lambda: _finished_since(instance, 0), "the landing run to finish", proc)
         runs = instance.get_runs()
         assert len(runs) == 1, [r.tags for r in runs]  # one fused run for the tick's batch
         assert {k.to_user_string() for k in runs[0].asset_selection} == set(SELECTED)
-        assert runs[0].status == dg.DagsterRunStatus.SUCCESS and runs[0].tags["klio/computed"] == "8"
-        assert all(analysis not in {k.to_user_string() for k in runs[0].asset_selection}
-                   for analysis in ("beats", "mfcc"))
+        assert (
+            runs[0].status == dg.DagsterRunStatus.SUCCESS and runs[0].tags["klio/computed"] == "8"
+        )
+        assert all(
+            analysis not in {k.to_user_string() for k in runs[0].asset_selection}
+            for analysis in ("beats", "mfcc")
+        )
     finally:
         stop_process_group(proc)
 
@@ -116,16 +127,29 @@ def test_daemon_streams_landed_files_through_every_analysis_and_reruns_a_bumped_
     restarted = time.time()
     proc = _start(home, landing, params=bumped)
     try:
-        _wait(lambda: _outputs_exist(storage, {"spectrogram": {"n_fft": 1024}}) and _finished_since(instance, restarted),
-              "backfill of the bumped analysis", proc)
+        _wait(
+            lambda: (
+                _outputs_exist(storage, {"spectrogram": {"n_fft": 1024}})
+                and _finished_since(instance, restarted)
+            ),
+            "backfill of the bumped analysis",
+            proc,
+        )
     finally:
         stop_process_group(proc)
-    new_runs = [r for r in instance.get_runs() if r.tags.get("klio/trigger") and _created(instance, r) > restarted]
+    new_runs = [
+        r
+        for r in instance.get_runs()
+        if r.tags.get("klio/trigger") and _created(instance, r) > restarted
+    ]
     assert new_runs, "no run after the restart"
     assert {k.to_user_string() for r in new_runs for k in r.asset_selection} == {"spectrogram"}
     assert sum(int(r.tags.get("klio/computed", 0)) for r in new_runs) == len(TRACKS)  # each once
     counts_after = {a: _materialization_count(instance, a) for a in SELECTED}
-    assert counts_after == {**counts_before, "spectrogram": counts_before["spectrogram"] + len(TRACKS)}
+    assert counts_after == {
+        **counts_before,
+        "spectrogram": counts_before["spectrogram"] + len(TRACKS),
+    }
 
 
 def _created(instance, run):

@@ -3,7 +3,6 @@ runner): missing, failed and stale tracks are requested, done ones are not, a co
 bump re-requests exactly the affected tracks once."""
 
 import datetime
-import os
 
 import dagster as dg
 import pytest
@@ -23,10 +22,15 @@ def backfill_home(home, catalog_tracks, monkeypatch):
     settings = Settings.from_env()
     instance = dg.DagsterInstance.get()
     order = ["wav44", "flac48", "broken", "wav8k"]
-    register_tracks(instance, get_catalog(settings.catalog_url), [(t, catalog_tracks[t].path) for t in order])
+    register_tracks(
+        instance, get_catalog(settings.catalog_url), [(t, catalog_tracks[t].path) for t in order]
+    )
     storage = Storage(settings.storage)
     outcome = launch.execute_range(
-        instance, selected=["source_audio", "frame_energy"], track_ids=["wav44", "flac48", "broken"], storage=storage
+        instance,
+        selected=["source_audio", "frame_energy"],
+        track_ids=["wav44", "flac48", "broken"],
+        storage=storage,
     )
     assert not outcome.success  # broken fails; the other two are materialized
     yield instance, storage
@@ -34,9 +38,13 @@ def backfill_home(home, catalog_tracks, monkeypatch):
 
 
 def tick(instance, day):
-    schedule = build_definitions(Settings.from_env()).resolve_schedule_def("catalog_backfill_schedule")
-    when = datetime.datetime(2026, 1, day, 3, 0, tzinfo=datetime.timezone.utc)
-    data = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
+    schedule = build_definitions(Settings.from_env()).resolve_schedule_def(
+        "catalog_backfill_schedule"
+    )
+    when = datetime.datetime(2026, 1, day, 3, 0, tzinfo=datetime.UTC)
+    data = schedule.evaluate_tick(
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+    )
     return [
         (
             sorted(k.to_user_string() for k in r.asset_selection),
@@ -47,7 +55,9 @@ def tick(instance, day):
     ], data
 
 
-def test_backfill_schedule_selects_missing_failed_and_stale_and_skips_done(backfill_home, monkeypatch):
+def test_backfill_schedule_selects_missing_failed_and_stale_and_skips_done(
+    backfill_home, monkeypatch
+):
     instance, storage = backfill_home
     both = ["frame_energy", "source_audio"]
     # broken failed, wav8k was never run: one fused run over the contiguous range; done tracks absent.
@@ -59,13 +69,18 @@ def test_backfill_schedule_selects_missing_failed_and_stale_and_skips_done(backf
     # A parameter change gives frame_energy a new output version: its two done tracks are stale.
     monkeypatch.setenv("KLIO_ASSETS_PARAMS", '{"frame_energy": {"frame": 1024}}')
     runs, _ = tick(instance, 3)
-    assert sorted(runs) == sorted([(both, "broken", "wav8k"), (["frame_energy"], "wav44", "flac48")])
+    assert sorted(runs) == sorted(
+        [(both, "broken", "wav8k"), (["frame_energy"], "wav44", "flac48")]
+    )
     new_state = get_catalog(Settings.from_env().catalog_url).get_state("backfill_versions")
     assert new_state["frame_energy"]["tick"].startswith("2026-01-03")
 
     # The stale run happens; the next tick asks for the stale tracks no more (scanned once).
     assert launch.execute_range(
-        instance, selected=["frame_energy"], track_ids=["wav44", "flac48"], storage=Storage(Settings.from_env().storage)
+        instance,
+        selected=["frame_energy"],
+        track_ids=["wav44", "flac48"],
+        storage=Storage(Settings.from_env().storage),
     ).success
     runs, _ = tick(instance, 4)
     assert runs == [(both, "broken", "wav8k")]

@@ -22,7 +22,9 @@ def test_run_beats_computes_missing_upstreams_and_no_siblings(home, catalog_trac
     folder = tmp_path / "music"
     folder.mkdir()
     for key in ("wav44", "flac48"):
-        shutil.copyfile(catalog_tracks[key].path, folder / os.path.basename(catalog_tracks[key].path))
+        shutil.copyfile(
+            catalog_tracks[key].path, folder / os.path.basename(catalog_tracks[key].path)
+        )
     run_cli("add", str(folder), home=home, check=True)
 
     done, _ = cli_json("run", "beats", "--tracks", "wav44", home=home)
@@ -32,7 +34,15 @@ def test_run_beats_computes_missing_upstreams_and_no_siblings(home, catalog_trac
     counts = {name: a["materialized"] for name, a in status["assets"].items()}
     assert counts["beats"] == counts["downsampled_audio"] == 1  # wav44 only
     # Siblings are not run; nor is source_audio, a lineage parent whose output nothing reads.
-    siblings = ("source_audio", "loudness", "spectrogram", "mel_spectrogram", "mfcc", "mel_spectrogram_plot", "waveform_plot")
+    siblings = (
+        "source_audio",
+        "loudness",
+        "spectrogram",
+        "mel_spectrogram",
+        "mfcc",
+        "mel_spectrogram_plot",
+        "waveform_plot",
+    )
     assert all(counts[name] == 0 for name in siblings)
 
     # The same selection in-process: only upstreams missing for the asked tracks are added.
@@ -40,10 +50,18 @@ def test_run_beats_computes_missing_upstreams_and_no_siblings(home, catalog_trac
     instance = dg.DagsterInstance.get()
     analyses = load_analyses()
     planned, graph, storage = plan_analyses(analyses), inputs(analyses), Storage(settings.storage)
-    assert launch.with_missing_upstreams(instance, storage, planned, graph, ["mfcc"], ["wav44"]) == (
-        ["mel_spectrogram", "mfcc"], ["mel_spectrogram"],
+    assert launch.with_missing_upstreams(
+        instance, storage, planned, graph, ["mfcc"], ["wav44"]
+    ) == (
+        ["mel_spectrogram", "mfcc"],
+        ["mel_spectrogram"],
     )
-    assert launch.with_missing_upstreams(instance, storage, planned, graph, ["beats"], ["flac48"]) == (
-        ["downsampled_audio", "beats"], ["downsampled_audio"],
+    assert launch.with_missing_upstreams(
+        instance, storage, planned, graph, ["beats"], ["flac48"]
+    ) == (
+        ["downsampled_audio", "beats"],
+        ["downsampled_audio"],
     )
-    assert launch.with_missing_upstreams(instance, storage, planned, graph, ["beats"], ["wav44"]) == (["beats"], [])
+    assert launch.with_missing_upstreams(
+        instance, storage, planned, graph, ["beats"], ["wav44"]
+    ) == (["beats"], [])

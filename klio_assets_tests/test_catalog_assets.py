@@ -44,7 +44,11 @@ def test_track_features_table_is_updated_from_changed_rows_only(env):  # noqa: F
     loudness = storage.read_json(latest(instance, "loudness", "wav44")["uri"])
     assert row["loudness_lufs"] == pytest.approx(loudness["loudness_lufs"])
     assert row["true_peak_dbtp"] == pytest.approx(loudness["true_peak_dbtp"])
-    assert row["sample_rate"] == 44100 and row["channels"] == 2 and row["duration_s"] == pytest.approx(2.0)
+    assert (
+        row["sample_rate"] == 44100
+        and row["channels"] == 2
+        and row["duration_s"] == pytest.approx(2.0)
+    )
     assert row["duplicate_group"] == "wav44"
     assert row["loudness_version"] == latest(instance, "loudness", "wav44")["code_version"]
 
@@ -73,11 +77,33 @@ def test_duplicate_groups_join_transcodes_of_real_music_incrementally(env, tmp_p
     _, instance, storage, catalog = env
     synth.require_ffmpeg()
     files = {}
-    for name, source in zip(("song-a", "song-b"), real_music_tracks(2, min_duration_s=40), strict=True):
-        for suffix, args in (("flac", ["-c:a", "flac"]), ("mp3", ["-b:a", "128k"]), ("wav", ["-ar", "48000"])):
+    for name, source in zip(
+        ("song-a", "song-b"), real_music_tracks(2, min_duration_s=40), strict=True
+    ):
+        for suffix, args in (
+            ("flac", ["-c:a", "flac"]),
+            ("mp3", ["-b:a", "128k"]),
+            ("wav", ["-ar", "48000"]),
+        ):
             path = str(tmp_path / f"{name}.{suffix}")
-            subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-ss", "5", "-t", "25",
-                            "-i", str(source), *args, path], check=True)
+            subprocess.run(
+                [
+                    "ffmpeg",
+                    "-hide_banner",
+                    "-loglevel",
+                    "error",
+                    "-y",
+                    "-ss",
+                    "5",
+                    "-t",
+                    "25",
+                    "-i",
+                    str(source),
+                    *args,
+                    path,
+                ],
+                check=True,
+            )
             files[f"{name}-{suffix}"] = path
     first_batch = ["song-a-flac", "song-b-flac", "song-a-mp3"]
     register_tracks(instance, catalog, [(t, files[t]) for t in first_batch])
@@ -85,7 +111,9 @@ def test_duplicate_groups_join_transcodes_of_real_music_incrementally(env, tmp_p
     tables = launch.execute_catalog_tables(instance, ["duplicate_groups", "track_features"])
     assert tables["duplicate_groups"]["status"] == "materialized", tables
     assert tables["duplicate_groups"]["new_tracks"] == 3
-    groups = pd.read_parquet(tables["duplicate_groups"]["uri"]).set_index("track_id")["duplicate_group"]
+    groups = pd.read_parquet(tables["duplicate_groups"]["uri"]).set_index("track_id")[
+        "duplicate_group"
+    ]
     assert groups.to_dict() == {"song-a-flac": "song-a-flac", "song-a-mp3": "song-a-flac"}
 
     later = ["song-b-mp3", "song-a-wav", "song-b-wav"]
@@ -95,8 +123,12 @@ def test_duplicate_groups_join_transcodes_of_real_music_incrementally(env, tmp_p
     assert tables["duplicate_groups"]["new_tracks"] == 3  # only the new fingerprints were read
     features = pd.read_parquet(tables["track_features"]["uri"]).set_index("track_id")
     assert features["duplicate_group"].to_dict() == {
-        "song-a-flac": "song-a-flac", "song-a-mp3": "song-a-flac", "song-a-wav": "song-a-flac",
-        "song-b-flac": "song-b-flac", "song-b-mp3": "song-b-flac", "song-b-wav": "song-b-flac",
+        "song-a-flac": "song-a-flac",
+        "song-a-mp3": "song-a-flac",
+        "song-a-wav": "song-a-flac",
+        "song-b-flac": "song-b-flac",
+        "song-b-mp3": "song-b-flac",
+        "song-b-wav": "song-b-flac",
     }
     assert features.loc["song-b-wav", "sample_rate"] == 48000
     assert features["fingerprint_version"].notna().all()

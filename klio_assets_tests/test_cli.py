@@ -23,8 +23,10 @@ def library(tmp_path, catalog_tracks):
     folder = tmp_path / "library"
     folder.mkdir()
     for key in ("wav44", "flac48", "ogg32", "broken", "dup"):
-        shutil.copyfile(catalog_tracks[key].path, folder / os.path.basename(catalog_tracks[key].path))
-    shutil.copyfile(catalog_tracks["wav8k"].path, folder / "Été \"live\" l'été.wav")
+        shutil.copyfile(
+            catalog_tracks[key].path, folder / os.path.basename(catalog_tracks[key].path)
+        )
+    shutil.copyfile(catalog_tracks["wav8k"].path, folder / 'Été "live" l\'été.wav')
     (folder / "notes.txt").write_text("not a track")
     return folder
 
@@ -38,17 +40,25 @@ def test_add_run_status_show_rerun(cli_home, library):
     assert first["assets"]["source_audio"] == {"computed": 4, "skipped": 1, "failed": 1}
     assert len(first["runs"]) == 1
     reason = first["failed"]["downsampled_audio/broken"]
-    assert reason.startswith("track 'broken': cannot decode ") and reason.endswith("the file looks like text")
+    assert reason.startswith("track 'broken': cannot decode ") and reason.endswith(
+        "the file looks like text"
+    )
 
     for name, counts in first["assets"].items():  # every analysis: one run, 'broken' alone fails
-        assert counts["failed"] == 1 and counts.get("computed", 0) + counts.get("skipped", 0) == 5, name
+        assert (
+            counts["failed"] == 1 and counts.get("computed", 0) + counts.get("skipped", 0) == 5
+        ), name
         assert first["failed"][f"{name}/broken"] == reason
 
     status, _ = cli_json("status", home=cli_home)
     assert status == {
         "tracks": 6,
         "assets": {
-            name: {"materialized": 5, "missing": 0, "failed": {"broken": first["failed"][f"{name}/broken"]}}
+            name: {
+                "materialized": 5,
+                "missing": 0,
+                "failed": {"broken": first["failed"][f"{name}/broken"]},
+            }
             for name in first["assets"]
         },
     }
@@ -58,10 +68,14 @@ def test_add_run_status_show_rerun(cli_home, library):
     assert shown_table["uri"] == features["uri"] and os.path.isfile(features["uri"])
 
     shown, _ = cli_json("show", "downsampled_audio", "Ete-live-l-ete", home=cli_home)
-    assert shown["status"] == "computed" and shown["sample_rate"] == 22050 and shown["channels"] == 1
+    assert (
+        shown["status"] == "computed" and shown["sample_rate"] == 22050 and shown["channels"] == 1
+    )
     assert sf.info(shown["uri"]).duration == pytest.approx(1.0)
     assert shown["uri"].startswith(os.path.join(cli_home, "outputs", "downsampled_audio", "v"))
-    failed_show, done = cli_json("show", "downsampled_audio", "broken", home=cli_home, expect_code=1)
+    failed_show, done = cli_json(
+        "show", "downsampled_audio", "broken", home=cli_home, expect_code=1
+    )
     assert failed_show["status"] == "failed" and "looks like text" in failed_show["reason"]
 
     again, _ = cli_json("run", home=cli_home, expect_code=1)  # only 'broken' is tried again
@@ -86,12 +100,20 @@ def test_dry_run_force_and_track_selection(cli_home, library):
     run_cli("add", str(library), home=cli_home, check=True)
     # registration order (sorted names): broken, dup, flac48, ogg32, wav44, Ete...: one range
     picked = ["dup", "flac48", "ogg32", "wav44"]
-    plan, _ = cli_json("run", "downsampled_audio", "--dry-run", *(a for t in picked for a in ("--tracks", t)),
-                       home=cli_home)
+    plan, _ = cli_json(
+        "run",
+        "downsampled_audio",
+        "--dry-run",
+        *(a for t in picked for a in ("--tracks", t)),
+        home=cli_home,
+    )
     assert len(plan["runs"]) == 1
     assert plan["tracks"]["dup"]["downsampled_audio"]["status"] == "would_compute"
     assert plan["tracks"]["wav44"]["downsampled_audio"] == {
-        "status": "would_skip", "shared_from": "dup", "uri": plan["tracks"]["wav44"]["downsampled_audio"]["uri"]}
+        "status": "would_skip",
+        "shared_from": "dup",
+        "uri": plan["tracks"]["wav44"]["downsampled_audio"]["uri"],
+    }
     assert not os.path.exists(os.path.join(cli_home, "outputs", "downsampled_audio"))
 
     first, _ = cli_json("run", "downsampled_audio", "--tracks", "flac48", home=cli_home)
@@ -136,7 +158,9 @@ def test_manifest_paths_cannot_escape_and_ids_are_validated(cli_home, tmp_path, 
     assert "track 'absolute': path" in done.stderr
     assert "track ID '../evil' is not valid" in done.stderr
     assert "URI scheme of 'http://example.com/x.mp3' is not supported" in done.stderr
-    allowed = run_cli("add", "--manifest", str(manifest), "--allow-root", str(tmp_path), home=cli_home)
+    allowed = run_cli(
+        "add", "--manifest", str(manifest), "--allow-root", str(tmp_path), home=cli_home
+    )
     assert "registered 2 new tracks (1 already registered)" in allowed.stdout
 
 

@@ -64,17 +64,25 @@ def test_two_runs_over_overlapping_tracks_at_once_on_postgres(tmp_path):
             assert set(result["failed"]) == {f"{n}/t999-broken" for n in ANALYSES}
             for t in picked:
                 for name in ANALYSES:
-                    assert result["tracks"][t][name]["status"] in ("computed", "skipped"), result["tracks"][t]
+                    assert result["tracks"][t][name]["status"] in ("computed", "skipped"), result[
+                        "tracks"
+                    ][t]
 
         storage_root = home / "outputs"
         for t in ids:  # every output whole and right, whichever run wrote it last
-            uris = {name: results[0]["tracks"].get(t, results[1]["tracks"].get(t))[name]["uri"] for name in ANALYSES}
+            uris = {
+                name: results[0]["tracks"].get(t, results[1]["tracks"].get(t))[name]["uri"]
+                for name in ANALYSES
+            }
             y, rate = sf.read(uris["downsampled_audio"], dtype="float32")
             assert rate == 22050 and len(y) == exact_length(int(SECONDS * RATE), RATE, 22050)
             with open(uris["source_audio"]) as fh:
                 assert json.load(fh)["frames"] == int(SECONDS * RATE)
         temporaries = [
-            os.path.join(d, f) for d, _, files in os.walk(storage_root) for f in files if ".tmp-" in f
+            os.path.join(d, f)
+            for d, _, files in os.walk(storage_root)
+            for f in files
+            if ".tmp-" in f
         ]
         assert temporaries == []
 
@@ -90,9 +98,13 @@ def test_two_runs_over_overlapping_tracks_at_once_on_postgres(tmp_path):
             assert set(records) == {run_id for result in results for run_id in result["runs"]}
             # the ranges holding the shared tracks ran at the same time
             a, b = records[results[0]["runs"][0]], records[results[1]["runs"][0]]
-            assert a.start_time < b.end_time and b.start_time < a.end_time, "the runs did not overlap"
+            assert a.start_time < b.end_time and b.start_time < a.end_time, (
+                "the runs did not overlap"
+            )
             for name in ANALYSES:
                 assert set(instance.get_materialized_partitions(dg.AssetKey(name))) == set(ids)
-        rerun, _ = cli_json("run", *ANALYSES, *[a for t in ids for a in ("--tracks", t)], home=str(home), env=env)
+        rerun, _ = cli_json(
+            "run", *ANALYSES, *[a for t in ids for a in ("--tracks", t)], home=str(home), env=env
+        )
         assert rerun["runs"] == []  # nothing left to do for the good tracks
     print(f"\ntwo overlapping runs on PostgreSQL in {wall:.1f} s, {N_TRACKS} tracks all valid")

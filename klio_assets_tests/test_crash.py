@@ -72,7 +72,10 @@ def test_run_killed_midway_leaves_only_whole_outputs_and_a_rerun_finishes_the_re
     env["KLIO_ASSETS_HOME"] = home
     proc = subprocess.Popen(
         [sys.executable, "-m", "klio_assets.cli", "run", *ANALYSES, "--json"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 300
     while len(committed_outputs(outputs)) < N_TRACKS // 2 and proc.poll() is None:
@@ -122,8 +125,12 @@ def test_run_killed_midway_leaves_only_whole_outputs_and_a_rerun_finishes_the_re
     os.environ["DAGSTER_HOME"] = home
     with dg.DagsterInstance.from_config(home) as instance:
         for name in ("source_audio", "downsampled_audio"):
-            records = instance.fetch_materializations(dg.AssetKey(name), limit=10 * N_TRACKS).records
+            records = instance.fetch_materializations(
+                dg.AssetKey(name), limit=10 * N_TRACKS
+            ).records
             partitions = [r.asset_materialization.partition for r in records]
             assert sorted(partitions) == sorted(set(partitions)) and len(partitions) == N_TRACKS
-    print(f"\nkilled with {len(survivors)} of {2 * N_TRACKS} outputs committed, "
-          f"{temporaries_after_kill} temporary files left by the kill and swept, 0 corrupt outputs")
+    print(
+        f"\nkilled with {len(survivors)} of {2 * N_TRACKS} outputs committed, "
+        f"{temporaries_after_kill} temporary files left by the kill and swept, 0 corrupt outputs"
+    )

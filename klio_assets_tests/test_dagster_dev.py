@@ -33,7 +33,9 @@ GRAPH = "{ assetNodes { assetKey { path } dependencyKeys { path } partitionDefin
 
 def graphql(port, query, variables=None):
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
@@ -57,7 +59,11 @@ def dev_server(tmp_path, catalog_tracks):
     env["KLIO_ASSETS_HOME"] = home
     proc = subprocess.Popen(
         [sys.executable, "-m", "klio_assets.cli", "dev", "-p", str(port)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -91,10 +97,12 @@ def test_ui_launched_run_materializes_a_partition_range(dev_server):
         },
         "mode": "default",
         "runConfigData": {},
-        "executionMetadata": {"tags": [
-            {"key": "dagster/asset_partition_range_start", "value": "flac48"},
-            {"key": "dagster/asset_partition_range_end", "value": "wav44"},
-        ]},
+        "executionMetadata": {
+            "tags": [
+                {"key": "dagster/asset_partition_range_start", "value": "flac48"},
+                {"key": "dagster/asset_partition_range_end", "value": "wav44"},
+            ]
+        },
     }
     launched = graphql(port, LAUNCH, {"params": params})["data"]["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched

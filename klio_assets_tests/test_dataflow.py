@@ -59,25 +59,42 @@ def test_labels_follow_gcp_rules():
     assert gcp_label("Audio ML/Team") == "audio-ml-team"
     assert gcp_label("9lives", key=True) == "k9lives"
     long = gcp_label("downsampled_audio-" * 10)
-    assert len(long) == 63 and long != gcp_label("downsampled_audio-" * 11)  # digest keeps them apart
+    assert len(long) == 63 and long != gcp_label(
+        "downsampled_audio-" * 11
+    )  # digest keeps them apart
     with pytest.raises(ParameterError, match="at most 64"):
         gcp_labels({f"k{i}": "v" for i in range(65)})
 
 
 def test_dataflow_settings_become_beam_options():
-    resource = BeamRunnerResource(dataflow=DataflowConfig(**DATAFLOW), pipeline_args=["--experiments=foo"])
-    assert resource.runner == "DataflowRunner" and resource.lanes() == 0  # Dataflow rebalances itself
+    resource = BeamRunnerResource(
+        dataflow=DataflowConfig(**DATAFLOW), pipeline_args=["--experiments=foo"]
+    )
+    assert (
+        resource.runner == "DataflowRunner" and resource.lanes() == 0
+    )  # Dataflow rebalances itself
     args = resource.pipeline_options_args(job_name="klio-x", labels={"dagster-run-id": "ABC"})
     for expected in (
-        "--runner=DataflowRunner", "--project=klio-test-project", "--region=europe-west1",
-        "--temp_location=gs://klio-temp/tmp", f"--sdk_container_image={DATAFLOW['sdk_container_image']}",
-        "--machine_type=n2-standard-4", "--max_num_workers=7", "--autoscaling_algorithm=THROUGHPUT_BASED",
-        f"--service_account_email={DATAFLOW['service_account_email']}", "--network=klio-vpc",
-        "--no_use_public_ips", "--labels=team=audio-ml", "--labels=dagster-run-id=abc",
-        "--experiments=foo", "--job_name=klio-x",
+        "--runner=DataflowRunner",
+        "--project=klio-test-project",
+        "--region=europe-west1",
+        "--temp_location=gs://klio-temp/tmp",
+        f"--sdk_container_image={DATAFLOW['sdk_container_image']}",
+        "--machine_type=n2-standard-4",
+        "--max_num_workers=7",
+        "--autoscaling_algorithm=THROUGHPUT_BASED",
+        f"--service_account_email={DATAFLOW['service_account_email']}",
+        "--network=klio-vpc",
+        "--no_use_public_ips",
+        "--labels=team=audio-ml",
+        "--labels=dagster-run-id=abc",
+        "--experiments=foo",
+        "--job_name=klio-x",
     ):
         assert expected in args
-    assert args.index("--experiments=foo") > args.index("--project=klio-test-project")  # raw args last
+    assert args.index("--experiments=foo") > args.index(
+        "--project=klio-test-project"
+    )  # raw args last
 
 
 class FakeDataflowClient:
@@ -98,7 +115,9 @@ class FakeDataflowClient:
         FakeDataflowClient.instances.append(self)
 
     def _job(self, state):
-        return self.dataflow.Job(id=JOB_ID, current_state=getattr(self.dataflow.JobState, f"JOB_STATE_{state}"))
+        return self.dataflow.Job(
+            id=JOB_ID, current_state=getattr(self.dataflow.JobState, f"JOB_STATE_{state}")
+        )
 
     def create_job(self, job):
         self.jobs.append(job)
@@ -136,7 +155,11 @@ def dataflow_home(home, tmp_path, monkeypatch, catalog_tracks):
         settings = Settings.from_env()
         instance = dg.DagsterInstance.get()
         order = ["wav44", "flac48", "ogg32"]
-        register_tracks(instance, get_catalog(settings.catalog_url), [(t, catalog_tracks[t].path) for t in order])
+        register_tracks(
+            instance,
+            get_catalog(settings.catalog_url),
+            [(t, catalog_tracks[t].path) for t in order],
+        )
         try:
             yield instance, settings, order
         finally:
@@ -145,7 +168,10 @@ def dataflow_home(home, tmp_path, monkeypatch, catalog_tracks):
 
 def _run(instance, settings, order):
     return launch.execute_range(
-        instance, selected=["source_audio", "downsampled_audio"], track_ids=order, storage=Storage(settings.storage)
+        instance,
+        selected=["source_audio", "downsampled_audio"],
+        track_ids=order,
+        storage=Storage(settings.storage),
     )
 
 
@@ -177,14 +203,18 @@ def test_dataflow_run_submits_the_configured_job_and_records_it(dataflow_home):
     from apache_beam.portability.api import beam_runner_api_pb2  # noqa: PLC0415
 
     environments = job.proto_pipeline.components.environments.values()
-    images = {beam_runner_api_pb2.DockerPayload.FromString(e.payload).container_image for e in environments}
+    images = {
+        beam_runner_api_pb2.DockerPayload.FromString(e.payload).container_image
+        for e in environments
+    }
     assert images == {DATAFLOW["sdk_container_image"]}  # the workers run our image
     assert client.polls >= 3  # polled until DONE
 
     run = instance.get_run_by_id(outcome.run_id)
     assert run.tags[JOB_ID_TAG] == JOB_ID
     assert run.tags[CONSOLE_URL_TAG] == (
-        f"https://console.cloud.google.com/dataflow/jobs/europe-west1/{JOB_ID}?project=klio-test-project")
+        f"https://console.cloud.google.com/dataflow/jobs/europe-west1/{JOB_ID}?project=klio-test-project"
+    )
     assert outcome.summary["beam_job_id"] == JOB_ID
     # The fake ran nothing: every track is reported failed with a reason, none materialized.
     assert not outcome.success

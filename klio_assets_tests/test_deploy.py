@@ -37,7 +37,7 @@ def _setup_cfg() -> configparser.ConfigParser:
 def _beam_spec() -> SpecifierSet:
     requires = _setup_cfg()["options"]["install_requires"].split("\n")
     (line,) = [r.strip() for r in requires if r.strip().startswith("apache-beam")]
-    return SpecifierSet(line[len("apache-beam"):])
+    return SpecifierSet(line[len("apache-beam") :])
 
 
 def _python_version() -> str:
@@ -67,7 +67,7 @@ def test_images_pin_the_beam_and_python_of_setup_cfg(name):
             assert base == f"apache/beam_python{python}_sdk:{beam}"
         else:
             assert base.startswith(f"python:{python}-")
-    assert 'apache-beam==${BEAM_VERSION}' in text  # installing the package cannot move Beam
+    assert "apache-beam==${BEAM_VERSION}" in text  # installing the package cannot move Beam
     assert "ffmpeg" in text and "NUMBA_CACHE_DIR" in text and "warm_numba.py" in text
 
 
@@ -98,9 +98,13 @@ def _k8s_launcher_config(values: dict) -> dict:
         "env_vars": k8s["envVars"],
         "resources": k8s["resources"],
         "run_k8s_config": {
-            "pod_spec_config": {"restart_policy": k8s["runK8sConfig"]["podSpecConfig"]["restartPolicy"]},
+            "pod_spec_config": {
+                "restart_policy": k8s["runK8sConfig"]["podSpecConfig"]["restartPolicy"]
+            },
             "job_spec_config": {
-                "ttl_seconds_after_finished": k8s["runK8sConfig"]["jobSpecConfig"]["ttlSecondsAfterFinished"],
+                "ttl_seconds_after_finished": k8s["runK8sConfig"]["jobSpecConfig"][
+                    "ttlSecondsAfterFinished"
+                ],
                 "backoff_limit": k8s["runK8sConfig"]["jobSpecConfig"]["backoffLimit"],
             },
         },
@@ -122,12 +126,18 @@ class FakeBatchApi:
 @pytest.fixture
 def kubeconfig(tmp_path) -> str:
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:6443"}}],
-        "users": [{"name": "test", "user": {"token": "unused"}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "test", "user": {"token": "unused"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            }
+        )
+    )
     return str(path)
 
 
@@ -142,7 +152,9 @@ def test_run_pod_job_spec_from_the_helm_values(home, kubeconfig):
     validated = process_config(K8sRunLauncher.config_type(), config)
     assert validated.success, validated.errors  # the values are valid K8sRunLauncher config
     batch = FakeBatchApi()
-    launcher = K8sRunLauncher(**{**config, "kubeconfig_file": kubeconfig}, k8s_client_batch_api=batch)
+    launcher = K8sRunLauncher(
+        **{**config, "kubeconfig_file": kubeconfig}, k8s_client_batch_api=batch
+    )
 
     deployment = VALUES["dagster-user-deployments"]["deployments"][0]
     assert f"{deployment['image']['repository']}:{deployment['image']['tag']}" == CODE_IMAGE
@@ -150,17 +162,23 @@ def test_run_pod_job_spec_from_the_helm_values(home, kubeconfig):
         "audio_analyses_job",
         RepositoryPythonOrigin(
             executable_path="/usr/local/bin/python",
-            code_pointer=ModuleCodePointer("klio_assets.definitions", "defs", working_directory="/opt/dagster/app"),
+            code_pointer=ModuleCodePointer(
+                "klio_assets.definitions", "defs", working_directory="/opt/dagster/app"
+            ),
             container_image=CODE_IMAGE,  # what the code server reports (DAGSTER_CURRENT_IMAGE)
         ),
     )
     instance = dg.DagsterInstance.get()
     try:
         launcher.register_instance(instance)
-        run = instance.add_run(dg.DagsterRun(
-            job_name="audio_analyses_job", run_id=str(uuid.uuid4()), job_code_origin=origin,
-            status=dg.DagsterRunStatus.NOT_STARTED,
-        ))
+        run = instance.add_run(
+            dg.DagsterRun(
+                job_name="audio_analyses_job",
+                run_id=str(uuid.uuid4()),
+                job_code_origin=origin,
+                status=dg.DagsterRunStatus.NOT_STARTED,
+            )
+        )
         launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
     finally:
         instance.dispose()
@@ -177,8 +195,13 @@ def test_run_pod_job_spec_from_the_helm_values(home, kubeconfig):
     assert env["DAGSTER_RUN_JOB_NAME"] == "audio_analyses_job"
     secret_envs = {e.name: e.value_from.secret_key_ref.name for e in container.env if e.value_from}
     assert secret_envs["DAGSTER_PG_PASSWORD"] == "klio-assets-postgresql"
-    env_from = {(s.config_map_ref.name if s.config_map_ref else None, s.secret_ref.name if s.secret_ref else None)
-                for s in container.env_from}
+    env_from = {
+        (
+            s.config_map_ref.name if s.config_map_ref else None,
+            s.secret_ref.name if s.secret_ref else None,
+        )
+        for s in container.env_from
+    }
     assert (None, "klio-assets-secrets") in env_from  # KLIO_ASSETS_CATALOG with its password
     assert ("klio-assets-settings", None) in env_from  # storage root, Dataflow settings, batch size
     assert container.resources.requests == {"cpu": "500m", "memory": "1Gi"}
@@ -197,7 +220,9 @@ def test_settings_config_map_holds_valid_dataflow_settings():
 
     from klio_assets.settings import Settings  # noqa: PLC0415
 
-    data = yaml.safe_load((REPO / "deploy" / "helm" / "klio-assets-settings.yaml").read_text())["data"]
+    data = yaml.safe_load((REPO / "deploy" / "helm" / "klio-assets-settings.yaml").read_text())[
+        "data"
+    ]
     settings = Settings.from_env(data)
     resource = BeamRunnerResource(dataflow=DataflowConfig(**settings.dataflow))
     args = resource.pipeline_options_args(job_name="klio-x")

@@ -31,7 +31,9 @@ ONE_WORKER = {"KLIO_ASSETS_BEAM_OPTIONS": "--direct_num_workers=1"}  # writes in
 def _can_mount(where: str) -> bool:
     if os.geteuid() != 0:
         return False
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", where], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", where], capture_output=True
+    )
     return done.returncode == 0
 
 
@@ -94,7 +96,10 @@ def test_disk_full_fails_the_tracks_that_do_not_fit_and_keeps_earlier_outputs(tm
         full, _ = cli_json(*command, home=home, env=env, expect_code=1)
         for t in late:
             reason = full["tracks"][t]["downsampled_audio"]["reason"]
-            assert reason.startswith(f"track '{t}': {library / t}.flac: write ") and "No space left" in reason
+            assert (
+                reason.startswith(f"track '{t}': {library / t}.flac: write ")
+                and "No space left" in reason
+            )
             assert f"/{t}.flac: " in reason  # names the output it could not write
         assert full["assets"]["downsampled_audio"] == {"failed": 3}
         after = _snapshot(str(disk))
@@ -139,7 +144,10 @@ def test_read_only_output_folder_fails_its_analysis_only_and_keeps_earlier_outpu
     assert second["assets"] == {"source_audio": {"computed": 2}, "downsampled_audio": {"failed": 2}}
     for t in late:
         reason = second["tracks"][t]["downsampled_audio"]["reason"]
-        assert reason.startswith(f"track '{t}': {library / t}.flac: write {target}/") and says in reason, reason
+        assert (
+            reason.startswith(f"track '{t}': {library / t}.flac: write {target}/")
+            and says in reason
+        ), reason
     after = _snapshot(outputs)
     assert {p: h for p, h in after.items() if p in before} == before
     assert not [p for p in after if ".tmp-" in p]

@@ -36,10 +36,20 @@ def corpus_run(tmp_path_factory):
     started = time.monotonic()
     run, _ = cli_json("run", *ANALYSES, home=home, env=env, expect_code=1)
     wall = time.monotonic() - started
-    outcomes = hostile.judge(cases, folder=folder, add_stderr=added.stderr, run=run, analyses=ANALYSES)
+    outcomes = hostile.judge(
+        cases, folder=folder, add_stderr=added.stderr, run=run, analyses=ANALYSES
+    )
     print("\n" + hostile.markdown_table(outcomes))
-    return {"cases": cases, "added": added, "run": run, "outcomes": outcomes, "bin": bin_dir,
-            "home": home, "env": env, "wall": wall}
+    return {
+        "cases": cases,
+        "added": added,
+        "run": run,
+        "outcomes": outcomes,
+        "bin": bin_dir,
+        "home": home,
+        "env": env,
+        "wall": wall,
+    }
 
 
 def test_every_hostile_input_gets_a_correct_result_or_a_plain_reason(corpus_run):
@@ -54,7 +64,12 @@ def test_no_good_track_of_the_mixed_batch_is_lost(corpus_run):
     expected_failed = sum(c.expect == "failed" for c in corpus_run["cases"])
     for name in ANALYSES:
         assert counts[name] == {"computed": len(good), "failed": expected_failed}
-    lost = [t for t in good for n in ANALYSES if corpus_run["run"]["tracks"][t][n]["status"] != "computed"]
+    lost = [
+        t
+        for t in good
+        for n in ANALYSES
+        if corpus_run["run"]["tracks"][t][n]["status"] != "computed"
+    ]
     assert lost == []
 
 
@@ -78,7 +93,9 @@ def test_stalled_decoder_is_killed_with_its_children_at_the_timeout(corpus_run):
 
 
 def test_rerun_retries_only_the_failed_tracks_and_keeps_the_rest(corpus_run):
-    run, _ = cli_json("run", *ANALYSES, home=corpus_run["home"], env=corpus_run["env"], expect_code=1)
+    run, _ = cli_json(
+        "run", *ANALYSES, home=corpus_run["home"], env=corpus_run["env"], expect_code=1
+    )
     failed = sorted(c.track_id for c in corpus_run["cases"] if c.expect == "failed")
     assert sorted(run["tracks"]) == failed
     good = sum(c.expect == "computed" for c in corpus_run["cases"])

@@ -24,19 +24,35 @@ def test_limits_come_from_the_environment_through_beam_options(tmp_path):
         "KLIO_ASSETS_TRACK_TIMEOUT": "30", "KLIO_ASSETS_MAX_DURATION": "3600", "KLIO_ASSETS_MAX_CHANNELS": "8",
     })  # fmt: skip
     assert settings.beam_options == [
-        "--direct_num_workers=1", "--track_timeout_s=30.0", "--max_duration_s=3600.0", "--max_channels=8"]
-    plan = RunPlan(run_id="r", storage_root=str(tmp_path), analyses={}, selected=[], limits={"max_sample_rate": 96000})
+        "--direct_num_workers=1",
+        "--track_timeout_s=30.0",
+        "--max_duration_s=3600.0",
+        "--max_channels=8",
+    ]
+    plan = RunPlan(
+        run_id="r",
+        storage_root=str(tmp_path),
+        analyses={},
+        selected=[],
+        limits={"max_sample_rate": 96000},
+    )
     applied = with_limit_options(plan, PipelineOptions(settings.beam_options))
     assert applied.decode_limits() == audio.DecodeLimits(
-        max_duration_s=3600.0, max_channels=8, max_sample_rate=96000, timeout_s=30.0)
+        max_duration_s=3600.0, max_channels=8, max_sample_rate=96000, timeout_s=30.0
+    )
     assert with_limit_options(plan, PipelineOptions([])) is plan
 
 
-@pytest.mark.parametrize(("name", "value"), [("KLIO_ASSETS_TRACK_TIMEOUT", "soon"),
-                                             ("KLIO_ASSETS_TRACK_TIMEOUT", "0"),
-                                             ("KLIO_ASSETS_MAX_DURATION", "-1"),
-                                             ("KLIO_ASSETS_MAX_DURATION", "nan"),
-                                             ("KLIO_ASSETS_MAX_CHANNELS", "2.5")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KLIO_ASSETS_TRACK_TIMEOUT", "soon"),
+        ("KLIO_ASSETS_TRACK_TIMEOUT", "0"),
+        ("KLIO_ASSETS_MAX_DURATION", "-1"),
+        ("KLIO_ASSETS_MAX_DURATION", "nan"),
+        ("KLIO_ASSETS_MAX_CHANNELS", "2.5"),
+    ],
+)
 def test_bad_limit_settings_are_refused_naming_the_variable(tmp_path, name, value):
     with pytest.raises(ParameterError, match=name):
         Settings.from_env({"KLIO_ASSETS_HOME": str(tmp_path), name: value})
@@ -68,8 +84,12 @@ def test_soundfile_decode_past_its_deadline_is_stopped(tmp_path):
     path = synth.write(str(tmp_path / "long.wav"), synth.sine(440, 30.0, 44100), 44100)
     limits = audio.DecodeLimits(timeout_s=0.05)
     info = audio.probe(path, track_id="slow", uri=path, limits=limits)
-    decoder = audio.SourceDecoder(path, info, track_id="slow", uri=path, limits=limits, block_frames=4096)
-    with pytest.raises(DecodeTimeoutError, match=r"decoding did not finish within 0.05 s \(soundfile"):
+    decoder = audio.SourceDecoder(
+        path, info, track_id="slow", uri=path, limits=limits, block_frames=4096
+    )
+    with pytest.raises(
+        DecodeTimeoutError, match=r"decoding did not finish within 0.05 s \(soundfile"
+    ):
         for _ in decoder:
             time.sleep(0.01)  # a slow consumer: the track's time runs out
 
@@ -89,12 +109,17 @@ def test_stalled_ffprobe_is_killed_with_its_children(tmp_path, monkeypatch, cata
     monkeypatch.setenv("PATH", folder + os.pathsep + os.environ["PATH"])
     path = catalog_tracks["m4a"].path  # libsndfile cannot read it: ffprobe is asked
     started = time.monotonic()
-    with pytest.raises(DecodeTimeoutError, match=r"ffprobe did not answer within 1 s and was stopped"):
+    with pytest.raises(
+        DecodeTimeoutError, match=r"ffprobe did not answer within 1 s and was stopped"
+    ):
         audio.probe(path, track_id="m4a", uri=path, limits=audio.DecodeLimits(timeout_s=1.0))
     assert time.monotonic() - started < 10
     pid = int(open(os.path.join(folder, "ffprobe.pid")).read())
     time.sleep(0.2)
-    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+    assert (
+        not os.path.exists(f"/proc/{pid}")
+        or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+    )
 
 
 def test_stalled_ffmpeg_decode_is_killed_at_the_deadline(tmp_path, monkeypatch, catalog_tracks):
@@ -102,17 +127,24 @@ def test_stalled_ffmpeg_decode_is_killed_at_the_deadline(tmp_path, monkeypatch, 
     info = audio.probe(path, track_id="m4a", uri=path)  # the real ffprobe
     folder = _stalling(tmp_path, "ffmpeg")
     monkeypatch.setenv("PATH", folder + os.pathsep + os.environ["PATH"])
-    decoder = audio.SourceDecoder(path, info, track_id="m4a", uri=path, limits=audio.DecodeLimits(timeout_s=1.0))
+    decoder = audio.SourceDecoder(
+        path, info, track_id="m4a", uri=path, limits=audio.DecodeLimits(timeout_s=1.0)
+    )
     started = time.monotonic()
     with pytest.raises(DecodeTimeoutError, match=r"within 1 s \(ffmpeg, stopped after 0.00 s"):
         list(decoder)
     assert time.monotonic() - started < 10
     pid = int(open(os.path.join(folder, "ffmpeg.pid")).read())
     time.sleep(0.2)
-    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+    assert (
+        not os.path.exists(f"/proc/{pid}")
+        or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+    )
 
 
-def test_an_analysis_that_never_returns_fails_its_track_and_the_batch_goes_on(tmp_path, catalog_tracks):
+def test_an_analysis_that_never_returns_fails_its_track_and_the_batch_goes_on(
+    tmp_path, catalog_tracks
+):
     import apache_beam as beam
 
     from klio_assets.analyses import source_audio
@@ -127,7 +159,8 @@ def test_an_analysis_that_never_returns_fails_its_track_and_the_batch_goes_on(tm
     plan = RunPlan(run_id="r", storage_root=root, analyses=planned, selected=list(planned), lanes=2,
                    limits={"timeout_s": 1.5})  # fmt: skip
     refs = [{"track_id": "stall-1", "uri": stalled}] + [
-        {"track_id": t, "uri": catalog_tracks[t].path} for t in ("wav44", "flac48", "ogg32", "mp3")]
+        {"track_id": t, "uri": catalog_tracks[t].path} for t in ("wav44", "flac48", "ogg32", "mp3")
+    ]
     started = time.monotonic()
     options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_threading",
                                "--direct_num_workers=2"])  # fmt: skip
@@ -136,7 +169,9 @@ def test_an_analysis_that_never_returns_fails_its_track_and_the_batch_goes_on(tm
     assert time.monotonic() - started < 60
     storage = Storage(root)
     folder = Layout(storage).results_folder("r")
-    results = {n[:-5]: storage.read_json(f"{folder}/{n}")["analyses"] for n in storage.list_names(folder)}
+    results = {
+        n[:-5]: storage.read_json(f"{folder}/{n}")["analyses"] for n in storage.list_names(folder)
+    }
     reason = results["stall-1"]["hangs_on_stall"]["reason"]
     assert results["stall-1"]["hangs_on_stall"]["status"] == "failed"
     assert reason == (f"track 'stall-1': {stalled}: analyses did not finish within 3 s (2 x timeout_s); "

@@ -16,15 +16,33 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def wheel(tmp_path_factory):
     """A wheel built from a copy of the committed tree (the build leaves nothing in the repo)."""
     src = tmp_path_factory.mktemp("src")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for name in files:
         if os.path.isfile(os.path.join(REPO, name)):
             os.makedirs(src / os.path.dirname(name), exist_ok=True)
             shutil.copy2(os.path.join(REPO, name), src / name)
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(out), str(src)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        check=True,
+    )
     (path,) = glob.glob(str(out / "klio_assets-*.whl"))
     return path
 
@@ -59,7 +77,9 @@ def test_editable_install_imports_every_module_from_the_repo():
         "for m in mods: importlib.import_module(m)\n"
         "print(klio_assets.resources.__file__); print(klio_assets.sensors.__file__); print(len(mods))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/"
+    )
     resources, sensors, count = out.stdout.split()
     assert resources == os.path.join(REPO, "resources", "__init__.py")
     assert sensors == os.path.join(REPO, "sensors", "__init__.py")
@@ -70,7 +90,13 @@ def test_dagster_validates_the_code_location(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "KLIO_ASSETS_HOME": str(tmp_path)}
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
-    done = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [dagster, "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "All code locations passed validation" in done.stderr + done.stdout

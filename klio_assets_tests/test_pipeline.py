@@ -19,19 +19,44 @@ from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
 from klio_assets.worker.storage import Storage
 from klio_assets_tests import sample_analyses, synth
 
-ALL = [source_audio, downsampled_audio, sample_analyses.rms_level, sample_analyses.peak_frequency,
-       sample_analyses.frame_energy, sample_analyses.explodes_on_mono, sample_analyses.first_block_only]
+ALL = [
+    source_audio,
+    downsampled_audio,
+    sample_analyses.rms_level,
+    sample_analyses.peak_frequency,
+    sample_analyses.frame_energy,
+    sample_analyses.explodes_on_mono,
+    sample_analyses.first_block_only,
+]
 
 
-def run_plan(tmp_path, tracks, selected, *, run_id="r1", force=False, dry_run=False, root=None,
-             analyses=ALL, overrides=None):
+def run_plan(
+    tmp_path,
+    tracks,
+    selected,
+    *,
+    run_id="r1",
+    force=False,
+    dry_run=False,
+    root=None,
+    analyses=ALL,
+    overrides=None,
+):
     planned = plan_analyses(analyses, overrides)
     root = root or str(tmp_path / "out")
-    plan = RunPlan(run_id=run_id, storage_root=root, analyses=planned, selected=selected,
-                   force=force, dry_run=dry_run, lanes=2)
+    plan = RunPlan(
+        run_id=run_id,
+        storage_root=root,
+        analyses=planned,
+        selected=selected,
+        force=force,
+        dry_run=dry_run,
+        lanes=2,
+    )
     refs = [{"track_id": t.track_id, "uri": t.path} for t in tracks]
-    options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_threading",
-                               "--direct_num_workers=2"])
+    options = PipelineOptions(
+        ["--runner=FnApiRunner", "--direct_running_mode=multi_threading", "--direct_num_workers=2"]
+    )
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, plan, refs)
     storage = Storage(root)
@@ -45,8 +70,10 @@ def statuses(results, name):
 
 
 def test_worker_modules_import_no_dagster():
-    code = ("import sys, klio_assets, klio_assets.worker.pipeline, klio_assets.worker.execution, "
-            "klio_assets.analyses; assert 'dagster' not in sys.modules, sorted(m for m in sys.modules if 'dagster' in m)")
+    code = (
+        "import sys, klio_assets, klio_assets.worker.pipeline, klio_assets.worker.execution, "
+        "klio_assets.analyses; assert 'dagster' not in sys.modules, sorted(m for m in sys.modules if 'dagster' in m)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -81,8 +108,16 @@ def test_outputs_land_in_the_documented_layout(tmp_path, catalog_tracks):
 def test_broken_file_and_buggy_analysis_fail_only_their_own_records(tmp_path, catalog_tracks):
     tracks = [catalog_tracks[k] for k in ("wav44", "ogg32", "broken")]
     results, _, _ = run_plan(tmp_path, tracks, ["downsampled_audio", "explodes_on_mono"])
-    assert statuses(results, "downsampled_audio") == {"wav44": "computed", "ogg32": "computed", "broken": "failed"}
-    assert statuses(results, "explodes_on_mono") == {"wav44": "computed", "ogg32": "failed", "broken": "failed"}
+    assert statuses(results, "downsampled_audio") == {
+        "wav44": "computed",
+        "ogg32": "computed",
+        "broken": "failed",
+    }
+    assert statuses(results, "explodes_on_mono") == {
+        "wav44": "computed",
+        "ogg32": "failed",
+        "broken": "failed",
+    }
     broken = results["broken"]["analyses"]["downsampled_audio"]["reason"]
     assert broken.startswith("track 'broken': cannot decode ") and "broken.mp3" in broken
     assert "looks like text" in broken
@@ -109,9 +144,14 @@ def test_rerun_skips_and_force_recomputes(tmp_path, catalog_tracks):
 def test_dry_run_reports_and_writes_no_output(tmp_path, catalog_tracks):
     tracks = [catalog_tracks["wav44"], catalog_tracks["dup"], catalog_tracks["flac48"]]
     run_plan(tmp_path, [catalog_tracks["flac48"]], ["downsampled_audio"], run_id="a")
-    results, planned, storage = run_plan(tmp_path, tracks, ["downsampled_audio"], run_id="b", dry_run=True)
+    results, planned, storage = run_plan(
+        tmp_path, tracks, ["downsampled_audio"], run_id="b", dry_run=True
+    )
     assert statuses(results, "downsampled_audio") == {
-        "wav44": "would_compute", "dup": "would_skip", "flac48": "would_skip"}
+        "wav44": "would_compute",
+        "dup": "would_skip",
+        "flac48": "would_skip",
+    }
     assert results["dup"]["analyses"]["downsampled_audio"]["shared_from"] == "wav44"
     layout = Layout(storage)
     assert not storage.exists(layout.output_uri(planned["downsampled_audio"], "wav44"))
@@ -149,20 +189,30 @@ def test_downstream_analysis_reads_upstream_output(tmp_path, catalog_tracks):
 def test_missing_upstream_fails_with_the_fix_named(tmp_path, catalog_tracks):
     results, _, _ = run_plan(tmp_path, [catalog_tracks["wav44"]], ["peak_frequency"])
     reason = results["wav44"]["analyses"]["peak_frequency"]["reason"]
-    assert "upstream 'downsampled_audio' has no output for this track (materialize it first)" in reason
+    assert (
+        "upstream 'downsampled_audio' has no output for this track (materialize it first)" in reason
+    )
 
 
 def test_failed_upstream_fails_its_downstream_with_the_cause(tmp_path, catalog_tracks):
-    results, _, _ = run_plan(tmp_path, [catalog_tracks["broken"]], ["downsampled_audio", "peak_frequency"])
+    results, _, _ = run_plan(
+        tmp_path, [catalog_tracks["broken"]], ["downsampled_audio", "peak_frequency"]
+    )
     assert results["broken"]["analyses"]["peak_frequency"]["status"] == "failed"
 
 
 def test_consumer_that_stops_early_does_not_block_the_shared_decode(tmp_path, catalog_tracks):
     results, _, storage = run_plan(
-        tmp_path, [catalog_tracks["wav44"]], ["first_block_only", "downsampled_audio", "source_audio"])
+        tmp_path,
+        [catalog_tracks["wav44"]],
+        ["first_block_only", "downsampled_audio", "source_audio"],
+    )
     analyses = results["wav44"]["analyses"]
     assert {r["status"] for r in analyses.values()} == {"computed"}
-    assert storage.read_json(analyses["source_audio"]["uri"])["frames"] == catalog_tracks["wav44"].frames
+    assert (
+        storage.read_json(analyses["source_audio"]["uri"])["frames"]
+        == catalog_tracks["wav44"].frames
+    )
 
 
 def test_lanes_balance_long_and_short_work():
@@ -180,7 +230,9 @@ def test_cost_estimate_knows_flac_from_wav_and_counts_each_track():
     header = {"sample_rate": 44100, "channels": 2, "decoder": "soundfile", "codec": "PCM_16"}
     hour_flac = estimate_cost({**header, "container": "FLAC", "frames": 3600 * 44100})
     hour_wav = estimate_cost({**header, "container": "WAV", "frames": 3600 * 44100})
-    short_vorbis = estimate_cost({**header, "container": "OGG", "codec": "VORBIS", "frames": 10 * 44100})
+    short_vorbis = estimate_cost(
+        {**header, "container": "OGG", "codec": "VORBIS", "frames": 10 * 44100}
+    )
     assert hour_flac - hour_wav > 2.0  # decoding an hour: 4.8 CPU-s of FLAC, 2.7 of WAV
     assert 150 < hour_flac / short_vorbis < 250  # measured ~200
     assert estimate_cost({**header, "container": "WAV", "frames": 0}) > 0  # every track costs
@@ -190,10 +242,17 @@ def test_checks_are_spread_over_lanes():
     refs = [{"track_id": f"t{i}", "order": i} for i in range(7)]
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
         spread = pipeline | beam.Create(refs, reshuffle=False) | SpreadTracks(3)
-        assert_that(spread | beam.Map(lambda ref: ref["track_id"]), equal_to([r["track_id"] for r in refs]))
+        assert_that(
+            spread | beam.Map(lambda ref: ref["track_id"]), equal_to([r["track_id"] for r in refs])
+        )
 
 
 def test_plan_survives_json_round_trip():
-    plan = RunPlan(run_id="x", storage_root="/tmp/o", analyses=plan_analyses(ALL), selected=["downsampled_audio"])
+    plan = RunPlan(
+        run_id="x",
+        storage_root="/tmp/o",
+        analyses=plan_analyses(ALL),
+        selected=["downsampled_audio"],
+    )
     assert RunPlan.from_json(plan.to_json()) == plan
     assert json.loads(plan.to_json())["selected"] == ["downsampled_audio"]

@@ -22,7 +22,9 @@ def postgres(tmp_path_factory):
         yield server
 
 
-def test_postgres_instance_records_every_track_in_batches(postgres, tmp_path, monkeypatch, catalog_tracks):
+def test_postgres_instance_records_every_track_in_batches(
+    postgres, tmp_path, monkeypatch, catalog_tracks
+):
     home = tmp_path / "home"
     home.mkdir()
     postgres.create_database("dagster_e2e")
@@ -42,7 +44,9 @@ def test_postgres_instance_records_every_track_in_batches(postgres, tmp_path, mo
         order = ["wav44", "broken", "flac48", "ogg32"]
         register_tracks(instance, catalog, [(t, catalog_tracks[t].path) for t in order])
         outcome = launch.execute_range(
-            instance, selected=["source_audio", "downsampled_audio"], track_ids=order,
+            instance,
+            selected=["source_audio", "downsampled_audio"],
+            track_ids=order,
             storage=Storage(settings.storage),
         )
         assert not outcome.success  # 'broken' failed, after everything else was saved
@@ -53,7 +57,10 @@ def test_postgres_instance_records_every_track_in_batches(postgres, tmp_path, mo
             assert latest.partition == "ogg32"  # the asset row follows the last event of its batch
             assert catalog.failures(asset)["broken"].startswith("track 'broken': cannot decode")
         record = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("downsampled_audio"), asset_partitions=["flac48"]), limit=1
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("downsampled_audio"), asset_partitions=["flac48"]
+            ),
+            limit=1,
         ).records[0]
         meta = record.asset_materialization.metadata
         assert meta["status"].value == "computed" and meta["sample_rate"].value == 22050
@@ -61,7 +68,9 @@ def test_postgres_instance_records_every_track_in_batches(postgres, tmp_path, mo
         instance.dispose()
 
 
-def test_bulk_registration_keeps_order_and_ranges_are_read_without_listing(postgres, tmp_path, monkeypatch):
+def test_bulk_registration_keeps_order_and_ranges_are_read_without_listing(
+    postgres, tmp_path, monkeypatch
+):
     home = tmp_path / "home"
     home.mkdir()
     postgres.create_database("dagster_bulk")
@@ -73,7 +82,9 @@ def test_bulk_registration_keeps_order_and_ranges_are_read_without_listing(postg
         instance.add_dynamic_partitions(TRACKS, ["t3"])  # known to Dagster only (added in the UI)
         first = register_tracks(instance, catalog, [(f"t{i}", f"/a/t{i}.wav") for i in (5, 3, 9)])
         assert (first.added, first.known) == (["t5", "t3", "t9"], [])
-        again = register_tracks(instance, catalog, [("t9", "/a/t9.wav"), ("t3", "/b/t3.wav"), ("t1", "/a/t1.wav")])
+        again = register_tracks(
+            instance, catalog, [("t9", "/a/t9.wav"), ("t3", "/b/t3.wav"), ("t1", "/a/t1.wav")]
+        )
         assert (again.added, again.known, list(again.conflicts)) == (["t1"], ["t9"], ["t3"])
         assert catalog.track_ids() == ["t5", "t3", "t9", "t1"]
         assert list(instance.get_dynamic_partitions(TRACKS)) == ["t3", "t5", "t9", "t1"]

@@ -90,8 +90,11 @@ def scenario(name, tmp_path, monkeypatch, catalog_tracks):
             pg.create_database("dagster")
             monkeypatch.setenv("KLIO_ASSETS_CATALOG", pg.create_database("catalog"))
             for key, value in {
-                "DAGSTER_PG_HOST": pg.host, "DAGSTER_PG_PORT": str(pg.port), "DAGSTER_PG_USER": pg.user,
-                "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": "dagster",
+                "DAGSTER_PG_HOST": pg.host,
+                "DAGSTER_PG_PORT": str(pg.port),
+                "DAGSTER_PG_USER": pg.user,
+                "DAGSTER_PG_PASSWORD": "",
+                "DAGSTER_PG_DB": "dagster",
             }.items():
                 monkeypatch.setenv(key, value)
             home = Path(os.environ["KLIO_ASSETS_HOME"])
@@ -112,11 +115,17 @@ def test_core_run_on_production_parts(deployment, home, tmp_path, monkeypatch, c
             catalog = get_catalog(settings.catalog_url)
             register_tracks(instance, catalog, [(t, uris[t]) for t in ORDER])
 
-            first = launch.execute_range(instance, selected=SELECTED, track_ids=ORDER, storage=storage)
+            first = launch.execute_range(
+                instance, selected=SELECTED, track_ids=ORDER, storage=storage
+            )
             assert not first.success, "the broken track must fail the run (after the rest is saved)"
             detail = first.summary["tracks_detail"]
             assert {t: detail[t]["downsampled_audio"]["status"] for t in ORDER} == {
-                "wav44": "computed", "flac48": "computed", "ogg32": "computed", "broken": "failed"}
+                "wav44": "computed",
+                "flac48": "computed",
+                "ogg32": "computed",
+                "broken": "failed",
+            }
             assert "cannot decode" in detail["broken"]["downsampled_audio"]["reason"]
             for name in SELECTED:
                 assert set(instance.get_materialized_partitions(dg.AssetKey(name))) == set(GOOD)
@@ -134,12 +143,23 @@ def test_core_run_on_production_parts(deployment, home, tmp_path, monkeypatch, c
                 assert first.summary["beam_job_id"].startswith("job-"), "a job of the job service"
 
             # Rerun: the CLI's check finds every good track done (Dagster + outputs exist) ...
-            todo, done = launch.tracks_to_run(instance, storage, _planned(settings), SELECTED, ORDER)
+            todo, done = launch.tracks_to_run(
+                instance, storage, _planned(settings), SELECTED, ORDER
+            )
             assert todo == ["broken"] and done["downsampled_audio"] == sorted(GOOD)
             # ... and a forced launch over the same range skips them inside Beam.
-            again = launch.execute_range(instance, selected=SELECTED, track_ids=ORDER, storage=storage)
-            statuses = {t: again.summary["tracks_detail"][t]["downsampled_audio"]["status"] for t in ORDER}
-            assert statuses == {"wav44": "skipped", "flac48": "skipped", "ogg32": "skipped", "broken": "failed"}
+            again = launch.execute_range(
+                instance, selected=SELECTED, track_ids=ORDER, storage=storage
+            )
+            statuses = {
+                t: again.summary["tracks_detail"][t]["downsampled_audio"]["status"] for t in ORDER
+            }
+            assert statuses == {
+                "wav44": "skipped",
+                "flac48": "skipped",
+                "ogg32": "skipped",
+                "broken": "failed",
+            }
         finally:
             instance.dispose()
 
@@ -154,7 +174,11 @@ def _check_deployment(deployment, instance, storage):
 
         client = StorageResource(root=storage.root).gcs_client()
         assert sorted(b.name for b in client.list_blobs(BUCKET, prefix="audio/")) == [
-            "audio/broken.mp3", "audio/flac48.flac", "audio/ogg32.ogg", "audio/wav44.wav"]
+            "audio/broken.mp3",
+            "audio/flac48.flac",
+            "audio/ogg32.ogg",
+            "audio/wav44.wav",
+        ]
     if deployment == "postgres":
         from dagster_postgres import PostgresEventLogStorage  # noqa: PLC0415
 

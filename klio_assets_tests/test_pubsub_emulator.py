@@ -48,8 +48,18 @@ def emulator(monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}", f"--project={PROJECT}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            "gcloud",
+            "beta",
+            "emulators",
+            "pubsub",
+            "start",
+            f"--host-port=127.0.0.1:{port}",
+            f"--project={PROJECT}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 90
@@ -76,11 +86,15 @@ def test_pubsub_landing_against_the_emulator(home, tmp_path, emulator, monkeypat
     topic = publisher.topic_path(PROJECT, "new-tracks")
     subscription = subscriber.subscription_path(PROJECT, "klio-landing")
     publisher.create_topic(request={"name": topic})
-    subscriber.create_subscription(request={"name": subscription, "topic": topic, "ack_deadline_seconds": 60})
+    subscriber.create_subscription(
+        request={"name": subscription, "topic": topic, "ack_deadline_seconds": 60}
+    )
     folder = str(tmp_path / "incoming")
     for name in ("e1.wav", "e2.wav"):
         drop(folder, name)
-        publisher.publish(topic, json.dumps({"uri": os.path.join(folder, name)}).encode()).result(30)
+        publisher.publish(topic, json.dumps({"uri": os.path.join(folder, name)}).encode()).result(
+            30
+        )
     publisher.publish(topic, b"not a track!").result(30)
 
     empty_landing = tmp_path / "landing"
@@ -101,9 +115,14 @@ def test_pubsub_landing_against_the_emulator(home, tmp_path, emulator, monkeypat
     assert sorted(instance.get_dynamic_partitions(TRACKS)) == ["e1", "e2"]
     assert len(result.run_requests) == 1
     tags = result.run_requests[0].tags
-    assert {tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]} == {"e1", "e2"}
+    assert {
+        tags["dagster/asset_partition_range_start"],
+        tags["dagster/asset_partition_range_end"],
+    } == {"e1", "e2"}
     # Acknowledged: nothing comes back, not even the refused message.
     time.sleep(1)
-    again = subscriber.pull(request={"subscription": subscription, "max_messages": 10, "return_immediately": True},
-                            timeout=10)
+    again = subscriber.pull(
+        request={"subscription": subscription, "max_messages": 10, "return_immediately": True},
+        timeout=10,
+    )
     assert list(again.received_messages) == []

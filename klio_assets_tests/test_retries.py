@@ -17,7 +17,9 @@ from klio_assets_tests import flaky_storage
 from klio_assets_tests.flaky_storage import HttpError
 
 
-def test_transient_errors_are_retried_and_permanent_ones_recorded_per_track(tmp_path, monkeypatch, catalog_tracks):
+def test_transient_errors_are_retried_and_permanent_ones_recorded_per_track(
+    tmp_path, monkeypatch, catalog_tracks
+):
     fs = flaky_storage.install(monkeypatch, [
         ("put", "/wav44.flac", lambda: ConnectionResetError("Connection reset by peer"), 2),
         ("put", "/flac48.flac", lambda: HttpError(429, "SlowDown: please reduce your request rate"), None),
@@ -33,7 +35,10 @@ def test_transient_errors_are_retried_and_permanent_ones_recorded_per_track(tmp_
     planned = plan_analyses([source_audio, downsampled_audio])
     plan = RunPlan(run_id="r", storage_root="memory://klio-out", analyses=planned,
                    selected=list(planned), lanes=2)  # fmt: skip
-    refs = [{"track_id": t, "uri": catalog_tracks[t].path} for t in ("wav44", "flac48", "ogg32", "broken")]
+    refs = [
+        {"track_id": t, "uri": catalog_tracks[t].path}
+        for t in ("wav44", "flac48", "ogg32", "broken")
+    ]
     refs.append({"track_id": "remote", "uri": "memory://klio-src/remote.wav"})
     options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_threading",
                                "--direct_num_workers=2"])  # fmt: skip
@@ -48,19 +53,37 @@ def test_transient_errors_are_retried_and_permanent_ones_recorded_per_track(tmp_
         return fs.calls[("put", fs._strip_protocol(uri))]
 
     status = {t: {n: r["status"] for n, r in a.items()} for t, a in results.items()}
-    assert status["wav44"] == status["remote"] == {"source_audio": "computed", "downsampled_audio": "computed"}
+    assert (
+        status["wav44"]
+        == status["remote"]
+        == {"source_audio": "computed", "downsampled_audio": "computed"}
+    )
     # throttled every time: a bounded number of tries, then the track fails saying so
     throttled = results["flac48"]["downsampled_audio"]
     assert throttled["status"] == "failed" and puts("flac48") == 5
-    assert throttled["reason"].startswith(f"track 'flac48': {catalog_tracks['flac48'].path}: upload memory://")
-    assert "429 SlowDown" in throttled["reason"] and "gave up after 5 attempts" in throttled["reason"]
+    assert throttled["reason"].startswith(
+        f"track 'flac48': {catalog_tracks['flac48'].path}: upload memory://"
+    )
+    assert (
+        "429 SlowDown" in throttled["reason"] and "gave up after 5 attempts" in throttled["reason"]
+    )
     # a permanent answer is not retried
     forbidden = results["ogg32"]["downsampled_audio"]
-    assert forbidden["status"] == "failed" and puts("ogg32") == 1 and "403 Forbidden" in forbidden["reason"]
+    assert (
+        forbidden["status"] == "failed"
+        and puts("ogg32") == 1
+        and "403 Forbidden" in forbidden["reason"]
+    )
     assert "attempts" not in forbidden["reason"]
-    assert results["flac48"]["source_audio"]["status"] == results["ogg32"]["source_audio"]["status"] == "computed"
+    assert (
+        results["flac48"]["source_audio"]["status"]
+        == results["ogg32"]["source_audio"]["status"]
+        == "computed"
+    )
     # bad audio is not a storage error: failed once, nothing uploaded, nothing retried
-    assert results["broken"]["source_audio"]["reason"].endswith("not audio: the file looks like text")
+    assert results["broken"]["source_audio"]["reason"].endswith(
+        "not audio: the file looks like text"
+    )
     assert puts("broken") == 0
     # two connection resets on an upload and two 503s on a source download, absorbed by retries
     assert puts("wav44") == 3
@@ -77,7 +100,7 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped(monkeypatch):
 
     try:
         retry_transient(always, what="read x", tries=6, base_delay=1.0, max_delay=8.0)
-    except Exception as exc:  # noqa: BLE001 - checked below
+    except Exception as exc:
         assert "gave up after 6 attempts" in str(exc)
     assert len(slept) == 5
     for attempt, delay in enumerate(slept):

@@ -22,8 +22,17 @@ from klio_assets.worker.storage import Storage
 from klio_assets_tests import synth
 
 ALL = [
-    "source_audio", "downsampled_audio", "loudness", "beats", "spectrogram", "mel_spectrogram", "mfcc",
-    "mel_spectrogram_plot", "waveform_plot", "stems", "fingerprint",
+    "source_audio",
+    "downsampled_audio",
+    "loudness",
+    "beats",
+    "spectrogram",
+    "mel_spectrogram",
+    "mfcc",
+    "mel_spectrogram_plot",
+    "waveform_plot",
+    "stems",
+    "fingerprint",
 ]
 
 
@@ -51,10 +60,13 @@ def evaluate(sensor_name, cursor=None, *, subscriber=None):
     settings = Settings.from_env()
     defs = build_definitions(settings)
     if subscriber is not None:
-        from klio_assets.analyses import load_analyses
         from klio_assets.sensors import build_automation
 
-        sensors, _ = build_automation(settings, load_analyses(), job_name=JOB_NAME, subscriber=subscriber)
+        from klio_assets.analyses import load_analyses
+
+        sensors, _ = build_automation(
+            settings, load_analyses(), job_name=JOB_NAME, subscriber=subscriber
+        )
         sensor = next(s for s in sensors if s.name == sensor_name)
     else:
         sensor = defs.resolve_sensor_def(sensor_name)
@@ -80,7 +92,11 @@ def test_landing_sensor_registers_new_files_and_requests_one_ranged_run(landing)
         time.sleep(0.01)
     result, instance = evaluate("landing_sensor")
     assert registered(instance) == ["b", "a", "c"]  # arrival order, one batch
-    assert set(get_catalog(Settings.from_env().catalog_url).resolve(["a", "b", "c"])) == {"a", "b", "c"}
+    assert set(get_catalog(Settings.from_env().catalog_url).resolve(["a", "b", "c"])) == {
+        "a",
+        "b",
+        "c",
+    }
     assert ranges_of(result) == [("b", "c")]  # one run (one Beam job) for the tick's batch
     request = result.run_requests[0]
     assert [k.to_user_string() for k in request.asset_selection] == ALL  # fused: the whole graph
@@ -98,7 +114,10 @@ def test_landing_sensor_cursor_survives_restart_without_loss_or_double(landing):
     second, _ = evaluate("landing_sensor", first.cursor)
     assert ranges_of(second) == [("moved", "two")]
     third, _ = evaluate("landing_sensor", second.cursor)
-    assert third.run_requests == [] and json.loads(third.cursor)["after"] == json.loads(second.cursor)["after"]
+    assert (
+        third.run_requests == []
+        and json.loads(third.cursor)["after"] == json.loads(second.cursor)["after"]
+    )
     assert registered(instance) == ["one", "moved", "two"]  # none lost, none twice
 
 
@@ -112,9 +131,14 @@ def test_landing_sensor_caps_first_tick(landing, monkeypatch):
         result, instance = evaluate("landing_sensor", cursor)
         cursor = result.cursor
         assert registered(instance) == expected
-        assert ranges_of(result) == [(expected[-2] if len(expected) % 2 == 0 else expected[-1], expected[-1])]
+        assert ranges_of(result) == [
+            (expected[-2] if len(expected) % 2 == 0 else expected[-1], expected[-1])
+        ]
     result, _ = evaluate("landing_sensor", cursor)
-    assert result.run_requests == [] and json.loads(result.cursor)["after"] == json.loads(cursor)["after"]
+    assert (
+        result.run_requests == []
+        and json.loads(result.cursor)["after"] == json.loads(cursor)["after"]
+    )
 
 
 def test_landing_listing_derives_ids_only_for_the_files_it_takes(landing, monkeypatch):
@@ -124,13 +148,20 @@ def test_landing_listing_derives_ids_only_for_the_files_it_takes(landing, monkey
     time.sleep(CLOCK_MARGIN_S + 0.05)
     named = []
     derive = landing_module.track_id_from_name
-    monkeypatch.setattr(landing_module, "track_id_from_name", lambda name: named.append(name) or derive(name))
+    monkeypatch.setattr(
+        landing_module, "track_id_from_name", lambda name: named.append(name) or derive(name)
+    )
     listing = landing_module.scan_landing(landing, settle_s=0, max_files=2)
     assert [f.track_id for f in listing.files] == ["t0", "t1"]
-    assert listing.pending == 5 and named == ["t0.wav", "t1.wav"]  # a backlog is not named every tick
+    assert listing.pending == 5 and named == [
+        "t0.wav",
+        "t1.wav",
+    ]  # a backlog is not named every tick
 
 
-def test_landing_sensor_skips_unchanged_folders_and_still_finds_every_new_file(landing, monkeypatch):
+def test_landing_sensor_skips_unchanged_folders_and_still_finds_every_new_file(
+    landing, monkeypatch
+):
     drop(os.path.join(landing, "sub"), "s1.wav")
     first, instance = evaluate("landing_sensor")
     scanned = []
@@ -152,11 +183,20 @@ def test_landing_sensor_skips_unchanged_folders_and_still_finds_every_new_file(l
     drop(os.path.join(outside, "disc1"), "deep.wav")
     os.rename(outside, os.path.join(landing, "album"))
     result, _ = evaluate("landing_sensor", idle.cursor)
-    assert sorted(k for r in result.run_requests for k in (
-        r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])) == [
-        "deep", "inplace"]
+    assert sorted(
+        k
+        for r in result.run_requests
+        for k in (
+            r.tags["dagster/asset_partition_range_start"],
+            r.tags["dagster/asset_partition_range_end"],
+        )
+    ) == ["deep", "inplace"]
     assert sorted(scanned) == sorted([".", "album", os.path.join("album", "disc1"), "sub"])
-    assert registered(instance) == ["s1", "inplace", "deep"] or registered(instance) == ["s1", "deep", "inplace"]
+    assert registered(instance) == ["s1", "inplace", "deep"] or registered(instance) == [
+        "s1",
+        "deep",
+        "inplace",
+    ]
 
 
 def test_landing_sensor_splits_runs_where_other_tracks_interleave(landing):
@@ -189,11 +229,19 @@ class FakeSubscriber:
         self.registered_at_ack: dict[str, str] = {}
 
     def pull(self, *, request, timeout=None):
-        batch, self.queue = self.queue[: request["max_messages"]], self.queue[request["max_messages"]:]
-        return SimpleNamespace(received_messages=[
-            SimpleNamespace(ack_id=f"ack-{i}-{len(self.queue)}", message=SimpleNamespace(data=data, attributes=attrs))
-            for i, (data, attrs) in enumerate(batch)
-        ])
+        batch, self.queue = (
+            self.queue[: request["max_messages"]],
+            self.queue[request["max_messages"] :],
+        )
+        return SimpleNamespace(
+            received_messages=[
+                SimpleNamespace(
+                    ack_id=f"ack-{i}-{len(self.queue)}",
+                    message=SimpleNamespace(data=data, attributes=attrs),
+                )
+                for i, (data, attrs) in enumerate(batch)
+            ]
+        )
 
     def acknowledge(self, *, request):
         self.registered_at_ack = get_catalog(self.catalog_url).resolve(["p1", "p2", "p3"])
@@ -216,9 +264,13 @@ def test_pubsub_messages_are_acknowledged_after_registration(landing, monkeypatc
     result, instance = evaluate("landing_sensor", subscriber=fake)
     assert registered(instance) == ["p1", "p2", "p3"]
     assert fake.registered_at_ack == {
-        "p1": "gs://bucket/in/p1.flac", "p2": "gs://bucket/in/p2.mp3", "p3": "gs://bucket/in/p3.wav",
+        "p1": "gs://bucket/in/p1.flac",
+        "p2": "gs://bucket/in/p2.mp3",
+        "p3": "gs://bucket/in/p3.wav",
     }
-    assert len(fake.acked) == 4  # the unknown ID is refused for good (and logged), not redelivered forever
+    assert (
+        len(fake.acked) == 4
+    )  # the unknown ID is refused for good (and logged), not redelivered forever
     assert ranges_of(result) == [("p1", "p3")]
 
 
@@ -246,16 +298,29 @@ def test_propagation_sensor_runs_descendants_of_an_upstream_only_run(home):
     register_tracks(instance, get_catalog(settings.catalog_url), discover([folder]).tracks)
     idle, _ = evaluate("propagation_sensor")  # first tick: starts after history
     storage = Storage(settings.storage)
-    assert launch.execute_range(instance, selected=["downsampled_audio"], track_ids=["u1", "u2"],
-                                storage=storage).success
-    assert launch.execute_range(instance, selected=["downsampled_audio"], track_ids=["u1", "u2"],
-                                storage=storage, dry_run=True).success
+    assert launch.execute_range(
+        instance, selected=["downsampled_audio"], track_ids=["u1", "u2"], storage=storage
+    ).success
+    assert launch.execute_range(
+        instance,
+        selected=["downsampled_audio"],
+        track_ids=["u1", "u2"],
+        storage=storage,
+        dry_run=True,
+    ).success
     result, _ = evaluate("propagation_sensor", idle.cursor)
     assert len(result.run_requests) == 1  # the dry run propagates nothing
     request = result.run_requests[0]
     assert ranges_of(result) == [("u1", "u2")]
     selected = {k.to_user_string() for k in request.asset_selection}
-    assert selected == {"beats", "spectrogram", "mel_spectrogram", "mfcc", "mel_spectrogram_plot", "waveform_plot"}
+    assert selected == {
+        "beats",
+        "spectrogram",
+        "mel_spectrogram",
+        "mfcc",
+        "mel_spectrogram_plot",
+        "waveform_plot",
+    }
     assert request.tags["klio/trigger"] == "propagation"
     again, _ = evaluate("propagation_sensor", result.cursor)
     assert again.run_requests == []

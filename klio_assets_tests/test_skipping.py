@@ -22,22 +22,42 @@ TRACKS = ("wav44", "flac48", "ogg32")
 
 def _run(home, *args, expect_code=0):
     """``klio-assets run downsampled_audio ARGS --json``, and whether it imported Dagster."""
-    out, done = cli_json("run", "downsampled_audio", *args, home=home, env={"PYTHONPROFILEIMPORTTIME": "1"},
-                         expect_code=expect_code)
-    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert "klio_assets.catalog" in imported  # the import trace works: its absence below means something
+    out, done = cli_json(
+        "run",
+        "downsampled_audio",
+        *args,
+        home=home,
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+        expect_code=expect_code,
+    )
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert (
+        "klio_assets.catalog" in imported
+    )  # the import trace works: its absence below means something
     return out, "dagster" in imported
 
 
-def test_rerun_answers_from_the_ledger_without_dagster_unless_it_may_be_wrong(tmp_path, catalog_tracks):
+def test_rerun_answers_from_the_ledger_without_dagster_unless_it_may_be_wrong(
+    tmp_path, catalog_tracks
+):
     folder = tmp_path / "library"
     folder.mkdir()
     for key in TRACKS:
-        shutil.copyfile(catalog_tracks[key].path, folder / os.path.basename(catalog_tracks[key].path))
+        shutil.copyfile(
+            catalog_tracks[key].path, folder / os.path.basename(catalog_tracks[key].path)
+        )
     home = str(tmp_path / "home")
     run_cli("add", str(folder), home=home, check=True)
     first, used_dagster = _run(home)
-    assert first["assets"]["downsampled_audio"] == {"computed": 3} and len(first["runs"]) == 1 and used_dagster
+    assert (
+        first["assets"]["downsampled_audio"] == {"computed": 3}
+        and len(first["runs"]) == 1
+        and used_dagster
+    )
 
     again, used_dagster = _run(home)
     assert not used_dagster
@@ -47,7 +67,11 @@ def test_rerun_answers_from_the_ledger_without_dagster_unless_it_may_be_wrong(tm
     chosen, used_dagster = _run(home, "--tracks", one)
     assert not used_dagster and chosen["already_materialized"] == {"downsampled_audio": [one]}
     checked, used_dagster = _run(home, "--tracks", one, "--check-dagster")
-    assert used_dagster and checked["runs"] == [] and checked["assets"]["downsampled_audio"] == {"skipped": 1}
+    assert (
+        used_dagster
+        and checked["runs"] == []
+        and checked["assets"]["downsampled_audio"] == {"skipped": 1}
+    )
 
     settings = Settings.from_env({"KLIO_ASSETS_HOME": home})
     catalog, storage = get_catalog(settings.catalog_url), Storage(settings.storage)
@@ -55,8 +79,12 @@ def test_rerun_answers_from_the_ledger_without_dagster_unless_it_may_be_wrong(tm
     current = plan_analyses(analyses, settings.params)
     assert all_done(catalog, storage, current, ["downsampled_audio"], None) is not None
     other_rate = plan_analyses(analyses, {"downsampled_audio": {"sample_rate": 16000}})
-    assert all_done(catalog, storage, other_rate, ["downsampled_audio"], None) is None  # a new version
-    assert all_done(catalog, storage, current, ["downsampled_audio"], [one, "not-registered"]) is None
+    assert (
+        all_done(catalog, storage, other_rate, ["downsampled_audio"], None) is None
+    )  # a new version
+    assert (
+        all_done(catalog, storage, current, ["downsampled_audio"], [one, "not-registered"]) is None
+    )
 
     os.remove(first["tracks"][victim]["downsampled_audio"]["uri"])
     redone, used_dagster = _run(home)
@@ -64,9 +92,15 @@ def test_rerun_answers_from_the_ledger_without_dagster_unless_it_may_be_wrong(tm
     assert redone["assets"]["downsampled_audio"] == {"computed": 1, "skipped": 2}
     assert list(redone["tracks"]) == [victim]
 
-    with sqlite3.connect(os.path.join(home, "catalog.db")) as db:  # a catalog from before the ledger
+    with sqlite3.connect(
+        os.path.join(home, "catalog.db")
+    ) as db:  # a catalog from before the ledger
         db.execute("DELETE FROM klio_materialized")
     refilled, used_dagster = _run(home)
-    assert used_dagster and refilled["runs"] == [] and refilled["assets"]["downsampled_audio"] == {"skipped": 3}
+    assert (
+        used_dagster
+        and refilled["runs"] == []
+        and refilled["assets"]["downsampled_audio"] == {"skipped": 3}
+    )
     fast, used_dagster = _run(home)  # the full check entered them in the ledger
     assert not used_dagster and fast["assets"]["downsampled_audio"] == {"skipped": 3}

@@ -14,13 +14,13 @@ vocals SDR 5.3 dB and accompaniment SDR 11.3 dB, against -1.0 / 5.1 dB for the t
 
 from __future__ import annotations
 
+import importlib
 import time
 
 import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-import importlib
 from klio_assets.analyses.stems import (
     StemsParams,
     _chunks,
@@ -259,6 +259,7 @@ def test_nn_median_takes_the_k_most_cosine_similar_frames_outside_the_width():
 
 def test_stft_istft_and_softmask_are_librosas():
     import librosa
+
     rng = np.random.default_rng(4)
     y = (rng.standard_normal((2, 3 * SR + 123)) * 0.1).astype(np.float32)
     spec = _stft(y, n_fft=2048, hop_length=512)

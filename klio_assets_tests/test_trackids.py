@@ -48,7 +48,7 @@ def test_non_string_track_id_is_refused():
         ("Sonate für Klavier (Live).flac", "Sonate-fur-Klavier-Live"),
         ("a..b.ogg", "a.b"),
         ("..hidden.wav", "hidden"),
-        ("it's \"quoted\".wav", "it-s-quoted"),
+        ('it\'s "quoted".wav', "it-s-quoted"),
     ],
 )
 def test_track_id_from_file_name_is_made_safe(name, expected):

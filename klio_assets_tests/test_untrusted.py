@@ -59,7 +59,9 @@ def catalog(tmp_path):
         ("t", ["audio/a.wav"], UnsafePathError, "must be a string"),
     ],
 )
-def test_bad_track_ids_and_sources_are_refused_with_a_clear_error(catalog, raw_id, raw_path, error, says):
+def test_bad_track_ids_and_sources_are_refused_with_a_clear_error(
+    catalog, raw_id, raw_path, error, says
+):
     base, _ = catalog
     with pytest.raises(error, match=says.replace("(", r"\(").replace("[", r"\[")):
         check_track_source(raw_id, raw_path, base=str(base))
@@ -67,8 +69,14 @@ def test_bad_track_ids_and_sources_are_refused_with_a_clear_error(catalog, raw_i
 
 def test_good_sources_are_accepted_and_symlinks_only_into_allowed_roots(catalog):
     base, outside = catalog
-    assert check_track_source(" t1 ", "audio/a.wav", base=str(base)) == ("t1", str(base / "audio" / "a.wav"))
-    assert check_track_source("t2", "gs://bucket/x y.mp3", base=str(base)) == ("t2", "gs://bucket/x y.mp3")
+    assert check_track_source(" t1 ", "audio/a.wav", base=str(base)) == (
+        "t1",
+        str(base / "audio" / "a.wav"),
+    )
+    assert check_track_source("t2", "gs://bucket/x y.mp3", base=str(base)) == (
+        "t2",
+        "gs://bucket/x y.mp3",
+    )
     linked = check_track_source("t3", "audio/link.wav", base=str(base), roots=[str(outside)])
     assert linked == ("t3", str(base / "audio" / "link.wav"))  # allowed when configured
 
@@ -105,10 +113,22 @@ def test_pubsub_style_messages_are_validated(catalog):
         (b'{"track_id": "t1"}', ParameterError, "JSON object with 'track_id' and 'uri'"),
         (b'{"track_id": "../t", "uri": "gs://b/x"}', TrackIdError, "is not valid"),
         (b'{"track_id": "t", "uri": "audio/a.wav"}', UnsafePathError, "must be absolute"),
-        (f'{{"track_id": "t", "uri": "{outside}/secret.wav"}}'.encode(), UnsafePathError, "leads outside"),
-        (f'{{"track_id": "t", "uri": "{base}/audio/link.wav"}}'.encode(), UnsafePathError, "leads outside"),
+        (
+            f'{{"track_id": "t", "uri": "{outside}/secret.wav"}}'.encode(),
+            UnsafePathError,
+            "leads outside",
+        ),
+        (
+            f'{{"track_id": "t", "uri": "{base}/audio/link.wav"}}'.encode(),
+            UnsafePathError,
+            "leads outside",
+        ),
         (b'{"track_id": "t", "uri": "ftp://h/x"}', UnsafePathError, "URI scheme"),
-        (b'{"track_id": "t", "uri": "' + b"x" * MAX_MESSAGE_BYTES + b'"}', ParameterError, "over the limit"),
+        (
+            b'{"track_id": "t", "uri": "' + b"x" * MAX_MESSAGE_BYTES + b'"}',
+            ParameterError,
+            "over the limit",
+        ),
     ]
     for data, error, says in bad:
         with pytest.raises(error, match=says):
@@ -139,7 +159,10 @@ def test_a_pickle_planted_as_a_stored_output_is_never_unpickled(tmp_path, catalo
     with open(planted, "wb") as fh:  # a valid .npy header whose data is a pickle
         np.save(fh, np.array([_Payload(marker)], dtype=object), allow_pickle=True)
 
-    for selected in (["total_energy"], ["frame_energy"]):  # read as an upstream; described as skipped
+    for selected in (
+        ["total_energy"],
+        ["frame_energy"],
+    ):  # read as an upstream; described as skipped
         plan = RunPlan(run_id="r", storage_root=root, analyses=planned, selected=selected)
         with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
             build_pipeline(pipeline, plan, [{"track_id": track.track_id, "uri": track.path}])
@@ -160,12 +183,22 @@ def test_package_code_never_loads_pickles():
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
-                if any(n and n.split(".")[0] in ("pickle", "dill", "joblib", "shelve", "cloudpickle") for n in names):
+                names = [a.name for a in node.names] + (
+                    [node.module] if isinstance(node, ast.ImportFrom) else []
+                )
+                if any(
+                    n and n.split(".")[0] in ("pickle", "dill", "joblib", "shelve", "cloudpickle")
+                    for n in names
+                ):
                     offenders.append(f"{path.name}:{node.lineno} imports a pickle library")
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "load" and \
                     getattr(node.func.value, "id", None) in ("np", "numpy"):  # fmt: skip
                 kw = {k.arg: k.value for k in node.keywords}
-                if not (isinstance(kw.get("allow_pickle"), ast.Constant) and kw["allow_pickle"].value is False):
-                    offenders.append(f"{path.name}:{node.lineno} np.load without allow_pickle=False")
+                if not (
+                    isinstance(kw.get("allow_pickle"), ast.Constant)
+                    and kw["allow_pickle"].value is False
+                ):
+                    offenders.append(
+                        f"{path.name}:{node.lineno} np.load without allow_pickle=False"
+                    )
     assert offenders == []

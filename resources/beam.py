@@ -224,7 +224,9 @@ class BeamJob:
                     self.finished = time.monotonic()
                     self._cpu_finished = time.process_time()
 
-            self._thread = threading.Thread(target=run_local, name=f"beam-{self.job_name}", daemon=True)
+            self._thread = threading.Thread(
+                target=run_local, name=f"beam-{self.job_name}", daemon=True
+            )
             self._thread.start()
         else:
             self.result = self.pipeline.run()
@@ -294,7 +296,9 @@ class BeamJob:
             try:
                 self.result.cancel()
             except Exception as exc:  # best effort while the Dagster run is being torn down
-                raise BeamJobError(f"could not cancel Beam job {self.job_id}: {exc}", job_id=self.job_id) from exc
+                raise BeamJobError(
+                    f"could not cancel Beam job {self.job_id}: {exc}", job_id=self.job_id
+                ) from exc
 
 
 class BeamRunnerResource(dg.ConfigurableResource):

@@ -16,7 +16,9 @@ class StorageResource(dg.ConfigurableResource):
     Layout: ``<root>/<analysis>/v<version>/<shard>/<track_id>.<ext>``; writes are atomic.
     """
 
-    root: str = Field(description="Output root: a folder, gs://bucket/prefix or s3://bucket/prefix.")
+    root: str = Field(
+        description="Output root: a folder, gs://bucket/prefix or s3://bucket/prefix."
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="fsspec storage options for remote roots (credentials, emulator endpoint).",

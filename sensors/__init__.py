@@ -69,9 +69,15 @@ def build_automation(
     names = list(planned)  # topological order
     unknown = [a for a in settings.auto_analyses if a not in graph]
     if unknown:
-        raise ParameterError(f"KLIO_ASSETS_AUTO_ANALYSES names unknown analyses {unknown}; known: {names}")
+        raise ParameterError(
+            f"KLIO_ASSETS_AUTO_ANALYSES names unknown analyses {unknown}; known: {names}"
+        )
     # An analysis runs with what it needs: asking for `beats` brings `downsampled_audio`.
-    wanted = set(settings.auto_analyses) | ancestors(graph, settings.auto_analyses) if settings.auto_analyses else set(names)
+    wanted = (
+        set(settings.auto_analyses) | ancestors(graph, settings.auto_analyses)
+        if settings.auto_analyses
+        else set(names)
+    )
     selected = [n for n in names if n in wanted]
 
     def catalog():
@@ -86,7 +92,11 @@ def build_automation(
         default_status=_status(settings, dg.DefaultSensorStatus),
         description=(
             f"New audio in {settings.landing or '(no folder)'}"
-            + (f" and Pub/Sub {settings.landing_subscription}" if settings.landing_subscription else "")
+            + (
+                f" and Pub/Sub {settings.landing_subscription}"
+                if settings.landing_subscription
+                else ""
+            )
             + f": registers up to {settings.landing_max_tracks} tracks per tick and runs "
             + f"{', '.join(selected)} for them in one run per contiguous range."
         ),
@@ -116,7 +126,9 @@ def build_automation(
             )
         cursor = tick.cursor or context.cursor
         return dg.SensorResult(
-            run_requests=run_requests(tick.ranges, selected=selected, trigger="landing", key_prefix="landing"),
+            run_requests=run_requests(
+                tick.ranges, selected=selected, trigger="landing", key_prefix="landing"
+            ),
             cursor=cursor,
         )
 
@@ -131,7 +143,11 @@ def build_automation(
         from klio_assets.propagation import propagation_run_requests, propagation_tick  # noqa: PLC0415
 
         tick = propagation_tick(
-            context.instance, catalog(), cursor=context.cursor, graph=graph, allowed=selected,
+            context.instance,
+            catalog(),
+            cursor=context.cursor,
+            graph=graph,
+            allowed=selected,
             batch_size=settings.batch_size,
         )
         for request in tick.requests:
@@ -159,10 +175,18 @@ def build_automation(
         tick = context.scheduled_execution_time.isoformat()
         track_catalog = catalog()
         plan = plan_backfill(
-            context.instance, track_catalog, Storage(settings.storage), planned=planned, selected=selected,
-            batch_size=settings.batch_size, max_runs=settings.backfill_max_runs, tick=tick,
+            context.instance,
+            track_catalog,
+            Storage(settings.storage),
+            planned=planned,
+            selected=selected,
+            batch_size=settings.batch_size,
+            max_runs=settings.backfill_max_runs,
+            tick=tick,
         )
-        context.log.info(f"backfill: {plan.reasons}; {len(plan.runs)} run(s), {plan.deferred_runs} deferred")
+        context.log.info(
+            f"backfill: {plan.reasons}; {len(plan.runs)} run(s), {plan.deferred_runs} deferred"
+        )
         track_catalog.set_state(STATE_KEY, plan.state)
         requests = backfill_run_requests(plan, tick=tick)
         return requests or dg.SkipReason(f"nothing to backfill: {plan.reasons}")

@@ -93,7 +93,11 @@ def _feed_fpcalc(
     fed = 0
     broken_pipe = False
     proc = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, start_new_session=True
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        start_new_session=True,
     )
     # A stalled fpcalc would block the write below forever: kill it at the deadline.
     watchdog = threading.Timer(_FPCALC_TIMEOUT_S, audio_io.kill_process_group, args=(proc,))

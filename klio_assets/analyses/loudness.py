@@ -58,7 +58,9 @@ def measure_loudness(audio: AudioStream) -> dict:
     import pyebur128  # noqa: PLC0415 - keeps `import klio_assets.analyses` light
 
     if audio.sample_rate < 8000:
-        raise ParameterError(f"loudness needs a sample rate of at least 8000 Hz, got {audio.sample_rate}")
+        raise ParameterError(
+            f"loudness needs a sample rate of at least 8000 Hz, got {audio.sample_rate}"
+        )
     modes = pyebur128.MeasurementMode
     state = pyebur128.R128State(
         audio.channels, audio.sample_rate, modes.MODE_I | modes.MODE_LRA | modes.MODE_SAMPLE_PEAK
@@ -85,7 +87,9 @@ def measure_loudness(audio: AudioStream) -> dict:
     tail = oversampler.resample_chunk(np.zeros((0, audio.channels), np.float32), last=True)
     if tail.size:
         true_peak = max(true_peak, float(np.abs(tail).max()))
-    sample_peak = max((pyebur128.get_sample_peak(state, c) for c in range(audio.channels)), default=0.0)
+    sample_peak = max(
+        (pyebur128.get_sample_peak(state, c) for c in range(audio.channels)), default=0.0
+    )
     true_peak = max(true_peak, sample_peak)  # oversampling can only find higher peaks
     integrated = pyebur128.get_loudness_global(state) if audio.frames else -math.inf
     lra = pyebur128.get_loudness_range(state)
@@ -105,5 +109,7 @@ def loudness(audio: AudioStream) -> Result:
     """EBU R128 integrated loudness (LUFS), loudness range (LU), sample peak (dBFS) and true
     peak (dBTP) of the source at its native rate, decoded once and measured block by block."""
     figures = measure_loudness(audio)
-    note = {} if figures["loudness_lufs"] is not None else {"note": "silent: no integrated loudness"}
+    note = (
+        {} if figures["loudness_lufs"] is not None else {"note": "silent: no integrated loudness"}
+    )
     return Result({**figures, **note})

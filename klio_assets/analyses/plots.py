@@ -76,7 +76,11 @@ def mel_spectrogram_plot(mel: np.ndarray, params: PlotParams, track: TrackContex
     frames = mel.shape[-1]
     duration = _duration(track, float(frames))
     image = axes.imshow(
-        _pool_columns(np.asarray(mel, dtype=np.float32), params.width_px), origin="lower", aspect="auto", cmap="magma", extent=(0.0, duration, 0, mel.shape[0]),
+        _pool_columns(np.asarray(mel, dtype=np.float32), params.width_px),
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        extent=(0.0, duration, 0, mel.shape[0]),
         interpolation="nearest",
     )
     axes.set_xlabel("time (s)", fontsize=8)

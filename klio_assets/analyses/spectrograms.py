@@ -24,7 +24,9 @@ class StftParams(BaseModel):
 
     n_fft: int = Field(2048, ge=16, le=65536, description="FFT size, in samples.")
     hop_length: int = Field(512, ge=1, le=65536, description="Hop between frames, in samples.")
-    top_db: float | None = Field(80.0, gt=0, description="Floor at this many dB below the peak (None: no floor).")
+    top_db: float | None = Field(
+        80.0, gt=0, description="Floor at this many dB below the peak (None: no floor)."
+    )
 
     @model_validator(mode="after")
     def _hop_fits(self) -> StftParams:
@@ -106,5 +108,10 @@ def mfcc(mel: np.ndarray, params: MfccParams) -> Result:
     """Mel-frequency cepstral coefficients, ``(n_mfcc, frames)`` float32: the type-II
     orthonormal DCT of the mel spectrogram in dB, as ``librosa.feature.mfcc`` computes them."""
     lr = librosa()
-    array = lr.feature.mfcc(S=np.asarray(mel, dtype=np.float32), n_mfcc=params.n_mfcc).astype(np.float32)
-    return Result(array, {**params.model_dump(), "frames": int(array.shape[-1]), "units": "cepstral coefficients"})
+    array = lr.feature.mfcc(S=np.asarray(mel, dtype=np.float32), n_mfcc=params.n_mfcc).astype(
+        np.float32
+    )
+    return Result(
+        array,
+        {**params.model_dump(), "frames": int(array.shape[-1]), "units": "cepstral coefficients"},
+    )

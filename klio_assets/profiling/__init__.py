@@ -102,7 +102,9 @@ class Target:
     registered: bool = True
 
 
-def resolve_targets(settings: Settings, track_ids: Sequence[str], files: Sequence[str] = ()) -> list[Target]:
+def resolve_targets(
+    settings: Settings, track_ids: Sequence[str], files: Sequence[str] = ()
+) -> list[Target]:
     """The tracks to profile: registered IDs looked up in the catalog, local files as given.
 
     Parameters
@@ -130,13 +132,15 @@ def resolve_targets(settings: Settings, track_ids: Sequence[str], files: Sequenc
         url = settings.catalog_url
         if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
             raise CatalogError(
-                f"no track catalog at {url[len('sqlite:///'):]}: register tracks with "
+                f"no track catalog at {url[len('sqlite:///') :]}: register tracks with "
                 "`klio-assets add`, or profile local files with --file"
             )
         uris = get_catalog(url).resolve(ids)
         unknown = [t for t in ids if t not in uris]
         if unknown:
-            raise CatalogError(f"tracks not registered: {', '.join(unknown)} (klio-assets add registers them)")
+            raise CatalogError(
+                f"tracks not registered: {', '.join(unknown)} (klio-assets add registers them)"
+            )
         targets.extend(Target(t, uris[t]) for t in ids)
     for given in dict.fromkeys(files):
         if "://" in given:
@@ -167,7 +171,11 @@ def decode_limits(settings: Settings) -> dict[str, Any]:
                 value = options[i + 1]
             field_name = _LIMIT_OPTIONS[name]
             try:
-                limits[field_name] = int(value) if field_name in ("max_channels", "max_sample_rate") else float(value)
+                limits[field_name] = (
+                    int(value)
+                    if field_name in ("max_channels", "max_sample_rate")
+                    else float(value)
+                )
             except ValueError as exc:
                 raise ParameterError(f"Beam option --{name}={value!r} is not a number") from exc
     return limits
@@ -252,7 +260,9 @@ def write_warmup_clip(path: str, seconds: float = WARMUP_SECONDS) -> str:
     """
     rate = 44100
     t = np.arange(int(seconds * rate)) / rate
-    y = 0.2 * np.sin(2 * np.pi * 220.0 * t) + 0.01 * np.random.default_rng(0).standard_normal(len(t))
+    y = 0.2 * np.sin(2 * np.pi * 220.0 * t) + 0.01 * np.random.default_rng(0).standard_normal(
+        len(t)
+    )
     clicks = (t % 0.5) < 0.01
     y[clicks] += 0.5 * np.sin(2 * np.pi * 2000.0 * t[clicks])
     frames = np.stack([y, y * 0.9], axis=1).astype(np.float32)
@@ -355,8 +365,12 @@ class Profiler:
             figures = upstream[name] = self._step(name, target)
             if figures.status != COMPUTED:
                 return upstream, StepFigures(
-                    status=FAILED, reason=f"upstream {name!r} failed: {figures.reason}", audio_s=figures.audio_s,
-                    wall_s=None, cpu_s=None, child_cpu_s=None,
+                    status=FAILED,
+                    reason=f"upstream {name!r} failed: {figures.reason}",
+                    audio_s=figures.audio_s,
+                    wall_s=None,
+                    cpu_s=None,
+                    child_cpu_s=None,
                 )
         return upstream, self._step(self.asset, target)
 
@@ -395,7 +409,11 @@ class Profiler:
             while own.status == COMPUTED and len(runs) < repeat and runs[-1].status == COMPUTED:
                 runs.append(self._step(self.asset, target))
             failed = [r for r in runs if r.status != COMPUTED]
-            chosen = failed[0] if failed else sorted(runs, key=lambda r: r.wall_s or 0.0)[(len(runs) - 1) // 2]
+            chosen = (
+                failed[0]
+                if failed
+                else sorted(runs, key=lambda r: r.wall_s or 0.0)[(len(runs) - 1) // 2]
+            )
             out[target.track_id] = {
                 "uri": target.uri,
                 "registered": target.registered,
@@ -412,7 +430,9 @@ class Profiler:
             self._step(self.asset, target)
         return len(targets)
 
-    def profile_functions(self, targets: Sequence[Target], *, top: int, output: str | None = None) -> dict[str, Any]:
+    def profile_functions(
+        self, targets: Sequence[Target], *, top: int, output: str | None = None
+    ) -> dict[str, Any]:
         """cProfile over the analysis function on ``targets``: the ``top`` by cumulative time."""
         profiler = cProfile.Profile()
         self._rerun(targets, ProfiledFunction(self.analysis.fn, profiler.enable, profiler.disable))
@@ -435,7 +455,9 @@ class Profiler:
         for value in vars(module).values() if module else ():
             if inspect.isfunction(value) and value.__module__ == fn.__module__ and value is not fn:
                 profiler.add_function(value)
-        self._rerun(targets, ProfiledFunction(fn, profiler.enable_by_count, profiler.disable_by_count))
+        self._rerun(
+            targets, ProfiledFunction(fn, profiler.enable_by_count, profiler.disable_by_count)
+        )
         return line_table(profiler.get_stats(), tracks=len(targets))
 
 
@@ -489,7 +511,9 @@ def profile_analysis(
     if top < 1 or repeat < 1:
         raise ParameterError(f"top={top} and repeat={repeat} must be at least 1")
     if lines and importlib.util.find_spec("line_profiler") is None:
-        raise ParameterError("a per-line profile needs line_profiler: pip install 'klio-assets[profile]'")
+        raise ParameterError(
+            "a per-line profile needs line_profiler: pip install 'klio-assets[profile]'"
+        )
     if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         raise ParameterError(f"cannot write the profile to {output}: its folder does not exist")
     say = on_progress or (lambda _message: None)

@@ -21,9 +21,6 @@ SAMPLE_INTERVAL_S = 0.005
 _MB = 1024 * 1024
 
 
-
-
-
 def cpu_seconds() -> tuple[float, float]:
     """CPU seconds of this process and of its ended children."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -202,7 +199,12 @@ class StepFigures:
     def to_dict(self) -> dict[str, Any]:
         """Rounded figures, plus ``framework_*`` and ``x_realtime*`` where they apply (else null)."""
         framework_wall = framework_cpu = x_realtime = x_realtime_cpu = None
-        wall, cpu, fn_wall, fn_cpu = self.wall_s, self.cpu_s, self.function_wall_s, self.function_cpu_s
+        wall, cpu, fn_wall, fn_cpu = (
+            self.wall_s,
+            self.cpu_s,
+            self.function_wall_s,
+            self.function_cpu_s,
+        )
         if wall is not None and fn_wall is not None:
             framework_wall = max(0.0, wall - fn_wall)
         if cpu is not None and fn_cpu is not None:

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def top_functions(stats: pstats.Stats, fn: Callable[..., Any], *, top: int, tracks: int) -> dict[str, Any]:
+def top_functions(
+    stats: pstats.Stats, fn: Callable[..., Any], *, top: int, tracks: int
+) -> dict[str, Any]:
     code = fn.__code__
     rows = []
     function_s = 0.0
@@ -17,15 +19,17 @@ def top_functions(stats: pstats.Stats, fn: Callable[..., Any], *, top: int, trac
             continue  # the profiler switching itself off
         if filename == code.co_filename and line == code.co_firstlineno and name == code.co_name:
             function_s = ct
-        rows.append({
-            "function": name,
-            "file": filename,
-            "line": line,
-            "calls": nc,
-            "primitive_calls": cc,
-            "own_s": round(tt, 6),
-            "cumulative_s": round(ct, 6),
-        })
+        rows.append(
+            {
+                "function": name,
+                "file": filename,
+                "line": line,
+                "calls": nc,
+                "primitive_calls": cc,
+                "own_s": round(tt, 6),
+                "cumulative_s": round(ct, 6),
+            }
+        )
     rows.sort(key=lambda r: (-r["cumulative_s"], -r["own_s"]))
     return {
         "profiler": "cProfile",
@@ -54,7 +58,14 @@ def line_table(stats: Any, *, tracks: int) -> dict[str, Any]:
             }
             for lineno, hits, t in sorted(timings)
         ]
-        functions.append({"function": name, "file": filename, "line": first_line, "total_s": round(total, 6),
-                          "lines": lines})
+        functions.append(
+            {
+                "function": name,
+                "file": filename,
+                "line": first_line,
+                "total_s": round(total, 6),
+                "lines": lines,
+            }
+        )
     functions.sort(key=lambda f: -f["total_s"])
     return {"profiler": "line_profiler", "clock": "wall", "tracks": tracks, "functions": functions}

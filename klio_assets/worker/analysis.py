@@ -276,7 +276,9 @@ class Analysis:
         """The parameters with per-deployment ``overrides`` applied (validated)."""
         if self.params_model is None:
             if overrides:
-                raise ParameterError(f"analysis {self.name!r} takes no parameters, got {dict(overrides)}")
+                raise ParameterError(
+                    f"analysis {self.name!r} takes no parameters, got {dict(overrides)}"
+                )
             return None
         try:
             return self.params_model(**dict(overrides or {}))
@@ -362,7 +364,9 @@ def analysis(
                 f"analysis name {analysis_name!r} must be lowercase letters, digits and '_'"
             )
         if not code_version or "/" in code_version or not code_version.isprintable():
-            raise ParameterError(f"analysis {analysis_name!r}: code_version {code_version!r} is not valid")
+            raise ParameterError(
+                f"analysis {analysis_name!r}: code_version {code_version!r} is not valid"
+            )
         signature = inspect.signature(fn)
         accepted = set(signature.parameters)
         takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())

@@ -156,13 +156,17 @@ def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = N
             frames=int(raw.frames),
             # ffmpeg decodes Opus ~1.5x faster than libsndfile 1.2.2, which also stops with
             # "file is malformed" in the middle of some valid Opus streams.
-            decoder="ffmpeg" if raw.subtype in FFMPEG_PREFERRED and ffmpeg_available() else "soundfile",
+            decoder="ffmpeg"
+            if raw.subtype in FFMPEG_PREFERRED and ffmpeg_available()
+            else "soundfile",
         )
     except sf.LibsndfileError as exc:
         sndfile_problem = _sndfile_problem(exc)
         looks_like = _sniff(path)
         if looks_like:
-            raise DecodeError(track_id, uri, f"not audio: the file looks like {looks_like}") from exc
+            raise DecodeError(
+                track_id, uri, f"not audio: the file looks like {looks_like}"
+            ) from exc
         if not ffmpeg_available():
             raise DecodeError(
                 track_id,
@@ -171,7 +175,11 @@ def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = N
                 "ffmpeg, which is not installed (apt-get install ffmpeg)",
             ) from exc
         info = _ffprobe(
-            path, track_id=track_id, uri=uri, sndfile_problem=sndfile_problem, timeout_s=limits.timeout_s
+            path,
+            track_id=track_id,
+            uri=uri,
+            sndfile_problem=sndfile_problem,
+            timeout_s=limits.timeout_s,
         )
     if info.container in ("WAV", "WAVEX"):
         announced = _riff_announced_frames(path)
@@ -263,7 +271,11 @@ def run_bounded(cmd: list[str], *, timeout_s: float) -> tuple[int, bytes, bytes]
         The command was still running after ``timeout_s`` seconds (it has been killed).
     """
     proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         out, err = proc.communicate(timeout=timeout_s)
@@ -286,7 +298,9 @@ def kill_process_group(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def _ffprobe(path: str, *, track_id: str, uri: str, sndfile_problem: str, timeout_s: float) -> SourceInfo:
+def _ffprobe(
+    path: str, *, track_id: str, uri: str, sndfile_problem: str, timeout_s: float
+) -> SourceInfo:
     cmd = [
         "ffprobe", "-v", "error", "-select_streams", "a:0",
         "-show_entries", "stream=codec_name,sample_rate,channels,duration:format=format_name,duration",
@@ -296,7 +310,9 @@ def _ffprobe(path: str, *, track_id: str, uri: str, sndfile_problem: str, timeou
         returncode, stdout, stderr = run_bounded(cmd, timeout_s=timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise DecodeTimeoutError(
-            track_id, uri, f"ffprobe did not answer within {timeout_s:g} s and was stopped (timeout_s)"
+            track_id,
+            uri,
+            f"ffprobe did not answer within {timeout_s:g} s and was stopped (timeout_s)",
         ) from exc
     problem = stderr.decode(errors="replace").strip().splitlines()
     try:
@@ -307,7 +323,9 @@ def _ffprobe(path: str, *, track_id: str, uri: str, sndfile_problem: str, timeou
     if returncode != 0 or not streams:
         why = problem[-1] if problem else "no audio stream found"
         raise DecodeError(
-            track_id, uri, f"not a readable audio file (libsndfile: {sndfile_problem}; ffmpeg: {why})"
+            track_id,
+            uri,
+            f"not a readable audio file (libsndfile: {sndfile_problem}; ffmpeg: {why})",
         )
     stream = streams[0]
     fmt = data.get("format") or {}
@@ -469,7 +487,11 @@ class SourceDecoder:
         # stderr goes to a file so that a chatty ffmpeg cannot block on a full pipe.
         errfile = tempfile.TemporaryFile()
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile, start_new_session=True
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errfile,
+            start_new_session=True,
         )
 
         def expire() -> None:
@@ -583,7 +605,9 @@ def convert_blocks(
             held = y if y.ndim == 2 else y[:, None]
     if stream is None:
         return
-    tail = stream.resample_chunk(np.zeros((0, channels) if channels > 1 else 0, np.float32), last=True)
+    tail = stream.resample_chunk(
+        np.zeros((0, channels) if channels > 1 else 0, np.float32), last=True
+    )
     if tail.ndim == 1:
         tail = tail[:, None]
     last = tail if held is None else np.concatenate([held, tail])
@@ -632,7 +656,9 @@ def write_audio(
 
 
 @contextlib.contextmanager
-def open_audio_blocks(path: str, *, block_frames: int = BLOCK_FRAMES) -> Iterator[tuple[int, int, Iterator[np.ndarray]]]:
+def open_audio_blocks(
+    path: str, *, block_frames: int = BLOCK_FRAMES
+) -> Iterator[tuple[int, int, Iterator[np.ndarray]]]:
     """Open an audio file written by klio-assets: ``(sample_rate, channels, blocks)``."""
     with sf.SoundFile(path) as fh:
 

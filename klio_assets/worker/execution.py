@@ -159,7 +159,9 @@ class Engine:
         self.storage = Storage(plan.storage_root, plan.storage_options)
         self.layout = Layout(self.storage)
         self.limits = plan.decode_limits()
-        self.analyses: dict[str, Analysis] = {n: import_analysis(p) for n, p in plan.analyses.items()}
+        self.analyses: dict[str, Analysis] = {
+            n: import_analysis(p) for n, p in plan.analyses.items()
+        }
         self.params = {n: self.analyses[n].params(p.params) for n, p in plan.analyses.items()}
         self.inputs = {
             n: {k: a.resolve_input(spec, self.params[n]) for k, spec in a.inputs.items()}
@@ -253,8 +255,14 @@ class Engine:
                     data = self.storage.read_json(probe_uri)
                     return {k: data[k] for k in ("duration_s", "sample_rate", "channels")}
         with open_source(task["uri"], self.plan.source_options) as path:
-            info = audio_io.probe(path, track_id=task["track_id"], uri=task["uri"], limits=self.limits)
-        return {"duration_s": info.duration_s, "sample_rate": info.sample_rate, "channels": info.channels}
+            info = audio_io.probe(
+                path, track_id=task["track_id"], uri=task["uri"], limits=self.limits
+            )
+        return {
+            "duration_s": info.duration_s,
+            "sample_rate": info.sample_rate,
+            "channels": info.channels,
+        }
 
     # -- stage 2: compute, once per content ------------------------------------------------------
 
@@ -270,13 +278,17 @@ class Engine:
             self._analyze_representative(rep)
         except Exception as exc:  # defensive: a bug here must not cost the whole bundle
             for name in rep["pending"]:
-                rep["analyses"].setdefault(name, _failed(_reason(exc, rep["track_id"], rep["uri"], name)))
+                rep["analyses"].setdefault(
+                    name, _failed(_reason(exc, rep["track_id"], rep["uri"], name))
+                )
         for dup in tasks[1:]:
             try:
                 self._share_from(rep, dup)
             except Exception as exc:
                 for name in dup["pending"]:
-                    dup["analyses"].setdefault(name, _failed(_reason(exc, dup["track_id"], dup["uri"], name)))
+                    dup["analyses"].setdefault(
+                        name, _failed(_reason(exc, dup["track_id"], dup["uri"], name))
+                    )
         for task in tasks:
             self._describe_skipped(task)
         return [_track_result(t) for t in tasks]
@@ -404,12 +416,15 @@ class Engine:
                 return source_path[0]
 
             while remaining:
-                wave = [n for n in remaining if not set(self.analyses[n].upstreams) & set(remaining)]
+                wave = [
+                    n for n in remaining if not set(self.analyses[n].upstreams) & set(remaining)
+                ]
                 remaining = [n for n in remaining if n not in wave]
                 runnable = []
                 for name in wave:
                     failed_up = [
-                        u for u in self.analyses[name].upstreams
+                        u
+                        for u in self.analyses[name].upstreams
                         if records.get(u, {}).get("status") == FAILED
                     ]
                     if failed_up:
@@ -432,7 +447,9 @@ class Engine:
                     except Exception as exc:
                         path = ""
                         for name in readers:
-                            records[name] = _failed(_reason(exc, task["track_id"], task["uri"], name))
+                            records[name] = _failed(
+                                _reason(exc, task["track_id"], task["uri"], name)
+                            )
                     if path:
                         records.update(self._decode_with_fallback(context, path, readers, memory))
                 for name in runnable:
@@ -453,7 +470,9 @@ class Engine:
         retry = [n for n in names if records[n].get("error") == "DecodeError"]
         if not retry or context.source.decoder != "soundfile" or not audio_io.ffmpeg_available():
             return records
-        fallback = dataclasses.replace(context, source=dataclasses.replace(context.source, decoder="ffmpeg"))
+        fallback = dataclasses.replace(
+            context, source=dataclasses.replace(context.source, decoder="ffmpeg")
+        )
         second = self._decode_once(fallback, path, retry, memory)
         for name in retry:
             if second[name]["status"] == COMPUTED:
@@ -473,7 +492,9 @@ class Engine:
         assert context.source is not None
         started = time.perf_counter()
         info = context.source
-        decoder = SourceDecoder(path, info, track_id=context.track_id, uri=context.uri, limits=self.limits)
+        decoder = SourceDecoder(
+            path, info, track_id=context.track_id, uri=context.uri, limits=self.limits
+        )
         live = [n for n in names if self._is_live(n)]
         buffered = [n for n in names if n not in live]
         records: dict[str, dict[str, Any]] = {}
@@ -517,7 +538,9 @@ class Engine:
             thread.join()
         for name in buffered:
             if decode_error is not None:
-                records[name] = _failed(_reason(decode_error, context.track_id, context.uri, name), decode_error)
+                records[name] = _failed(
+                    _reason(decode_error, context.track_id, context.uri, name), decode_error
+                )
             else:
                 records[name] = self._run(
                     context, name, self._source_values(name, iter(kept), info), memory, started
@@ -549,12 +572,19 @@ class Engine:
         def build() -> dict[str, Any]:
             values: dict[str, Any] = {}
             specs = {k: s for k, s in self.inputs[name].items() if isinstance(s, SourceAudio)}
-            cached = list(blocks) if len(specs) > 1 or any(not s.stream for s in specs.values()) else None
+            cached = (
+                list(blocks)
+                if len(specs) > 1 or any(not s.stream for s in specs.values())
+                else None
+            )
             for key, spec in specs.items():
                 source_blocks = iter(cached) if cached is not None else blocks
                 assert spec.sample_rate is None or isinstance(spec.sample_rate, int)
                 converted = audio_io.convert_blocks(
-                    source_blocks, source_rate=info.sample_rate, target_rate=spec.sample_rate, mono=spec.mono
+                    source_blocks,
+                    source_rate=info.sample_rate,
+                    target_rate=spec.sample_rate,
+                    mono=spec.mono,
                 )
                 rate = spec.sample_rate or info.sample_rate
                 channels = 1 if spec.mono else info.channels
@@ -563,7 +593,9 @@ class Engine:
                 else:
                     parts = list(converted)
                     frames = np.concatenate(parts) if parts else np.zeros((0, channels), np.float32)
-                    samples = frames[:, 0].copy() if channels == 1 else np.ascontiguousarray(frames.T)
+                    samples = (
+                        frames[:, 0].copy() if channels == 1 else np.ascontiguousarray(frames.T)
+                    )
                     values[key] = Audio(samples, rate)
             return values
 
@@ -588,7 +620,11 @@ class Engine:
                         values[key] = self._upstream_value(context, spec, memory, stack)
                 result = analysis.call(values, params=self.params[name], track=context)
                 described = analysis.output.commit(self.storage, out, result.value)
-            if not isinstance(result.value, (AudioStream, Audio)) and analysis.output.kind in ("json", "table_row", "array"):
+            if not isinstance(result.value, (AudioStream, Audio)) and analysis.output.kind in (
+                "json",
+                "table_row",
+                "array",
+            ):
                 memory[name] = result.value
             record = {
                 "status": COMPUTED,
@@ -602,7 +638,11 @@ class Engine:
             return _failed(_reason(exc, context.track_id, context.uri, name), exc)
 
     def _upstream_value(
-        self, context: TrackContext, spec: Upstream, memory: dict[str, Any], stack: contextlib.ExitStack
+        self,
+        context: TrackContext,
+        spec: Upstream,
+        memory: dict[str, Any],
+        stack: contextlib.ExitStack,
     ) -> Any:
         if spec.name in memory:
             return memory[spec.name]
@@ -613,7 +653,9 @@ class Engine:
                 uri,
                 f"upstream {spec.name!r} has no output for this track (materialize it first)",
             )
-        return self.analyses[spec.name].output.load(self.storage, uri, stream=spec.stream, stack=stack)
+        return self.analyses[spec.name].output.load(
+            self.storage, uri, stream=spec.stream, stack=stack
+        )
 
 
 _STANDARD_KEYS = ("duration_s", "sample_rate", "channels")

@@ -137,9 +137,13 @@ class AudioFile(OutputKind):
 
     def __post_init__(self) -> None:
         if self.format not in _AUDIO_EXTENSIONS:
-            raise ParameterError(f"audio output format {self.format!r} is not one of {sorted(_AUDIO_EXTENSIONS)}")
+            raise ParameterError(
+                f"audio output format {self.format!r} is not one of {sorted(_AUDIO_EXTENSIONS)}"
+            )
         if not sf.check_format(self.format, self.subtype):
-            raise ParameterError(f"audio output subtype {self.subtype!r} is not valid for {self.format}")
+            raise ParameterError(
+                f"audio output subtype {self.subtype!r} is not valid for {self.format}"
+            )
 
     @property
     def extension(self) -> str:  # type: ignore[override]
@@ -157,9 +161,19 @@ class AudioFile(OutputKind):
                 f"an AudioFile output needs Audio or AudioStream, got {type(value).__name__}"
             )
         frames = audio_io.write_audio(
-            path, blocks, sample_rate=rate, channels=channels, format=self.format, subtype=self.subtype
+            path,
+            blocks,
+            sample_rate=rate,
+            channels=channels,
+            format=self.format,
+            subtype=self.subtype,
         )
-        return {"duration_s": frames / rate, "sample_rate": rate, "channels": channels, "frames": frames}
+        return {
+            "duration_s": frames / rate,
+            "sample_rate": rate,
+            "channels": channels,
+            "frames": frames,
+        }
 
     def read(self, path: str, *, stream: bool = False) -> Any:
         from klio_assets.worker.analysis import Audio, AudioStream  # noqa: PLC0415 - cycle
@@ -171,7 +185,9 @@ class AudioFile(OutputKind):
                 with audio_io.open_audio_blocks(path) as (_, _, blocks):
                     yield from blocks
 
-            return AudioStream(_blocks(), sample_rate=int(info.samplerate), channels=int(info.channels))
+            return AudioStream(
+                _blocks(), sample_rate=int(info.samplerate), channels=int(info.channels)
+            )
         data, rate = sf.read(path, dtype="float32", always_2d=True)
         samples = data[:, 0].copy() if data.shape[1] == 1 else np.ascontiguousarray(data.T)
         return Audio(samples, int(rate))
@@ -238,7 +254,9 @@ class NumpyArray(OutputKind):
     def write(self, value: Any, path: str) -> dict[str, Any]:
         array = np.asarray(value)
         if array.dtype == object:
-            raise ParameterError("a NumpyArray output must not have dtype=object (it would need pickle)")
+            raise ParameterError(
+                "a NumpyArray output must not have dtype=object (it would need pickle)"
+            )
         with open(path, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
         return {"shape": list(array.shape), "dtype": str(array.dtype)}
@@ -271,7 +289,9 @@ class Image(OutputKind):
 
                 plt.close(value)
         else:
-            raise ParameterError(f"an Image output needs PNG bytes or a figure, got {type(value).__name__}")
+            raise ParameterError(
+                f"an Image output needs PNG bytes or a figure, got {type(value).__name__}"
+            )
         return {}
 
     def read(self, path: str, *, stream: bool = False) -> Any:
@@ -309,7 +329,9 @@ class AudioFiles(OutputKind):
 
     def __post_init__(self) -> None:
         if not self.parts or any(not p or not set(p) <= _PART_CHARS for p in self.parts):
-            raise ParameterError(f"AudioFiles parts {self.parts!r} must be non-empty names of [a-z0-9_]")
+            raise ParameterError(
+                f"AudioFiles parts {self.parts!r} must be non-empty names of [a-z0-9_]"
+            )
         if len(set(self.parts)) != len(self.parts):
             raise ParameterError(f"AudioFiles parts {self.parts!r} repeat a name")
         AudioFile(format=self.format, subtype=self.subtype)  # validates the pair
@@ -324,7 +346,9 @@ class AudioFiles(OutputKind):
     def commit(self, storage: Storage, uri: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, Mapping) or set(value) != set(self.parts):
             got = sorted(value) if isinstance(value, Mapping) else type(value).__name__
-            raise ParameterError(f"an AudioFiles output needs a mapping with parts {list(self.parts)}, got {got}")
+            raise ParameterError(
+                f"an AudioFiles output needs a mapping with parts {list(self.parts)}, got {got}"
+            )
         single = AudioFile(format=self.format, subtype=self.subtype)
         manifest: dict[str, Any] = {"parts": {}}
         for part in self.parts:
@@ -342,7 +366,9 @@ class AudioFiles(OutputKind):
     def load(self, storage: Storage, uri: str, *, stream: bool, stack: contextlib.ExitStack) -> Any:
         single = AudioFile(format=self.format, subtype=self.subtype)
         return {
-            part: single.load(storage, self._part_uri(storage, uri, part), stream=stream, stack=stack)
+            part: single.load(
+                storage, self._part_uri(storage, uri, part), stream=stream, stack=stack
+            )
             for part in self.parts
         }
 
@@ -363,5 +389,9 @@ class AudioFiles(OutputKind):
         return {part: self._part_uri(storage, uri, part) for part in self.parts}
 
     def spec(self) -> dict[str, Any]:
-        return {**super().spec(), "parts": list(self.parts), "format": self.format, "subtype": self.subtype}
-
+        return {
+            **super().spec(),
+            "parts": list(self.parts),
+            "format": self.format,
+            "subtype": self.subtype,
+        }

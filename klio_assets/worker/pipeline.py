@@ -79,9 +79,15 @@ class TrackLimitsOptions(PipelineOptions):
             "--track_timeout_s", type=float, default=None,
             help="Longest a probe or decode of one track may take, in seconds; the decoder is then killed.",
         )  # fmt: skip
-        parser.add_argument("--max_duration_s", type=float, default=None, help="Longest source accepted, seconds.")
-        parser.add_argument("--max_channels", type=int, default=None, help="Most channels accepted.")
-        parser.add_argument("--max_sample_rate", type=int, default=None, help="Highest sample rate accepted, Hz.")
+        parser.add_argument(
+            "--max_duration_s", type=float, default=None, help="Longest source accepted, seconds."
+        )
+        parser.add_argument(
+            "--max_channels", type=int, default=None, help="Most channels accepted."
+        )
+        parser.add_argument(
+            "--max_sample_rate", type=int, default=None, help="Highest sample rate accepted, Hz."
+        )
 
 
 def with_limit_options(plan: RunPlan, options: PipelineOptions | None) -> RunPlan:
@@ -95,7 +101,11 @@ def with_limit_options(plan: RunPlan, options: PipelineOptions | None) -> RunPla
     if options is None:
         return plan
     view = options.view_as(TrackLimitsOptions)
-    given = {field: getattr(view, opt) for opt, field in LIMIT_OPTIONS.items() if getattr(view, opt) is not None}
+    given = {
+        field: getattr(view, opt)
+        for opt, field in LIMIT_OPTIONS.items()
+        if getattr(view, opt) is not None
+    }
     if not given:
         return plan
     limits = {**plan.limits, **given}
@@ -114,7 +124,6 @@ class _EngineDoFn(beam.DoFn):
     def setup(self) -> None:
         _limit_native_threads()
         self.engine = Engine(RunPlan.from_json(self._plan_json))
-
 
     def write_result(self, result: dict[str, Any]) -> str:
         """Write one track's record into the run's results folder, as soon as it is known
@@ -135,7 +144,9 @@ class CheckOutputs(_EngineDoFn):
         if task["pending"]:
             yield task
         else:
-            result = {k: task[k] for k in ("track_id", "uri", "analyses", "content_hash") if k in task}
+            result = {
+                k: task[k] for k in ("track_id", "uri", "analyses", "content_hash") if k in task
+            }
             yield beam.pvalue.TaggedOutput(_DONE, self.write_result(result))
 
 
@@ -203,7 +214,9 @@ def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[d
     return box["results"]
 
 
-def assign_lanes(groups: Sequence[list[dict[str, Any]]], lanes: int) -> list[tuple[int, list[dict[str, Any]]]]:
+def assign_lanes(
+    groups: Sequence[list[dict[str, Any]]], lanes: int
+) -> list[tuple[int, list[dict[str, Any]]]]:
     """Longest-processing-time-first assignment of work groups to ``lanes`` lanes.
 
     Parameters
@@ -282,7 +295,9 @@ def build_pipeline(pipeline: beam.Pipeline, plan: RunPlan, tracks: Iterable[dict
     plan_json = with_limit_options(plan, getattr(pipeline, "options", None)).to_json()
     refs = [{"track_id": t["track_id"], "uri": t["uri"], "order": i} for i, t in enumerate(tracks)]
     # Typed: otherwise Beam infers the type of every element (~0.3 s per 1000 tracks).
-    listed = pipeline | "ListTracks" >> beam.Create(refs, reshuffle=False).with_output_types(dict[str, Any])
+    listed = pipeline | "ListTracks" >> beam.Create(refs, reshuffle=False).with_output_types(
+        dict[str, Any]
+    )
     if plan.lanes > 0:
         listed = listed | "SpreadTracks" >> SpreadTracks(plan.lanes)
     checked = listed | "CheckOutputs" >> beam.ParDo(CheckOutputs(plan_json)).with_outputs(

@@ -125,7 +125,9 @@ def import_analysis(planned: PlannedAnalysis) -> Analysis:
         ) from exc
     found = getattr(module, planned.attr, None)
     if not isinstance(found, Analysis) or found.name != planned.name:
-        raise ParameterError(f"{planned.module}.{planned.attr} is not the analysis {planned.name!r}")
+        raise ParameterError(
+            f"{planned.module}.{planned.attr} is not the analysis {planned.name!r}"
+        )
     return found
 
 
@@ -201,7 +203,10 @@ class Layout:
     def output_uri(self, planned: PlannedAnalysis, track_id: str) -> str:
         """The output of ``planned`` for ``track_id``."""
         return self.storage.join(
-            planned.name, f"v{planned.version}", shard_of(track_id), f"{track_id}.{planned.extension}"
+            planned.name,
+            f"v{planned.version}",
+            shard_of(track_id),
+            f"{track_id}.{planned.extension}",
         )
 
     def output_folder(self, planned: PlannedAnalysis) -> str:
@@ -228,7 +233,9 @@ class Layout:
         return self.storage.join(RESULTS_FOLDER, run_id, "results", f"{track_id}.json")
 
 
-def planned_for(selected: Sequence[str], planned: Mapping[str, PlannedAnalysis], graph: Mapping[str, Analysis]) -> dict[str, PlannedAnalysis]:
+def planned_for(
+    selected: Sequence[str], planned: Mapping[str, PlannedAnalysis], graph: Mapping[str, Analysis]
+) -> dict[str, PlannedAnalysis]:
     """The subset of ``planned`` that ``selected`` needs (themselves and all their upstreams)."""
     needed: dict[str, PlannedAnalysis] = {}
     stack = list(selected)

@@ -52,6 +52,8 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # exists, someone else's
         return True
     return True
+
+
 #: Set to ``host:port`` of a GCS emulator (the variable Google's client libraries honour).
 GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
@@ -104,7 +106,11 @@ _TRANSIENT_NAMES = frozenset(
 
 def _http_status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
-    candidates = [getattr(exc, "code", None), getattr(exc, "status", None), getattr(exc, "status_code", None)]
+    candidates = [
+        getattr(exc, "code", None),
+        getattr(exc, "status", None),
+        getattr(exc, "status_code", None),
+    ]
     if isinstance(response, dict):
         candidates.append((response.get("ResponseMetadata") or {}).get("HTTPStatusCode"))
     for value in candidates:
@@ -393,7 +399,9 @@ class Storage:
 
     def write_json(self, uri: str, obj: Any, *, durable: bool = True) -> None:
         """Write ``obj`` as JSON to ``uri`` atomically."""
-        self.write_bytes(uri, json.dumps(obj, sort_keys=True, allow_nan=False).encode(), durable=durable)
+        self.write_bytes(
+            uri, json.dumps(obj, sort_keys=True, allow_nan=False).encode(), durable=durable
+        )
 
     def copy(self, src: str, dst: str) -> None:
         """Copy a committed file to another name under the root, atomically."""
@@ -412,7 +420,9 @@ class Storage:
             shutil.rmtree(folder_uri, ignore_errors=True)
             return
         with contextlib.suppress(FileNotFoundError):
-            retry_transient(lambda: self.fs.rm(folder_uri, recursive=True), what=f"delete {folder_uri}")
+            retry_transient(
+                lambda: self.fs.rm(folder_uri, recursive=True), what=f"delete {folder_uri}"
+            )
 
 
 #: Below this much free space, a writer's unexplained failure is put down to a full disk.
