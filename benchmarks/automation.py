@@ -36,13 +36,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-import dagster as dg  # noqa: E402
-from common import sensor_tick, touch_files  # noqa: E402
+import dagster as dg
+from common import sensor_tick, touch_files
 
-from klio_assets.definitions import build_definitions  # noqa: E402
-from klio_assets.partitions import TRACKS  # noqa: E402
-from klio_assets.settings import Settings  # noqa: E402
-from klio_assets_tests.postgres import running_postgres  # noqa: E402
+from klio_assets.definitions import build_definitions
+from klio_assets.orchestration.partitions import TRACKS
+from klio_assets.settings import Settings
+from klio_assets_tests.postgres import running_postgres
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,10 +52,10 @@ from klio_assets.resources.beam import BeamJob, BeamRunnerResource
 
 from klio_assets import batch, launch, reporting
 from klio_assets import tracks as tracks_module
-from klio_assets.catalog import TrackCatalog, get_catalog
-from klio_assets.partitions import TRACKS
+from klio_assets.catalog.database import TrackCatalog, get_catalog
+from klio_assets.orchestration.partitions import TRACKS
+from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
-from klio_assets.tracks import register_tracks
 from klio_assets.worker.storage import Storage
 from klio_assets_tests.postgres import PostgresServer, running_postgres
 
@@ -152,7 +152,7 @@ def cli_planning(
 ) -> float:
     """Seconds of what ``klio-assets run --tracks ...`` does before launching: list the keys,
     find what is already materialized and whose outputs exist."""
-    from klio_assets.cli import _planned  # noqa: PLC0415 - the CLI's own helper
+    from klio_assets.cli.main import _planned
 
     started = time.perf_counter()
     ordered, wanted = launch.resolve_tracks(instance, run_ids)
@@ -198,8 +198,8 @@ def bench_backend(
 
 def warm_up() -> None:
     """Import what the first run would otherwise import inside its timing (Beam, the job)."""
-    from klio_assets import definitions  # noqa: PLC0415
-    from klio_assets.worker import pipeline  # noqa: F401, PLC0415
+    from klio_assets import definitions
+    from klio_assets.worker import pipeline  # noqa: F401
 
     definitions.get_analyses_job()
 

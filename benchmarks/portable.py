@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _tracks(folder: Path, n: int, seconds: float) -> list[tuple[str, str]]:
-    from klio_assets_tests import synth  # noqa: PLC0415
+    from klio_assets_tests import synth
 
     out = []
     for i in range(n):
@@ -46,13 +46,13 @@ def _run_once(home: Path, tracks, beam_options: str) -> dict:
     os.environ["KLIO_ASSETS_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ["KLIO_ASSETS_BEAM_OPTIONS"] = beam_options
-    import dagster as dg  # noqa: PLC0415
+    import dagster as dg
 
-    from klio_assets import launch  # noqa: PLC0415
-    from klio_assets.catalog import get_catalog  # noqa: PLC0415
-    from klio_assets.settings import Settings  # noqa: PLC0415
-    from klio_assets.tracks import register_tracks  # noqa: PLC0415
-    from klio_assets.worker.storage import Storage  # noqa: PLC0415
+    from klio_assets import launch
+    from klio_assets.catalog.database import get_catalog
+    from klio_assets.orchestration.registration import register_tracks
+    from klio_assets.settings import Settings
+    from klio_assets.worker.storage import Storage
 
     settings = Settings.from_env()
     launch.prepare_environment(settings)
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs per runner (best is reported)")
     args = parser.parse_args()
 
-    from klio_assets_tests import services  # noqa: PLC0415
+    from klio_assets_tests import services
 
     with tempfile.TemporaryDirectory(prefix="klio-portable-") as tmp:
         root = Path(tmp)

@@ -52,8 +52,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-from bookkeeping import REGISTER_PHASES, cli_planning, run_once, warm_up  # noqa: E402
-from common import (  # noqa: E402
+from bookkeeping import REGISTER_PHASES, cli_planning, run_once, warm_up
+from common import (
     PhaseTimer,
     add_run_arguments,
     checked_backends,
@@ -63,13 +63,14 @@ from common import (  # noqa: E402
     write_clips,
 )
 
-from klio_assets.catalog import get_catalog  # noqa: E402
-from klio_assets.definitions import build_definitions  # noqa: E402
-from klio_assets.partitions import TRACKS  # noqa: E402
-from klio_assets.settings import Settings  # noqa: E402
-from klio_assets.tracks import discover, register_tracks  # noqa: E402
-from klio_assets.worker.storage import Storage  # noqa: E402
-from klio_assets_tests.postgres import running_postgres  # noqa: E402
+from klio_assets.catalog.database import get_catalog
+from klio_assets.catalog.discovery import discover
+from klio_assets.definitions import build_definitions
+from klio_assets.orchestration.partitions import TRACKS
+from klio_assets.orchestration.registration import register_tracks
+from klio_assets.settings import Settings
+from klio_assets.worker.storage import Storage
+from klio_assets_tests.postgres import running_postgres
 
 #: Largest KLIO_ASSETS_LANDING_MAX_TRACKS the settings accept.
 MAX_LANDING_CAP = 100_000
@@ -220,8 +221,8 @@ def bench_main(
             context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
             seconds, data = timed(schedule.evaluate_tick, context)
             out[f"{label}_s"], out[f"{label}_runs"] = seconds, len(data.run_requests or [])
-        from klio_assets.analyses import load_analyses  # noqa: PLC0415
-        from klio_assets.preview import preview  # noqa: PLC0415
+        from klio_assets.analyses import load_analyses
+        from klio_assets.automation.preview import preview
 
         analyses = load_analyses(settings.analysis_modules)
         out["backfill_dry_run_plan_s"], plan = timed(

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dagster as dg
 
 from klio_assets.analyses import load_analyses
-from klio_assets.assets import build_analysis_assets
-from klio_assets.catalog_assets import build_catalog_assets
-from klio_assets.partitions import tracks_partitions
+from klio_assets.orchestration.assets import build_analysis_assets
+from klio_assets.orchestration.catalog_assets import build_catalog_assets
+from klio_assets.orchestration.partitions import tracks_partitions
 from klio_assets.resources import (
     BeamRunnerResource,
     CatalogResource,

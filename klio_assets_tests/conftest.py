@@ -53,7 +53,7 @@ def home(tmp_path, monkeypatch) -> str:
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "home"
     monkeypatch.setenv("KLIO_ASSETS_HOME", str(path))
-    from klio_assets.launch import FAST_BOOKKEEPING_ENV, prepare_environment
+    from klio_assets.orchestration.launch import FAST_BOOKKEEPING_ENV, prepare_environment
     from klio_assets.settings import Settings
 
     for name in FAST_BOOKKEEPING_ENV:
@@ -77,7 +77,7 @@ def run_cli(
     full_env["KLIO_ASSETS_HOME"] = home
     full_env.update(env or {})
     done = subprocess.run(
-        [sys.executable, "-m", "klio_assets.cli", *args],
+        [sys.executable, "-m", "klio_assets.cli.main", *args],
         env=full_env,
         capture_output=True,
         text=True,

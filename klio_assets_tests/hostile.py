@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-from klio_assets.trackids import track_id_from_name
+from klio_assets.catalog.trackids import track_id_from_name
 from klio_assets_tests import synth
 
 #: Limits the corpus is run with (see ``KLIO_ASSETS_*`` in :mod:`klio_assets.settings`).

@@ -127,7 +127,7 @@ class PostgresServer:
         """
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
             raise PostgresError(f"database name {name!r} must be a plain identifier")
-        import psycopg2  # noqa: PLC0415 - only the callers that use a database need it
+        import psycopg2
 
         try:
             conn = psycopg2.connect(self.dsn(), connect_timeout=10)

@@ -156,7 +156,7 @@ def s3_server(workdir: str | os.PathLike[str], *, bucket: str) -> Iterator[str]:
     cmd = [_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
     with _process(cmd, port=port, workdir=Path(workdir), what="moto server"):
         endpoint = f"http://127.0.0.1:{port}"
-        import boto3  # noqa: PLC0415 - comes with moto[server]
+        import boto3
 
         env = s3_server_env(endpoint)
         boto3.client(

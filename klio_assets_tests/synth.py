@@ -20,7 +20,7 @@ def sine(
     freq: float, seconds: float, sample_rate: int, *, channels: int = 2, amplitude: float = 0.5
 ) -> np.ndarray:
     """A sine in every channel, shape ``(n, channels)``, float32."""
-    n = int(round(seconds * sample_rate))
+    n = round(seconds * sample_rate)
     y = (amplitude * np.sin(2 * np.pi * freq * np.arange(n) / sample_rate)).astype(np.float32)
     return np.repeat(y[:, None], channels, axis=1)
 
@@ -79,7 +79,7 @@ class Track:
 
     @property
     def frames(self) -> int:
-        return int(round(self.seconds * self.sample_rate))
+        return round(self.seconds * self.sample_rate)
 
 
 def make_catalog(folder: str, *, with_m4a: bool = True) -> dict[str, Track]:

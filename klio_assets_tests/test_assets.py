@@ -8,11 +8,11 @@ import soundfile as sf
 from klio_assets.resources.beam import BeamRunnerResource
 
 from klio_assets import launch
-from klio_assets.catalog import get_catalog
+from klio_assets.catalog.database import get_catalog
 from klio_assets.definitions import JOB_NAME, build_definitions
-from klio_assets.partitions import TRACKS
+from klio_assets.orchestration.partitions import TRACKS
+from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
-from klio_assets.tracks import register_tracks
 from klio_assets.worker.storage import Storage
 
 STANDARD = ("status", "uri", "code_version", "duration_s", "sample_rate", "channels", "seconds")
@@ -291,7 +291,7 @@ def _planned(settings):
 
 def test_run_keys_come_from_one_range_query_including_keys_added_elsewhere(env):
     settings, instance, storage, catalog = env
-    from klio_assets.partitions import keys_in_range
+    from klio_assets.orchestration.partitions import keys_in_range
 
     instance.add_dynamic_partitions(TRACKS, ["ghost"])  # registered in Dagster only
     assert keys_in_range(instance, "flac48", "ogg32") == ["flac48", "broken", "ogg32"]
@@ -306,7 +306,9 @@ def test_run_keys_come_from_one_range_query_including_keys_added_elsewhere(env):
 
 def test_batched_sqlite_event_log_reads_back_like_dagsters_own(env):
     settings, instance, storage, _ = env
-    from klio_assets.sqlite_events import BatchedSqliteEventLogStorage
+    from klio_assets.orchestration.dagster_internals.sqlite_events import (
+        BatchedSqliteEventLogStorage,
+    )
 
     assert isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
     tracks = ["flac48", "broken", "ogg32", "mp3"]

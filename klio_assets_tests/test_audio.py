@@ -106,7 +106,7 @@ def test_truncated_wav_is_detected(tmp_path):
     cut = tmp_path / "cut.wav"
     cut.write_bytes(data[: len(data) // 3])  # header still announces 2 s
     info = audio.probe(str(cut), track_id="cut", uri=str(cut))
-    with pytest.raises(DecodeError, match="truncated: audio stops after 0.6"):
+    with pytest.raises(DecodeError, match=r"truncated: audio stops after 0\.6"):
         list(audio.SourceDecoder(str(cut), info, track_id="cut", uri=str(cut)))
 
 
@@ -115,7 +115,7 @@ def test_nan_samples_in_float_wav_are_reported_with_their_time(tmp_path):
     frames[4000, 0] = np.nan
     path = synth.write(str(tmp_path / "nan.wav"), frames, 8000, subtype="FLOAT")
     info = audio.probe(path, track_id="nan", uri=path)
-    with pytest.raises(DecodeError, match="NaN or infinite samples at 0.50 s"):
+    with pytest.raises(DecodeError, match=r"NaN or infinite samples at 0\.50 s"):
         list(audio.SourceDecoder(path, info, track_id="nan", uri=path))
 
 

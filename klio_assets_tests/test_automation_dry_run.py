@@ -7,11 +7,11 @@ import os
 import dagster as dg
 from click.testing import CliRunner
 
-from klio_assets.catalog import get_catalog
-from klio_assets.cli import main
-from klio_assets.partitions import TRACKS
+from klio_assets.catalog.database import get_catalog
+from klio_assets.cli.main import main
+from klio_assets.orchestration.partitions import TRACKS
+from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
-from klio_assets.tracks import register_tracks
 from klio_assets_tests.test_sensors import drop
 
 

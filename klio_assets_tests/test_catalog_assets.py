@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from klio_assets import launch
-from klio_assets.catalog_assets import BASE_COLUMNS
+from klio_assets.orchestration.catalog_assets import BASE_COLUMNS
 from klio_assets_tests.test_assets import env, latest, run  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
@@ -70,7 +70,7 @@ def test_duplicate_groups_join_transcodes_of_real_music_incrementally(env, tmp_p
     """Real music through the whole path: fingerprint runs, then the catalog tables."""
     import subprocess
 
-    from klio_assets.tracks import register_tracks
+    from klio_assets.orchestration.registration import register_tracks
     from klio_assets_tests import synth
     from klio_assets_tests.realmusic import real_music_tracks
 

@@ -31,10 +31,10 @@ from klio_assets.resources.beam import (
 )
 
 from klio_assets import launch
-from klio_assets.catalog import get_catalog
+from klio_assets.catalog.database import get_catalog
 from klio_assets.errors import ParameterError
+from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
-from klio_assets.tracks import register_tracks
 from klio_assets.worker.storage import Storage
 from klio_assets_tests import services
 
@@ -104,7 +104,7 @@ class FakeDataflowClient:
     states: list[str] = []
 
     def __init__(self, options, root_staging_location=None):
-        from google.cloud import dataflow  # noqa: PLC0415 - comes with apache-beam[gcp]
+        from google.cloud import dataflow
 
         self.dataflow = dataflow
         self.options = options
@@ -141,8 +141,8 @@ class FakeDataflowClient:
 @pytest.fixture
 def dataflow_home(home, tmp_path, monkeypatch, catalog_tracks):
     """A home whose runs go to Dataflow (fake client), with three tracks registered."""
-    from apache_beam.internal.gcp import auth  # noqa: PLC0415
-    from apache_beam.runners.dataflow.internal import apiclient  # noqa: PLC0415
+    from apache_beam.internal.gcp import auth
+    from apache_beam.runners.dataflow.internal import apiclient
 
     FakeDataflowClient.instances = []
     monkeypatch.setattr(apiclient, "DataflowApplicationClient", FakeDataflowClient)
@@ -200,7 +200,7 @@ def test_dataflow_run_submits_the_configured_job_and_records_it(dataflow_home):
     assert options["sdk_container_image"] == DATAFLOW["sdk_container_image"]
     assert options["service_account_email"] == DATAFLOW["service_account_email"]
     assert options["subnetwork"] == DATAFLOW["subnetwork"] and options["use_public_ips"] is False
-    from apache_beam.portability.api import beam_runner_api_pb2  # noqa: PLC0415
+    from apache_beam.portability.api import beam_runner_api_pb2
 
     environments = job.proto_pipeline.components.environments.values()
     images = {

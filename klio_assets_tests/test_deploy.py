@@ -142,11 +142,11 @@ def kubeconfig(tmp_path) -> str:
 
 
 def test_run_pod_job_spec_from_the_helm_values(home, kubeconfig):
-    from dagster._config import process_config  # noqa: PLC0415
-    from dagster._core.code_pointer import ModuleCodePointer  # noqa: PLC0415
-    from dagster._core.launcher import LaunchRunContext  # noqa: PLC0415
-    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin  # noqa: PLC0415
-    from dagster_k8s import K8sRunLauncher  # noqa: PLC0415
+    from dagster._config import process_config
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.launcher import LaunchRunContext
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+    from dagster_k8s import K8sRunLauncher
 
     config = _k8s_launcher_config(VALUES)
     validated = process_config(K8sRunLauncher.config_type(), config)
@@ -216,9 +216,9 @@ def test_run_pod_job_spec_from_the_helm_values(home, kubeconfig):
 
 
 def test_settings_config_map_holds_valid_dataflow_settings():
-    from klio_assets.resources.beam import BeamRunnerResource, DataflowConfig  # noqa: PLC0415
+    from klio_assets.resources.beam import BeamRunnerResource, DataflowConfig
 
-    from klio_assets.settings import Settings  # noqa: PLC0415
+    from klio_assets.settings import Settings
 
     data = yaml.safe_load((REPO / "deploy" / "helm" / "klio-assets-settings.yaml").read_text())[
         "data"

@@ -1,4 +1,4 @@
-"""The ``fingerprint`` analysis and the duplicate matcher (:mod:`klio_assets.duplicates`).
+"""The ``fingerprint`` analysis and the duplicate matcher (:mod:`klio_assets.catalog.duplicates`).
 
 On real music: excerpts of seven orchestral tracks by one composer (``battle`` and
 ``battle-epic`` among them), each
@@ -29,7 +29,7 @@ from klio_assets.analyses.fingerprint import (
     FingerprintParams,
     fingerprint,
 )
-from klio_assets.duplicates import (
+from klio_assets.catalog.duplicates import (
     MATCH_BER,
     SILENCE_ITEM,
     FingerprintIndex,

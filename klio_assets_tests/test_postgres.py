@@ -6,10 +6,10 @@ import pytest
 from dagster._core.definitions.partitions.context import partition_loading_context
 
 from klio_assets import launch
-from klio_assets.catalog import get_catalog
-from klio_assets.partitions import TRACKS, tracks_partitions
+from klio_assets.catalog.database import get_catalog
+from klio_assets.orchestration.partitions import TRACKS, tracks_partitions
+from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
-from klio_assets.tracks import register_tracks
 from klio_assets.worker.storage import Storage
 from klio_assets_tests.postgres import running_postgres
 

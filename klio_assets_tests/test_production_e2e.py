@@ -25,10 +25,10 @@ import pytest
 import soundfile as sf
 
 from klio_assets import launch
-from klio_assets.catalog import get_catalog
-from klio_assets.cli import _planned
+from klio_assets.catalog.database import get_catalog
+from klio_assets.cli.main import _planned
+from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
-from klio_assets.tracks import register_tracks
 from klio_assets.worker.storage import Storage
 from klio_assets_tests import services
 from klio_assets_tests.postgres import running_postgres
@@ -170,7 +170,7 @@ def _check_deployment(deployment, instance, storage):
         assert storage.remote and storage.root.startswith(("gs://", "s3://"))
     if deployment == "gcs":
         # Dagster-side code gets a client through dagster-gcp's GCSResource, on the emulator.
-        from klio_assets.resources import StorageResource  # noqa: PLC0415
+        from klio_assets.resources import StorageResource
 
         client = StorageResource(root=storage.root).gcs_client()
         assert sorted(b.name for b in client.list_blobs(BUCKET, prefix="audio/")) == [
@@ -180,9 +180,9 @@ def _check_deployment(deployment, instance, storage):
             "audio/wav44.wav",
         ]
     if deployment == "postgres":
-        from dagster_postgres import PostgresEventLogStorage  # noqa: PLC0415
+        from dagster_postgres import PostgresEventLogStorage
 
-        from klio_assets.postgres_events import BatchedPostgresEventLogStorage  # noqa: PLC0415
+        from klio_assets.postgres_events import BatchedPostgresEventLogStorage
 
         # deploy/dagster.yaml's event log: dagster-postgres' storage with batched inserts.
         assert type(instance.event_log_storage) is BatchedPostgresEventLogStorage

@@ -34,7 +34,7 @@ def test_profile_reports_figures_profile_and_failures_without_touching_the_deplo
     # Registered in the catalog, which is all `profile` reads (`klio-assets add` also creates
     # the Dagster instance: 3-4 s more, and test_cli covers it). So the home holds nothing
     # else, and must hold nothing else afterwards.
-    from klio_assets.catalog import get_catalog
+    from klio_assets.catalog.database import get_catalog
     from klio_assets.settings import Settings
 
     catalog = get_catalog(Settings.from_env({"KLIO_ASSETS_HOME": home}).catalog_url)
@@ -114,7 +114,7 @@ def test_profile_reports_figures_profile_and_failures_without_touching_the_deplo
 
     # the human form, in this process (imports already paid): a table, the reason, the
     # profile, and the per-line profile (line_profiler: the `profile` extra, in `test`)
-    from klio_assets.cli import main
+    from klio_assets.cli.main import main
 
     shown = CliRunner().invoke(
         main,

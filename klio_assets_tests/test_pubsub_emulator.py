@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from klio_assets.definitions import build_definitions
-from klio_assets.partitions import TRACKS
+from klio_assets.orchestration.partitions import TRACKS
 from klio_assets.settings import Settings
 from klio_assets_tests.services import stop_process_group
 from klio_assets_tests.test_sensors import drop

@@ -11,12 +11,12 @@ import pytest
 
 from klio_assets import landing as landing_module
 from klio_assets import launch
-from klio_assets.catalog import get_catalog
+from klio_assets.automation.landing import CLOCK_MARGIN_S
+from klio_assets.catalog.database import get_catalog
 from klio_assets.definitions import JOB_NAME, build_definitions
 from klio_assets.errors import CatalogError, StorageError
-from klio_assets.landing import CLOCK_MARGIN_S
-from klio_assets.lineage import parents
-from klio_assets.partitions import TRACKS
+from klio_assets.orchestration.lineage import parents
+from klio_assets.orchestration.partitions import TRACKS
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage
 from klio_assets_tests import synth
@@ -281,7 +281,7 @@ def test_pubsub_message_is_not_acknowledged_when_registration_fails(landing, mon
     def broken(*args, **kwargs):
         raise CatalogError("catalog is down")
 
-    monkeypatch.setattr("klio_assets.landing.register_tracks", broken)
+    monkeypatch.setattr("klio_assets.automation.landing.register_tracks", broken)
     with pytest.raises(CatalogError, match="catalog is down"):
         evaluate("landing_sensor", subscriber=fake)
     assert fake.acked == []
@@ -293,7 +293,8 @@ def test_propagation_sensor_runs_descendants_of_an_upstream_only_run(home):
     folder = os.path.join(home, "music")
     for name in ("u1.wav", "u2.wav"):
         drop(folder, name)
-    from klio_assets.tracks import discover, register_tracks
+    from klio_assets.catalog.discovery import discover
+    from klio_assets.orchestration.registration import register_tracks
 
     register_tracks(instance, get_catalog(settings.catalog_url), discover([folder]).tracks)
     idle, _ = evaluate("propagation_sensor")  # first tick: starts after history

@@ -8,9 +8,9 @@ import sqlite3
 import pytest
 
 from klio_assets.analyses import load_analyses
-from klio_assets.catalog import get_catalog
+from klio_assets.catalog.database import get_catalog
+from klio_assets.catalog.ledger import all_done
 from klio_assets.settings import Settings
-from klio_assets.skipping import all_done
 from klio_assets.worker.plan import plan_analyses
 from klio_assets.worker.storage import Storage
 from klio_assets_tests.conftest import cli_json, run_cli
@@ -36,7 +36,7 @@ def _run(home, *args, expect_code=0):
         if line.startswith("import time:")
     }
     assert (
-        "klio_assets.catalog" in imported
+        "klio_assets.catalog.database" in imported
     )  # the import trace works: its absence below means something
     return out, "dagster" in imported
 

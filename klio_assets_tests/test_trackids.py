@@ -2,8 +2,8 @@
 
 import pytest
 
+from klio_assets.catalog.trackids import MAX_TRACK_ID_LENGTH, track_id_from_name, validate_track_id
 from klio_assets.errors import TrackIdError
-from klio_assets.trackids import MAX_TRACK_ID_LENGTH, track_id_from_name, validate_track_id
 
 
 @pytest.mark.parametrize("good", ["a", "track-001", "A.b_c-9", "x" * MAX_TRACK_ID_LENGTH])

@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from klio_assets.catalog.discovery import (
+    MAX_MESSAGE_BYTES,
+    check_track_source,
+    discover,
+    parse_track_message,
+)
 from klio_assets.errors import ParameterError, TrackIdError, UnsafePathError
-from klio_assets.tracks import MAX_MESSAGE_BYTES, check_track_source, discover, parse_track_message
 from klio_assets.worker.pipeline import build_pipeline
 from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
 from klio_assets.worker.storage import Storage

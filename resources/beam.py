@@ -446,7 +446,7 @@ def _current_context() -> dg.OpExecutionContext | None:
 
 def run_labels(context: dg.OpExecutionContext) -> dict[str, str]:
     """Labels naming a run's Beam job: Dagster run ID, assets and batch size (GCP rules)."""
-    from klio_assets.batch import run_track_ids  # noqa: PLC0415 - batch imports this module
+    from klio_assets.orchestration.run import run_track_ids  # noqa: PLC0415 - batch imports this module
 
     assets = sorted(key.to_user_string() for key in context.selected_asset_keys)
     try:

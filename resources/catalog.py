@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from klio_assets.catalog import TrackCatalog, get_catalog
+from klio_assets.catalog.database import TrackCatalog, get_catalog
 
 
 class CatalogResource(dg.ConfigurableResource):
@@ -17,5 +17,5 @@ class CatalogResource(dg.ConfigurableResource):
     )
 
     def get_catalog(self) -> TrackCatalog:
-        """The :class:`~klio_assets.catalog.TrackCatalog` (opened, tables created)."""
+        """The :class:`~klio_assets.catalog.database.TrackCatalog` (opened, tables created)."""
         return get_catalog(self.url)

@@ -4,12 +4,12 @@
 
 * ``landing_sensor``: streams new tracks in from the landing folder / ``gs://`` prefix and a
   Pub/Sub subscription; registers them in batches and requests one fused run per contiguous
-  range (every selected analysis, one Beam job) (:mod:`klio_assets.landing`);
+  range (every selected analysis, one Beam job) (:mod:`klio_assets.automation.landing`);
 * ``propagation_sensor``: top-down, O(finished runs) per tick: a run that materialized only
   some analyses is followed by one over the same tracks for their descendants
-  (:mod:`klio_assets.propagation`);
+  (:mod:`klio_assets.automation.propagation`);
 * ``catalog_backfill_schedule``: missing, failed and stale tracks per analysis, in bounded
-  runs (:mod:`klio_assets.backfill`).
+  runs (:mod:`klio_assets.automation.backfill`).
 
 Every tick either returns what it wants done (a ``SensorResult`` with run requests and a
 cursor) or raises: an error is a failed tick in the UI, never a skip.
@@ -61,7 +61,7 @@ def build_automation(
         ``KLIO_ASSETS_AUTO_ANALYSES`` names an unknown analysis.
     """
     from klio_assets.errors import ParameterError  # noqa: PLC0415
-    from klio_assets.lineage import ancestors, parents  # noqa: PLC0415
+    from klio_assets.orchestration.lineage import ancestors, parents  # noqa: PLC0415
     from klio_assets.worker.plan import plan_analyses  # noqa: PLC0415
 
     graph = parents(analyses)
@@ -81,7 +81,7 @@ def build_automation(
     selected = [n for n in names if n in wanted]
 
     def catalog():
-        from klio_assets.catalog import get_catalog  # noqa: PLC0415
+        from klio_assets.catalog.database import get_catalog  # noqa: PLC0415
 
         return get_catalog(settings.catalog_url)
 
@@ -102,7 +102,7 @@ def build_automation(
         ),
     )
     def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        from klio_assets.landing import landing_tick, run_requests  # noqa: PLC0415
+        from klio_assets.automation.landing import landing_tick, run_requests  # noqa: PLC0415
 
         tick = landing_tick(
             context.instance,
@@ -140,7 +140,7 @@ def build_automation(
         description="Top-down: after a run of some analyses, runs their descendants for the same tracks.",
     )
     def propagation_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        from klio_assets.propagation import propagation_run_requests, propagation_tick  # noqa: PLC0415
+        from klio_assets.automation.propagation import propagation_run_requests, propagation_tick  # noqa: PLC0415
 
         tick = propagation_tick(
             context.instance,
@@ -169,7 +169,7 @@ def build_automation(
         ),
     )
     def catalog_backfill_schedule(context: dg.ScheduleEvaluationContext):
-        from klio_assets.backfill import STATE_KEY, backfill_run_requests, plan_backfill  # noqa: PLC0415
+        from klio_assets.automation.backfill import STATE_KEY, backfill_run_requests, plan_backfill  # noqa: PLC0415
         from klio_assets.worker.storage import Storage  # noqa: PLC0415
 
         tick = context.scheduled_execution_time.isoformat()

@@ -4,7 +4,7 @@ Chromaprint (the fingerprint behind AcoustID) summarises 12-band chroma over tim
 32-bit value every ~0.124 s (4096/3 samples at 11025 Hz). Each bit is one of 16 filters on
 the chromagram quantised to 2 bits, so re-encoding (MP3, AAC, Opus), another sample rate or
 bit depth flips a few bits here and there while a different recording flips about half of
-them: the catalog-level ``duplicate_groups`` asset (:mod:`klio_assets.duplicates`) compares
+them: the catalog-level ``duplicate_groups`` asset (:mod:`klio_assets.catalog.duplicates`) compares
 fingerprints by bit error rate.
 
 The audio is decoded by the framework (mono, 11025 Hz: the rate Chromaprint works at, so it

@@ -396,7 +396,7 @@ def _stft(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
     np.ndarray [shape=(channels, frames, n_fft // 2 + 1)], complex64
         Frame ``t`` is centred on sample ``t * hop_length``; time-major (unlike librosa).
     """
-    import scipy.fft  # lazily: importing this module stays cheap
+    import scipy.fft  # noqa: PLC0415 - lazily: importing this module stays cheap
 
     half = n_fft // 2
     padded = np.pad(y, ((0, 0), (half, half)))
@@ -423,7 +423,7 @@ def _istft(spec: np.ndarray, *, n_fft: int, hop_length: int, length: int) -> np.
     -------
     np.ndarray [shape=(channels, length)], float32
     """
-    import scipy.fft  # lazily: importing this module stays cheap
+    import scipy.fft  # noqa: PLC0415 - lazily: importing this module stays cheap
 
     channels, frames, _ = spec.shape
     overlap = n_fft // hop_length  # n_fft is a multiple of hop_length (checked by the caller)

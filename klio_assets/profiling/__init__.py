@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from klio_assets.catalog.trackids import track_id_from_name, validate_track_id
 from klio_assets.errors import CatalogError, ParameterError
 from klio_assets.profiling.measure import (
     PeakMemory,
@@ -64,7 +65,6 @@ from klio_assets.profiling.measure import (
 )
 from klio_assets.profiling.tables import line_table, top_functions
 from klio_assets.settings import Settings
-from klio_assets.trackids import track_id_from_name, validate_track_id
 from klio_assets.worker.analysis import Analysis
 from klio_assets.worker.execution import COMPUTED, FAILED, Engine
 from klio_assets.worker.plan import PlannedAnalysis, RunPlan, planned_for
@@ -127,7 +127,7 @@ def resolve_targets(
     targets: list[Target] = []
     ids = list(dict.fromkeys(validate_track_id(t) for t in track_ids))
     if ids:
-        from klio_assets.catalog import get_catalog  # noqa: PLC0415 - SQLAlchemy
+        from klio_assets.catalog.database import get_catalog  # noqa: PLC0415 - SQLAlchemy
 
         url = settings.catalog_url
         if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):

@@ -546,7 +546,7 @@ def exact_length(frames: int, source_rate: int, target_rate: int) -> int:
     """Frames after resampling ``frames`` from ``source_rate`` to ``target_rate``:
     ``round(frames * target_rate / source_rate)``, halves rounded up as soxr does (so one
     input frame never becomes zero)."""
-    return int(math.floor(frames * target_rate / source_rate + 0.5))
+    return math.floor(frames * target_rate / source_rate + 0.5)
 
 
 def convert_blocks(

@@ -17,8 +17,8 @@ from typing import Any
 
 import dagster as dg
 
-from klio_assets.catalog import TrackCatalog
-from klio_assets.launch import tracks_to_run
+from klio_assets.catalog.database import TrackCatalog
+from klio_assets.orchestration.launch import tracks_to_run
 from klio_assets.settings import Settings
 from klio_assets.worker.plan import PlannedAnalysis
 from klio_assets.worker.storage import Storage
@@ -29,7 +29,7 @@ MODES = ("landing", "propagation", "backfill")
 def automation_selection(settings: Settings, analyses: Sequence[Any]) -> list[str]:
     """The analyses the automation runs: ``KLIO_ASSETS_AUTO_ANALYSES`` and their ancestors
     (all when unset), in topological order."""
-    from klio_assets.lineage import ancestors, parents  # noqa: PLC0415
+    from klio_assets.orchestration.lineage import ancestors, parents  # noqa: PLC0415
     from klio_assets.worker.plan import plan_analyses  # noqa: PLC0415
 
     graph = parents(analyses)
@@ -93,7 +93,7 @@ def preview(
         Unknown mode.
     """
     from klio_assets.errors import ParameterError  # noqa: PLC0415
-    from klio_assets.lineage import parents  # noqa: PLC0415
+    from klio_assets.orchestration.lineage import parents  # noqa: PLC0415
     from klio_assets.worker.plan import plan_analyses  # noqa: PLC0415
 
     if mode not in MODES:
@@ -104,8 +104,8 @@ def preview(
     storage = Storage(settings.storage)
     out: dict[str, Any] = {"mode": mode, "dry_run": True, "force": force, "requests": []}
     if mode == "landing":
-        from klio_assets.landing import landing_tick  # noqa: PLC0415
-        from klio_assets.ranges import partition_ranges  # noqa: PLC0415
+        from klio_assets.automation.landing import landing_tick  # noqa: PLC0415
+        from klio_assets.orchestration.ranges import partition_ranges  # noqa: PLC0415
 
         tick = landing_tick(
             instance,
@@ -144,7 +144,7 @@ def preview(
                 }
             )
     elif mode == "propagation":
-        from klio_assets.propagation import propagation_tick  # noqa: PLC0415
+        from klio_assets.automation.propagation import propagation_tick  # noqa: PLC0415
 
         cursor = stored_cursor(instance, "propagation_sensor")
         tick = propagation_tick(
@@ -168,7 +168,7 @@ def preview(
                 entry["after_run"] = request.upstream_run_id
                 out["requests"].append(entry)
     else:
-        from klio_assets.backfill import plan_backfill  # noqa: PLC0415
+        from klio_assets.automation.backfill import plan_backfill  # noqa: PLC0415
 
         plan = plan_backfill(
             instance,

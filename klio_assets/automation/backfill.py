@@ -24,10 +24,10 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from klio_assets.catalog import TrackCatalog
-from klio_assets.launch import existing_outputs, materialized_tracks
-from klio_assets.partitions import ordered_keys
-from klio_assets.propagation import _run_tracks
+from klio_assets.automation.propagation import _run_tracks
+from klio_assets.catalog.database import TrackCatalog
+from klio_assets.orchestration.launch import existing_outputs, materialized_tracks
+from klio_assets.orchestration.partitions import ordered_keys
 from klio_assets.worker.plan import PlannedAnalysis
 from klio_assets.worker.storage import Storage
 
@@ -201,7 +201,7 @@ def backfill_run_requests(
     plan: BackfillPlan, *, tick: str, force: bool = False
 ) -> list[dg.RunRequest]:
     """The plan's ``RunRequest``s; run keys name the tick and the range."""
-    from klio_assets.landing import run_requests  # noqa: PLC0415
+    from klio_assets.automation.landing import run_requests  # noqa: PLC0415
 
     out = []
     for run in plan.runs:

@@ -46,11 +46,12 @@ from typing import Any, Protocol
 
 import dagster as dg
 
-from klio_assets.catalog import TrackCatalog
+from klio_assets.catalog.database import TrackCatalog
+from klio_assets.catalog.discovery import AUDIO_EXTENSIONS
+from klio_assets.catalog.trackids import track_id_from_name, validate_track_id
 from klio_assets.errors import ParameterError, StorageError, TrackIdError
-from klio_assets.ranges import partition_ranges, range_tags
-from klio_assets.trackids import track_id_from_name, validate_track_id
-from klio_assets.tracks import AUDIO_EXTENSIONS, register_tracks
+from klio_assets.orchestration.ranges import partition_ranges, range_tags
+from klio_assets.orchestration.registration import register_tracks
 
 #: File timestamps come from the kernel's coarse clock, which lags ``time.time()`` by up to
 #: one timer tick (1-10 ms; measured 3.8 ms here): a file changed just after a listing can
@@ -77,7 +78,7 @@ class Landed:
     uri : str
         Absolute path or object URI.
     track_id : str
-        Derived from the file name (:func:`klio_assets.trackids.track_id_from_name`).
+        Derived from the file name (:func:`klio_assets.catalog.trackids.track_id_from_name`).
     """
 
     ctime_ns: int

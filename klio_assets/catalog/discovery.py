@@ -1,11 +1,11 @@
-"""Finding tracks (files, folders, CSV manifests) and registering them as partitions.
+"""Finding tracks: files, folders, CSV manifests and track messages, all untrusted.
 
 Everything here treats its input as untrusted: track IDs are validated, IDs derived from
 file names are made safe, manifest paths may not leave the manifest's folder (or the roots
 explicitly allowed), and a symlink inside an added folder may not pull in a file from outside
 it unless asked. Registration is batched: adding partitions one at a time costs 11-22 ms
 each, in batches 14-99 microseconds (about 10-25 on PostgreSQL with the bulk insert of
-:func:`klio_assets.partitions.add_track_partitions`).
+:func:`klio_assets.orchestration.partitions.add_track_partitions`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,8 @@ import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import dagster as dg
-
-from klio_assets.catalog import Registration, TrackCatalog
+from klio_assets.catalog.trackids import track_id_from_name, validate_track_id
 from klio_assets.errors import CatalogError, ParameterError, TrackIdError, UnsafePathError
-from klio_assets.partitions import add_track_partitions
-from klio_assets.trackids import track_id_from_name, validate_track_id
 from klio_assets.worker.storage import is_remote
 
 #: File extensions taken as audio when a folder is added.
@@ -134,7 +130,7 @@ def check_track_source(
     Raises
     ------
     TrackIdError
-        The ID is not valid (see :func:`~klio_assets.trackids.validate_track_id`).
+        The ID is not valid (see :func:`~klio_assets.catalog.trackids.validate_track_id`).
     UnsafePathError
         The path is not a string, is empty, too long, has control characters, uses another
         URL scheme, has ``..`` in a URI, or leads outside ``base`` and ``roots``.
@@ -290,19 +286,3 @@ def _read_manifest(manifest: str, found: Discovery, *, allowed_roots: Sequence[s
                 found.rejected.append((where, str(exc)))
                 continue
             found.add(track_id, source, where)
-
-
-def register_tracks(
-    instance: dg.DagsterInstance, catalog: TrackCatalog, tracks: Sequence[tuple[str, str]]
-) -> Registration:
-    """Add tracks to the catalog and as ``tracks`` partitions, in batches and in order.
-
-    Partitions are added for every track registered here (new or already known), so that a
-    registration interrupted between the catalog and Dagster is completed by adding again.
-    """
-    for track_id, _ in tracks:
-        validate_track_id(track_id)
-    outcome = catalog.register(tracks)
-    keys = [t for t, _ in tracks if t not in outcome.conflicts]
-    add_track_partitions(instance, keys)
-    return outcome

@@ -25,7 +25,7 @@ _STATUS_ORDER = ("computed", "skipped", "failed", "would_compute", "would_skip")
 
 
 def _settings() -> Settings:
-    from klio_assets.home import prepare_environment  # noqa: PLC0415
+    from klio_assets.orchestration.home import prepare_environment  # noqa: PLC0415
 
     settings = Settings.from_env()
     prepare_environment(settings)
@@ -88,8 +88,9 @@ def add(
     if not paths and not manifest:
         _fail("give audio files, folders or --manifest")
     settings = _settings()
-    from klio_assets.catalog import get_catalog  # noqa: PLC0415
-    from klio_assets.tracks import discover, register_tracks  # noqa: PLC0415
+    from klio_assets.catalog.database import get_catalog  # noqa: PLC0415
+    from klio_assets.catalog.discovery import discover  # noqa: PLC0415
+    from klio_assets.orchestration.registration import register_tracks  # noqa: PLC0415
 
     try:
         found = discover(
@@ -175,8 +176,8 @@ def run(
     selected = [n for n in names if not assets or n in assets]
     selected_tables = [n for n in tables if not assets or n in assets]
     storage = _storage(settings)
-    from klio_assets.catalog import get_catalog  # noqa: PLC0415
-    from klio_assets.invocation import Invocation  # noqa: PLC0415
+    from klio_assets.catalog.database import get_catalog  # noqa: PLC0415
+    from klio_assets.orchestration.invocation import Invocation  # noqa: PLC0415
 
     catalog = get_catalog(settings.catalog_url)
     if not (force or dry_run or check_dagster or selected_tables):
@@ -209,7 +210,7 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from klio_assets import launch  # noqa: PLC0415
-    from klio_assets.skipping import enter_in_ledger  # noqa: PLC0415
+    from klio_assets.catalog.ledger import enter_in_ledger  # noqa: PLC0415
 
     instance = _instance()
     try:
@@ -283,7 +284,7 @@ def run(
 def _engine_inputs(settings: Settings) -> dict[str, list[str]]:
     """Analysis name to the analyses it reads (lineage without the ``source_audio`` asset)."""
     from klio_assets.analyses import load_analyses  # noqa: PLC0415
-    from klio_assets.lineage import inputs  # noqa: PLC0415
+    from klio_assets.orchestration.lineage import inputs  # noqa: PLC0415
 
     return inputs(load_analyses(settings.analysis_modules))
 
@@ -303,11 +304,11 @@ def _done_without_dagster(
     Bottom-up runs also need the selected analyses' upstreams present (a ``run beats`` whose
     ``downsampled_audio`` was deleted recomputes it).
     """
-    from klio_assets.skipping import all_done  # noqa: PLC0415
+    from klio_assets.catalog.ledger import all_done  # noqa: PLC0415
 
     check = list(selected)
     if with_upstream:
-        from klio_assets.lineage import ancestors  # noqa: PLC0415
+        from klio_assets.orchestration.lineage import ancestors  # noqa: PLC0415
 
         ups = ancestors(_engine_inputs(settings), selected)
         check = [n for n in planned if n in ups or n in selected]
@@ -317,7 +318,7 @@ def _done_without_dagster(
 
 def _catalog_tables(analyses: Sequence[str]) -> list[str]:
     """The catalog-level assets for these analyses, in dependency order."""
-    from klio_assets.catalog import DUPLICATE_GROUPS, TRACK_FEATURES  # noqa: PLC0415
+    from klio_assets.catalog.database import DUPLICATE_GROUPS, TRACK_FEATURES  # noqa: PLC0415
 
     return [*([DUPLICATE_GROUPS] if "fingerprint" in analyses else []), TRACK_FEATURES]
 
@@ -445,9 +446,9 @@ def _cell(record: dict[str, Any] | None) -> str:
 
 def collect_status(settings: Settings) -> dict[str, Any]:
     """``{"tracks": N, "assets": {name: {"materialized", "missing", "failed"}}}``."""
-    from klio_assets.catalog import get_catalog  # noqa: PLC0415
-    from klio_assets.launch import materialized_tracks  # noqa: PLC0415
-    from klio_assets.partitions import ordered_keys  # noqa: PLC0415
+    from klio_assets.catalog.database import get_catalog  # noqa: PLC0415
+    from klio_assets.orchestration.launch import materialized_tracks  # noqa: PLC0415
+    from klio_assets.orchestration.partitions import ordered_keys  # noqa: PLC0415
 
     instance = _instance()
     catalog = get_catalog(settings.catalog_url)
@@ -493,8 +494,8 @@ def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[s
     """The latest metadata of ``asset`` (for ``track_id``, or unpartitioned)."""
     import dagster as dg  # noqa: PLC0415
 
-    from klio_assets.catalog import get_catalog  # noqa: PLC0415
-    from klio_assets.trackids import validate_track_id  # noqa: PLC0415
+    from klio_assets.catalog.database import get_catalog  # noqa: PLC0415
+    from klio_assets.catalog.trackids import validate_track_id  # noqa: PLC0415
 
     planned = _planned(settings)
     tables = _catalog_tables(list(planned))
@@ -844,8 +845,8 @@ def automation(mode: str, dry_run: bool, force: bool, as_json: bool) -> None:
     """
     settings = _settings()
     from klio_assets.analyses import load_analyses  # noqa: PLC0415
-    from klio_assets.catalog import get_catalog  # noqa: PLC0415
-    from klio_assets.preview import preview  # noqa: PLC0415
+    from klio_assets.automation.preview import preview  # noqa: PLC0415
+    from klio_assets.catalog.database import get_catalog  # noqa: PLC0415
 
     if not dry_run and mode != "backfill":
         _fail(
@@ -893,8 +894,8 @@ def _backfill_now(
     import datetime  # noqa: PLC0415
 
     from klio_assets import launch  # noqa: PLC0415
-    from klio_assets.backfill import STATE_KEY, plan_backfill  # noqa: PLC0415
-    from klio_assets.preview import automation_selection  # noqa: PLC0415
+    from klio_assets.automation.backfill import STATE_KEY, plan_backfill  # noqa: PLC0415
+    from klio_assets.automation.preview import automation_selection  # noqa: PLC0415
     from klio_assets.worker.plan import plan_analyses  # noqa: PLC0415
 
     storage = _storage(settings)
@@ -970,7 +971,7 @@ def dev(dagster_args: Sequence[str]) -> None:
 def demo(n_tracks: int) -> None:
     """Make a small catalog of generated music, register it and run every analysis on it."""
     settings = _settings()
-    from klio_assets.demo import make_demo_audio  # noqa: PLC0415
+    from klio_assets.cli.demo import make_demo_audio  # noqa: PLC0415
 
     folder = os.path.join(settings.home, "demo-audio")
     files = make_demo_audio(folder, n_tracks=n_tracks)

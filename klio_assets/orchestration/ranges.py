@@ -1,7 +1,7 @@
 """Cutting a set of track IDs into contiguous partition ranges without listing the catalog.
 
 One run covers one contiguous range of ``tracks`` keys (registration order). The CLI lists
-every key to find the ranges (:func:`klio_assets.launch.contiguous_ranges`): 0.4 s at 100k
+every key to find the ranges (:func:`klio_assets.orchestration.launch.contiguous_ranges`): 0.4 s at 100k
 tracks, 4-5 s at 1M, too slow for a sensor tick that brings a few new tracks. Here the keys'
 row IDs in Dagster's dynamic-partitions table order them, and a gap between two consecutive
 wanted keys is checked with one indexed ``count`` only when their row IDs are not adjacent:
@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 
 import dagster as dg
 
-from klio_assets.launch import contiguous_ranges
-from klio_assets.partitions import TRACKS
+from klio_assets.orchestration.launch import contiguous_ranges
+from klio_assets.orchestration.partitions import TRACKS
 
 #: Keys per ``IN (...)`` query.
 _CHUNK = 5000

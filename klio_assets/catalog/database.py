@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql
 
 from klio_assets.errors import CatalogError
 
-#: The catalog-level assets built from this database (:mod:`klio_assets.catalog_assets`).
+#: The catalog-level assets built from this database (:mod:`klio_assets.orchestration.catalog_assets`).
 DUPLICATE_GROUPS = "duplicate_groups"
 TRACK_FEATURES = "track_features"
 

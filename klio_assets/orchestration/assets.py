@@ -12,10 +12,10 @@ from typing import Any
 
 import dagster as dg
 
-from klio_assets import reporting
-from klio_assets.batch import AnalysisRunConfig, run_batch
-from klio_assets.lineage import parents
-from klio_assets.partitions import tracks_partitions
+from klio_assets.orchestration import reporting
+from klio_assets.orchestration.lineage import parents
+from klio_assets.orchestration.partitions import tracks_partitions
+from klio_assets.orchestration.run import AnalysisRunConfig, run_batch
 from klio_assets.resources.beam import BeamRunnerResource
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource

@@ -1,21 +1,21 @@
 """What is already done, decided without Dagster: the catalog's ledger plus the storage.
 
 Every run enters the tracks it materialized in the catalog's ledger
-(:meth:`~klio_assets.catalog.TrackCatalog.record_outcomes`), in the same step and after the
+(:meth:`~klio_assets.catalog.database.TrackCatalog.record_outcomes`), in the same step and after the
 materialization events. So when the ledger has the current version of every selected
 analysis for every wanted track, and the outputs are in the storage, a ``klio-assets run``
 has nothing to do and can say so in one query plus a listing, without importing Dagster or
 reading its partitions. Anything else goes to the full check against Dagster
-(:func:`klio_assets.launch.tracks_to_run`), which also refills the ledger.
+(:func:`klio_assets.orchestration.launch.tracks_to_run`), which also refills the ledger.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from klio_assets.catalog import TrackCatalog
+from klio_assets.catalog.database import TrackCatalog
+from klio_assets.catalog.trackids import validate_track_id
 from klio_assets.errors import KlioAssetsError
-from klio_assets.trackids import validate_track_id
 from klio_assets.worker.plan import Layout, PlannedAnalysis
 from klio_assets.worker.storage import Storage, shard_of
 

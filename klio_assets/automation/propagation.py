@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from klio_assets.catalog import TrackCatalog
-from klio_assets.landing import TRIGGER_TAG
-from klio_assets.lineage import descendants
-from klio_assets.partitions import keys_in_range
-from klio_assets.ranges import partition_ranges
+from klio_assets.automation.landing import TRIGGER_TAG
+from klio_assets.catalog.database import TrackCatalog
+from klio_assets.orchestration.lineage import descendants
+from klio_assets.orchestration.partitions import keys_in_range
+from klio_assets.orchestration.ranges import partition_ranges
 
 #: Finished runs read per status and tick (more wait for the next tick).
 EVENTS_PER_TICK = 200
@@ -80,7 +80,7 @@ def _run_tracks(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
             return [start]
         keys = keys_in_range(instance, start, end)
         if keys is None:
-            from klio_assets.partitions import TRACKS  # noqa: PLC0415
+            from klio_assets.orchestration.partitions import TRACKS  # noqa: PLC0415
 
             ordered = list(instance.get_dynamic_partitions(TRACKS))
             keys = (
@@ -112,7 +112,7 @@ def propagation_tick(
     Parameters
     ----------
     graph : mapping
-        Analysis name to the names it depends on (:func:`klio_assets.lineage.parents`).
+        Analysis name to the names it depends on (:func:`klio_assets.orchestration.lineage.parents`).
     allowed : sequence of str
         Analyses that may be requested (``KLIO_ASSETS_AUTO_ANALYSES``), in topological order.
 
@@ -165,7 +165,7 @@ def propagation_tick(
 
 def propagation_run_requests(tick: PropagationTick) -> list[dg.RunRequest]:
     """The tick's ``RunRequest``s (run keys name the upstream run: one follow-up each)."""
-    from klio_assets.landing import run_requests  # noqa: PLC0415
+    from klio_assets.automation.landing import run_requests  # noqa: PLC0415
 
     out = []
     for request in tick.requests:

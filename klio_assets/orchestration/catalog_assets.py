@@ -1,13 +1,13 @@
 """Catalog-level assets: ``duplicate_groups`` and ``track_features`` (unpartitioned).
 
 Both are updated incrementally. Per-track runs write each track's scalar results to the
-catalog's features table (:meth:`~klio_assets.catalog.TrackCatalog.record_features`), each
+catalog's features table (:meth:`~klio_assets.catalog.database.TrackCatalog.record_features`), each
 write with a new sequence number; these assets read only the rows written since their last
 materialization (the sequence number they reached is kept with their output), so their cost
 follows what changed, not the size of the catalog:
 
 * ``duplicate_groups`` adds the new fingerprints to the fingerprint index
-  (:mod:`klio_assets.duplicates`) and writes the groups of two or more tracks as Parquet;
+  (:mod:`klio_assets.catalog.duplicates`) and writes the groups of two or more tracks as Parquet;
 * ``track_features`` merges the changed rows into the previous Parquet table (one row per
   track: duration, sample rate, channels, loudness, tempo, duplicate group, and the versions
   that produced them) and writes it again: what a researcher opens in a notebook.
@@ -23,7 +23,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from klio_assets.catalog import DUPLICATE_GROUPS, TRACK_FEATURES, FeatureRow, TrackCatalog
+from klio_assets.catalog.database import DUPLICATE_GROUPS, TRACK_FEATURES, FeatureRow, TrackCatalog
 from klio_assets.errors import KlioAssetsError
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
@@ -177,7 +177,7 @@ def merge_features(
 
 
 def _fingerprint_index(catalog: TrackCatalog):
-    from klio_assets.duplicates import FingerprintIndex  # noqa: PLC0415 - Dagster-free matcher
+    from klio_assets.catalog.duplicates import FingerprintIndex  # noqa: PLC0415 - Dagster-free matcher
 
     index = FingerprintIndex(catalog.engine)
     index.ensure_tables()
@@ -192,7 +192,7 @@ def update_duplicate_groups(store: Storage, catalog: TrackCatalog) -> dict[str, 
     dict
         Metadata of the materialization.
     """
-    from klio_assets.duplicates import FingerprintItem  # noqa: PLC0415
+    from klio_assets.catalog.duplicates import FingerprintItem  # noqa: PLC0415
 
     uri = _table_uri(store, DUPLICATE_GROUPS)
     after_seq = _read_seq(store, uri)

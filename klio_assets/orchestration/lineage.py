@@ -2,7 +2,7 @@
 
 An analysis depends on the analyses it reads (``Upstream(...)``) and, when it decodes the
 source itself, on ``source_audio`` (the probed source): the same rule as the asset specs of
-:func:`klio_assets.assets.build_analysis_assets` (a test checks they agree).
+:func:`klio_assets.orchestration.assets.build_analysis_assets` (a test checks they agree).
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from klio_assets import reporting
 from klio_assets.errors import BeamJobError
-from klio_assets.partitions import keys_in_range
+from klio_assets.orchestration import reporting
+from klio_assets.orchestration.partitions import keys_in_range
 from klio_assets.resources.beam import BeamRunnerResource
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
@@ -115,7 +115,7 @@ def run_batch(
     Yields
     ------
     dg.AssetMaterialization
-        Only if Dagster's batched event path is unavailable (see :mod:`klio_assets.reporting`).
+        Only if Dagster's batched event path is unavailable (see :mod:`klio_assets.orchestration.reporting`).
 
     Raises
     ------

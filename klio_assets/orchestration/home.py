@@ -1,6 +1,6 @@
 """The klio-assets home: where Dagster's instance lives locally, and how it is configured.
 
-Kept apart from :mod:`klio_assets.launch` because it imports no Dagster: commands that can
+Kept apart from :mod:`klio_assets.orchestration.launch` because it imports no Dagster: commands that can
 answer without a run (an all-skipped ``klio-assets run``) stay fast.
 """
 
@@ -17,7 +17,7 @@ DEFAULT_DAGSTER_YAML = """\
 telemetry:
   enabled: false
 """
-#: Dagster settings that keep per-track bookkeeping cheap (see klio_assets.reporting):
+#: Dagster settings that keep per-track bookkeeping cheap (see klio_assets.orchestration.reporting):
 #: one planned event per run instead of one per partition, batched event writes.
 FAST_BOOKKEEPING_ENV = {
     "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
@@ -30,7 +30,7 @@ def prepare_environment(settings: Settings) -> None:
     os.makedirs(settings.home, exist_ok=True)
     yaml_path = os.path.join(settings.home, "dagster.yaml")
     if not os.path.exists(yaml_path):
-        from klio_assets.sqlite_events import dagster_yaml_storage  # noqa: PLC0415 - imports Dagster
+        from klio_assets.orchestration.dagster_internals.sqlite_events import dagster_yaml_storage  # noqa: PLC0415 - imports Dagster
 
         with open(yaml_path, "w") as fh:
             fh.write(DEFAULT_DAGSTER_YAML + dagster_yaml_storage(settings.home))

@@ -16,16 +16,16 @@ from typing import Any
 
 import dagster as dg
 
+from klio_assets.catalog.ledger import existing_outputs
+from klio_assets.catalog.trackids import validate_track_id
 from klio_assets.errors import KlioAssetsError, ParameterError
-from klio_assets.home import (  # noqa: F401 - re-exported
+from klio_assets.orchestration.home import (  # noqa: F401 - re-exported
     DEFAULT_DAGSTER_YAML,
     FAST_BOOKKEEPING_ENV,
     prepare_environment,
 )
-from klio_assets.invocation import RunOutcome
-from klio_assets.partitions import ordered_keys
-from klio_assets.skipping import existing_outputs
-from klio_assets.trackids import validate_track_id
+from klio_assets.orchestration.invocation import RunOutcome
+from klio_assets.orchestration.partitions import ordered_keys
 from klio_assets.worker.plan import Layout, PlannedAnalysis
 from klio_assets.worker.storage import Storage
 
@@ -239,7 +239,7 @@ def with_missing_upstreams(
     Parameters
     ----------
     graph : mapping
-        Analysis name to the analyses it reads (:func:`klio_assets.lineage.inputs`; the
+        Analysis name to the analyses it reads (:func:`klio_assets.orchestration.lineage.inputs`; the
         lineage-only ``source_audio`` is not needed by the engine and is not added).
 
     Returns
@@ -249,7 +249,7 @@ def with_missing_upstreams(
     added : list of str
         The upstreams added.
     """
-    from klio_assets.lineage import ancestors  # noqa: PLC0415
+    from klio_assets.orchestration.lineage import ancestors  # noqa: PLC0415
 
     candidates = [n for n in planned if n in ancestors(graph, selected) and n not in selected]
     added = []
