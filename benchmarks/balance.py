@@ -159,7 +159,7 @@ def run_once(batch: list[tuple[str, str]], work: str) -> dict:
     with open(manifest, "w") as fh:
         fh.write("track_id,path\n")
         fh.writelines(f"{track_id},{path}\n" for track_id, path in batch)
-    cli = [sys.executable, "-m", "klio_assets.cli.main"]
+    cli = [sys.executable, "-m", "klio_assets.cli"]
     _, _, added = harness.timed([*cli, "add", "--manifest", manifest, "--allow-root", "/"], env)
     if added.returncode:
         sys.exit(f"klio-assets add failed:\n{added.stderr[-3000:]}")

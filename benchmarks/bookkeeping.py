@@ -50,9 +50,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import PhaseTimer, add_run_arguments, checked_backends, fresh_home, write_clips
 from klio_assets.resources.beam import BeamJob, BeamRunnerResource
 
-from klio_assets import batch, launch, reporting
-from klio_assets import tracks as tracks_module
 from klio_assets.catalog.database import TrackCatalog, get_catalog
+from klio_assets.orchestration import launch, reporting
+from klio_assets.orchestration import registration as tracks_module
+from klio_assets.orchestration import run as batch
 from klio_assets.orchestration.partitions import TRACKS
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings

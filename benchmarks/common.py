@@ -59,7 +59,7 @@ def fresh_home(
     """A new ``KLIO_ASSETS_HOME`` under ``workdir/<backend>-<name>`` on ``sqlite`` (Dagster's
     SQLite and a SQLite catalog) or ``postgres`` (new databases on ``postgres``, a
     :class:`klio_assets_tests.postgres.PostgresServer`), made current in ``os.environ``."""
-    from klio_assets import launch
+    from klio_assets.orchestration import launch
 
     home = os.path.join(workdir, f"{backend}-{name}")
     os.makedirs(home)

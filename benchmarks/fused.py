@@ -62,7 +62,7 @@ def warm_up(names: list[str], args: argparse.Namespace, scratch: str) -> None:
     cut = harness.short_cuts(1, 10, cache=args.cache, corpus=args.corpus)[0]
     env = harness.klio_home(os.path.join(scratch, "home-warmup"), [("warmup", cut)])
     done = subprocess.run(
-        [sys.executable, "-m", "klio_assets.cli.main", "run", *names],
+        [sys.executable, "-m", "klio_assets.cli", "run", *names],
         env=env,
         capture_output=True,
         text=True,

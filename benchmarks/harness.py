@@ -237,7 +237,7 @@ def klio_home(home: str, tracks: Sequence[tuple[str, str]]) -> dict[str, str]:
     with open(manifest, "w") as fh:
         fh.write("track_id,path\n")
         fh.writelines(f"{track_id},{path}\n" for track_id, path in tracks)
-    cli = [sys.executable, "-m", "klio_assets.cli.main"]
+    cli = [sys.executable, "-m", "klio_assets.cli"]
     added = subprocess.run(
         [*cli, "add", "--manifest", manifest, "--allow-root", "/"],
         env=env,
@@ -259,7 +259,7 @@ def fused_vs_separate(
     children), cores busy, the Beam jobs' seconds, and the number of commands; plus
     ``fused_over_separate`` (wall).
     """
-    cli = [sys.executable, "-m", "klio_assets.cli.main"]
+    cli = [sys.executable, "-m", "klio_assets.cli"]
     figures: dict[str, Any] = {}
     for mode in ("fused", "separate"):
         env = klio_home(os.path.join(scratch, f"home-{mode}"), tracks)
@@ -333,7 +333,7 @@ def worker_plan(
 
 
 PYTHON = sys.executable
-CLI = [PYTHON, "-m", "klio_assets.cli.main"]
+CLI = [PYTHON, "-m", "klio_assets.cli"]
 
 
 def klio_run(args: list[str], env: dict[str, str]) -> tuple[float, float, dict[str, Any]]:

@@ -35,7 +35,7 @@ _CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("KLIO_ASS
 
 def cli(*args: str, home: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     full = {**_CLEAN_ENV, **(env or {}), "KLIO_ASSETS_HOME": home}
-    return subprocess.run([sys.executable, "-m", "klio_assets.cli.main", *args], env=full,
+    return subprocess.run([sys.executable, "-m", "klio_assets.cli", *args], env=full,
                           capture_output=True, text=True, timeout=1200)  # fmt: skip
 
 
@@ -105,7 +105,7 @@ def kill_rounds(base: str, rounds: int) -> dict:
         home = os.path.join(base, f"kill-home-{r}")
         outputs = os.path.join(home, "outputs")
         cli("add", library, home=home)
-        proc = subprocess.Popen([sys.executable, "-m", "klio_assets.cli.main", "run", *ANALYSES, "--json"],
+        proc = subprocess.Popen([sys.executable, "-m", "klio_assets.cli", "run", *ANALYSES, "--json"],
                                 env={**_CLEAN_ENV, "KLIO_ASSETS_HOME": home}, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         target = max(1, int(fractions[r % len(fractions)] * 2 * n))

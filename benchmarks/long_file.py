@@ -169,7 +169,7 @@ def measure(path: str, work: str, *, trace: bool, cli: bool) -> dict:
         manifest = os.path.join(folder, "tracks.csv")
         with open(manifest, "w") as fh:
             fh.write(f"track_id,path\nlong,{path}\n")
-        command = [python, "-m", "klio_assets.cli.main"]
+        command = [python, "-m", "klio_assets.cli"]
         _checked(
             harness.run_child(
                 [*command, "add", "--manifest", manifest, "--allow-root", "/"], cli_env

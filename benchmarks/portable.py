@@ -48,8 +48,8 @@ def _run_once(home: Path, tracks, beam_options: str) -> dict:
     os.environ["KLIO_ASSETS_BEAM_OPTIONS"] = beam_options
     import dagster as dg
 
-    from klio_assets import launch
     from klio_assets.catalog.database import get_catalog
+    from klio_assets.orchestration import launch
     from klio_assets.orchestration.registration import register_tracks
     from klio_assets.settings import Settings
     from klio_assets.worker.storage import Storage

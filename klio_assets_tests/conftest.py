@@ -77,7 +77,7 @@ def run_cli(
     full_env["KLIO_ASSETS_HOME"] = home
     full_env.update(env or {})
     done = subprocess.run(
-        [sys.executable, "-m", "klio_assets.cli.main", *args],
+        [sys.executable, "-m", "klio_assets.cli", *args],
         env=full_env,
         capture_output=True,
         text=True,

@@ -7,9 +7,9 @@ import pytest
 import soundfile as sf
 from klio_assets.resources.beam import BeamRunnerResource
 
-from klio_assets import launch
 from klio_assets.catalog.database import get_catalog
 from klio_assets.definitions import JOB_NAME, build_definitions
+from klio_assets.orchestration import launch
 from klio_assets.orchestration.partitions import TRACKS
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings

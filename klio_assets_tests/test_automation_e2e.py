@@ -43,7 +43,7 @@ def _start(home, landing, params="{}"):
     port = free_port()
     log = open(os.path.join(home, f"dev-{port}.log"), "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "klio_assets.cli.main", "dev", "-p", str(port)],
+        [sys.executable, "-m", "klio_assets.cli", "dev", "-p", str(port)],
         cwd=REPO,
         env=env,
         stdout=log,

@@ -7,9 +7,9 @@ import datetime
 import dagster as dg
 import pytest
 
-from klio_assets import launch
 from klio_assets.catalog.database import get_catalog
 from klio_assets.definitions import build_definitions
+from klio_assets.orchestration import launch
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage

@@ -7,8 +7,8 @@ import shutil
 import dagster as dg
 import pytest
 
-from klio_assets import launch
 from klio_assets.analyses import load_analyses
+from klio_assets.orchestration import launch
 from klio_assets.orchestration.lineage import inputs
 from klio_assets.settings import Settings
 from klio_assets.worker.plan import plan_analyses

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from klio_assets import launch
+from klio_assets.orchestration import launch
 from klio_assets.orchestration.catalog_assets import BASE_COLUMNS
 from klio_assets_tests.test_assets import env, latest, run  # noqa: F401 - fixtures
 

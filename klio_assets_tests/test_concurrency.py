@@ -49,7 +49,7 @@ def test_two_runs_over_overlapping_tracks_at_once_on_postgres(tmp_path):
         for picked in (first, second):
             args = [a for t in [*picked, "t999-broken"] for a in ("--tracks", t)]
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "klio_assets.cli.main", "run", *ANALYSES, *args, "--json"],
+                [sys.executable, "-m", "klio_assets.cli", "run", *ANALYSES, *args, "--json"],
                 env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             ))  # fmt: skip
         started = time.monotonic()

@@ -71,7 +71,7 @@ def test_run_killed_midway_leaves_only_whole_outputs_and_a_rerun_finishes_the_re
     env = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
     env["KLIO_ASSETS_HOME"] = home
     proc = subprocess.Popen(
-        [sys.executable, "-m", "klio_assets.cli.main", "run", *ANALYSES, "--json"],
+        [sys.executable, "-m", "klio_assets.cli", "run", *ANALYSES, "--json"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -58,7 +58,7 @@ def dev_server(tmp_path, catalog_tracks):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KLIO_ASSETS_", "DAGSTER_"))}
     env["KLIO_ASSETS_HOME"] = home
     proc = subprocess.Popen(
-        [sys.executable, "-m", "klio_assets.cli.main", "dev", "-p", str(port)],
+        [sys.executable, "-m", "klio_assets.cli", "dev", "-p", str(port)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

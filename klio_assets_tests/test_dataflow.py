@@ -30,9 +30,9 @@ from klio_assets.resources.beam import (
     gcp_labels,
 )
 
-from klio_assets import launch
 from klio_assets.catalog.database import get_catalog
 from klio_assets.errors import ParameterError
+from klio_assets.orchestration import launch
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage

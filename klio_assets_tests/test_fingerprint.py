@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from klio_assets import duplicates
 from klio_assets.analyses.fingerprint import (
     FINGERPRINT_RATE,
     ITEM_SECONDS,
     FingerprintParams,
     fingerprint,
 )
+from klio_assets.catalog import duplicates
 from klio_assets.catalog.duplicates import (
     MATCH_BER,
     SILENCE_ITEM,

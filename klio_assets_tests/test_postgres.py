@@ -5,8 +5,8 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.partitions.context import partition_loading_context
 
-from klio_assets import launch
 from klio_assets.catalog.database import get_catalog
+from klio_assets.orchestration import launch
 from klio_assets.orchestration.partitions import TRACKS, tracks_partitions
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings

@@ -24,9 +24,9 @@ import dagster as dg
 import pytest
 import soundfile as sf
 
-from klio_assets import launch
 from klio_assets.catalog.database import get_catalog
 from klio_assets.cli.main import _planned
+from klio_assets.orchestration import launch
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage

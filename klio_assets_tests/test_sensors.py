@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
-from klio_assets import landing as landing_module
-from klio_assets import launch
+from klio_assets.automation import landing as landing_module
 from klio_assets.automation.landing import CLOCK_MARGIN_S
 from klio_assets.catalog.database import get_catalog
 from klio_assets.definitions import JOB_NAME, build_definitions
 from klio_assets.errors import CatalogError, StorageError
+from klio_assets.orchestration import launch
 from klio_assets.orchestration.lineage import parents
 from klio_assets.orchestration.partitions import TRACKS
 from klio_assets.settings import Settings

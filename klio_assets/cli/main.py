@@ -209,8 +209,8 @@ def run(
     from rich.console import Console  # noqa: PLC0415
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
-    from klio_assets import launch  # noqa: PLC0415
     from klio_assets.catalog.ledger import enter_in_ledger  # noqa: PLC0415
+    from klio_assets.orchestration import launch  # noqa: PLC0415
 
     instance = _instance()
     try:
@@ -893,9 +893,9 @@ def _backfill_now(
     """The backfill schedule's plan for a tick now, launched in this process (one run per range)."""
     import datetime  # noqa: PLC0415
 
-    from klio_assets import launch  # noqa: PLC0415
     from klio_assets.automation.backfill import STATE_KEY, plan_backfill  # noqa: PLC0415
     from klio_assets.automation.preview import automation_selection  # noqa: PLC0415
+    from klio_assets.orchestration import launch  # noqa: PLC0415
     from klio_assets.worker.plan import plan_analyses  # noqa: PLC0415
 
     storage = _storage(settings)
