@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -110,7 +111,7 @@ class SourceInfo:
         """Duration announced by the header, in seconds."""
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy."""
         return asdict(self)
 
@@ -211,7 +212,7 @@ def _riff_announced_frames(path: str) -> int | None:
             elif chunk_id == b"data":
                 if not block_align or size in (0, 0xFFFFFFFF):
                     return None
-                return size // block_align
+                return int(size // block_align)
             else:
                 fh.seek(size + (size & 1), os.SEEK_CUR)
     return None
@@ -290,7 +291,7 @@ def run_bounded(cmd: list[str], *, timeout_s: float) -> tuple[int, bytes, bytes]
     return proc.returncode, out, err
 
 
-def kill_process_group(proc: subprocess.Popen) -> None:
+def kill_process_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL a child started with ``start_new_session=True`` and everything it started."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -538,8 +539,10 @@ def downmix(block: np.ndarray) -> np.ndarray:
     if channels == 1:
         return block[:, 0]
     if channels == 2:
-        return (block[:, 0] + block[:, 1]) * np.float32(0.5)
-    return block.mean(axis=1, dtype=np.float32)
+        mixed: np.ndarray = (block[:, 0] + block[:, 1]) * np.float32(0.5)
+        return mixed
+    mean: np.ndarray = block.mean(axis=1, dtype=np.float32)
+    return mean
 
 
 def exact_length(frames: int, source_rate: int, target_rate: int) -> int:
