@@ -48,8 +48,8 @@ def _png(figure: Figure) -> bytes:
 
     canvas = figure.canvas
     assert isinstance(canvas, FigureCanvasAgg)  # _figure attached an Agg canvas
-    canvas.draw()  # type: ignore[no-untyped-call]  # matplotlib is untyped here
-    rgba = PILImage.frombuffer("RGBA", canvas.get_width_height(), bytes(canvas.buffer_rgba()))  # type: ignore[no-untyped-call]
+    canvas.draw()
+    rgba = PILImage.frombuffer("RGBA", canvas.get_width_height(), bytes(canvas.buffer_rgba()))
     buffer = io.BytesIO()
     rgba.convert("RGB").quantize(colors=128).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
