@@ -33,8 +33,19 @@ def all_done(
 ) -> dict[str, list[str]] | None:
     """Per analysis the tracks done, if *every* wanted track is done for every selected analysis.
 
+    Done is decided by :func:`klio_assets.worker.done.done_tracks` with the ledger as the
+    record of what was materialized.
+
     Parameters
     ----------
+    catalog : TrackCatalog
+        Holds the ledger and the registered tracks.
+    storage : Storage
+        Where the outputs are.
+    planned : mapping of str to PlannedAnalysis
+        Every analysis, by name, at its current version.
+    selected : sequence of str
+        The analyses asked for.
     track_ids : sequence of str or None
         The wanted tracks; None for every registered track.
 
@@ -71,6 +82,14 @@ def enter_in_ledger(
     """Enter tracks found done by the full check (Dagster and storage) that the ledger lacks.
 
     Catalogs from before the ledger, or a lost ledger, fill up this way on the next run.
+
+    Parameters
+    ----------
+    catalog : TrackCatalog
+    planned : mapping of str to PlannedAnalysis
+        Every analysis, by name, at its current version.
+    done : mapping of str to sequence of str
+        Per analysis the tracks done (:func:`klio_assets.orchestration.launch.tracks_to_run`).
     """
     for name, track_ids in done.items():
         missing = (

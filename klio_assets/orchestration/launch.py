@@ -144,14 +144,30 @@ def tracks_to_run(
     """Tracks needing a run, and per analysis those already done.
 
     Done means Dagster has a materialization *and* the output for the current version
-    exists: a code-version bump or a deleted output brings a track back.
+    exists (:func:`klio_assets.worker.done.done_tracks`, with Dagster's materializations as
+    the record): a code-version bump or a deleted output brings a track back.
 
     Parameters
     ----------
+    instance : dg.DagsterInstance
+    storage : Storage
+    planned : mapping of str to PlannedAnalysis
+        Every analysis, by name, at its current version.
+    selected : sequence of str
+        The analyses asked for.
+    track_ids : sequence of str
+        The wanted tracks, in run order.
     materialized : dict, optional
         Analysis name to the partitions Dagster has a materialization for, filled in as
         needed: pass the same dict to several calls to read each analysis once (reading one
         is O(its materializations)).
+
+    Returns
+    -------
+    todo : list of str
+        The tracks some selected analysis is not done for, in ``track_ids``' order.
+    done : dict of str to list of str
+        Per selected analysis, the tracks done (sorted).
     """
     materialized = {} if materialized is None else materialized
     wanted = set(track_ids)
