@@ -7,6 +7,7 @@ both build on them without importing each other.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from klio_assets.errors import ParameterError
 from klio_assets.worker.audio import SourceInfo
 
-__all__ = ["Audio", "AudioStream", "Result", "TrackContext"]
+__all__ = ["Audio", "AudioStream", "Result", "TrackContext", "lockstep_streams"]
 
 
 @dataclass(frozen=True)
@@ -142,3 +143,83 @@ class Result:
 
     value: Any
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def lockstep_streams(
+    pairs: Iterator[tuple[np.ndarray, ...]],
+    names: tuple[str, ...],
+    *,
+    sample_rate: int,
+    channels: int,
+    max_ahead: int = 2,
+) -> dict[str, AudioStream]:
+    """Streams that share one producer of tuples of blocks (one block per name).
+
+    An analysis that produces several audio outputs at once (``stems``: vocals and
+    accompaniment) yields ``(block_a, block_b)`` tuples; each output gets its own
+    :class:`AudioStream`. Writers consume the streams concurrently (see
+    :class:`~klio_assets.worker.outputs.AudioFiles`); a stream that runs ``max_ahead`` blocks
+    ahead of another waits for it, so memory stays a few blocks whatever the duration. An
+    error in the producer reaches every stream.
+
+    Parameters
+    ----------
+    pairs : iterator of tuple of np.ndarray [shape=(n, channels)]
+    names : tuple of str
+    sample_rate : int
+        Hz.
+    channels : int
+    max_ahead : int
+        Blocks one stream may hold for a slower one.
+    """
+    queues: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    done = {name: False for name in names}
+    state: dict[str, Any] = {"exhausted": False, "error": None}
+    cond = threading.Condition()
+
+    def advance() -> None:  # called with the lock held
+        try:
+            blocks = next(pairs)
+        except StopIteration:
+            state["exhausted"] = True
+            return
+        except BaseException as exc:  # every stream re-raises it
+            state["error"] = exc
+            return
+        if len(blocks) != len(names):
+            state["error"] = ParameterError(
+                f"expected {len(names)} blocks ({', '.join(names)}) per step, got {len(blocks)}"
+            )
+            return
+        for name, block in zip(names, blocks, strict=True):
+            if not done[name]:
+                queues[name].append(block)
+
+    def blocks_of(name: str) -> Iterator[np.ndarray]:
+        try:
+            while True:
+                with cond:
+                    while not queues[name]:
+                        if state["error"] is not None:
+                            raise state["error"]
+                        if state["exhausted"]:
+                            return
+                        others = [len(q) for n, q in queues.items() if n != name and not done[n]]
+                        if max(others, default=0) >= max_ahead:
+                            cond.wait(timeout=1.0)  # a slower writer catches up first
+                            continue
+                        advance()
+                        cond.notify_all()
+                    block = queues[name].pop(0)
+                    cond.notify_all()
+                yield block
+        finally:
+            with cond:
+                done[name] = True
+                queues[name].clear()
+                cond.notify_all()
+
+    return {
+        name: AudioStream(blocks_of(name), sample_rate=sample_rate, channels=channels)
+        for name in names
+    }
