@@ -38,7 +38,6 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from pydantic_settings.sources.utils import parse_env_vars
 
 from klio_assets.errors import ParameterError
 
@@ -365,9 +364,11 @@ class _EnvironSource(EnvSettingsSource):
         super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(
-            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
-        )
+        return {
+            name if self.case_sensitive else name.lower(): value
+            for name, value in self._environ.items()
+            if not (self.env_ignore_empty and value == "")
+        }
 
 
 # -- names, messages and documentation generated from the model ------------------------------
