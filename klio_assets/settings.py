@@ -489,7 +489,9 @@ def settings_help() -> str:
     Returns
     -------
     str
-        One line per variable (the first sentence of its description), aligned.
+        One line per variable (the first clause of its description), aligned, no blank line:
+        click rewraps an epilog unless it starts with a ``\\b`` line, e.g.
+        ``epilog="\\b\\n" + settings_help()``.
     """
     lines = ["Settings (environment variables):"]
     width = max(len(v) for v in variable_names())
