@@ -27,7 +27,10 @@ _STATUS_ORDER = ("computed", "skipped", "failed", "would_compute", "would_skip")
 def _settings() -> Settings:
     from klio_assets.orchestration.home import prepare_environment  # noqa: PLC0415
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except KlioAssetsError as exc:  # a bad KLIO_ASSETS_* value: one line, no traceback
+        _fail(str(exc))
     prepare_environment(settings)
     return settings
 
@@ -327,7 +330,10 @@ def _planned(settings: Settings):
     from klio_assets.analyses import load_analyses  # noqa: PLC0415
     from klio_assets.worker.plan import plan_analyses  # noqa: PLC0415
 
-    return plan_analyses(load_analyses(settings.analysis_modules), settings.params)
+    try:
+        return plan_analyses(load_analyses(settings.analysis_modules), settings.params)
+    except KlioAssetsError as exc:  # KLIO_ASSETS_ANALYSES or _PARAMS refused: one line
+        _fail(str(exc))
 
 
 def _storage(settings: Settings):

@@ -168,6 +168,12 @@ class Analysis:
                     f"analysis {self.name!r} takes no parameters, got {dict(overrides)}"
                 )
             return None
+        unknown = sorted(set(overrides or {}) - set(self.params_model.model_fields))
+        if unknown:  # a misspelt name would otherwise be ignored, and the default used
+            raise ParameterError(
+                f"analysis {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters: {', '.join(self.params_model.model_fields)}"
+            )
         try:
             return self.params_model(**dict(overrides or {}))
         except ValidationError as exc:
