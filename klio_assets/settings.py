@@ -37,6 +37,8 @@ Automation (sensors and schedules, :mod:`klio_assets.sensors`):
                                       (``none``: Pub/Sub only). Default ``$KLIO_ASSETS_HOME/landing``.
 ``KLIO_ASSETS_LANDING_SUBSCRIPTION``  Pub/Sub subscription (``projects/P/subscriptions/S``)
                                       carrying track IDs or object URIs. Default none.
+``KLIO_ASSETS_LANDING_ROOTS``         Folders (comma separated) whose files Pub/Sub messages
+                                      may name, besides a local landing folder. Default none.
 ``KLIO_ASSETS_LANDING_MAX_TRACKS``    Most new tracks registered per sensor tick. Default
                                       ``KLIO_ASSETS_BATCH_SIZE``.
 ``KLIO_ASSETS_LANDING_SETTLE_S``      A file must be this old (seconds) to be taken. Default 2
@@ -111,6 +113,10 @@ class Settings(BaseModel):
     )
     landing: str = Field("", description="Folder or gs:// prefix watched for new audio.")
     landing_subscription: str = Field("", description="Pub/Sub subscription carrying new tracks.")
+    landing_roots: list[str] = Field(
+        default_factory=list,
+        description="Folders whose files Pub/Sub messages may name, besides a local landing folder.",
+    )
     landing_max_tracks: int = Field(
         DEFAULT_BATCH_SIZE, ge=1, le=100_000, description="Most new tracks registered per tick."
     )
@@ -195,6 +201,11 @@ class Settings(BaseModel):
                 automation=env.get("KLIO_ASSETS_AUTOMATION") or "stopped",
                 landing=landing,
                 landing_subscription=env.get("KLIO_ASSETS_LANDING_SUBSCRIPTION", ""),
+                landing_roots=[
+                    os.path.abspath(os.path.expanduser(r.strip()))
+                    for r in env.get("KLIO_ASSETS_LANDING_ROOTS", "").split(",")
+                    if r.strip()
+                ],
                 landing_max_tracks=max_tracks,
                 landing_settle_s=_number(
                     env,
