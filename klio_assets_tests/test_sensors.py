@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
-from klio_assets.automation import landing as landing_module
+from klio_assets.automation.landing import listing as landing_module
 from klio_assets.automation.landing import CLOCK_MARGIN_S
 from klio_assets.catalog.database import get_catalog
 from klio_assets.definitions import JOB_NAME, build_definitions
@@ -281,7 +281,7 @@ def test_pubsub_message_is_not_acknowledged_when_registration_fails(landing, mon
     def broken(*args, **kwargs):
         raise CatalogError("catalog is down")
 
-    monkeypatch.setattr("klio_assets.automation.landing.register_tracks", broken)
+    monkeypatch.setattr("klio_assets.automation.landing.tick.register_tracks", broken)
     with pytest.raises(CatalogError, match="catalog is down"):
         evaluate("landing_sensor", subscriber=fake)
     assert fake.acked == []

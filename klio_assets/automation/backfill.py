@@ -24,7 +24,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from klio_assets.automation.propagation import _run_tracks
+from klio_assets.automation.runs import run_requests, run_track_ids
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.orchestration.launch import existing_outputs, materialized_tracks
 from klio_assets.orchestration.partitions import ordered_keys
@@ -80,7 +80,7 @@ def in_flight_tracks(instance: dg.DagsterInstance) -> dict[str, set[str]]:
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=_IN_FLIGHT)):
         if not run.asset_selection:
             continue
-        tracks = _run_tracks(instance, run)
+        tracks = run_track_ids(instance, run)
         for key in run.asset_selection:
             out[key.to_user_string()].update(tracks)
     return out
@@ -201,8 +201,6 @@ def backfill_run_requests(
     plan: BackfillPlan, *, tick: str, force: bool = False
 ) -> list[dg.RunRequest]:
     """The plan's ``RunRequest``s; run keys name the tick and the range."""
-    from klio_assets.automation.landing import run_requests  # noqa: PLC0415
-
     out = []
     for run in plan.runs:
         out.extend(

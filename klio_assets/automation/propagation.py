@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from klio_assets.automation.landing import TRIGGER_TAG
+from klio_assets.automation.runs import TRIGGER_TAG, run_flags, run_requests, run_track_ids
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.orchestration.lineage import descendants
-from klio_assets.orchestration.partitions import keys_in_range
 from klio_assets.orchestration.ranges import partition_ranges
 
 #: Finished runs read per status and tick (more wait for the next tick).
@@ -69,33 +68,6 @@ def _latest_storage_id(instance: dg.DagsterInstance) -> int:
         if records:
             latest = max(latest, records[0].storage_id)
     return latest
-
-
-def _run_tracks(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
-    tags = run.tags
-    start = tags.get("dagster/asset_partition_range_start")
-    end = tags.get("dagster/asset_partition_range_end")
-    if start and end:
-        if start == end:
-            return [start]
-        keys = keys_in_range(instance, start, end)
-        if keys is None:
-            from klio_assets.orchestration.partitions import TRACKS  # noqa: PLC0415
-
-            ordered = list(instance.get_dynamic_partitions(TRACKS))
-            keys = (
-                ordered[ordered.index(start) : ordered.index(end) + 1]
-                if start in ordered and end in ordered
-                else []
-            )
-        return keys
-    single = tags.get("dagster/partition")
-    return [single] if single else []
-
-
-def _run_flags(run: dg.DagsterRun) -> tuple[bool, bool]:
-    config = (run.run_config or {}).get("ops", {}).get("audio_analyses", {}).get("config", {})
-    return bool(config.get("force", False)), bool(config.get("dry_run", False))
 
 
 def propagation_tick(
@@ -147,13 +119,13 @@ def propagation_tick(
         selection = {k.to_user_string() for k in run.asset_selection}
         if not selection <= set(graph):
             continue  # not a run of the analyses (catalog tables, other jobs)
-        force, dry_run = _run_flags(run)
+        force, dry_run = run_flags(run)
         if dry_run:
             continue
         downstream = [name for name in allowed if name in descendants(graph, selection) - selection]
         if not downstream:
             continue
-        track_ids = _run_tracks(instance, run)
+        track_ids = run_track_ids(instance, run)
         failed: set[str] = set()
         for name in selection:
             failed |= set(catalog.failures(name, track_ids))
@@ -165,8 +137,6 @@ def propagation_tick(
 
 def propagation_run_requests(tick: PropagationTick) -> list[dg.RunRequest]:
     """The tick's ``RunRequest``s (run keys name the upstream run: one follow-up each)."""
-    from klio_assets.automation.landing import run_requests  # noqa: PLC0415
-
     out = []
     for request in tick.requests:
         out.extend(
