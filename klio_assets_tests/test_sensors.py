@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
-from klio_assets.automation.landing import listing as landing_module
 from klio_assets.automation.landing import CLOCK_MARGIN_S
+from klio_assets.automation.landing import listing as landing_module
 from klio_assets.catalog.database import get_catalog
 from klio_assets.definitions import JOB_NAME, build_definitions
 from klio_assets.errors import CatalogError, StorageError

@@ -26,14 +26,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import dagster as dg
-
-from klio_assets.automation.landing import Subscriber
-from klio_assets.automation.service import Automation
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
 from klio_assets.sensors.backfill import build_backfill_schedule
 from klio_assets.sensors.landing import build_landing_sensor
 from klio_assets.sensors.propagation import build_propagation_sensor
+
+from klio_assets.automation.landing import Subscriber
+from klio_assets.automation.service import Automation
 from klio_assets.settings import Settings
 
 #: Sensors and schedules that need no settings (none yet); the deployment's are built by
@@ -78,7 +78,9 @@ def build_automation(
         build_landing_sensor(automation, job_name=job_name, catalog=catalog, subscriber=subscriber),
         build_propagation_sensor(automation, job_name=job_name, catalog=catalog),
     ]
-    schedule = build_backfill_schedule(automation, job_name=job_name, catalog=catalog, storage=storage)
+    schedule = build_backfill_schedule(
+        automation, job_name=job_name, catalog=catalog, storage=storage
+    )
     return sensors, [schedule]
 
 

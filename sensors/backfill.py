@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dagster as dg
-
-from klio_assets.automation.backfill import STATE_KEY, backfill_run_requests
-from klio_assets.automation.service import Automation
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
 from klio_assets.sensors.status import schedule_status
+
+from klio_assets.automation.backfill import STATE_KEY, backfill_run_requests
+from klio_assets.automation.service import Automation
 
 
 def build_backfill_schedule(
@@ -35,7 +35,9 @@ def build_backfill_schedule(
     ) -> list[dg.RunRequest] | dg.SkipReason:
         tick = context.scheduled_execution_time.isoformat()
         track_catalog = catalog.get_catalog()
-        plan = automation.backfill(context.instance, track_catalog, storage.get_storage(), tick=tick)
+        plan = automation.backfill(
+            context.instance, track_catalog, storage.get_storage(), tick=tick
+        )
         context.log.info(
             f"backfill: {plan.reasons}; {len(plan.runs)} run(s), {plan.deferred_runs} deferred"
         )

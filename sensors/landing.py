@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import dagster as dg
+from klio_assets.resources.catalog import CatalogResource
+from klio_assets.sensors.status import sensor_status
 
 from klio_assets.automation.landing import LandingTick, Subscriber
 from klio_assets.automation.service import Automation
-from klio_assets.resources.catalog import CatalogResource
-from klio_assets.sensors.status import sensor_status
 
 #: Refusals logged one by one per tick; the rest are counted (a flood of bad messages must
 #: not flood the tick's log).
 MAX_LOGGED_REFUSALS = 50
 
 
-def log_landing(log: dg.DagsterLogManager, tick: LandingTick) -> None:
+def log_landing(log: logging.Logger, tick: LandingTick) -> None:
     """Log what a landing tick refused (each with its reason) and registered."""
     for what, reason in tick.refused[:MAX_LOGGED_REFUSALS]:
         log.warning(f"refused {what}: {reason}")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dagster as dg
+from klio_assets.resources.catalog import CatalogResource
+from klio_assets.sensors.status import sensor_status
 
 from klio_assets.automation.propagation import propagation_run_requests
 from klio_assets.automation.service import Automation
-from klio_assets.resources.catalog import CatalogResource
-from klio_assets.sensors.status import sensor_status
 
 
 def build_propagation_sensor(
@@ -25,7 +25,9 @@ def build_propagation_sensor(
         description="Top-down: after a run of some analyses, runs their descendants for the same tracks.",
     )
     def propagation_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        tick = automation.propagation(context.instance, catalog.get_catalog(), cursor=context.cursor)
+        tick = automation.propagation(
+            context.instance, catalog.get_catalog(), cursor=context.cursor
+        )
         for request in tick.requests:
             context.log.info(
                 f"after run {request.upstream_run_id}: {', '.join(request.selected)} for "

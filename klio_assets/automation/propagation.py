@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import dagster as dg
 
@@ -31,7 +32,10 @@ from klio_assets.orchestration.ranges import partition_ranges
 
 #: Finished runs read per status and tick (more wait for the next tick).
 EVENTS_PER_TICK = 200
-_STATUSES = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE)
+_STATUSES: tuple[Literal[dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE], ...] = (
+    dg.DagsterEventType.RUN_SUCCESS,
+    dg.DagsterEventType.RUN_FAILURE,
+)
 
 
 @dataclass

@@ -29,7 +29,8 @@ def analyses_run_config(*, force: bool = False, dry_run: bool = False) -> dict[s
 
 def run_flags(run: dg.DagsterRun) -> tuple[bool, bool]:
     """``(force, dry_run)`` of a run of the analyses job, from its run config."""
-    config = (run.run_config or {}).get("ops", {}).get(_OP, {}).get("config", {})
+    run_config: Any = run.run_config or {}
+    config = run_config.get("ops", {}).get(_OP, {}).get("config", {})
     return bool(config.get("force", False)), bool(config.get("dry_run", False))
 
 

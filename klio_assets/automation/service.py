@@ -86,7 +86,10 @@ class Automation:
         """Folders a Pub/Sub message may name local files in: a local landing folder and
         ``KLIO_ASSETS_LANDING_ROOTS``."""
         landing = self.settings.landing
-        return [*([landing] if landing and "://" not in landing else []), *self.settings.landing_roots]
+        return [
+            *([landing] if landing and "://" not in landing else []),
+            *self.settings.landing_roots,
+        ]
 
     def landing(
         self,
