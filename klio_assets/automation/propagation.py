@@ -118,25 +118,39 @@ def propagation_tick(
     tick.runs_seen = len(records)
     for record in records:
         run = instance.get_run_by_id(record.run_id)
-        if run is None or not run.asset_selection:
-            continue
-        selection = {k.to_user_string() for k in run.asset_selection}
-        if not selection <= set(graph):
-            continue  # not a run of the analyses (catalog tables, other jobs)
-        force, dry_run = run_flags(run)
-        if dry_run:
-            continue
-        downstream = [name for name in allowed if name in descendants(graph, selection) - selection]
-        if not downstream:
-            continue
-        track_ids = run_track_ids(instance, run)
-        failed: set[str] = set()
-        for name in selection:
-            failed |= set(catalog.failures(name, track_ids))
-        ranges = partition_ranges(instance, [t for t in track_ids if t not in failed], batch_size)
-        if ranges:
-            tick.requests.append(Propagation(run.run_id, downstream, ranges, force))
+        follow_up = _follow_up(instance, catalog, run, graph, allowed, batch_size)
+        if follow_up is not None:
+            tick.requests.append(follow_up)
     return tick
+
+
+def _follow_up(
+    instance: dg.DagsterInstance,
+    catalog: TrackCatalog,
+    run: dg.DagsterRun | None,
+    graph: Mapping[str, Sequence[str]],
+    allowed: Sequence[str],
+    batch_size: int,
+) -> Propagation | None:
+    """The downstream request after ``run``, if any (none for dry runs, other jobs, runs
+    with nothing downstream or whose tracks all failed)."""
+    if run is None or not run.asset_selection:
+        return None
+    selection = {k.to_user_string() for k in run.asset_selection}
+    if not selection <= set(graph):
+        return None  # not a run of the analyses (catalog tables, other jobs)
+    force, dry_run = run_flags(run)
+    if dry_run:
+        return None
+    downstream = [name for name in allowed if name in descendants(graph, selection) - selection]
+    if not downstream:
+        return None
+    track_ids = run_track_ids(instance, run)
+    failed: set[str] = set()
+    for name in selection:
+        failed |= set(catalog.failures(name, track_ids))
+    ranges = partition_ranges(instance, [t for t in track_ids if t not in failed], batch_size)
+    return Propagation(run.run_id, downstream, ranges, force) if ranges else None
 
 
 def propagation_run_requests(tick: PropagationTick) -> list[dg.RunRequest]:

@@ -303,6 +303,10 @@ def parse_track_message(
         ) from exc
     if text.startswith(("{", "[")):
         return _parse_json_message(text, roots=roots)
+    return _parse_text_message(text, roots=roots)
+
+
+def _parse_text_message(text: str, *, roots: Sequence[str]) -> TrackMessage:
     if "://" in text or text.startswith("/") or text.lower().startswith("file:"):
         leaf = text.rstrip("/").rsplit("/", 1)[-1]
         track_id, uri = check_track_source(track_id_from_name(leaf), text, base=None, roots=roots)

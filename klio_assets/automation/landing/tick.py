@@ -12,6 +12,11 @@ one ``has_dynamic_partition`` query per key (``dagster/_daemon/sensor.py``,
 ``_handle_dynamic_partitions_requests``), 5-20 ms each, i.e. 5-20 s for a 1,000-track tick;
 and the catalog row (the track's URI) must exist before the run starts anyway.
 
+A tick takes at most ``max_tracks`` files (and, separately, messages). A first tick over a
+folder of a million files would otherwise register them all, and request their runs, in one
+evaluation: past the daemon's tick timeout it fails and starts over, forever. Capped, the
+backlog drains over the next ticks, one batch each.
+
 Pub/Sub messages are acknowledged only after their tracks are registered, so a crash loses
 nothing (Pub/Sub redelivers; a redelivered track is known and its run skips existing outputs).
 Messages that can never succeed (refused by the parser, an unknown track ID, an ID taken by
@@ -105,16 +110,13 @@ def landing_tick(
     location : str or None
         Landing folder or ``gs://`` prefix (None: none watched).
     max_tracks : int
-        Most files (and, separately, messages) taken this tick. A first tick over a folder of
-        a million files would otherwise register them all, and request their runs, in one
-        evaluation: past the daemon's tick timeout it fails and starts over, forever.
-        Capped, the backlog drains over the next ticks, one batch each.
+        Most files (and, separately, messages) taken this tick (see the module docstring).
     batch_size : int
         Most tracks per run.
     subscription, subscriber
         Pub/Sub subscription path, and a subscriber (or a callable returning one).
     roots : sequence of str, optional
-        Folders a message may name local files in (default: the landing folder, if local).
+        Folders messages may name files in (default: the landing folder, if local).
     dry_run : bool
         Find and report only: register nothing, acknowledge nothing (pulled messages are
         released for redelivery at once), keep the cursor.
@@ -127,42 +129,83 @@ def landing_tick(
     """
     tick = LandingTick(cursor=cursor or "")
     state = parse_cursor(cursor)
-    listing = None
-    if location:
-        listing = scan_landing(
-            location,
-            now=now,
-            settle_s=settle_s,
-            after=state.after,
-            unchanged_before=state.listed,
-            known_folders=state.folders,
-            max_files=max_tracks,
-        )
-        tick.files = listing.files
-        tick.backlog = listing.pending > max_tracks
-    client: Subscriber | None = None
-    if subscription:
-        client = resolve_subscriber(subscriber)
-        if roots is None:
-            roots = [location] if location and "://" not in location else []
-        tick.messages = pull_messages(client, subscription, max_tracks, roots=roots)
+    listing = _scan(tick, location, state, now=now, settle_s=settle_s, max_tracks=max_tracks)
+    inbox = _Inbox.pull(tick, subscription, subscriber, roots, location, max_tracks)
     tracks = [(f.track_id, f.uri) for f in tick.files] + _message_tracks(catalog, tick)
     if dry_run:
         _preview(instance, catalog, tick, tracks, batch_size)
-        if client is not None and subscription and tick.messages:
-            release(client, subscription, tick.messages)
+        inbox.release(tick)
         return tick
     if tracks:
         outcome = register_tracks(instance, catalog, _unique(tracks, tick.refused))
         tick.new, tick.known = outcome.added, outcome.known
         tick.refused.extend((track_id, reason) for track_id, reason in outcome.conflicts.items())
-    if client is not None and subscription and tick.messages:
-        # Registered (or refused for good) above: only now may Pub/Sub forget them.
-        acknowledge(client, subscription, tick.messages)
+    inbox.acknowledge(tick)  # registered (or refused for good) above: Pub/Sub may forget them
     tick.ranges = partition_ranges(instance, [*tick.new, *tick.known], batch_size)
     if listing is not None:
         tick.cursor = _next_cursor(tick, listing, state).dumps()
     return tick
+
+
+def _scan(
+    tick: LandingTick,
+    location: str | None,
+    state: LandingCursor,
+    *,
+    now: float | None,
+    settle_s: float,
+    max_tracks: int,
+) -> Listing | None:
+    """List the landing location past the cursor into ``tick.files`` (None: no location)."""
+    if not location:
+        return None
+    listing = scan_landing(
+        location,
+        now=now,
+        settle_s=settle_s,
+        after=state.after,
+        unchanged_before=state.listed,
+        known_folders=state.folders,
+        max_files=max_tracks,
+    )
+    tick.files = listing.files
+    tick.backlog = listing.pending > max_tracks
+    return listing
+
+
+@dataclass
+class _Inbox:
+    """The subscription a tick pulled from (none: no Pub/Sub)."""
+
+    client: Subscriber | None = None
+    subscription: str = ""
+
+    @classmethod
+    def pull(
+        cls,
+        tick: LandingTick,
+        subscription: str | None,
+        subscriber: Subscriber | Callable[[], Subscriber] | None,
+        roots: Sequence[str] | None,
+        location: str | None,
+        max_tracks: int,
+    ) -> _Inbox:
+        """Pull up to ``max_tracks`` messages into ``tick.messages``."""
+        if not subscription:
+            return cls()
+        client = resolve_subscriber(subscriber)
+        if roots is None:
+            roots = [location] if location and "://" not in location else []
+        tick.messages = pull_messages(client, subscription, max_tracks, roots=roots)
+        return cls(client, subscription)
+
+    def acknowledge(self, tick: LandingTick) -> None:
+        if self.client is not None and tick.messages:
+            acknowledge(self.client, self.subscription, tick.messages)
+
+    def release(self, tick: LandingTick) -> None:
+        if self.client is not None and tick.messages:
+            release(self.client, self.subscription, tick.messages)
 
 
 def _message_tracks(catalog: TrackCatalog, tick: LandingTick) -> list[tuple[str, str]]:
