@@ -363,8 +363,12 @@ def _parse_json_message(text: str, *, roots: Sequence[str]) -> TrackMessage:
             f"the ID is then taken from the file name){alone}"
         )
     raw_uri = obj["uri"]
+    if not isinstance(raw_uri, str):
+        raise UnsafePathError(
+            f"track message: 'uri' must be a string, got {type(raw_uri).__name__}"
+        )
     raw_id = obj.get("track_id")
-    if raw_id is None and isinstance(raw_uri, str):
+    if raw_id is None:
         raw_id = track_id_from_name(raw_uri.strip().rstrip("/").rsplit("/", 1)[-1])
     track_id, source = check_track_source(raw_id, raw_uri, base=None, roots=roots)
     return TrackMessage(track_id, source)
