@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from klio_assets.catalog.discovery import parse_track_message
 from klio_assets.errors import ParameterError
@@ -42,7 +42,7 @@ def pubsub_subscriber() -> Subscriber:
         ``google-cloud-pubsub`` is not installed.
     """
     try:
-        from google.cloud import pubsub_v1  # noqa: PLC0415 - the gcp extra
+        import google.cloud.pubsub_v1 as pubsub_v1  # noqa: PLC0415 - the gcp extra
     except ImportError as exc:
         raise ParameterError(
             "KLIO_ASSETS_LANDING_SUBSCRIPTION needs google-cloud-pubsub (pip install 'klio-assets[gcp]')"
@@ -57,8 +57,8 @@ def resolve_subscriber(subscriber: Subscriber | Callable[[], Subscriber] | None)
     if subscriber is None:
         return pubsub_subscriber()
     if hasattr(subscriber, "pull"):
-        return subscriber  # type: ignore[return-value]
-    return subscriber()  # type: ignore[operator]
+        return cast(Subscriber, subscriber)
+    return subscriber()
 
 
 @dataclass
