@@ -24,7 +24,7 @@ from klio_assets.errors import ParameterError, TrackIdError, UnsafePathError
 from klio_assets.worker.pipeline import build_pipeline
 from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
 from klio_assets.worker.storage import Storage
-from klio_assets_tests import sample_analyses
+from klio_assets_tests import sample_analyses, synth
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1]
 
@@ -287,3 +287,39 @@ def test_package_code_never_loads_pickles():
                         f"{path.name}:{node.lineno} np.load without allow_pickle=False"
                     )
     assert offenders == []
+
+
+def test_cli_add_reads_a_careless_manifest_line_by_line(home, tmp_path):
+    """An Excel byte-order mark, a field over the CSV limit, a Latin-1 byte and an unterminated
+    quote: each bad line is refused with its line number and the good lines around it are
+    registered (once the BOM refused the whole manifest, a bad line raised a traceback that
+    registered nothing, and an open quote swallowed the next line)."""
+    from click.testing import CliRunner
+
+    from klio_assets.cli.main import main
+
+    for name in ("a", "b", "c", "d"):
+        synth.write(str(tmp_path / f"{name}.wav"), synth.sine(440, 0.1, 8000), 8000)
+    manifest = tmp_path / "tracks.csv"
+    manifest.write_bytes(
+        b"\xef\xbb\xbftrack_id,path\r\n"
+        b"a,a.wav\r\n"
+        b"big," + b"x" * 200_000 + b"\r\n"
+        b"latin,caf\xe9.wav\r\n"
+        b'quoted,"b.wav\r\n'
+        b"c,c.wav\r\n"
+        b"d,d.wav\n"
+    )
+    os.mkfifo(tmp_path / "pipe.wav")
+    result = CliRunner().invoke(
+        main, ["add", "--manifest", str(manifest), str(tmp_path / "pipe.wav"), "/dev/zero"]
+    )
+    assert result.exit_code == 1
+    assert "registered 3 new tracks" in result.output  # a, c and d
+    out = result.output
+    assert f"refused {manifest}:3: not a CSV row: field larger than field limit" in out
+    assert f"refused {manifest}:4: not UTF-8" in out
+    assert f"refused {manifest}:5: not a CSV row: unexpected end of data" in out
+    assert f"refused {tmp_path / 'pipe.wav'}: is a FIFO (named pipe), not an audio file" in out
+    assert "refused /dev/zero: is a device, not an audio file" in out
+    assert "Traceback" not in out

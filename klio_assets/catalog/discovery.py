@@ -13,14 +13,15 @@ each, in batches 14-99 microseconds (about 10-25 on PostgreSQL with the bulk ins
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from klio_assets.catalog.trackids import track_id_from_name, validate_track_id
 from klio_assets.errors import CatalogError, ParameterError, TrackIdError, UnsafePathError
@@ -393,6 +394,21 @@ def _walk_folder(folder: str, found: Discovery, *, follow_symlinks: bool) -> Non
             found.add(track_id_from_name(name), path, path)
 
 
+def _not_a_source(path: str) -> str:
+    """Why a path given to ``add`` that is neither a folder nor a regular file is refused."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file or folder"
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror}"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not an audio file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not an audio file"
+    return "is not a regular file (a socket or other special file)"
+
+
 def discover(
     paths: Sequence[str] = (),
     *,
@@ -429,32 +445,59 @@ def discover(
             path = os.path.abspath(raw)
             found.add(track_id_from_name(os.path.basename(path)), path, raw)
         else:
-            found.rejected.append((raw, "no such file or folder"))
+            found.rejected.append((raw, _not_a_source(raw)))
     if manifest is not None:
         _read_manifest(manifest, found, allowed_roots=allowed_roots)
     return found
 
 
+def _manifest_rows(
+    fh: BinaryIO, manifest: str, found: Discovery
+) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of each physical line of a CSV manifest.
+
+    Each line is decoded and parsed on its own, so one bad line (not UTF-8, an unterminated
+    quote, a field over the CSV limit) is refused with its line number and never swallows the
+    lines after it; an Excel byte-order mark is ignored. Quoted newlines are not supported.
+    """
+    for number, raw in enumerate(fh, start=1):
+        where = f"{manifest}:{number}"
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            found.rejected.append((where, f"not UTF-8 (byte {exc.start + 1} of the line)"))
+            continue
+        if not text.strip():
+            continue
+        try:
+            yield number, next(csv.reader([text], strict=True))
+        except csv.Error as exc:
+            found.rejected.append((where, f"not a CSV row: {exc}"))
+
+
 def _read_manifest(manifest: str, found: Discovery, *, allowed_roots: Sequence[str]) -> None:
     base = os.path.dirname(os.path.abspath(manifest))
     try:
-        fh = open(manifest, newline="", encoding="utf-8")
+        fh = open(manifest, "rb")  # closed by the with below
     except OSError as exc:
         raise CatalogError(f"cannot read manifest {manifest}: {exc.strerror}") from exc
     realpath = _CachedRealpath()
     with fh:
-        reader = csv.DictReader(fh)
-        columns = set(reader.fieldnames or [])
-        if not {"track_id", "path"} <= columns:
+        rows = _manifest_rows(fh, manifest, found)
+        header = next(rows, (0, []))[1]
+        if not {"track_id", "path"} <= set(header):
             raise CatalogError(
-                f"manifest {manifest} needs 'track_id' and 'path' columns, has {sorted(columns)}"
+                f"manifest {manifest} needs 'track_id' and 'path' columns, has {sorted(header)}"
             )
-        for line, row in enumerate(reader, start=2):
+        id_column, path_column = header.index("track_id"), header.index("path")
+        for line, fields in rows:
             where = f"{manifest}:{line}"
             try:
                 track_id, source = _check_track_source(
-                    row.get("track_id") or "",
-                    row.get("path") or "",
+                    fields[id_column] if id_column < len(fields) else "",
+                    fields[path_column] if path_column < len(fields) else "",
                     base=base,
                     roots=allowed_roots,
                     realpath=realpath,
