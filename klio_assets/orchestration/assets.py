@@ -15,15 +15,15 @@ import dagster as dg
 from klio_assets.orchestration import reporting
 from klio_assets.orchestration.lineage import parents
 from klio_assets.orchestration.partitions import tracks_partitions
-from klio_assets.orchestration.run import AnalysisRunConfig, run_batch
+from klio_assets.orchestration.run import OP_NAME, AnalysisRunConfig, run_batch
 from klio_assets.resources.beam import BeamRunnerResource
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
 from klio_assets.worker.analysis import Analysis
 from klio_assets.worker.plan import plan_analyses
 
-#: Name of the op (and of the node in the UI) running every analysis.
-OP_NAME = "audio_analyses"
+__all__ = ["GROUP_NAME", "OP_NAME", "build_analysis_assets"]
+
 GROUP_NAME = "audio"
 
 
