@@ -114,11 +114,6 @@ class AnalysisOutcome:
         if extra:
             self.metadata = {**(self.metadata or {}), **extra}
 
-    @property
-    def has_facts(self) -> bool:
-        """Whether the audio's duration and channels are known."""
-        return self.duration_s is not None and self.channels is not None
-
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of this outcome (unset fields left out)."""
         out: dict[str, Any] = {}
