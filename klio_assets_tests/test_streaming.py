@@ -1,17 +1,22 @@
 """A run reports each track while its Beam job still runs (the real local runner)."""
 
+import logging
 import threading
 import time
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
+from klio_assets.resources.beam import BeamRunnerResource
 
 from klio_assets.catalog.database import get_catalog
 from klio_assets.orchestration import launch
+from klio_assets.orchestration.launcher import BeamPipesClient, TrackRef
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.orchestration.reporting import CODE_VERSION_TAG
 from klio_assets.orchestration.run import report
 from klio_assets.settings import Settings
+from klio_assets.worker.plan import RunPlan
 from klio_assets.worker.storage import Storage
 from klio_assets_tests import sample_analyses
 
@@ -89,3 +94,46 @@ def test_finished_tracks_are_materialized_while_the_beam_job_still_runs(gated_ho
     assert progress and progress[-1] == 3 and progress == sorted(progress)
     assert outcome.summary["assets"][ASSET] == {"computed": 3}
     assert outcome.summary["run_id"] == outcome.run_id
+
+
+class _EndlessJob:
+    """A Beam job that never ends by itself; records being cancelled."""
+
+    job_id = "job-1"
+
+    def __init__(self):
+        self.cancelled = False
+
+    def done(self):
+        return self.cancelled
+
+    def join(self, timeout_s):
+        time.sleep(min(timeout_s, 0.01))
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_closing_the_result_stream_cancels_the_beam_job(tmp_path, monkeypatch):
+    """What an interrupted Dagster run does to the stream (``contextlib.closing`` in the run)."""
+    job = _EndlessJob()
+    launched = {}
+
+    def fake_launch(self, build, *, job_name, labels=None):
+        launched.update(job_name=job_name, labels=labels)
+        return job
+
+    monkeypatch.setattr(BeamRunnerResource, "launch", fake_launch)
+    context = SimpleNamespace(
+        run_id="run-1",
+        selected_asset_keys={dg.AssetKey("loudness")},
+        log=logging.getLogger("test"),
+    )
+    plan = RunPlan(run_id="run-1", storage_root=str(tmp_path), analyses={}, selected=[])
+    client = BeamPipesClient(BeamRunnerResource(poll_interval_s=0.01), Storage(str(tmp_path)))
+    stream = client.run(context, plan, [TrackRef("t1", "/a.wav"), TrackRef("t2", "/b.wav")])
+    assert next(stream) == []  # submitted; nothing written yet
+    assert launched["labels"]["klio-batch-size"] == "2"
+    assert launched["labels"]["dagster-run-id"] == "run-1"
+    stream.close()
+    assert job.cancelled
