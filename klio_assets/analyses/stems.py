@@ -102,7 +102,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -296,7 +296,9 @@ def separate_nn_filter(
     return vocals, accompaniment
 
 
-def _chunks(n: int, *, chunk_n: int, overlap_n: int, edge: int):
+def _chunks(
+    n: int, *, chunk_n: int, overlap_n: int, edge: int
+) -> Iterator[tuple[int, int, np.ndarray]]:
     """``(start, stop, weights)`` of equal-length chunks covering ``[0, n)``.
 
     Consecutive chunks overlap by ``overlap_n`` samples; the weights (shape ``(stop - start,)``)
@@ -507,8 +509,10 @@ def _median_last(values: np.ndarray) -> np.ndarray:
     values.sort(axis=-1)
     half = values.shape[-1] // 2
     if values.shape[-1] % 2:
-        return values[..., half]
-    return 0.5 * (values[..., half - 1] + values[..., half])
+        middle: np.ndarray = values[..., half]
+        return middle
+    mean: np.ndarray = 0.5 * (values[..., half - 1] + values[..., half])
+    return mean
 
 
 def resolve_separator(spec: str, params: StemsParams | None = None) -> Separator:
@@ -560,7 +564,7 @@ def resolve_separator(spec: str, params: StemsParams | None = None) -> Separator
             ) from exc
     if not callable(target):
         raise ParameterError(f"stems separator {spec!r} is not callable")
-    return target  # type: ignore[return-value]
+    return target
 
 
 def run_separator(

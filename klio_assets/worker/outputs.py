@@ -21,6 +21,7 @@ import soundfile as sf
 
 from klio_assets.errors import ParameterError
 from klio_assets.worker import audio as audio_io
+from klio_assets.worker.values import Audio, AudioStream
 
 if TYPE_CHECKING:
     from klio_assets.worker.storage import Storage
@@ -150,7 +151,6 @@ class AudioFile(OutputKind):
         return _AUDIO_EXTENSIONS[self.format]
 
     def write(self, value: Any, path: str) -> dict[str, Any]:
-        from klio_assets.worker.analysis import Audio, AudioStream  # noqa: PLC0415 - cycle
 
         if isinstance(value, AudioStream):
             blocks, rate, channels = value.frame_blocks(), value.sample_rate, value.channels
@@ -176,7 +176,6 @@ class AudioFile(OutputKind):
         }
 
     def read(self, path: str, *, stream: bool = False) -> Any:
-        from klio_assets.worker.analysis import Audio, AudioStream  # noqa: PLC0415 - cycle
 
         if stream:
             info = sf.info(path)
