@@ -83,8 +83,8 @@ def estimate_cost(info: dict[str, Any], *, analyses: int = 1) -> float:
     else:
         speeds, default = _DECODE_SPEED, 700.0
     speed = next((v for k, v in speeds.items() if key.startswith(k)), default)
-    rate, channels = info.get("sample_rate", 44100), info.get("channels", 2)
-    duration = info.get("frames", 0) / rate if rate else 0.0
+    rate, channels = int(info.get("sample_rate", 44100)), int(info.get("channels", 2))
+    duration = float(info.get("frames", 0)) / rate if rate else 0.0
     decode = duration * (rate * channels) / (44100 * 2) / speed
     return decode + duration / 60 * _ANALYSIS_CPU_PER_MINUTE * max(1, analyses) + _TRACK_OVERHEAD_S
 
@@ -121,7 +121,7 @@ class _Feed:
     _END = object()
 
     def __init__(self) -> None:
-        self.queue: queue.Queue = queue.Queue(maxsize=FEED_DEPTH)
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=FEED_DEPTH)
         self.detached = threading.Event()
 
     def put(self, item: Any) -> None:
