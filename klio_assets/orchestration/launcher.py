@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from klio_assets.errors import BeamJobError, KlioAssetsError
+from klio_assets.errors import BeamJobError
 from klio_assets.resources.beam import BeamJob, BeamRunnerResource, run_labels
 from klio_assets.worker.plan import Layout, RunPlan
 from klio_assets.worker.records import TrackResult
@@ -156,6 +156,6 @@ def _poll_quietly(channel: ResultsChannel, context: dg.AssetExecutionContext) ->
     after the job, raises)."""
     try:
         return channel.poll()
-    except KlioAssetsError as exc:
-        context.log.debug(f"results not read this time: {exc}")
+    except Exception as exc:  # any storage error: the next poll retries, the final one raises
+        context.log.debug(f"results not read this time: {type(exc).__name__}: {exc}")
         return []
