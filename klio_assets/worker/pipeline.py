@@ -246,6 +246,28 @@ def assign_lanes(
     return out
 
 
+#: Track references dealt to lanes: ``(lane, refs of that lane)``.
+_Dealt: TypeAlias = PCollection[tuple[int, Iterable[dict[str, Any]]]]
+
+
+class DealToLanes(beam.PTransform[_Refs, _Dealt]):
+    """Group track references round-robin by run order into ``lanes`` lanes:
+    ``(lane, refs)`` with ``lane = order % lanes``."""
+
+    def __init__(self, lanes: int):
+        super().__init__()
+        self.lanes = lanes
+
+    def expand(self, refs: _Refs) -> _Dealt:
+        lanes = max(1, self.lanes)
+        dealt: _Dealt = (
+            refs
+            | "KeyByLane" >> beam.Map(lambda ref: (ref["order"] % lanes, ref))
+            | "GroupByLane" >> beam.GroupByKey()
+        )
+        return dealt
+
+
 class SpreadTracks(beam.PTransform[_Refs, _Refs]):
     """Deal track references round-robin over ``lanes`` lanes (by run order), so that a
     runner that splits stages statically gives each worker a share of the next step."""
@@ -255,11 +277,9 @@ class SpreadTracks(beam.PTransform[_Refs, _Refs]):
         self.lanes = lanes
 
     def expand(self, refs: _Refs) -> _Refs:
-        lanes = max(1, self.lanes)
         spread: _Refs = (
             refs
-            | "KeyByLane" >> beam.Map(lambda ref: (ref["order"] % lanes, ref))
-            | "GroupByLane" >> beam.GroupByKey()
+            | "DealToLanes" >> DealToLanes(self.lanes)
             | "UnpackLane" >> beam.FlatMap(lambda kv: list(kv[1]))
         )
         return spread
