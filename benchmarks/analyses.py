@@ -43,7 +43,7 @@ def per_analysis(files: list[str], scratch: str) -> dict[str, dict[str, float]]:
     """CPU-seconds per audio-minute of each built-in analysis, alone, steady state."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from klio_assets.analyses import load_analyses
-    from klio_assets.worker.execution import Engine
+    from klio_assets.worker.execution import Engine, track_result
     from klio_assets.worker.plan import RunPlan, plan_analyses
 
     analyses = load_analyses()
@@ -63,8 +63,8 @@ def per_analysis(files: list[str], scratch: str) -> dict[str, dict[str, float]]:
         results = {}
         for ref in refs:
             task = engine.check(dict(ref))
-            for result in engine.analyze([task]) if task["pending"] else [task]:
-                results[result["track_id"]] = result
+            for result in engine.analyze([task]) if task["pending"] else [track_result(task)]:
+                results[result.track_id] = result.to_dict()
         return _cpu() - started_cpu, time.perf_counter() - started, results
 
     _, _, warm = run(list(planned), force=False)  # warm-up: everything computed once

@@ -53,7 +53,7 @@ from klio_assets.resources.beam import BeamJob, BeamRunnerResource
 from klio_assets.catalog.database import TrackCatalog, get_catalog
 from klio_assets.orchestration import launch, reporting
 from klio_assets.orchestration import registration as tracks_module
-from klio_assets.orchestration import run as batch
+from klio_assets.orchestration.launcher import ResultsChannel
 from klio_assets.orchestration.partitions import TRACKS
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
@@ -71,8 +71,8 @@ RUN_PHASES = [
     (dg.DagsterInstance, "get_dynamic_partitions", "list_all_partitions"),
     (TrackCatalog, "resolve", "catalog_resolve"),
     (BeamRunnerResource, "launch", "beam_build_and_submit"),
-    (BeamJob, "wait", "beam_wait"),
-    (batch, "read_results", "read_results"),
+    (BeamJob, "join", "beam_wait"),  # the launcher waits in steps between polls
+    (ResultsChannel, "poll", "read_results"),  # the run's one results poller
     (reporting, "log_materializations", "log_materializations"),
     (TrackCatalog, "record_outcomes", "catalog_record_outcomes"),
     (Storage, "delete_tree", "delete_results"),

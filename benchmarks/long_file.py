@@ -50,7 +50,7 @@ plan_path, tracks_path = sys.argv[1], sys.argv[2]
 engine = Engine(RunPlan.from_json(open(plan_path).read()))
 after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 ref = {**json.loads(open(tracks_path).readline()), "order": 0}
-result = engine.analyze([engine.check(ref)])[0]
+result = engine.analyze([engine.check(ref)])[0].to_dict()
 print(json.dumps({"statuses": {k: v["status"] for k, v in result["analyses"].items()},
                   "rss_after_imports_mb": after_imports}))
 """

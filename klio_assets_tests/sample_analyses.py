@@ -74,3 +74,22 @@ def hangs_on_stall(audio: Audio, track: TrackContext) -> dict:
     if track.track_id.startswith("stall"):
         threading.Event().wait()
     return {"frames": audio.frames}
+
+
+#: Environment variable naming the file :func:`waits_for_gate` waits for.
+GATE_ENV = "KLIO_TEST_GATE"
+
+
+@analysis(inputs={"audio": SourceAudio(stream=True)}, output=Json(), code_version="1")
+def waits_for_gate(audio: AudioStream, track: TrackContext) -> dict:
+    """Returns at once, except for tracks whose ID starts with ``slow``: those wait (at most
+    two minutes) until the file named by ``KLIO_TEST_GATE`` exists. A Beam job that is slow
+    for its last track, for tests of what is reported while it runs."""
+    import os
+    import time
+
+    if track.track_id.startswith("slow"):
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.environ[GATE_ENV]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return {"blocks": sum(1 for _ in audio)}

@@ -237,7 +237,7 @@ plan = RunPlan(run_id="r", storage_root={str(tmp_path / "out")!r}, analyses=plan
 engine = Engine(plan)
 task = engine.check({{"track_id": "wav44", "uri": {catalog_tracks["wav44"].path!r}, "order": 0}})
 [result] = engine.analyze([task])
-assert {{r["status"] for r in result["analyses"].values()}} == {{"computed"}}, result
+assert {{r.status for r in result.analyses.values()}} == {{"computed"}}, result
 heavy = sorted(m for m in ("librosa", "numba", "matplotlib") if m in sys.modules)
 assert not heavy, heavy
 """

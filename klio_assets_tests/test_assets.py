@@ -36,9 +36,9 @@ def launches(monkeypatch):
     calls = []
     real = BeamRunnerResource.launch
 
-    def counting(self, build, *, job_name):
+    def counting(self, build, *, job_name, **kw):
         calls.append(job_name)
-        return real(self, build, job_name=job_name)
+        return real(self, build, job_name=job_name, **kw)
 
     monkeypatch.setattr(BeamRunnerResource, "launch", counting)
     return calls

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pipeline import PipelineVisitor
 from apache_beam.testing.util import assert_that, equal_to
 
 from klio_assets.analyses import downsampled_audio, source_audio
 from klio_assets.worker.execution import estimate_cost
-from klio_assets.worker.pipeline import SpreadTracks, assign_lanes, build_pipeline
+from klio_assets.worker.pipeline import DealToLanes, SpreadTracks, assign_lanes, build_pipeline
 from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
 from klio_assets.worker.storage import Storage
 from klio_assets_tests import sample_analyses, synth
@@ -297,6 +298,43 @@ def test_checks_are_spread_over_lanes():
         assert_that(checked, equal_to([r["track_id"] for r in refs]))
     lanes = sorted(sorted(ids) for ids in _BUNDLES.pop(token).values())
     assert lanes == [["t0", "t3", "t6"], ["t1", "t4"], ["t2", "t5"]]
+
+
+def test_spread_tracks_deals_by_run_order_through_lanes():
+    """DealToLanes deals round-robin by run order (what each worker of a static split gets), and
+    every reference comes out once; ``equal_to`` ignores order, so the lanes are checked on
+    the dealt groups themselves."""
+    refs = [{"track_id": f"t{i}", "order": i} for i in range(7)]
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
+        listed = pipeline | beam.Create(refs, reshuffle=False)
+        dealt = listed | "Deal" >> DealToLanes(3)
+        assert_that(
+            dealt | beam.Map(lambda kv: (kv[0], sorted(r["track_id"] for r in kv[1]))),
+            equal_to([(0, ["t0", "t3", "t6"]), (1, ["t1", "t4"]), (2, ["t2", "t5"])]),
+            label="DealtByLane",
+        )
+        spread = listed | "Spread" >> SpreadTracks(3)
+        assert_that(
+            spread | beam.Map(lambda ref: ref["track_id"]),
+            equal_to([r["track_id"] for r in refs]),
+            label="EveryRefOnce",
+        )
+    # SpreadTracks deals through DealToLanes (a SpreadTracks that passes references straight
+    # through would have no such step).
+    labels = set()
+    pipeline.visit(_Labels(labels))
+    assert "Spread/DealToLanes/GroupByLane" in labels
+
+
+class _Labels(PipelineVisitor):
+    def __init__(self, labels):
+        self.labels = labels
+
+    def enter_composite_transform(self, node):
+        self.labels.add(node.full_label)
+
+    def visit_transform(self, node):
+        self.labels.add(node.full_label)
 
 
 def test_plan_survives_json_round_trip():

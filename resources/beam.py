@@ -7,10 +7,15 @@ multi-processing spawns fresh, re-importing workers for every pipeline. Any othe
 (Dataflow, Flink, Spark, ``PortableRunner``) is chosen by configuration alone, through
 ``KLIO_ASSETS_BEAM_OPTIONS``.
 
-Launching follows dagster-gcp's Dataproc Pipes client: submit, poll at an interval, cancel the
-Beam job if the Dagster run is interrupted, raise with the job ID and final state on failure.
+A run's job is launched and followed by
+:class:`klio_assets.orchestration.launcher.BeamPipesClient` (shaped like dagster-gcp's Dataproc
+Pipes client: submit with labels, poll at an interval, stream results back, cancel the Beam
+job if the Dagster run is interrupted, raise with the job ID and final state on failure);
+this module submits (:meth:`BeamRunnerResource.launch`) and wraps the runner's job
+(:class:`BeamJob`). Beam options are read through Beam's own ``PipelineOptions`` views.
 
-Dataflow is configured by :class:`DataflowConfig` (``KLIO_ASSETS_DATAFLOW``): project, region,
+Dataflow is configured by :class:`~klio_assets.resources.dataflow.DataflowConfig`
+(``KLIO_ASSETS_DATAFLOW``; kept importable from here): project, region,
 staging, worker image, machine type, autoscaling, identity, network, and labels carrying the
 Dagster run ID, the assets and the batch size (sanitized to GCP's label rules). The job ID and
 console URL are recorded as tags of the Dagster run (``klio/beam_job_id``,
@@ -19,7 +24,6 @@ console URL are recorded as tags of the Dagster run (``klio/beam_job_id``,
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -28,143 +32,43 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import dagster as dg
+from klio_assets.resources.dataflow import (  # noqa: F401 - re-exported: imported from here
+    DATAFLOW_RUNNER,
+    DataflowConfig,
+    console_url,
+    gcp_label,
+    gcp_labels,
+)
 from pydantic import Field
 
-from klio_assets.errors import BeamJobError, ParameterError
+from klio_assets.errors import BeamJobError
 
 LOCAL_RUNNER = "FnApiRunner"
-DATAFLOW_RUNNER = "DataflowRunner"
 _TERMINAL = {"DONE", "FAILED", "CANCELLED", "UPDATED", "DRAINED", "STOPPED"}
 #: Run tags recording the Beam job of a Dagster run.
 JOB_ID_TAG = "klio/beam_job_id"
 CONSOLE_URL_TAG = "klio/beam_console_url"
-#: GCP label limits: at most 64 labels; keys and values at most 63 characters.
-_MAX_LABELS = 64
-_LABEL_LEN = 63
 
 
-def gcp_label(value: str, *, key: bool = False) -> str:
-    """``value`` made acceptable as a GCP label key or value.
-
-    GCP labels allow lowercase letters, digits, ``_`` and ``-``, at most 63 characters; keys
-    must start with a letter. Other characters become ``-``; a value cut to length keeps a
-    short digest of the whole so that distinct long values stay distinct.
-
-    Parameters
-    ----------
-    value : str
-    key : bool
-        Apply the key rules (non-empty, starts with a letter).
-    """
-    cleaned = re.sub(r"[^a-z0-9_-]", "-", value.lower())
-    if len(cleaned) > _LABEL_LEN:
-        digest = hashlib.sha1(value.encode()).hexdigest()[:8]
-        cleaned = f"{cleaned[: _LABEL_LEN - 9]}-{digest}"
-    if key and not re.match(r"[a-z]", cleaned):
-        cleaned = f"k{cleaned}"[:_LABEL_LEN]
-    return cleaned
-
-
-def gcp_labels(labels: Mapping[str, Any]) -> dict[str, str]:
-    """Every key and value of ``labels`` sanitized with :func:`gcp_label`.
-
-    Raises
-    ------
-    ParameterError
-        More labels than GCP accepts (64).
-    """
-    if len(labels) > _MAX_LABELS:
-        raise ParameterError(f"{len(labels)} labels given; GCP accepts at most {_MAX_LABELS}")
-    return {gcp_label(str(k), key=True): gcp_label(str(v)) for k, v in labels.items()}
-
-
-def console_url(*, project: str, region: str, job_id: str) -> str:
-    """The Cloud Console page of a Dataflow job."""
-    return f"https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}"
-
-
-class DataflowConfig(dg.Config):
-    """Where and how a batch runs on Google Cloud Dataflow (every field is a Beam option).
-
-    The cost levers are ``machine_type`` and ``max_num_workers`` here, and the batch size per
-    run (``KLIO_ASSETS_BATCH_SIZE``): one Dagster run is one Dataflow job, whose start-up
-    (about 3-5 minutes of worker provisioning) is paid once per batch.
-    """
-
-    project: str = Field(description="Google Cloud project that runs and pays for the job.")
-    region: str = Field(description="Dataflow regional endpoint, e.g. europe-west1.")
-    temp_location: str = Field(description="gs:// folder for temporary files of the job.")
-    staging_location: str | None = Field(
-        None, description="gs:// folder for staged packages (default: temp_location)."
-    )
-    sdk_container_image: str | None = Field(
-        None,
-        description="Worker image with ffmpeg and klio-assets installed "
-        "(docker/beam-worker.Dockerfile); without it workers lack the package.",
-    )
-    machine_type: str | None = Field(
-        None, description="Worker machine type, e.g. n2-standard-4 (Dataflow's default if unset)."
-    )
-    max_num_workers: int | None = Field(
-        None, gt=0, description="Upper bound of autoscaling: the cost ceiling of one batch."
-    )
-    num_workers: int | None = Field(None, gt=0, description="Workers at start.")
-    autoscaling_algorithm: Literal["", "THROUGHPUT_BASED", "NONE"] = Field(
-        "",
-        description="THROUGHPUT_BASED scales between num_workers and max_num_workers; NONE "
-        "keeps num_workers; empty leaves Dataflow's default (THROUGHPUT_BASED).",
-    )
-    service_account_email: str | None = Field(
-        None, description="Identity of the workers (needs read/write on the storage buckets)."
-    )
-    network: str | None = Field(None, description="VPC network of the workers.")
-    subnetwork: str | None = Field(
-        None, description="Subnetwork, e.g. regions/europe-west1/subnetworks/beam."
-    )
-    use_public_ips: bool | None = Field(
-        None, description="False keeps workers off public IPs (needs Private Google Access)."
-    )
-    labels: dict[str, str] = Field(
-        default_factory=dict,
-        description="Extra labels (billing, team); sanitized to GCP's label rules.",
+def _standard_options(args: list[str]) -> Any:
+    """``args`` read by Beam as its ``StandardOptions`` (runner and friends)."""
+    # Beam's options module is imported on use: it keeps Beam out of definition loading.
+    from apache_beam.options.pipeline_options import (  # noqa: PLC0415
+        PipelineOptions,
+        StandardOptions,
     )
 
-    def args(self) -> list[str]:
-        """These settings as Beam pipeline arguments (labels excluded)."""
-        args = [
-            f"--runner={DATAFLOW_RUNNER}",
-            f"--project={self.project}",
-            f"--region={self.region}",
-            f"--temp_location={self.temp_location}",
-        ]
-        for name in (
-            "staging_location",
-            "sdk_container_image",
-            "machine_type",
-            "max_num_workers",
-            "num_workers",
-            "autoscaling_algorithm",
-            "service_account_email",
-            "network",
-            "subnetwork",
-        ):
-            value = getattr(self, name)
-            if value not in (None, ""):
-                args.append(f"--{name}={value}")
-        if self.use_public_ips is not None:
-            args.append("--use_public_ips" if self.use_public_ips else "--no_use_public_ips")
-        return args
+    return PipelineOptions(args).view_as(StandardOptions)
 
 
-def _option(args: list[str], name: str) -> str | None:
-    """Value of ``--name=value`` or ``--name value`` in ``args`` (last one wins)."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == f"--{name}" and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(f"--{name}="):
-            value = arg.split("=", 1)[1]
-    return value
+def _google_cloud_options(args: list[str]) -> Any:
+    """``args`` read by Beam as its ``GoogleCloudOptions`` (project, region, job name...)."""
+    from apache_beam.options.pipeline_options import (  # noqa: PLC0415 - see above
+        GoogleCloudOptions,
+        PipelineOptions,
+    )
+
+    return PipelineOptions(args).view_as(GoogleCloudOptions)
 
 
 class BeamJob:
@@ -248,6 +152,13 @@ class BeamJob:
         """Whether the job reached a final state."""
         return self.state in _TERMINAL
 
+    def join(self, timeout_s: float) -> None:
+        """Wait at most ``timeout_s`` seconds for the job (returns the moment a local job ends)."""
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+        else:
+            time.sleep(timeout_s)
+
     def wait(self, *, poll: Callable[[], None] | None = None, interval_s: float = 1.0) -> str:
         """Wait for the job, calling ``poll`` every ``interval_s`` seconds.
 
@@ -259,10 +170,7 @@ class BeamJob:
         while not self.done():
             if poll is not None:
                 poll()
-            if self._thread is not None:
-                self._thread.join(timeout=interval_s)  # returns the moment a local job ends
-            else:
-                time.sleep(interval_s)
+            self.join(interval_s)
         if self.finished is None:
             self.finished = time.monotonic()
         state = self.state
@@ -336,7 +244,7 @@ class BeamRunnerResource(dg.ConfigurableResource):
     def runner(self) -> str:
         """Runner name in effect."""
         default = DATAFLOW_RUNNER if self.dataflow is not None else LOCAL_RUNNER
-        return _option(self.pipeline_args, "runner") or default
+        return _standard_options(self.pipeline_args).runner or default
 
     def workers(self) -> int:
         """Local parallelism: ``direct_num_workers`` or the number of usable cores."""
@@ -375,14 +283,14 @@ class BeamRunnerResource(dg.ConfigurableResource):
                 *(f"--labels={k}={v}" for k, v in sorted(merged.items())),
                 *args,
             ]
-        if _option(args, "runner") is None:
+        if _standard_options(args).runner is None:
             args = [
                 f"--runner={LOCAL_RUNNER}",
                 f"--direct_running_mode={self.direct_running_mode}",
                 f"--direct_num_workers={self.workers()}",
                 *args,
             ]
-        if _option(args, "job_name") is None:
+        if _google_cloud_options(args).job_name is None:
             args.append(f"--job_name={job_name}")
         return args
 
@@ -395,9 +303,9 @@ class BeamRunnerResource(dg.ConfigurableResource):
     ) -> BeamJob:
         """Create a pipeline, let ``build`` add its steps, and submit it.
 
-        Inside a Dagster run, the job is labelled with the run ID, the selected assets and
-        the batch size (unless ``labels`` is given), and once submitted its ID and console
-        URL are logged and recorded as run tags (``klio/beam_job_id``,
+        Inside a Dagster run, the job is labelled with the run ID and the selected assets
+        (unless ``labels`` is given: :func:`run_labels`), and once submitted its ID and
+        console URL are logged and recorded as run tags (``klio/beam_job_id``,
         ``klio/beam_console_url``).
 
         Parameters
@@ -444,15 +352,16 @@ def _current_context() -> dg.OpExecutionContext | None:
         return None
 
 
-def run_labels(context: dg.OpExecutionContext) -> dict[str, str]:
-    """Labels naming a run's Beam job: Dagster run ID, assets and batch size (GCP rules)."""
-    from klio_assets.orchestration.run import run_track_ids  # noqa: PLC0415 - batch imports this module
+def run_labels(context: dg.OpExecutionContext, *, batch_size: int = 0) -> dict[str, str]:
+    """Labels naming a run's Beam job: Dagster run ID, assets and batch size (GCP rules).
 
+    Parameters
+    ----------
+    context : dg.OpExecutionContext
+    batch_size : int
+        Tracks in the run (0: not known here; the launcher knows and passes it).
+    """
     assets = sorted(key.to_user_string() for key in context.selected_asset_keys)
-    try:
-        batch_size = len(run_track_ids(context))
-    except dg.DagsterInvariantViolationError:  # not a partitioned run
-        batch_size = 0
     return gcp_labels(
         {
             "dagster-run-id": context.run_id,
@@ -464,8 +373,9 @@ def run_labels(context: dg.OpExecutionContext) -> dict[str, str]:
 
 def _dataflow_from_args(args: list[str]) -> DataflowConfig | None:
     """Project and region of a Dataflow job configured through raw Beam arguments only."""
-    project, region = _option(args, "project"), _option(args, "region")
-    if not project or not region:
+    view = _google_cloud_options(args)
+    if not view.project or not view.region:
         return None
-    temp_location = _option(args, "temp_location") or ""
-    return DataflowConfig(project=project, region=region, temp_location=temp_location)
+    return DataflowConfig(
+        project=view.project, region=view.region, temp_location=view.temp_location or ""
+    )

@@ -15,15 +15,15 @@ import dagster as dg
 from klio_assets.orchestration import reporting
 from klio_assets.orchestration.lineage import parents
 from klio_assets.orchestration.partitions import tracks_partitions
-from klio_assets.orchestration.run import AnalysisRunConfig, run_batch
+from klio_assets.orchestration.run import OP_NAME, AnalysisRunConfig, run_batch
 from klio_assets.resources.beam import BeamRunnerResource
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
 from klio_assets.worker.analysis import Analysis
-from klio_assets.worker.plan import plan_analyses
+from klio_assets.worker.plan import PlannedAnalysis, plan_analyses
 
-#: Name of the op (and of the node in the UI) running every analysis.
-OP_NAME = "audio_analyses"
+__all__ = ["GROUP_NAME", "OP_NAME", "build_analysis_assets"]
+
 GROUP_NAME = "audio"
 
 
@@ -53,29 +53,10 @@ def build_analysis_assets(
     """
     planned = plan_analyses(analyses, params)
     graph = {a.name: a for a in analyses}
-    lineage = parents(analyses)
-    specs = [
-        dg.AssetSpec(
-            key=name,
-            deps=lineage[name],
-            partitions_def=tracks_partitions,
-            code_version=planned[name].version,
-            skippable=True,
-            group_name=GROUP_NAME,
-            kinds={"beam", "audio"},
-            description=graph[name].description,
-            metadata={
-                "output": dg.MetadataValue.json(graph[name].output.spec()),
-                "params": dg.MetadataValue.json(_params_json(graph[name], planned[name].params)),
-                "defined_in": f"{planned[name].module}.{planned[name].attr}",
-            },
-        )
-        for name in planned
-    ]
 
     @dg.multi_asset(
         name=OP_NAME,
-        specs=specs,
+        specs=_specs(analyses, planned),
         can_subset=True,
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=batch_size),
         description="Runs the selected audio analyses over a range of tracks in one Beam job.",
@@ -99,3 +80,29 @@ def build_analysis_assets(
         )
 
     return audio_analyses
+
+
+def _specs(
+    analyses: Sequence[Analysis], planned: Mapping[str, PlannedAnalysis]
+) -> list[dg.AssetSpec]:
+    """One partitioned, skippable asset per analysis, with its lineage and code version."""
+    graph = {a.name: a for a in analyses}
+    lineage = parents(analyses)
+    return [
+        dg.AssetSpec(
+            key=name,
+            deps=lineage[name],
+            partitions_def=tracks_partitions,
+            code_version=planned[name].version,
+            skippable=True,
+            group_name=GROUP_NAME,
+            kinds={"beam", "audio"},
+            description=graph[name].description,
+            metadata={
+                "output": dg.MetadataValue.json(graph[name].output.spec()),
+                "params": dg.MetadataValue.json(_params_json(graph[name], planned[name].params)),
+                "defined_in": f"{planned[name].module}.{planned[name].attr}",
+            },
+        )
+        for name in planned
+    ]

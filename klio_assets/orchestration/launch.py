@@ -9,7 +9,6 @@ launched from the UI.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from klio_assets.catalog.trackids import validate_track_id
-from klio_assets.errors import KlioAssetsError, ParameterError
+from klio_assets.errors import ParameterError
 from klio_assets.orchestration.home import (  # noqa: F401 - re-exported
     DEFAULT_DAGSTER_YAML,
     FAST_BOOKKEEPING_ENV,
@@ -26,16 +25,22 @@ from klio_assets.orchestration.home import (  # noqa: F401 - re-exported
 from klio_assets.orchestration.invocation import RunOutcome
 from klio_assets.orchestration.lineage import ancestors
 from klio_assets.orchestration.partitions import ordered_keys
-from klio_assets.orchestration.ranges import contiguous_ranges  # noqa: F401 - re-exported
-from klio_assets.worker.done import (  # noqa: F401 - existing_outputs re-exported
-    done_tracks,
-    existing_outputs,
-    tracks_with_work,
-)
-from klio_assets.worker.plan import Layout, PlannedAnalysis
+from klio_assets.orchestration.ranges import contiguous_ranges
+from klio_assets.orchestration.run import INVOCATION_TAG, analysis_run_config, watching
+from klio_assets.worker.done import done_tracks, existing_outputs, tracks_with_work
+from klio_assets.worker.plan import PlannedAnalysis
 from klio_assets.worker.storage import Storage
 
-INVOCATION_TAG = "klio/invocation"
+__all__ = [
+    "INVOCATION_TAG",
+    "contiguous_ranges",
+    "execute_catalog_tables",
+    "execute_range",
+    "existing_outputs",
+    "resolve_tracks",
+    "tracks_to_run",
+    "with_missing_upstreams",
+]
 
 
 def resolve_tracks(
@@ -73,54 +78,38 @@ def execute_range(
 ) -> RunOutcome:
     """Materialize ``selected`` for one contiguous range of partitions (one run, one Beam job).
 
-    Runs in this process and thread (Dagster's interrupt handling needs the main thread);
-    ``on_progress`` is called from a watcher thread with the number of tracks done.
+    Runs in this process and thread (Dagster's interrupt handling needs the main thread; the
+    analyses job's executor is in-process). The run itself reports to this call (see
+    :mod:`klio_assets.orchestration.run.observe`): ``on_progress`` is called, from this
+    thread, with the number of tracks done as the run's results poller finds them, and the
+    outcome's summary is the one the run reported.
+
+    Parameters
+    ----------
+    storage : Storage
+        Unused: the run reads and writes the storage of the code location's resources.
+        Kept for the callers.
     """
+    del storage  # the run's own resources name the storage root
     invocation = uuid.uuid4().hex
     tags = {
         "dagster/asset_partition_range_start": track_ids[0],
         "dagster/asset_partition_range_end": track_ids[-1],
         INVOCATION_TAG: invocation,
     }
-    run_config = {
-        "ops": {"audio_analyses": {"config": {"force": force, "dry_run": dry_run}}},
-        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
-    }
-    stop = threading.Event()
-    layout = Layout(storage)
-
-    def watch() -> None:
-        run_id = None
-        while not stop.wait(0.5):
-            if run_id is None:
-                runs = instance.get_runs(
-                    filters=dg.RunsFilter(tags={INVOCATION_TAG: invocation}), limit=1
-                )
-                run_id = runs[0].run_id if runs else None
-            if run_id is not None and on_progress is not None:
-                try:
-                    on_progress(len(storage.list_names(layout.results_folder(run_id))))
-                except KlioAssetsError:
-                    pass
-
-    watcher = threading.Thread(target=watch, name="klio-progress", daemon=True)
-    watcher.start()
-    try:
-        job = dg.build_reconstructable_job("klio_assets.definitions", "get_analyses_job")
+    job = dg.build_reconstructable_job("klio_assets.definitions", "get_analyses_job")
+    with watching(invocation, on_progress) as watch:
         result = dg.execute_job(
             job,
             instance=instance,
-            run_config=run_config,
+            run_config=analysis_run_config(
+                force=force, dry_run=dry_run, log_level="CRITICAL"
+            ).to_config_dict(),
             tags=tags,
             asset_selection=[dg.AssetKey(name) for name in selected],
         )
-    finally:
-        stop.set()
-        watcher.join()
     outcome = RunOutcome(run_id=result.run_id, success=result.success, track_ids=list(track_ids))
-    summary_uri = f"{layout.run_folder(result.run_id)}/summary.json"
-    if storage.exists(summary_uri):
-        outcome.summary = storage.read_json(summary_uri)
+    outcome.summary = watch.summary
     if not result.success and outcome.summary is None:
         errors = [e.step_failure_data.error for e in result.get_step_failure_events()]
         outcome.error = "; ".join(e.message.strip() for e in errors if e) or "the run failed"

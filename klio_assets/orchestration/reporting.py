@@ -28,6 +28,7 @@ import dagster as dg
 
 from klio_assets import settings
 from klio_assets.errors import KlioAssetsError
+from klio_assets.worker.records import STANDARD_FACTS, AnalysisOutcome, Status, TrackResult
 from klio_assets.worker.storage import Storage
 
 #: Events per database batch.
@@ -61,19 +62,20 @@ def _metadata_value(value: Any) -> Any:
     return value
 
 
-def track_metadata(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Dagster metadata of one track's record: the standard fields first, then the analysis'."""
+def track_metadata(outcome: AnalysisOutcome) -> dict[str, Any]:
+    """Dagster metadata of one track's outcome: the standard fields first, then the analysis'."""
     meta: dict[str, Any] = {
-        "status": record["status"],
-        "uri": dg.MetadataValue.path(record["uri"]),
-        "code_version": record.get("version", ""),
+        "status": str(outcome.status),
+        "uri": dg.MetadataValue.path(outcome.uri or ""),
+        "code_version": outcome.version or "",
     }
-    for key in ("duration_s", "sample_rate", "channels", "seconds"):
-        if key in record:
-            meta[key] = record[key]
-    if record.get("shared_from"):
-        meta["shared_from"] = record["shared_from"]
-    for key, value in (record.get("metadata") or {}).items():
+    for key in (*STANDARD_FACTS, "seconds"):
+        value = getattr(outcome, key)
+        if value is not None:
+            meta[key] = value
+    if outcome.shared_from:
+        meta["shared_from"] = outcome.shared_from
+    for key, value in (outcome.metadata or {}).items():
         if key not in meta:
             meta[key] = _metadata_value(value)
     return meta
@@ -94,12 +96,12 @@ def embedded_image(storage: Storage, uri: str, track_id: str, max_bytes: int) ->
     return {"plot": dg.MetadataValue.md(f"![{track_id}](data:image/png;base64,{encoded})")}
 
 
-def feature_fields(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The scalar results of one track's record (what the catalog's features table keeps)."""
+def feature_fields(outcome: AnalysisOutcome) -> dict[str, Any]:
+    """The scalar results of one track's outcome (what the catalog's features table keeps)."""
     fields: dict[str, Any] = {}
     for key, value in [
-        *((k, record[k]) for k in ("duration_s", "sample_rate", "channels") if k in record),
-        *(record.get("metadata") or {}).items(),
+        *((k, getattr(outcome, k)) for k in STANDARD_FACTS if getattr(outcome, k) is not None),
+        *(outcome.metadata or {}).items(),
     ]:
         if value is None or isinstance(value, (bool, int, str)):
             fields[key] = value
@@ -160,7 +162,7 @@ def log_materializations(
 
 
 def summarize(
-    results: Mapping[str, Mapping[str, Any]],
+    results: Mapping[str, TrackResult],
     selected: Sequence[str],
     *,
     beam_seconds: float,
@@ -171,25 +173,26 @@ def summarize(
     Parameters
     ----------
     results : mapping
-        Track ID to its record (``{"analyses": {name: record}}``).
+        Track ID to its :class:`TrackResult`.
     selected : sequence of str
     beam_seconds : float
         Wall time of the Beam job.
     beam_cpu_seconds : float, optional
         CPU time of a local Beam job (None when it ran elsewhere).
     """
-    counts: dict[str, Counter] = {name: Counter() for name in selected}
+    counts: dict[str, Counter[str]] = {name: Counter() for name in selected}
     computed_audio_s = 0.0
     total_audio_s = 0.0
     for result in results.values():
-        durations_computed, durations = [], []
+        durations_computed: list[float] = []
+        durations: list[float] = []
         for name in selected:
-            record = result["analyses"].get(name, {"status": "failed"})
-            counts[name][record["status"]] += 1
-            if "duration_s" in record and record.get("channels") is not None:
-                durations.append(record["duration_s"])
-                if record["status"] == "computed":
-                    durations_computed.append(record["duration_s"])
+            outcome = result.analyses.get(name, AnalysisOutcome(Status.FAILED))
+            counts[name][str(outcome.status)] += 1
+            if outcome.duration_s is not None and outcome.channels is not None:
+                durations.append(outcome.duration_s)
+                if outcome.status == Status.COMPUTED:
+                    durations_computed.append(outcome.duration_s)
         total_audio_s += max(durations, default=0.0)
         computed_audio_s += max(durations_computed, default=0.0)
     return {

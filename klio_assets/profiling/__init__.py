@@ -66,7 +66,7 @@ from klio_assets.profiling.measure import (
 from klio_assets.profiling.tables import line_table, top_functions
 from klio_assets.settings import Settings
 from klio_assets.worker.analysis import Analysis
-from klio_assets.worker.execution import COMPUTED, FAILED, Engine
+from klio_assets.worker.execution import COMPUTED, FAILED, Engine, track_result
 from klio_assets.worker.plan import PlannedAnalysis, RunPlan, planned_for
 
 #: Track ID of the generated warm-up clip (never a catalog track's output: a temporary root).
@@ -333,21 +333,21 @@ class Profiler:
         wall0 = time.perf_counter()
         try:
             task = engine.check({"track_id": target.track_id, "uri": target.uri, "order": 0})
-            result = engine.analyze([task])[0] if task["pending"] else task
+            result = engine.analyze([task])[0] if task["pending"] else track_result(task)
         finally:
             wall = time.perf_counter() - wall0
             cpu1, child1 = cpu_seconds()
             peak = self.memory.stop()
-        record = result["analyses"][name]
+        record = result.analyses[name]
         info = task.get("info") or {}
-        audio = record.get("duration_s")
+        audio = record.duration_s
         if audio is None and info.get("sample_rate"):
             audio = info.get("frames", 0) / info["sample_rate"]
-        computed = record["status"] == COMPUTED
+        computed = record.status == COMPUTED
         timed = computed and self.engines[name].analyses[name].fn is timer
         return StepFigures(
             status=COMPUTED if computed else FAILED,
-            reason=None if computed else record.get("reason"),
+            reason=None if computed else record.reason,
             audio_s=audio,
             wall_s=wall,
             cpu_s=(cpu1 - cpu0) + (child1 - child0),

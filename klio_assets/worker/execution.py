@@ -10,9 +10,10 @@ in plain Python that can be tested and profiled without Beam or Dagster:
   analysis that reads it, in lockstep, through bounded queues.
 * :meth:`Engine.plan_group` (dry runs): the same decisions, nothing computed or written.
 
-Every outcome is a record per analysis and track: ``computed``, ``skipped`` or ``failed``
-(``would_compute``/``would_skip`` in a dry run). No exception escapes for one track: a broken
-file costs only its own records.
+Every outcome is an :class:`~klio_assets.worker.records.AnalysisOutcome` per analysis and
+track, gathered in one :class:`~klio_assets.worker.records.TrackResult` per track:
+``computed``, ``skipped`` or ``failed`` (``would_compute``/``would_skip`` in a dry run). No
+exception escapes for one track: a broken file costs only its own records.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ from klio_assets.worker.analysis import (
 from klio_assets.worker.audio import SourceDecoder, SourceInfo
 from klio_assets.worker.done import done_analyses
 from klio_assets.worker.plan import SOURCE_ASSET, Layout, RunPlan, import_analysis
+from klio_assets.worker.records import AnalysisOutcome, Status, TrackResult
 from klio_assets.worker.storage import Storage, hash_file, open_source
 
-COMPUTED, SKIPPED, FAILED = "computed", "skipped", "failed"
-WOULD_COMPUTE, WOULD_SKIP = "would_compute", "would_skip"
+# The statuses under their former names (profiling and benchmarks import these).
+COMPUTED, SKIPPED, FAILED = Status.COMPUTED, Status.SKIPPED, Status.FAILED
+WOULD_COMPUTE, WOULD_SKIP = Status.WOULD_COMPUTE, Status.WOULD_SKIP
 #: Blocks buffered per analysis fed from a shared decode (8 x 64k frames).
 FEED_DEPTH = 8
 #: Audio-seconds decoded per CPU-second (44.1 kHz stereo, measured): used to balance lanes so
@@ -80,8 +83,8 @@ def estimate_cost(info: dict[str, Any], *, analyses: int = 1) -> float:
     else:
         speeds, default = _DECODE_SPEED, 700.0
     speed = next((v for k, v in speeds.items() if key.startswith(k)), default)
-    rate, channels = info.get("sample_rate", 44100), info.get("channels", 2)
-    duration = info.get("frames", 0) / rate if rate else 0.0
+    rate, channels = int(info.get("sample_rate", 44100)), int(info.get("channels", 2))
+    duration = float(info.get("frames", 0)) / rate if rate else 0.0
     decode = duration * (rate * channels) / (44100 * 2) / speed
     return decode + duration / 60 * _ANALYSIS_CPU_PER_MINUTE * max(1, analyses) + _TRACK_OVERHEAD_S
 
@@ -100,11 +103,8 @@ def _reason(exc: BaseException, track_id: str, uri: str, analysis: str) -> str:
     )
 
 
-def _failed(reason: str, error: BaseException | None = None) -> dict[str, Any]:
-    record = {"status": FAILED, "reason": reason.replace("\n", " ")}
-    if error is not None:
-        record["error"] = type(error).__name__
-    return record
+def _failed(reason: str, error: BaseException | None = None) -> AnalysisOutcome:
+    return AnalysisOutcome.failed(reason, error)
 
 
 def _one_blas_thread() -> None:
@@ -121,7 +121,7 @@ class _Feed:
     _END = object()
 
     def __init__(self) -> None:
-        self.queue: queue.Queue = queue.Queue(maxsize=FEED_DEPTH)
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=FEED_DEPTH)
         self.detached = threading.Event()
 
     def put(self, item: Any) -> None:
@@ -187,8 +187,9 @@ class Engine:
         Returns
         -------
         dict
-            A track result (``"pending"`` empty: nothing left to do) or a task with
-            ``pending`` analyses, ``content_hash``, ``info`` (header) and ``cost``.
+            A task: ``analyses`` (name to :class:`AnalysisOutcome`, for those decided),
+            ``pending`` analyses (empty: nothing left to do, see :func:`track_result`) and,
+            when work is left, ``content_hash``, ``info`` (header) and ``cost``.
         """
         track_id, uri = ref["track_id"], ref["uri"]
         task: dict[str, Any] = {**ref, "analyses": {}, "pending": []}
@@ -201,10 +202,9 @@ class Engine:
             )
             for name in self.plan.selected:
                 if name in done:
-                    task["analyses"][name] = {
-                        "status": skip_status,
-                        "uri": self.output_uri(name, track_id),
-                    }
+                    task["analyses"][name] = AnalysisOutcome(
+                        skip_status, uri=self.output_uri(name, track_id)
+                    )
                 else:
                     task["pending"].append(name)
             if task["pending"]:
@@ -231,20 +231,21 @@ class Engine:
         """Fill the metadata of outputs that already existed (cheap header reads)."""
         facts: dict[str, Any] | None = None
         for name, record in task["analyses"].items():
-            if record["status"] != SKIPPED or "duration_s" in record:
+            if record.status != SKIPPED or record.duration_s is not None:
                 continue
             analysis = self.analyses[name]
-            record["version"] = self.plan.analyses[name].version
-            record["seconds"] = 0.0
+            record.version = self.plan.analyses[name].version
+            record.seconds = 0.0
             try:
-                described = analysis.output.describe_at(self.storage, record["uri"])
+                assert record.uri is not None
+                described = analysis.output.describe_at(self.storage, record.uri)
                 if "sample_rate" not in described:
                     if facts is None:
                         facts = self._source_facts(task)
                     described = {**facts, **described}
-                record.update(_split_metadata(described))
+                record.describe(described)
             except Exception as exc:  # the output exists but cannot be described: say so
-                record["metadata"] = {"describe_error": f"{type(exc).__name__}: {exc}"}
+                record.metadata = {"describe_error": f"{type(exc).__name__}: {exc}"}
 
     def _source_facts(self, task: dict[str, Any]) -> dict[str, Any]:
         """Duration, rate and channels of a track's source, as cheaply as possible."""
@@ -273,7 +274,7 @@ class Engine:
 
     # -- stage 2: compute, once per content ------------------------------------------------------
 
-    def analyze(self, group: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def analyze(self, group: Sequence[dict[str, Any]]) -> list[TrackResult]:
         """Compute the pending analyses of a group of tracks with identical source bytes.
 
         The first track (in run order) is computed; the others get copies of its outputs,
@@ -298,7 +299,7 @@ class Engine:
                     )
         for task in tasks:
             self._describe_skipped(task)
-        return [_track_result(t) for t in tasks]
+        return [track_result(t) for t in tasks]
 
     def _analyze_representative(self, rep: dict[str, Any]) -> None:
         to_compute = []
@@ -312,8 +313,8 @@ class Engine:
             rep["analyses"].update(self._compute(rep, to_compute))
         for name in to_compute:
             record = rep["analyses"][name]
-            if record["status"] == COMPUTED and self.analyses[name].share_by_content:
-                entry = {"track_id": rep["track_id"], "uri": record["uri"]}
+            if record.status == COMPUTED and self.analyses[name].share_by_content:
+                entry = {"track_id": rep["track_id"], "uri": record.uri}
                 with contextlib.suppress(KlioAssetsError):  # the index is an optimisation only
                     self.storage.write_json(
                         self.layout.content_uri(self.plan.analyses[name], rep["content_hash"]),
@@ -321,7 +322,7 @@ class Engine:
                         durable=False,  # losing an entry only costs a recomputation
                     )
 
-    def _lookup_content(self, name: str, task: dict[str, Any]) -> dict[str, Any] | None:
+    def _lookup_content(self, name: str, task: dict[str, Any]) -> AnalysisOutcome | None:
         """Reuse an output computed earlier for the same source bytes (another track)."""
         if not self.analyses[name].share_by_content:
             return None
@@ -339,7 +340,7 @@ class Engine:
             return None
         out = self.output_uri(name, task["track_id"])
         self.analyses[name].output.copy(self.storage, first_uri, out)
-        return {"status": SKIPPED, "uri": out, "shared_from": first}
+        return AnalysisOutcome(SKIPPED, uri=out, shared_from=first)
 
     def _share_from(self, rep: dict[str, Any], dup: dict[str, Any]) -> None:
         own = [n for n in dup["pending"] if not self.analyses[n].share_by_content]
@@ -347,41 +348,42 @@ class Engine:
             if name in own:
                 continue
             rep_record = rep["analyses"].get(name)
-            if rep_record is not None and rep_record["status"] == FAILED:
+            if rep_record is not None and rep_record.status == FAILED:
                 dup["analyses"][name] = _failed(
                     f"track {dup['track_id']!r}: {dup['uri']}: same content as track "
-                    f"{rep['track_id']!r}, which failed: {rep_record['reason']}"
+                    f"{rep['track_id']!r}, which failed: {rep_record.reason}"
                 )
                 continue
             source_uri = self.output_uri(name, rep["track_id"])
             out = self.output_uri(name, dup["track_id"])
             self.analyses[name].output.copy(self.storage, source_uri, out)
-            first = (rep_record or {}).get("shared_from") or rep["track_id"]
-            dup["analyses"][name] = {"status": SKIPPED, "uri": out, "shared_from": first}
+            first = (rep_record.shared_from if rep_record else None) or rep["track_id"]
+            dup["analyses"][name] = AnalysisOutcome(SKIPPED, uri=out, shared_from=first)
         if own:
             dup["analyses"].update(self._compute(dup, own))
 
     # -- dry run ---------------------------------------------------------------------------------
 
-    def plan_group(self, group: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def plan_group(self, group: Sequence[dict[str, Any]]) -> list[TrackResult]:
         """What :meth:`analyze` would do for a group, changing nothing."""
         tasks = sorted(group, key=lambda t: t.get("order", 0))
         rep = tasks[0]
         for name in rep["pending"]:
             first = self._content_owner(name, rep) if not self.plan.force else None
-            rep["analyses"][name] = (
-                {"status": WOULD_SKIP, "shared_from": first} if first else {"status": WOULD_COMPUTE}
+            rep["analyses"][name] = AnalysisOutcome(
+                WOULD_SKIP if first else WOULD_COMPUTE,
+                shared_from=first,
+                uri=self.output_uri(name, rep["track_id"]),
             )
-            rep["analyses"][name]["uri"] = self.output_uri(name, rep["track_id"])
         for dup in tasks[1:]:
             for name in dup["pending"]:
                 shareable = self.analyses[name].share_by_content
-                dup["analyses"][name] = {
-                    "status": WOULD_SKIP if shareable else WOULD_COMPUTE,
-                    "uri": self.output_uri(name, dup["track_id"]),
-                    **({"shared_from": rep["track_id"]} if shareable else {}),
-                }
-        return [_track_result(t) for t in tasks]
+                dup["analyses"][name] = AnalysisOutcome(
+                    WOULD_SKIP if shareable else WOULD_COMPUTE,
+                    uri=self.output_uri(name, dup["track_id"]),
+                    shared_from=rep["track_id"] if shareable else None,
+                )
+        return [track_result(t) for t in tasks]
 
     def _content_owner(self, name: str, task: dict[str, Any]) -> str | None:
         if not self.analyses[name].share_by_content:
@@ -396,13 +398,13 @@ class Engine:
 
     # -- computing -------------------------------------------------------------------------------
 
-    def _compute(self, task: dict[str, Any], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def _compute(self, task: dict[str, Any], names: Sequence[str]) -> dict[str, AnalysisOutcome]:
         """Compute ``names`` (topologically ordered) for one track.
 
         Analyses run in waves: those whose upstreams are all available first. Within a wave,
         every analysis that reads the source shares one decode.
         """
-        records: dict[str, dict[str, Any]] = {}
+        records: dict[str, AnalysisOutcome] = {}
         memory: dict[str, Any] = {}
         remaining = [n for n in self.plan.analyses if n in names]
         context = TrackContext(
@@ -432,12 +434,12 @@ class Engine:
                     failed_up = [
                         u
                         for u in self.analyses[name].upstreams
-                        if records.get(u, {}).get("status") == FAILED
+                        if u in records and records[u].status == FAILED
                     ]
                     if failed_up:
                         up = failed_up[0]
                         records[name] = _failed(
-                            f"upstream {up!r} failed for this track: {records[up]['reason']}"
+                            f"upstream {up!r} failed for this track: {records[up].reason}"
                         )
                     else:
                         runnable.append(name)
@@ -466,7 +468,7 @@ class Engine:
 
     def _decode_with_fallback(
         self, context: TrackContext, path: str, names: Sequence[str], memory: dict[str, Any]
-    ) -> dict[str, dict[str, Any]]:
+    ) -> dict[str, AnalysisOutcome]:
         """:meth:`_decode_once`, retried with ffmpeg when libsndfile fails mid-stream.
 
         A second decoder is a second opinion: if ffmpeg decodes the file completely, its
@@ -474,7 +476,7 @@ class Engine:
         """
         records = self._decode_once(context, path, names, memory)
         assert context.source is not None
-        retry = [n for n in names if records[n].get("error") == "DecodeError"]
+        retry = [n for n in names if records[n].error == "DecodeError"]
         if not retry or context.source.decoder != "soundfile" or not audio_io.ffmpeg_available():
             return records
         fallback = dataclasses.replace(
@@ -482,14 +484,17 @@ class Engine:
         )
         second = self._decode_once(fallback, path, retry, memory)
         for name in retry:
-            if second[name]["status"] == COMPUTED:
-                second[name].setdefault("metadata", {})["decoder"] = "ffmpeg (libsndfile failed)"
+            if second[name].status == COMPUTED:
+                second[name].metadata = {
+                    **(second[name].metadata or {}),
+                    "decoder": "ffmpeg (libsndfile failed)",
+                }
                 records[name] = second[name]
         return records
 
     def _decode_once(
         self, context: TrackContext, path: str, names: Sequence[str], memory: dict[str, Any]
-    ) -> dict[str, dict[str, Any]]:
+    ) -> dict[str, AnalysisOutcome]:
         """Decode the source once and feed every analysis in ``names``.
 
         An analysis with exactly one streamed source input runs live (in its own thread when
@@ -504,7 +509,7 @@ class Engine:
         )
         live = [n for n in names if self._is_live(n)]
         buffered = [n for n in names if n not in live]
-        records: dict[str, dict[str, Any]] = {}
+        records: dict[str, AnalysisOutcome] = {}
 
         if len(live) == 1 and not buffered:
             name = live[0]
@@ -556,15 +561,13 @@ class Engine:
         return self._with_source_facts(records, decoder, info)
 
     def _with_source_facts(
-        self, records: dict[str, dict[str, Any]], decoder: SourceDecoder, info: SourceInfo
-    ) -> dict[str, dict[str, Any]]:
+        self, records: dict[str, AnalysisOutcome], decoder: SourceDecoder, info: SourceInfo
+    ) -> dict[str, AnalysisOutcome]:
         for record in records.values():
-            if record["status"] == COMPUTED and "sample_rate" not in record and decoder.frames:
-                record.update(
-                    duration_s=decoder.frames / info.sample_rate,
-                    sample_rate=info.sample_rate,
-                    channels=info.channels,
-                )
+            if record.status == COMPUTED and record.sample_rate is None and decoder.frames:
+                record.duration_s = decoder.frames / info.sample_rate
+                record.sample_rate = info.sample_rate
+                record.channels = info.channels
         return records
 
     def _is_live(self, name: str) -> bool:
@@ -615,7 +618,7 @@ class Engine:
         source_values: Callable[[], dict[str, Any]] | dict[str, Any],
         memory: dict[str, Any],
         started: float,
-    ) -> dict[str, Any]:
+    ) -> AnalysisOutcome:
         """Run one analysis on one track and commit its output; never raises."""
         analysis = self.analyses[name]
         out = self.output_uri(name, context.track_id)
@@ -633,13 +636,13 @@ class Engine:
                 "array",
             ):
                 memory[name] = result.value
-            record = {
-                "status": COMPUTED,
-                "uri": out,
-                "version": self.plan.analyses[name].version,
-                "seconds": round(time.perf_counter() - started, 4),
-            }
-            record.update(_split_metadata({**described, **result.metadata}))
+            record = AnalysisOutcome(
+                COMPUTED,
+                uri=out,
+                version=self.plan.analyses[name].version,
+                seconds=round(time.perf_counter() - started, 4),
+            )
+            record.describe({**described, **result.metadata})
             return record
         except Exception as exc:  # bad input, or the analysis' own bug: this track only
             return _failed(_reason(exc, context.track_id, context.uri, name), exc)
@@ -665,21 +668,11 @@ class Engine:
         )
 
 
-_STANDARD_KEYS = ("duration_s", "sample_rate", "channels")
-
-
-def _split_metadata(described: dict[str, Any]) -> dict[str, Any]:
-    """Standard per-track fields at the top of a record, the rest under ``metadata``."""
-    record: dict[str, Any] = {k: described[k] for k in _STANDARD_KEYS if k in described}
-    extra = {k: v for k, v in described.items() if k not in _STANDARD_KEYS}
-    if extra:
-        record["metadata"] = extra
-    return record
-
-
-def _track_result(task: dict[str, Any]) -> dict[str, Any]:
-    """The record of one track written to the run's results folder."""
-    result = {"track_id": task["track_id"], "uri": task["uri"], "analyses": task["analyses"]}
-    if "content_hash" in task:
-        result["content_hash"] = task["content_hash"]
-    return result
+def track_result(task: dict[str, Any]) -> TrackResult:
+    """The :class:`TrackResult` of a task (see :meth:`Engine.check`)."""
+    return TrackResult(
+        track_id=task["track_id"],
+        uri=task["uri"],
+        analyses=dict(task["analyses"]),
+        content_hash=task.get("content_hash"),
+    )

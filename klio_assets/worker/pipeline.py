@@ -17,9 +17,9 @@
   lanes, longest first (LPT), using a cost estimate from the header. Distributed runners
   rebalance dynamically; there the step is a plain ``Reshuffle``.
 * ``AnalyzeTracks`` decodes each source once and runs every selected analysis on it.
-* Each track's record is written as soon as it is known, one JSON file per track under
-  ``_runs/<run_id>/results/``: the launcher counts them for progress and reads them to
-  report to Dagster.
+* Each track's :class:`~klio_assets.worker.records.TrackResult` is written as soon as it is
+  known, one JSON file per track under ``_runs/<run_id>/results/``: the one results channel,
+  which the launcher polls while the job runs to report each track to Dagster.
 
 Elements are small dicts (IDs, paths, header facts); audio never travels between stages.
 Run standalone with ``python -m klio_assets.worker.pipeline --plan plan.json --tracks
@@ -35,14 +35,21 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pvalue import PCollection
+from apache_beam.transforms.combiners import ToList
 
 from klio_assets.worker.audio import DecodeLimits
-from klio_assets.worker.execution import Engine
+from klio_assets.worker.execution import Engine, track_result
 from klio_assets.worker.plan import RunPlan
+from klio_assets.worker.records import AnalysisOutcome, Status, TrackResult
+
+#: Elements between the steps: track references, tasks, groups of tasks, track IDs.
+_Refs: TypeAlias = PCollection[dict[str, Any]]
+_Groups: TypeAlias = PCollection[list[dict[str, Any]]]
 
 #: Pipeline options that set the per-track limits (see :class:`TrackLimitsOptions`), with the
 #: :class:`~klio_assets.worker.audio.DecodeLimits` field each one sets.
@@ -74,7 +81,7 @@ class TrackLimitsOptions(PipelineOptions):
     be given in ``KLIO_ASSETS_BEAM_OPTIONS``). Unset options keep the plan's limits."""
 
     @classmethod
-    def _add_argparse_args(cls, parser) -> None:
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--track_timeout_s", type=float, default=None,
             help="Longest a probe or decode of one track may take, in seconds; the decoder is then killed.",
@@ -117,7 +124,7 @@ class _EngineDoFn(beam.DoFn):
     """A DoFn holding one :class:`Engine`, built once per worker from the plan's JSON."""
 
     def __init__(self, plan_json: str):
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Beam's DoFn is untyped
         self._plan_json = plan_json
         self.engine: Engine | None = None
 
@@ -125,13 +132,14 @@ class _EngineDoFn(beam.DoFn):
         _limit_native_threads()
         self.engine = Engine(RunPlan.from_json(self._plan_json))
 
-    def write_result(self, result: dict[str, Any]) -> str:
-        """Write one track's record into the run's results folder, as soon as it is known
-        (the launcher counts these files for progress)."""
+    def write_result(self, result: TrackResult) -> str:
+        """Write one track's result into the run's results folder, as soon as it is known
+        (the launcher reads these files while the job runs)."""
         assert self.engine is not None
-        uri = self.engine.layout.result_uri(self.engine.plan.run_id, result["track_id"])
-        self.engine.storage.write_json(uri, result, durable=False)  # scratch, read within the run
-        return result["track_id"]
+        uri = self.engine.layout.result_uri(self.engine.plan.run_id, result.track_id)
+        # Scratch, read within the run: the one place a result becomes JSON.
+        self.engine.storage.write_json(uri, result.to_dict(), durable=False)
+        return result.track_id
 
 
 class CheckOutputs(_EngineDoFn):
@@ -144,10 +152,7 @@ class CheckOutputs(_EngineDoFn):
         if task["pending"]:
             yield task
         else:
-            result = {
-                k: task[k] for k in ("track_id", "uri", "analyses", "content_hash") if k in task
-            }
-            yield beam.pvalue.TaggedOutput(_DONE, self.write_result(result))
+            yield beam.pvalue.TaggedOutput(_DONE, self.write_result(track_result(task)))
 
 
 class AnalyzeTracks(_EngineDoFn):
@@ -170,7 +175,7 @@ class AnalyzeTracks(_EngineDoFn):
 WATCHDOG_FACTOR = 2.0
 
 
-def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[TrackResult]:
     """:meth:`Engine.analyze` with a time limit, so that one stuck analysis cannot stall a batch.
 
     A decoder that hangs is killed by its own deadline; an analysis can hang too (a helper
@@ -181,17 +186,18 @@ def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[d
 
     Returns
     -------
-    list of dict
+    list of TrackResult
         One result per track of ``group``, as :meth:`Engine.analyze` returns them.
     """
     limit = WATCHDOG_FACTOR * engine.limits.timeout_s
-    box: dict[str, Any] = {}
+    done: list[TrackResult] = []
+    errors: list[BaseException] = []
 
     def work() -> None:
         try:
-            box["results"] = engine.analyze(group)
+            done.extend(engine.analyze(group))
         except BaseException as exc:  # re-raised in the DoFn's thread below
-            box["error"] = exc
+            errors.append(exc)
 
     thread = threading.Thread(target=work, name=f"klio-analyze-{group[0]['track_id']}", daemon=True)
     thread.start()
@@ -203,15 +209,16 @@ def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[d
                 f"track {task['track_id']!r}: {task['uri']}: analyses did not finish within "
                 f"{limit:g} s ({WATCHDOG_FACTOR:g} x timeout_s); the worker gave up on them"
             )
-            analyses = dict(task["analyses"])
-            analyses.update({name: {"status": "failed", "reason": reason, "error": "TrackTimeout"}
-                             for name in task["pending"]})  # fmt: skip
-            results.append({"track_id": task["track_id"], "uri": task["uri"], "analyses": analyses,
-                            **({"content_hash": task["content_hash"]} if "content_hash" in task else {})})  # fmt: skip
+            result = track_result(task)
+            for name in task["pending"]:
+                result.analyses[name] = AnalysisOutcome(
+                    Status.FAILED, reason=reason, error="TrackTimeout"
+                )
+            results.append(result)
         return results
-    if "error" in box:
-        raise box["error"]
-    return box["results"]
+    if errors:
+        raise errors[0]
+    return done
 
 
 def assign_lanes(
@@ -239,7 +246,29 @@ def assign_lanes(
     return out
 
 
-class SpreadTracks(beam.PTransform):
+#: Track references dealt to lanes: ``(lane, refs of that lane)``.
+_Dealt: TypeAlias = PCollection[tuple[int, Iterable[dict[str, Any]]]]
+
+
+class DealToLanes(beam.PTransform[_Refs, _Dealt]):
+    """Group track references round-robin by run order into ``lanes`` lanes:
+    ``(lane, refs)`` with ``lane = order % lanes``."""
+
+    def __init__(self, lanes: int):
+        super().__init__()
+        self.lanes = lanes
+
+    def expand(self, refs: _Refs) -> _Dealt:
+        lanes = max(1, self.lanes)
+        dealt: _Dealt = (
+            refs
+            | "KeyByLane" >> beam.Map(lambda ref: (ref["order"] % lanes, ref))
+            | "GroupByLane" >> beam.GroupByKey()
+        )
+        return dealt
+
+
+class SpreadTracks(beam.PTransform[_Refs, _Refs]):
     """Deal track references round-robin over ``lanes`` lanes (by run order), so that a
     runner that splits stages statically gives each worker a share of the next step."""
 
@@ -247,37 +276,40 @@ class SpreadTracks(beam.PTransform):
         super().__init__()
         self.lanes = lanes
 
-    def expand(self, refs):
-        lanes = max(1, self.lanes)
-        return (
+    def expand(self, refs: _Refs) -> _Refs:
+        spread: _Refs = (
             refs
-            | "KeyByLane" >> beam.Map(lambda ref: (ref["order"] % lanes, ref))
-            | "GroupByLane" >> beam.GroupByKey()
+            | "DealToLanes" >> DealToLanes(self.lanes)
             | "UnpackLane" >> beam.FlatMap(lambda kv: list(kv[1]))
         )
+        return spread
 
 
-class Balance(beam.PTransform):
+class Balance(beam.PTransform[_Groups, _Groups]):
     """Spread groups of work over the workers (see the module docstring)."""
 
     def __init__(self, lanes: int):
         super().__init__()
         self.lanes = lanes
 
-    def expand(self, groups):
+    def expand(self, groups: _Groups) -> _Groups:
         if self.lanes <= 0:
-            return groups | "Reshuffle" >> beam.Reshuffle()
+            reshuffled: _Groups = groups | "Reshuffle" >> beam.Reshuffle()
+            return reshuffled
         lanes = self.lanes
-        return (
+        balanced: _Groups = (
             groups
-            | "CollectGroups" >> beam.combiners.ToList()
+            | "CollectGroups" >> ToList()
             | "AssignLanes" >> beam.FlatMap(lambda all_groups: assign_lanes(all_groups, lanes))
             | "GroupByLane" >> beam.GroupByKey()
             | "UnpackLane" >> beam.FlatMap(lambda kv: list(kv[1]))
         )
+        return balanced
 
 
-def build_pipeline(pipeline: beam.Pipeline, plan: RunPlan, tracks: Iterable[dict[str, Any]]):
+def build_pipeline(
+    pipeline: beam.Pipeline, plan: RunPlan, tracks: Iterable[dict[str, Any]]
+) -> PCollection[str]:
     """Add a run's steps to ``pipeline``.
 
     Parameters
@@ -311,7 +343,8 @@ def build_pipeline(pipeline: beam.Pipeline, plan: RunPlan, tracks: Iterable[dict
         | "Balance" >> Balance(plan.lanes)
         | "AnalyzeTracks" >> beam.ParDo(AnalyzeTracks(plan_json))
     )
-    return (checked[_DONE], analyzed) | "ReportedTracks" >> beam.Flatten()
+    reported: PCollection[str] = (checked[_DONE], analyzed) | "ReportedTracks" >> beam.Flatten()
+    return reported
 
 
 def run(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,161 @@
+"""Launch a run's Beam job and stream its per-track results back while it runs.
+
+Shaped like dagster-gcp's ``PipesDataprocJobClient``: :meth:`BeamPipesClient.run` submits the
+job with labels (Dagster run ID, assets, batch size), polls it, hands each batch of
+:class:`~klio_assets.worker.records.TrackResult` to the caller *as the workers write them*,
+cancels the Beam job when the Dagster run is interrupted, and raises an error carrying the
+job ID and its final state.
+
+There is one results channel and one poller: the workers write one JSON file per track under
+the run's results folder in storage (which works on Dataflow too), and
+:class:`ResultsChannel` reads each file once, while the job runs and once more after it ends.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+
+from klio_assets.errors import BeamJobError
+from klio_assets.resources.beam import BeamJob, BeamRunnerResource, run_labels
+from klio_assets.worker.plan import Layout, RunPlan
+from klio_assets.worker.records import TrackResult
+from klio_assets.worker.storage import Storage
+
+#: Remote storage: result files read in parallel by this many threads.
+_READ_THREADS = 32
+
+
+@dataclass(frozen=True)
+class TrackRef:
+    """A track of a run and its source audio (what the Beam job is given)."""
+
+    track_id: str
+    uri: str
+
+
+class ResultsChannel:
+    """The per-track result files of one run, each read once.
+
+    Parameters
+    ----------
+    storage : Storage
+    folder : str
+        The run's results folder (:meth:`Layout.results_folder`).
+    """
+
+    def __init__(self, storage: Storage, folder: str):
+        self.storage = storage
+        self.folder = folder
+        self._seen: set[str] = set()
+
+    def poll(self) -> list[TrackResult]:
+        """The results written since the last poll (read in parallel for remote roots).
+
+        Raises
+        ------
+        StorageError
+            The folder or a file cannot be read.
+        """
+        names = [
+            n
+            for n in self.storage.list_names(self.folder)
+            if n.endswith(".json") and n not in self._seen
+        ]
+
+        def read(name: str) -> TrackResult:
+            return TrackResult.from_dict(self.storage.read_json(f"{self.folder}/{name}"))
+
+        if self.storage.remote and len(names) > 8:
+            with concurrent.futures.ThreadPoolExecutor(_READ_THREADS) as pool:
+                results = list(pool.map(read, names))
+        else:
+            results = [read(n) for n in names]
+        self._seen.update(names)
+        return results
+
+
+def read_results(storage: Storage, folder: str) -> dict[str, TrackResult]:
+    """Every per-track result in ``folder``, by track ID (a finished run's, read at once)."""
+    return {r.track_id: r for r in ResultsChannel(storage, folder).poll()}
+
+
+class BeamPipesClient:
+    """Runs a :class:`RunPlan` as one Beam job and streams its per-track results back.
+
+    Parameters
+    ----------
+    beam : BeamRunnerResource
+        Which runner, and how often the job is polled (``poll_interval_s``).
+    storage : Storage
+        The storage root the workers write to.
+
+    Attributes
+    ----------
+    job : BeamJob or None
+        The submitted job (None before :meth:`run` submits, or with no tracks).
+    error : BeamJobError or None
+        How the job failed, once :meth:`run` is exhausted (the results it streamed stand).
+    """
+
+    def __init__(self, beam: BeamRunnerResource, storage: Storage):
+        self.beam = beam
+        self.storage = storage
+        self.job: BeamJob | None = None
+        self.error: BeamJobError | None = None
+
+    def run(
+        self, context: dg.AssetExecutionContext, plan: RunPlan, tracks: Sequence[TrackRef]
+    ) -> Generator[list[TrackResult], None, None]:
+        """Submit the job, then yield batches of results as the workers write them.
+
+        Close the iterator (or let an interrupt reach it) to cancel the Beam job. A failed
+        job does not raise here: the results it left are yielded and :attr:`error` is set.
+
+        Yields
+        ------
+        list of TrackResult
+            The results found at one poll (possibly none: the caller's chance to report
+            what waits).
+        """
+        if not tracks:
+            return
+        # Beam is imported on use: it keeps Beam out of definition loading.
+        from klio_assets.worker.pipeline import build_pipeline  # noqa: PLC0415
+
+        refs = [{"track_id": t.track_id, "uri": t.uri} for t in tracks]
+        channel = ResultsChannel(self.storage, Layout(self.storage).results_folder(plan.run_id))
+        job = self.job = self.beam.launch(
+            lambda p: build_pipeline(p, plan, refs),
+            job_name=f"klio-{context.run_id}",
+            labels=run_labels(context, batch_size=len(tracks)),
+        )
+        context.log.info(f"Beam job {job.job_id} started")
+        try:
+            while not job.done():
+                yield _poll_quietly(channel, context)
+                job.join(self.beam.poll_interval_s)
+            try:
+                job.wait()
+            except BeamJobError as exc:  # report what finished before failing the run
+                self.error = exc
+        except BaseException:  # the Dagster run is being terminated: stop the Beam job too
+            try:
+                job.cancel()
+            except BeamJobError as exc:  # keep the interrupt, not the failed cancel
+                context.log.error(f"could not cancel Beam job {job.job_id}: {exc}")
+            raise
+        yield channel.poll()  # the last ones; read errors are the run's now
+
+
+def _poll_quietly(channel: ResultsChannel, context: dg.AssetExecutionContext) -> list[TrackResult]:
+    """A poll while the job runs: a storage hiccup waits for the next poll (the final one,
+    after the job, raises)."""
+    try:
+        return channel.poll()
+    except Exception as exc:  # any storage error: the next poll retries, the final one raises
+        context.log.debug(f"results not read this time: {type(exc).__name__}: {exc}")
+        return []

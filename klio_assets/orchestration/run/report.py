@@ -1,0 +1,302 @@
+"""Reporting a run: each batch of tracks as its results arrive, then the run as a whole.
+
+Per batch (:meth:`TrackReporter.add`): computed and skipped tracks are materialized with
+per-track metadata through Dagster's batched event path
+(:func:`klio_assets.orchestration.reporting.log_materializations`), and right after their
+events the catalog records every track's outcome (the ledger of done outputs, failure
+reasons, scalar features). So partitions turn green while the Beam job runs, and a run that
+dies mid-job has already recorded what finished. A batch is reported when
+:data:`FLUSH_TRACKS` tracks wait or :data:`FLUSH_INTERVAL_S` seconds have passed: per-track
+bookkeeping stays batched.
+
+At the end (:meth:`TrackReporter.finish`): tracks without a result are reported failed, the
+summary goes to the run's tags and log, to ``_runs/<run_id>/summary.json`` and to an
+in-process caller (:mod:`~klio_assets.orchestration.run.observe`), and the run fails with
+``dg.Failure`` when some track or the Beam job failed, after everything else is saved.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+from klio_assets.catalog.database import TrackCatalog
+from klio_assets.errors import BeamJobError
+from klio_assets.orchestration import reporting
+from klio_assets.orchestration.launcher import BeamPipesClient
+from klio_assets.orchestration.run.observe import RunWatch
+from klio_assets.orchestration.run.resolve import RunScope
+from klio_assets.worker.analysis import Analysis
+from klio_assets.worker.plan import Layout, PlannedAnalysis
+from klio_assets.worker.records import AnalysisOutcome, Status, TrackResult
+from klio_assets.worker.storage import Storage
+
+#: Tracks waiting before their batch is reported (one Dagster event batch per asset).
+FLUSH_TRACKS = reporting.EVENT_BATCH_SIZE
+#: Seconds a track's result may wait before its batch is reported.
+FLUSH_INTERVAL_S = 5.0
+#: Seconds between progress lines in the run's log.
+PROGRESS_LOG_INTERVAL_S = 15.0
+#: Outcome fields kept per track in the summary (``tracks_detail``).
+_DETAIL_FIELDS = ("status", "reason", "shared_from", "uri")
+
+
+class TrackReporter:
+    """Reports one run's per-track results to Dagster and the catalog, batch by batch.
+
+    Parameters
+    ----------
+    context : dg.AssetExecutionContext
+    scope : RunScope
+    planned, graph : mapping
+        The planned analyses and their definitions, by name.
+    store : Storage
+    catalog : TrackCatalog
+    watch : RunWatch
+        Told the progress and, at the end, the summary.
+    embed_image_bytes : int
+        Largest image output embedded in a track's metadata (0: none).
+    """
+
+    def __init__(
+        self,
+        context: dg.AssetExecutionContext,
+        scope: RunScope,
+        *,
+        planned: Mapping[str, PlannedAnalysis],
+        graph: Mapping[str, Analysis],
+        store: Storage,
+        catalog: TrackCatalog,
+        watch: RunWatch,
+        embed_image_bytes: int,
+    ):
+        self.context = context
+        self.scope = scope
+        self.planned = planned
+        self.graph = graph
+        self.store = store
+        self.catalog = catalog
+        self.watch = watch
+        self.embed_image_bytes = embed_image_bytes
+        self.results: dict[str, TrackResult] = {}
+        self._pending: list[TrackResult] = []
+        self._order = {t: i for i, t in enumerate(scope.track_ids)}
+        self._last_flush = self._last_log = time.monotonic()
+
+    @property
+    def dry_run(self) -> bool:
+        """Whether this run only reports what it would do."""
+        return self.scope.plan.dry_run
+
+    def add(self, results: Sequence[TrackResult]) -> list[dg.AssetMaterialization]:
+        """Take the results of one poll (possibly none); report a batch when one is due.
+
+        Returns
+        -------
+        list of dg.AssetMaterialization
+            Those the caller must yield (only without Dagster's batched event path).
+        """
+        for result in results:
+            self.results[result.track_id] = result
+        self._pending.extend(results)
+        if results:
+            self.watch.progress(len(self.results))
+        now = time.monotonic()
+        if now - self._last_log >= PROGRESS_LOG_INTERVAL_S:
+            self._last_log = now
+            self.context.log.info(f"progress: {len(self.results)}/{len(self.scope.tracks)} tracks")
+        if len(self._pending) >= FLUSH_TRACKS or now - self._last_flush >= FLUSH_INTERVAL_S:
+            return self.flush()
+        return []
+
+    def flush(self) -> list[dg.AssetMaterialization]:
+        """Report the waiting tracks: their materializations, then their catalog records."""
+        # In partition order: the last track of a batch is each asset's latest materialization.
+        batch = sorted(self._pending, key=lambda r: self._order.get(r.track_id, -1))
+        self._pending = []
+        self._last_flush = time.monotonic()
+        if not batch or self.dry_run:
+            return []
+        left = reporting.log_materializations(self.context, self._materializations(batch))
+        self._record_in_catalog(batch)
+        return left
+
+    def _materializations(self, batch: Sequence[TrackResult]) -> list[dg.AssetMaterialization]:
+        mats = []
+        for name in self.scope.selected:
+            images = self.graph[name].output.kind == "image" and self.embed_image_bytes > 0
+            for result in batch:
+                outcome = result.analyses.get(name)
+                if outcome is None or not outcome.status.done:
+                    continue
+                metadata = reporting.track_metadata(outcome)
+                if images and outcome.uri:
+                    metadata.update(
+                        reporting.embedded_image(
+                            self.store, outcome.uri, result.track_id, self.embed_image_bytes
+                        )
+                    )
+                mats.append(
+                    dg.AssetMaterialization(
+                        asset_key=name,
+                        partition=result.track_id,
+                        metadata=metadata,
+                        tags=reporting.version_tags(self.planned[name].version),
+                    )
+                )
+        return mats
+
+    def _record_in_catalog(self, batch: Sequence[TrackResult]) -> None:
+        for name in self.scope.selected:
+            version = self.planned[name].version
+            failed = _failed_reasons(batch, name)
+            self.catalog.record_outcomes(
+                name,
+                version=version,
+                run_id=self.context.run_id,
+                failed=failed,
+                succeeded=[r.track_id for r in batch if r.track_id not in failed],
+            )
+            if self.graph[name].output.kind in reporting.FEATURE_KINDS:
+                rows = {
+                    r.track_id: (o.uri or "", reporting.feature_fields(o))
+                    for r in batch
+                    if (o := r.analyses.get(name)) is not None and o.status.done
+                }
+                self.catalog.record_features(name, version=version, rows=rows)
+
+    def finish(
+        self, client: BeamPipesClient, *, started: float, force: bool
+    ) -> Iterator[dg.AssetMaterialization]:
+        """Report the tracks without a result as failed, then the run; fail it if needed.
+
+        Raises
+        ------
+        dg.Failure
+            After reporting everything else, when some track failed or the Beam job did.
+        """
+        yield from self.add(self._missing(client.error))
+        yield from self.flush()
+        layout = Layout(self.store)
+        results_folder = layout.results_folder(self.context.run_id)
+        # The per-track files are read; removing them overlaps with writing the summary.
+        cleanup = threading.Thread(
+            target=self.store.delete_tree, args=(results_folder,), daemon=True
+        )
+        cleanup.start()
+        summary = self._summary(client, started=started, force=force)
+        self.store.write_json(f"{layout.run_folder(self.context.run_id)}/summary.json", summary)
+        self.watch.summary = summary
+        cleanup.join(timeout=60)
+        self.context.instance.add_run_tags(self.context.run_id, reporting.run_tags(summary))
+        self.context.log.info("summary\n" + reporting.summary_markdown(summary))
+        failed = {n: _failed_reasons(self.results.values(), n) for n in self.scope.selected}
+        _log_failures(self.context, failed)
+        n_failed = sum(len(v) for v in failed.values())
+        if (n_failed and not self.dry_run) or client.error:
+            raise _run_failure(failed, summary, client.error, len(self.scope.track_ids))
+
+    def _missing(self, beam_error: BeamJobError | None) -> list[TrackResult]:
+        """Failed results for the run's tracks that have none."""
+        uris = self.scope.uris
+        missing = (
+            f"no result: the Beam job ended before this track was done ({beam_error})"
+            if beam_error
+            else "no result from the Beam job"
+        )
+        out = []
+        for track_id in self.scope.track_ids:
+            if track_id in self.results:
+                continue
+            reason = (
+                f"track {track_id!r} is not registered in the catalog (klio-assets add)"
+                if track_id in self.scope.unregistered
+                else f"track {track_id!r}: {missing}"
+            )
+            out.append(
+                TrackResult(
+                    track_id=track_id,
+                    uri=uris.get(track_id, ""),
+                    analyses={
+                        n: AnalysisOutcome(Status.FAILED, reason=reason)
+                        for n in self.scope.selected
+                    },
+                )
+            )
+        return out
+
+    def _summary(self, client: BeamPipesClient, *, started: float, force: bool) -> dict[str, Any]:
+        job = client.job
+        summary = reporting.summarize(
+            self.results,
+            self.scope.selected,
+            beam_seconds=job.wall_s if job else 0.0,
+            beam_cpu_seconds=job.cpu_s if job else None,
+        )
+        summary.update(
+            run_id=self.context.run_id,
+            dry_run=self.dry_run,
+            force=force,
+            beam_job_id=job.job_id if job else None,
+            beam_console_url=job.console_url if job else None,
+            wall_seconds=round(time.perf_counter() - started, 3),
+            tracks_detail={
+                t: {
+                    name: {k: v for k, v in o.to_dict().items() if k in _DETAIL_FIELDS}
+                    for name in self.scope.selected
+                    if (o := r.analyses.get(name)) is not None
+                }
+                for t, r in self.results.items()
+            },
+        )
+        return summary
+
+
+def _failed_reasons(results: Iterable[TrackResult], name: str) -> dict[str, str]:
+    """Track ID to the reason analysis ``name`` failed, for the failed ones of ``results``."""
+    return {
+        r.track_id: o.reason or "failed"
+        for r in results
+        if (o := r.analyses.get(name)) is not None and o.status == Status.FAILED
+    }
+
+
+def _log_failures(
+    context: dg.AssetExecutionContext, failed: Mapping[str, Mapping[str, str]]
+) -> None:
+    """One warning per failed track and analysis, up to ``MAX_FAILURE_LOG_LINES``."""
+    n_failed = sum(len(v) for v in failed.values())
+    for lines, (name, reason) in enumerate(
+        (n, r) for n, per in failed.items() for r in per.values()
+    ):
+        if lines >= reporting.MAX_FAILURE_LOG_LINES:
+            context.log.warning(
+                f"... and {n_failed - lines} more failed tracks (klio-assets status)"
+            )
+            break
+        context.log.warning(f"{name}: {reason}")
+
+
+def _run_failure(
+    failed: Mapping[str, Mapping[str, str]],
+    summary: Mapping[str, Any],
+    beam_error: BeamJobError | None,
+    n_tracks: int,
+) -> dg.Failure:
+    tracks_failed = len({t for per in failed.values() for t in per})
+    return dg.Failure(
+        description=(
+            f"{tracks_failed} of {n_tracks} tracks failed"
+            + (f"; {beam_error}" if beam_error else "")
+            + "; every other track was reported"
+        ),
+        metadata={
+            "failed_tracks": dg.MetadataValue.md(reporting.failures_markdown(failed)),
+            "summary": dg.MetadataValue.md(reporting.summary_markdown(summary)),
+        },
+        allow_retries=False,
+    )
