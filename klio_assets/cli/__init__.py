@@ -1,5 +1,5 @@
 """``klio-assets``: the command line (thin commands over the automation and orchestration)."""
 
-from klio_assets.cli.main import main
+from klio_assets.cli.app import main
 
 __all__ = ["main"]
