@@ -183,3 +183,37 @@ def test_same_track_id_for_another_file_is_a_conflict(cli_home, tmp_path, catalo
     run_cli("add", str(a), home=cli_home, check=True)
     done = run_cli("add", str(b), home=cli_home)
     assert done.returncode == 1 and "is already registered for" in done.stderr
+
+
+def test_commands_and_entry_points_stay():
+    """The command names are a contract, and every documented entry point reaches the same group."""
+    import sys
+
+    import klio_assets.cli
+    import klio_assets.cli.main
+    from klio_assets.cli.app import main
+
+    # the console script (klio_assets.cli:main) and klio_assets.cli.main:main
+    assert klio_assets.cli.main is main and sys.modules["klio_assets.cli.main"].main is main
+    assert set(main.commands) == {
+        "add",
+        "run",
+        "status",
+        "show",
+        "profile",
+        "automation",
+        "dev",
+        "demo",
+    }
+
+
+def test_loading_the_cli_imports_no_dagster():
+    """Dagster is imported inside the commands that need it: `run`'s all-done answer does not."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, klio_assets.cli.main; print(sorted(m for m in sys.modules if m == 'dagster'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,5 +1,5 @@
 """``python -m klio_assets.cli``: the ``klio-assets`` command."""
 
-from klio_assets.cli.app import main
+from klio_assets.cli.main import main
 
 main()
