@@ -54,7 +54,23 @@ def plan_line(
     batch_size: int,
     upstream_added: Sequence[str],
 ) -> str:
-    """The line ``klio-assets run`` prints before launching its runs."""
+    """The line ``klio-assets run`` prints before launching its runs.
+
+    Parameters
+    ----------
+    selected : sequence of str
+        The analyses the runs materialize (upstreams added included).
+    wanted, todo, runs : int
+        Tracks asked for, tracks going in a run, and runs.
+    batch_size : int
+        The most tracks in one run.
+    upstream_added : sequence of str
+        Upstream analyses added bottom-up.
+
+    Returns
+    -------
+    str
+    """
     skipped = wanted - todo
     return (
         f"{wanted} tracks, analyses {', '.join(selected)}: {todo} to run in "
@@ -109,7 +125,19 @@ def _run_tables(report: RunReport, *, dry_run: bool, console: Console) -> None:
 
 
 def print_run(report: RunReport, *, dry_run: bool, as_json: bool, console: Console) -> None:
-    """The outcome of ``klio-assets run``: JSON on stdout, or tables and lines on ``console``."""
+    """The outcome of ``klio-assets run``: JSON on stdout, or tables and lines on ``console``.
+
+    Parameters
+    ----------
+    report : RunReport
+        What the command did.
+    dry_run : bool
+        Title the table as a dry run and add the per track table (first 200 tracks).
+    as_json : bool
+        Print :meth:`RunReport.to_json` instead.
+    console : rich.console.Console
+        Where the human form goes (stderr).
+    """
     if as_json:
         print_json(report.to_json())
         return
@@ -164,7 +192,17 @@ def print_show(info: Mapping[str, Any]) -> None:
 
 
 def print_automation(mode: str, plan: Mapping[str, Any], *, dry_run: bool) -> None:
-    """``klio-assets automation MODE``: what the mode registers, requests and launched."""
+    """``klio-assets automation MODE``: what the mode registers, requests and launched.
+
+    Parameters
+    ----------
+    mode : str
+        The mode shown.
+    plan : mapping
+        :func:`klio_assets.automation.on_demand.automation_now`'s object.
+    dry_run : bool
+        Say that nothing changed.
+    """
     click.echo(f"{mode}{' (dry run: nothing changed)' if dry_run else ''}")
     for key in ("registers", "reasons"):
         if key in plan:
