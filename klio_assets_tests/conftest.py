@@ -9,21 +9,16 @@ import sys
 
 import pytest
 
+from klio_assets.settings import variable_names
 from klio_assets_tests import synth
 
-_ENV_VARS = (
-    "KLIO_ASSETS_HOME",
-    "KLIO_ASSETS_STORAGE",
-    "KLIO_ASSETS_BEAM_OPTIONS",
-    "KLIO_ASSETS_BATCH_SIZE",
-    "KLIO_ASSETS_CATALOG",
-    "KLIO_ASSETS_ANALYSES",
-    "KLIO_ASSETS_PARAMS",
-    "KLIO_ASSETS_TRACK_TIMEOUT",
-    "KLIO_ASSETS_MAX_DURATION",
-    "KLIO_ASSETS_MAX_CHANNELS",
-    "DAGSTER_HOME",
-)
+#: Every variable the settings read (from the model, so a new setting is cleared too), plus
+#: the Dagster instance the CLI points at: a test sees only what it sets.
+_ENV_VARS = (*variable_names(), "DAGSTER_HOME")
+
+
+def _is_setting(name: str) -> bool:
+    return name.upper() in _ENV_VARS  # the settings match names regardless of case
 
 
 #: librosa's numba functions compile once per cold cache (20-30 CPU-s): the whole suite, and
@@ -49,8 +44,8 @@ def catalog_tracks(audio_dir) -> dict[str, synth.Track]:
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> str:
     """A fresh KLIO_ASSETS_HOME with the environment the CLI would set up."""
-    for name in _ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
+    for name in [k for k in os.environ if _is_setting(k)]:
+        monkeypatch.delenv(name)
     path = tmp_path / "home"
     monkeypatch.setenv("KLIO_ASSETS_HOME", str(path))
     from klio_assets.orchestration.launch import FAST_BOOKKEEPING_ENV, prepare_environment
@@ -73,7 +68,7 @@ def run_cli(
     timeout: int = 600,
 ):
     """Run ``klio-assets ARGS`` in a subprocess with ``home``; return the CompletedProcess."""
-    full_env = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
+    full_env = {k: v for k, v in os.environ.items() if not _is_setting(k)}
     full_env["KLIO_ASSETS_HOME"] = home
     full_env.update(env or {})
     done = subprocess.run(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import subprocess
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,9 @@ class Case:
         Exact source frames expected by ``source_audio`` (computed cases), if known.
     sample_rate, channels : int
         The source's (computed cases).
+    min_seconds : float
+        Least duration ``source_audio`` must report (computed cases whose exact length depends
+        on the decoder).
     """
 
     label: str
@@ -65,6 +69,7 @@ class Case:
     frames: int | None = None
     sample_rate: int = 0
     channels: int = 0
+    min_seconds: float = 0.0
 
     @property
     def track_id(self) -> str:
@@ -99,6 +104,49 @@ def _silence_flac(path: str, *, seconds: float, sample_rate: int) -> str:
         while left > 0:
             fh.write(block[: min(left, len(block))])
             left -= min(left, len(block))
+    return path
+
+
+def _rf64_claiming(path: str, *, seconds: float, actual_frames: int, sample_rate: int) -> str:
+    """A mono 16-bit RF64 whose ``ds64`` chunk announces ``seconds`` of audio but whose
+    ``data`` holds ``actual_frames`` (its 32-bit size fields say 0xFFFFFFFF, as RF64 does)."""
+    samples = (np.sin(np.arange(actual_frames) * 0.1) * 8000).astype("<i2").tobytes()
+    data_bytes = int(seconds * sample_rate) * 2
+    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)
+    ds64 = struct.pack(
+        "<QQQI", 4 + 36 + 8 + len(fmt) + 8 + data_bytes, data_bytes, data_bytes // 2, 0
+    )
+    with open(path, "wb") as fh:
+        fh.write(b"RF64" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE")
+        fh.write(b"ds64" + struct.pack("<I", len(ds64)) + ds64)
+        fh.write(b"fmt " + struct.pack("<I", len(fmt)) + fmt)
+        fh.write(b"data" + struct.pack("<I", 0xFFFFFFFF) + samples)
+    return path
+
+
+def _mp3_with_cover_art(path: str, scratch: str) -> str:
+    """A 3-s CBR MP3 with a ~1 MB ID3v2 cover picture and no Xing header (common in real
+    catalogs): libsndfile's length estimate counts the picture as audio."""
+    require = synth.require_ffmpeg()
+    cover = os.path.join(scratch, "cover.png")
+    run = ["-nostdin", "-v", "error", "-y"]
+    subprocess.run([require, *run, "-f", "lavfi", "-i", "color=c=red:s=600x600", "-frames:v", "1",
+                    "-c:v", "png", "-compression_level", "0", cover], check=True)  # fmt: skip
+    subprocess.run([require, *run, "-f", "lavfi", "-i", "sine=f=440:d=3:r=44100", "-i", cover,
+                    "-map", "0:a", "-map", "1:v", "-ac", "2", "-c:a", "libmp3lame", "-b:a", "128k",
+                    "-c:v", "copy", "-disposition:v", "attached_pic", "-id3v2_version", "3",
+                    "-write_xing", "0", path], check=True)  # fmt: skip
+    return path
+
+
+def _chained_ogg(path: str, scratch: str, seconds: tuple[float, ...]) -> str:
+    """Ogg Vorbis streams of ``seconds`` each, chained one after the other in one file."""
+    with open(path, "wb") as out:
+        for i, length in enumerate(seconds):
+            part = synth.write(os.path.join(scratch, f"link{i}.ogg"),
+                               synth.sine(330 * (i + 1), length, 44100), 44100)  # fmt: skip
+            with open(part, "rb") as fh:
+                out.write(fh.read())
     return path
 
 
@@ -214,6 +262,22 @@ def make_corpus(folder: str, *, outside: str) -> list[Case]:
         Case("8 channels", "eight-channels.flac", "computed", frames=24000, sample_rate=48000, channels=8),
         Case("8 kHz", "rate-8k.wav", "computed", frames=8000, sample_rate=8000, channels=1),
         Case("192 kHz", "rate-192k.flac", "computed", frames=96000, sample_rate=192000, channels=2),
+    ]  # fmt: skip
+
+    # second round (issue 17): headers that lie, containers libsndfile misreads
+    _wav_claiming(at("one-hertz.wav"), data_bytes=160_000, actual_frames=80_000, sample_rate=1)
+    _rf64_claiming(at("rf64-30h.wav"), seconds=30 * 3600, actual_frames=21, sample_rate=8000)
+    _mp3_with_cover_art(at("cover-art.mp3"), scratch)
+    _chained_ogg(at("chained.ogg"), scratch, (2.0, 3.0))
+    cases += [
+        Case("WAV header saying 1 Hz (80,000 frames)", "one-hertz.wav", "failed",
+             r"1 Hz is below the lowest accepted rate of 1000 Hz \(min_sample_rate\)"),
+        Case("RF64 announcing 30 h in ds64, 21 frames", "rf64-30h.wav", "failed",
+             r"header announces 108000 s, over the limit of 7200 s \(max_duration_s\)"),
+        Case("MP3 with 1 MB cover art, no Xing header", "cover-art.mp3", "computed",
+             sample_rate=44100, channels=2, min_seconds=2.9),
+        Case("chained Ogg (2 s + 3 s streams)", "chained.ogg", "computed",
+             sample_rate=44100, channels=2, min_seconds=4.9),
     ]  # fmt: skip
 
     # names
@@ -337,6 +401,11 @@ def judge(
                     want = getattr(case, key)
                     if want and facts[key] != want:
                         problems.append(f"source_audio {key}={facts[key]}, expected {want}")
+                seconds = facts["frames"] / facts["sample_rate"]
+                if seconds < case.min_seconds:
+                    problems.append(
+                        f"source_audio is {seconds:.2f} s, expected >= {case.min_seconds}"
+                    )
                 info = sf.info(records["downsampled_audio"]["uri"])
                 want_frames = exact_length(facts["frames"], facts["sample_rate"], 22050)
                 if (info.samplerate, info.channels, info.frames) != (22050, 1, want_frames):

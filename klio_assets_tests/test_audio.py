@@ -168,3 +168,12 @@ def test_ffmpeg_fallback_decoder_reads_what_soundfile_reads(catalog_tracks):
     assert a.shape == b.shape
     np.testing.assert_allclose(a, b, atol=1e-4)
     assert os.path.exists(path)
+
+
+def test_resampled_blocks_are_bounded_whatever_the_rate_ratio():
+    """A low source rate must not turn one decoded block into a huge resampled one (a header
+    saying 1 Hz once asked soxr for 1.4e9 frames per block)."""
+    source = [np.zeros((audio.BLOCK_FRAMES, 1), np.float32)] * 2
+    out = list(audio.convert_blocks(source, source_rate=1000, target_rate=192000, mono=False))
+    assert max(len(b) for b in out) <= audio.MAX_RESAMPLED_BLOCK
+    assert sum(len(b) for b in out) == audio.exact_length(2 * audio.BLOCK_FRAMES, 1000, 192000)

@@ -1,7 +1,9 @@
 """Packaging: the wheel's top-level names, the editable install, the code location."""
 
 import glob
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,3 +102,62 @@ def test_dagster_validates_the_code_location(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "All code locations passed validation" in done.stderr + done.stdout
+
+
+#: What only the Dagster side needs: none of it may reach a Beam worker.
+DAGSTER_SIDE = ("dagster", "dagster-webserver", "dagster-gcp", "dagster-k8s", "dagster-postgres",
+                "click", "rich", "sqlalchemy", "pydantic-settings")  # fmt: skip
+
+
+def _requirements(wheel: str) -> dict[str, set[str]]:
+    """The wheel's requirements by extra ('' for the core), as lowercase project names."""
+    archive = zipfile.ZipFile(wheel)
+    metadata = archive.read(next(n for n in archive.namelist() if n.endswith("METADATA")))
+    out: dict[str, set[str]] = {}
+    for line in metadata.decode().splitlines():
+        if not line.startswith("Requires-Dist: "):
+            continue
+        spec, _, marker = line[len("Requires-Dist: ") :].partition(";")
+        name = re.split(r"[\s\[<>=!~]", spec.strip(), maxsplit=1)[0].lower()
+        extra = re.search(r"extra == ['\"]([\w-]+)['\"]", marker)
+        out.setdefault(extra.group(1) if extra else "", set()).add(name)
+    return out
+
+
+def test_the_worker_install_carries_no_dagster(wheel):
+    """A Beam worker installs the core plus `gcs` (docker/beam-worker.Dockerfile): no Dagster."""
+    requirements = _requirements(wheel)
+    worker = requirements[""] | requirements["gcs"]
+    assert "apache-beam" in worker and "soundfile" in worker
+    assert sorted(worker & set(DAGSTER_SIDE)) == []
+    assert "klio-assets" not in worker  # no extra pulling the Dagster side in
+    assert {"dagster", "click", "sqlalchemy"} <= requirements["dagster"]
+    text = open(os.path.join(REPO, "docker", "beam-worker.Dockerfile")).read()
+    (install,) = re.findall(r"klio_assets-\*\.whl\)(\[[\w,]*\])", text)
+    assert install == "[gcs]"
+
+
+def test_a_worker_runs_a_pipeline_with_dagster_unimportable(tmp_path, catalog_tracks):
+    """The standalone worker entry point (what Dataflow runs) with every Dagster-side package
+    made unimportable: it decodes, analyses and writes results."""
+    track = catalog_tracks["wav44"]
+    tracks = tmp_path / "tracks.jsonl"
+    tracks.write_text(json.dumps({"track_id": track.track_id, "uri": track.path}) + "\n")
+    code = (
+        "import sys\n"
+        f"for name in {[n.replace('-', '_') for n in DAGSTER_SIDE]!r}: sys.modules[name] = None\n"
+        "from klio_assets.analyses import downsampled_audio, source_audio\n"
+        "from klio_assets.worker.plan import RunPlan, plan_analyses\n"
+        "from klio_assets.worker.pipeline import run\n"
+        f"plan = RunPlan(run_id='w', storage_root={str(tmp_path / 'out')!r},\n"
+        "    analyses=plan_analyses([source_audio, downsampled_audio]),\n"
+        "    selected=['source_audio', 'downsampled_audio'], lanes=1)\n"
+        f"open({str(tmp_path / 'plan.json')!r}, 'w').write(plan.to_json())\n"
+        f"run(['--plan', {str(tmp_path / 'plan.json')!r}, '--tracks', {str(tracks)!r},\n"
+        "     '--runner=FnApiRunner'])\n"
+        "assert not any(m.startswith('dagster') for m in sys.modules if sys.modules[m] is not None)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    flacs = list((tmp_path / "out" / "downsampled_audio").rglob(f"{track.track_id}.flac"))
+    assert len(flacs) == 1 and flacs[0].stat().st_size > 0

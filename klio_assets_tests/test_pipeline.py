@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 import apache_beam as beam
 import numpy as np
@@ -74,6 +75,29 @@ def test_worker_modules_import_no_dagster():
         "import sys, klio_assets, klio_assets.worker.pipeline, klio_assets.worker.execution, "
         "klio_assets.analyses; assert 'dagster' not in sys.modules, sorted(m for m in sys.modules if 'dagster' in m)"
     )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_worker_imports_only_the_analyses_its_plan_names(tmp_path):
+    """Loading the framework loads no built-in analysis (nor librosa, nor Dagster); an engine
+    imports the analyses its plan names and nothing else."""
+    code = f"""
+import sys
+import klio_assets.worker.execution, klio_assets.worker.pipeline
+unwanted = ("dagster", "librosa", "klio_assets.analyses", "klio_assets.analyses.stems")
+assert not [m for m in unwanted if m in sys.modules], [m for m in unwanted if m in sys.modules]
+from klio_assets.worker.execution import Engine
+from klio_assets.worker.plan import PlannedAnalysis, RunPlan
+planned = PlannedAnalysis(
+    name="downsampled_audio", module="klio_assets.analyses.downsampled_audio",
+    attr="downsampled_audio", version="1", params={{}}, extension="flac",
+)
+Engine(RunPlan(run_id="r", storage_root={str(tmp_path)!r},
+               analyses={{"downsampled_audio": planned}}, selected=["downsampled_audio"]))
+loaded = sorted(m for m in sys.modules if m.startswith("klio_assets.analyses."))
+assert loaded == ["klio_assets.analyses.downsampled_audio"], loaded
+assert "dagster" not in sys.modules and "librosa" not in sys.modules
+"""
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -238,13 +262,41 @@ def test_cost_estimate_knows_flac_from_wav_and_counts_each_track():
     assert estimate_cost({**header, "container": "WAV", "frames": 0}) > 0  # every track costs
 
 
+#: Track IDs seen per bundle by :class:`_RecordBundles`, per test run (the multi-threaded
+#: runner executes bundles in this process).
+_BUNDLES: dict[str, dict[str, list[str]]] = {}
+
+
+class _RecordBundles(beam.DoFn):
+    """Note which bundle (one per worker's share of a stage) each track reference came in."""
+
+    def __init__(self, token: str):
+        super().__init__()
+        self.token = token
+        self.bundle = ""
+
+    def start_bundle(self):
+        self.bundle = uuid.uuid4().hex
+
+    def process(self, ref):
+        _BUNDLES.setdefault(self.token, {}).setdefault(self.bundle, []).append(ref["track_id"])
+        yield ref["track_id"]
+
+
 def test_checks_are_spread_over_lanes():
+    """The step after SpreadTracks (the checks) gets one lane per worker, dealt by run order: a
+    runner that splits stages statically would otherwise give every check to one worker."""
     refs = [{"track_id": f"t{i}", "order": i} for i in range(7)]
-    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
+    token = uuid.uuid4().hex
+    options = PipelineOptions(
+        ["--runner=FnApiRunner", "--direct_running_mode=multi_threading", "--direct_num_workers=3"]
+    )
+    with beam.Pipeline(options=options) as pipeline:
         spread = pipeline | beam.Create(refs, reshuffle=False) | SpreadTracks(3)
-        assert_that(
-            spread | beam.Map(lambda ref: ref["track_id"]), equal_to([r["track_id"] for r in refs])
-        )
+        checked = spread | beam.ParDo(_RecordBundles(token))
+        assert_that(checked, equal_to([r["track_id"] for r in refs]))
+    lanes = sorted(sorted(ids) for ids in _BUNDLES.pop(token).values())
+    assert lanes == [["t0", "t3", "t6"], ["t1", "t4"], ["t2", "t5"]]
 
 
 def test_plan_survives_json_round_trip():

@@ -3,7 +3,6 @@ batched per-track materializations, failure reasons in a PostgreSQL catalog."""
 
 import dagster as dg
 import pytest
-from dagster._core.definitions.partitions.context import partition_loading_context
 
 from klio_assets.catalog.database import get_catalog
 from klio_assets.orchestration import launch
@@ -94,7 +93,7 @@ def test_bulk_registration_keeps_order_and_ranges_are_read_without_listing(
             raise AssertionError("every key listed")
 
         monkeypatch.setattr(dg.DagsterInstance, "get_dynamic_partitions", listing)
-        with partition_loading_context(dynamic_partitions_store=instance):
+        with dg.partition_loading_context(dynamic_partitions_store=instance):
             keys = tracks_partitions.get_partition_keys_in_range(dg.PartitionKeyRange("t5", "t1"))
         assert keys == ["t5", "t9", "t1"]
     finally:

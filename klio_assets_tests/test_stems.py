@@ -33,7 +33,7 @@ from klio_assets.analyses.stems import (
     stems,
 )
 from klio_assets.errors import ParameterError
-from klio_assets.worker.analysis import Audio, TrackContext
+from klio_assets.worker.analysis import Audio, AudioStream, TrackContext
 from klio_assets.worker.outputs import AudioFile
 
 # The package exports the `stems` analysis under the module's own name: take the module itself.
@@ -42,6 +42,24 @@ stems_module = importlib.import_module("klio_assets.analyses.stems")
 SR = 22050
 #: The analysis' defaults are for 44.1 kHz; these keep the same 93 ms / 23 ms at 22.05 kHz.
 FAST = {"n_fft": 2048, "hop_length": 512}
+
+
+def _stream(samples: np.ndarray, block: int = 65536) -> AudioStream:
+    """``samples`` ((n,) or (channels, n)) as the engine streams a decoded source."""
+    frames = samples[:, None] if samples.ndim == 1 else samples.T
+    blocks = (frames[i : i + block] for i in range(0, len(frames), block))
+    return AudioStream(blocks, sample_rate=SR, channels=frames.shape[1])
+
+
+def _drain(value: dict) -> dict[str, np.ndarray]:
+    """The stems of a streamed result, read together (as the writers do), ``(channels, n)``."""
+    if isinstance(value["vocals"], Audio):
+        return {k: np.atleast_2d(v.samples) for k, v in value.items()}
+    pairs = zip(value["vocals"].frame_blocks(), value["accompaniment"].frame_blocks(), strict=True)
+    vocals, rest = zip(*pairs, strict=True)
+    return {"vocals": np.concatenate(vocals).T, "accompaniment": np.concatenate(rest).T}
+
+
 #: One 16-bit step. Each stem is quantised once: their sum is off by at most ~2 steps.
 LSB = 2.0**-15
 
@@ -214,6 +232,39 @@ def test_long_tracks_are_chunked_with_a_seamless_crossfade(mix):
     assert overall > 4.0  # measured 6.2 dB
 
 
+def test_streamed_stems_memory_does_not_grow_with_duration():
+    """The analysis as a worker runs it: a stream in, two streams out, written as they come
+    (here discarded): the peak is one chunk's working set, whatever the track's length."""
+    import tracemalloc
+
+    params = stems.params({**FAST, "sample_rate": SR, "chunk_s": 10.0, "overlap_s": 2.0})
+    peaks = {}
+    for seconds in (20, 60):
+        rng = np.random.default_rng(1)
+
+        def blocks(n=seconds * SR, rng=rng):
+            for start in range(0, n, 8192):
+                yield (rng.standard_normal((min(8192, n - start), 2)) * 0.1).astype(np.float32)
+
+        tracemalloc.start()
+        try:
+            result = stems.call(
+                {"audio": AudioStream(blocks(), sample_rate=SR, channels=2)},
+                params=params,
+                track=None,
+            )
+            streams = result.value
+            vocals, rest = streams["vocals"].frame_blocks(), streams["accompaniment"].frame_blocks()
+            pairs = zip(vocals, rest, strict=True)
+            frames = sum(len(v) for v, _ in pairs)
+            peaks[seconds] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert frames == seconds * SR
+    print(f"peak: {peaks[20] / 2**20:.1f} MB (20 s), {peaks[60] / 2**20:.1f} MB (60 s)")
+    assert peaks[60] < 1.2 * peaks[20]
+
+
 def test_memory_beyond_the_input_and_stems_does_not_grow_with_duration(monkeypatch):
     import tracemalloc
 
@@ -300,22 +351,55 @@ def test_stems_analysis_keeps_the_channel_layout_and_reports_metadata(mix):
     track = TrackContext(track_id="t1", uri="memory://t1")
     params = stems.params({**FAST, "sample_rate": SR})
     for samples in (mono, np.stack([mono, 0.5 * mono])):
-        result = stems.call({"audio": Audio(samples, SR)}, params=params, track=track)
+        result = stems.call({"audio": _stream(samples)}, params=params, track=track)
         assert set(result.value) == {"vocals", "accompaniment"}
+        parts = _drain(result.value)
         for part in result.value.values():
-            assert part.samples.shape == samples.shape and part.sample_rate == SR
-        meta = result.metadata
+            assert part.sample_rate == SR and part.channels == (1 if samples.ndim == 1 else 2)
+        # one chunk: exactly what the whole-array separator gives
+        want = separate_nn_filter(samples, sr=SR, **FAST)
+        np.testing.assert_array_equal(parts["vocals"], np.atleast_2d(want[0]))
+        np.testing.assert_array_equal(parts["accompaniment"], np.atleast_2d(want[1]))
+        meta = result.metadata  # filled once the stems are written
         assert meta["separator"] == "nn_filter" and meta["clipped_samples"] == 0
         assert 0.01 < meta["vocals_energy_ratio"] < 0.9
         assert meta["reconstruction_error_db"] < -100
     assert stems.output.parts == ("vocals", "accompaniment") and stems.output.subtype == "PCM_16"
 
 
+def test_streamed_stems_of_a_long_track_reconstruct_it_and_separate_at_the_boundaries(mix):
+    voice, accompaniment = mix
+    total = np.concatenate([voice + accompaniment] * 2)  # 48 s: chunks at 0, 16 and 32 s
+    params = stems.params({**FAST, "sample_rate": SR, "chunk_s": 20.0, "overlap_s": 4.0})
+    seen = []
+    real = stems_module._vocals_chunk
+
+    def spy(segment, **kwargs):
+        seen.append(segment.shape[-1])
+        return real(segment, **kwargs)
+
+    stems_module._vocals_chunk, restore = spy, real
+    try:
+        result = stems.call({"audio": _stream(total, 10_000)}, params=params, track=None)
+        parts = _drain(result.value)
+    finally:
+        stems_module._vocals_chunk = restore
+    assert seen == [20 * SR, 20 * SR, len(total) - 32 * SR]
+    vocals = parts["vocals"][0]
+    assert np.abs(vocals + parts["accompaniment"][0] - total).max() <= 1e-6
+    truth = np.concatenate([voice] * 2)
+    overall = _sdr(truth, vocals)
+    for boundary in (16, 32):  # the crossfades: 16-20 s and 32-36 s
+        around = slice((boundary - 1) * SR, (boundary + 5) * SR)
+        assert _sdr(truth[around], vocals[around]) > overall - 2.0
+    assert overall > 4.0
+
+
 def test_a_dotted_path_separator_is_used_and_changes_the_version():
     params = stems.params({"separator": "klio_assets_tests.test_stems:half_separator"})
     samples = np.random.default_rng(3).standard_normal((2, SR)).astype(np.float32) * 0.1
     track = TrackContext(track_id="t1", uri="memory://t1")
-    result = stems.call({"audio": Audio(samples, SR)}, params=params, track=track)
+    result = stems.call({"audio": _stream(samples)}, params=params, track=track)
     np.testing.assert_array_equal(result.value["vocals"].samples, samples * 0.5)
     assert result.metadata["separator"] == "klio_assets_tests.test_stems:half_separator"
     assert result.metadata["vocals_energy_ratio"] == pytest.approx(0.25)

@@ -1,12 +1,13 @@
 """Storage: atomic commits, confinement to the root, transient vs permanent errors."""
 
 import errno
+import http.client
 import os
 
 import pytest
 
-from klio_assets.errors import StorageError, TransientStorageError, UnsafePathError
-from klio_assets.worker.storage import Storage, classify_error, retry_transient
+from klio_assets.errors import ParameterError, StorageError, TransientStorageError, UnsafePathError
+from klio_assets.worker.storage import Storage, classify_error, is_transient, retry_transient
 
 
 def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path):
@@ -129,7 +130,7 @@ class _ClientError(Exception):
 
 
 class ServerDisconnectedError(Exception):
-    """Named like aiohttp's (which gcsfs and s3fs use); not a built-in ConnectionError."""
+    """Named like aiohttp's, but not it: errors are classified by type, never by name."""
 
 
 class _HttpError(Exception):
@@ -138,24 +139,138 @@ class _HttpError(Exception):
         self.code = code
 
 
+def _aiohttp(name, *args):
+    import aiohttp
+
+    return getattr(aiohttp, name)(*args)
+
+
+def _botocore(name, **kwargs):
+    import botocore.exceptions
+
+    return getattr(botocore.exceptions, name)(**kwargs)
+
+
+def _api_core(name):
+    import google.api_core.exceptions
+
+    return getattr(google.api_core.exceptions, name)("answer")
+
+
+def _response_error(status):
+    import aiohttp
+    from yarl import URL
+
+    url = URL("https://storage.example/b/o")
+    info = aiohttp.RequestInfo(url=url, method="GET", headers={}, real_url=url)
+    return aiohttp.ClientResponseError(info, (), status=status, message="answer")
+
+
+def _requests(name):
+    import requests
+
+    return getattr(requests.exceptions, name)("dropped")
+
+
+def _urllib3_protocol():
+    import urllib3
+
+    return urllib3.exceptions.ProtocolError("Connection aborted.")
+
+
+def _google_auth_transport():
+    import google.auth.exceptions
+
+    return google.auth.exceptions.TransportError("token refresh failed")
+
+
 @pytest.mark.parametrize(
-    ("exc", "transient"),
+    ("make", "transient"),
     [
-        (_ClientError("SlowDown", 503), True),
-        (_ClientError("ThrottlingException", 400), True),
-        (_ClientError("AccessDenied", 403), False),
-        (_ClientError("NoSuchBucket", 404), False),
-        (ServerDisconnectedError("Server disconnected"), True),
-        (_HttpError(502), True),
-        (_HttpError("429"), True),
-        (_HttpError(401), False),
-        (ConnectionResetError("reset"), True),
-        (OSError(errno.EROFS, "Read-only file system"), False),
-        (ValueError("bad"), False),
+        (lambda: _ClientError("SlowDown", 503), True),
+        (lambda: _ClientError("ThrottlingException", 400), True),
+        (lambda: _ClientError("AccessDenied", 403), False),
+        (lambda: _ClientError("NoSuchBucket", 404), False),
+        (lambda: ServerDisconnectedError("Server disconnected"), False),
+        (lambda: _aiohttp("ServerDisconnectedError", "Server disconnected"), True),
+        (lambda: _aiohttp("ClientPayloadError", "Response payload is not completed"), True),
+        (lambda: _response_error(503), True),
+        (lambda: _response_error(404), False),
+        (lambda: _botocore("EndpointConnectionError", endpoint_url="http://s3"), True),
+        (lambda: _botocore("ReadTimeoutError", endpoint_url="http://s3"), True),
+        (lambda: _botocore("ConnectionClosedError", endpoint_url="http://s3"), True),
+        (lambda: _botocore("NoCredentialsError"), False),
+        (lambda: _api_core("ServiceUnavailable"), True),
+        (lambda: _api_core("TooManyRequests"), True),
+        (lambda: _api_core("Forbidden"), False),
+        (lambda: _requests("ChunkedEncodingError"), True),
+        (lambda: _requests("InvalidURL"), False),
+        (_urllib3_protocol, True),
+        (_google_auth_transport, True),
+        (lambda: http.client.IncompleteRead(b"partial"), True),
+        (lambda: _HttpError(502), True),
+        (lambda: _HttpError("429"), True),
+        (lambda: _HttpError(401), False),
+        (lambda: ConnectionResetError("reset"), True),
+        (lambda: TimeoutError("slow"), True),
+        (lambda: OSError(errno.EROFS, "Read-only file system"), False),
+        (lambda: ValueError("bad"), False),
     ],
 )
-def test_cloud_client_errors_are_classified(exc, transient):
+def test_cloud_client_errors_are_classified_by_type_and_status(make, transient):
+    exc = make()
+    assert is_transient(exc) is transient
     assert classify_error(exc, "write x").transient is transient
+
+
+def test_a_permanent_error_is_tried_once_and_says_no_attempts(monkeypatch):
+    slept = []
+    monkeypatch.setattr("klio_assets.worker.storage.time.sleep", slept.append)
+    calls = []
+
+    def forbidden():
+        calls.append(1)
+        raise _HttpError(403)
+
+    with pytest.raises(StorageError) as caught:
+        retry_transient(forbidden, what="write w")
+    assert len(calls) == 1 and slept == []
+    assert not caught.value.transient and "attempts" not in str(caught.value)
+    assert str(caught.value) == "write w: 403"
+
+
+def test_a_transient_error_is_tried_exactly_the_default_five_times(monkeypatch):
+    import aiohttp
+
+    slept = []
+    monkeypatch.setattr("klio_assets.worker.storage.time.sleep", slept.append)
+    calls = []
+
+    def dropped():
+        calls.append(1)
+        raise aiohttp.ServerDisconnectedError("Server disconnected")
+
+    with pytest.raises(TransientStorageError, match=r"gave up after 5 attempts") as caught:
+        retry_transient(dropped, what="read v")
+    assert len(calls) == 5 and len(slept) == 4
+    assert isinstance(caught.value.__cause__, aiohttp.ServerDisconnectedError)
+
+
+def test_a_missing_file_passes_through_untried_again():
+    calls = []
+
+    def missing():
+        calls.append(1)
+        raise FileNotFoundError("gs://b/x")
+
+    with pytest.raises(FileNotFoundError):
+        retry_transient(missing, what="read u", base_delay=0.001)
+    assert len(calls) == 1
+
+
+def test_at_least_one_try():
+    with pytest.raises(ParameterError, match="tries=0"):
+        retry_transient(lambda: 1, what="read t", tries=0)
 
 
 def test_temporaries_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # ffmpeg: M4A/AAC/Opus decoding; libchromaprint-tools: fpcalc, the fingerprint analysis.
 want=(ffmpeg libchromaprint-tools)
-extras=""
+extras="[dagster]"
 if [ "${1:-}" = "--test" ]; then
   want+=(postgresql)
   extras="[test]"

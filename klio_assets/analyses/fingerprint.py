@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -149,7 +149,9 @@ def _feed_fpcalc(
     code_version="1",
     params=FingerprintParams,
 )
-def fingerprint(audio: AudioStream, params: FingerprintParams, track: TrackContext) -> dict:
+def fingerprint(
+    audio: AudioStream, params: FingerprintParams, track: TrackContext
+) -> dict[str, Any]:
     """Chromaprint fingerprint (raw, unsigned 32-bit items) of the first ``length_s`` seconds,
     computed by ``fpcalc`` from the decoded audio; tracks shorter than ~3 s have an empty one.
 

@@ -12,6 +12,7 @@ up to 1 LU (the resampler's passband ripple and the K-weighting filter's rate de
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import soxr
@@ -40,7 +41,7 @@ def _finite(value: float) -> float | None:
     return round(float(value), 3) if math.isfinite(value) else None
 
 
-def measure_loudness(audio: AudioStream) -> dict:
+def measure_loudness(audio: AudioStream) -> dict[str, Any]:
     """EBU R128 figures of a stream of audio blocks.
 
     Parameters

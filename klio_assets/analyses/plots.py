@@ -10,12 +10,16 @@ object-oriented API on an Agg canvas (no pyplot state, safe in worker threads) a
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from klio_assets.worker.analysis import Audio, TrackContext, Upstream, analysis
 from klio_assets.worker.outputs import Image
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn, not with the module
+    from matplotlib.figure import Figure
 
 
 class PlotParams(BaseModel):
@@ -28,7 +32,7 @@ class PlotParams(BaseModel):
 _DPI = 80
 
 
-def _figure(params: PlotParams):
+def _figure(params: PlotParams) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - lazy, heavy
     from matplotlib.figure import Figure  # noqa: PLC0415
 
@@ -37,11 +41,13 @@ def _figure(params: PlotParams):
     return figure
 
 
-def _png(figure) -> bytes:
+def _png(figure: Figure) -> bytes:
     """PNG bytes, quantised to a 128-colour palette: a third of the size, same look."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - lazy, heavy
     from PIL import Image as PILImage  # noqa: PLC0415 - matplotlib's own dependency
 
     canvas = figure.canvas
+    assert isinstance(canvas, FigureCanvasAgg)  # _figure attached an Agg canvas
     canvas.draw()
     rgba = PILImage.frombuffer("RGBA", canvas.get_width_height(), bytes(canvas.buffer_rgba()))
     buffer = io.BytesIO()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from klio_assets.worker.analysis import AudioStream, SourceAudio, TrackContext, analysis
 from klio_assets.worker.outputs import Json
 
 
 @analysis(inputs={"audio": SourceAudio(stream=True)}, output=Json(), code_version="1")
-def source_audio(audio: AudioStream, track: TrackContext) -> dict:
+def source_audio(audio: AudioStream, track: TrackContext) -> dict[str, Any]:
     """Probe of the source: container, codec, sample rate, channels, exact frames and
     duration (counted by a full decode, so truncation is caught), sample peak, and the
     sha256 of its bytes (which content deduplication uses)."""

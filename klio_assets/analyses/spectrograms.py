@@ -11,6 +11,8 @@ follows the mel parameters.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
@@ -49,7 +51,7 @@ class MfccParams(BaseModel):
     n_mfcc: int = Field(20, ge=1, le=256, description="Coefficients kept.")
 
 
-def _recorded(audio: Audio, params: BaseModel, array: np.ndarray, units: str) -> dict:
+def _recorded(audio: Audio, params: BaseModel, array: np.ndarray, units: str) -> dict[str, Any]:
     return {
         **{k: v for k, v in params.model_dump().items() if v is not None},
         "analysis_sample_rate": audio.sample_rate,

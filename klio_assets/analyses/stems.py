@@ -37,11 +37,13 @@ gallery example:
    would not reconstruct the mix.
 
 Long tracks are processed in chunks of at most ``chunk_s`` seconds (the neighbour search is
-quadratic in frames), overlapping by ``overlap_s`` seconds; the chunks' vocal estimates are
-crossfaded with complementary raised-cosine weights (summing to one) in the middle of each
-overlap, away from the chunk edges, so there is no click at a boundary and the reconstruction
-above holds exactly everywhere. Memory: the input, the two stems, plus one chunk's working set
-(measured: ~180 MB for a 60-s stereo chunk at 44.1 kHz), independent of the track's duration.
+quadratic in frames), starting every ``chunk_s - overlap_s`` seconds, as the decoded audio
+streams in (:func:`separate_stream`); the chunks' vocal estimates are crossfaded with
+complementary raised-cosine weights (summing to one) in the middle of each overlap, away from
+the chunk edges, so there is no click at a boundary and the reconstruction above holds exactly
+everywhere. Both stems are written while the track is decoded, so memory is one chunk of input
+plus one chunk's working set (measured: ~180 MB for a 60-s stereo chunk at 44.1 kHz),
+whatever the track's duration (``test_streamed_stems_memory_does_not_grow_with_duration``).
 Repeats are only looked for within a chunk: a chorus that recurs only once every few minutes
 does not help.
 
@@ -102,15 +104,16 @@ from __future__ import annotations
 import functools
 import importlib
 import math
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from klio_assets.errors import ParameterError
-from klio_assets.worker.analysis import Audio, Result, SourceAudio, analysis, param
+from klio_assets.worker.analysis import Audio, AudioStream, Result, SourceAudio, analysis, param
 from klio_assets.worker.outputs import AudioFiles
+from klio_assets.worker.values import lockstep_streams
 
 #: The name of the built-in separator.
 BUILTIN_SEPARATOR = "nn_filter"
@@ -296,7 +299,9 @@ def separate_nn_filter(
     return vocals, accompaniment
 
 
-def _chunks(n: int, *, chunk_n: int, overlap_n: int, edge: int):
+def _chunks(
+    n: int, *, chunk_n: int, overlap_n: int, edge: int
+) -> Iterator[tuple[int, int, np.ndarray]]:
     """``(start, stop, weights)`` of equal-length chunks covering ``[0, n)``.
 
     Consecutive chunks overlap by ``overlap_n`` samples; the weights (shape ``(stop - start,)``)
@@ -507,8 +512,10 @@ def _median_last(values: np.ndarray) -> np.ndarray:
     values.sort(axis=-1)
     half = values.shape[-1] // 2
     if values.shape[-1] % 2:
-        return values[..., half]
-    return 0.5 * (values[..., half - 1] + values[..., half])
+        middle: np.ndarray = values[..., half]
+        return middle
+    mean: np.ndarray = 0.5 * (values[..., half - 1] + values[..., half])
+    return mean
 
 
 def resolve_separator(spec: str, params: StemsParams | None = None) -> Separator:
@@ -560,7 +567,7 @@ def resolve_separator(spec: str, params: StemsParams | None = None) -> Separator
             ) from exc
     if not callable(target):
         raise ParameterError(f"stems separator {spec!r} is not callable")
-    return target  # type: ignore[return-value]
+    return target
 
 
 def run_separator(
@@ -617,27 +624,140 @@ def _db(num: float, den: float) -> float:
     return max(_FLOOR_DB, 10.0 * math.log10(num / den))
 
 
+def separate_stream(
+    blocks: Iterator[np.ndarray],
+    *,
+    sr: int,
+    params: StemsParams,
+    stats: dict[str, float],
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The built-in separator over a stream: ``(vocals, accompaniment)`` blocks as chunks finish.
+
+    Chunks of ``chunk_s`` start every ``chunk_s - overlap_s`` seconds; a chunk is separated as
+    soon as the stream shows that it is not the last, its part before the next chunk is final
+    then (the overlap waits for the next chunk's crossfade), and the last chunk takes whatever
+    remains. Memory is one chunk's working set plus one chunk of input, whatever the duration.
+
+    Parameters
+    ----------
+    blocks : iterator of np.ndarray [shape=(n, channels)], float32
+    sr : int
+        Hz.
+    params : StemsParams
+    stats : dict
+        Filled while streaming: ``mix_energy``, ``vocals_energy``, ``residual_energy``,
+        ``clipped_samples`` (see :func:`_energies`).
+
+    Yields
+    ------
+    vocals, accompaniment : np.ndarray [shape=(m, channels)], float32
+        ``vocals + accompaniment == mix`` to float32 rounding.
+    """
+    chunk_n, overlap_n = round(params.chunk_s * sr), round(params.overlap_s * sr)
+    step = chunk_n - overlap_n
+    edge = min(params.n_fft, overlap_n // 4)
+    fade_in = _ramp(overlap_n, edge)
+    width = max(1, round(params.similarity_width_s * sr / params.hop_length))
+    pending: list[np.ndarray] = []  # mix from the current chunk's start, (channels, n) pieces
+    held = 0
+    carry: np.ndarray | None = None  # weighted vocals of the previous chunk's overlap
+    for key in ("mix_energy", "vocals_energy", "residual_energy", "clipped_samples"):
+        stats[key] = 0.0
+
+    def separate(mix: np.ndarray, *, last: bool) -> np.ndarray:
+        nonlocal carry
+        weights = np.ones(mix.shape[-1], np.float32)
+        if carry is not None:
+            weights[:overlap_n] = fade_in
+        if not last:
+            weights[-overlap_n:] = 1.0 - fade_in
+        if mix.shape[-1] >= params.n_fft:
+            vocals = weights * _vocals_chunk(
+                mix, n_fft=params.n_fft, hop_length=params.hop_length, width=width,
+                n_neighbors=params.n_neighbors, margin=params.margin_vocals,
+                power=params.mask_power,
+            )  # fmt: skip
+        else:
+            vocals = np.zeros_like(mix)  # too short to analyse: all accompaniment
+        if carry is not None:
+            vocals[:, :overlap_n] += carry
+        carry = None if last else vocals[:, step:].copy()
+        return vocals if last else vocals[:, :step]
+
+    def emit(mix: np.ndarray, vocals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        accompaniment = mix - vocals
+        energies = _energies(mix, vocals, accompaniment)
+        for key, value in zip(stats, energies, strict=True):
+            stats[key] += value
+        return np.ascontiguousarray(vocals.T), np.ascontiguousarray(accompaniment.T)
+
+    for block in blocks:
+        pending.append(block.T)
+        held += len(block)
+        while held > chunk_n:  # the chunk is complete and is not the last one
+            mix = np.concatenate(pending, axis=1)
+            vocals = separate(mix[:, :chunk_n], last=False)
+            yield emit(mix[:, :step], vocals)
+            pending, held = [mix[:, step:]], held - step
+    if held:
+        mix = np.concatenate(pending, axis=1)
+        yield emit(mix, separate(mix, last=True))
+
+
 @analysis(
-    inputs={"audio": SourceAudio(sample_rate=param("sample_rate"), mono=False)},
+    inputs={"audio": SourceAudio(sample_rate=param("sample_rate"), mono=False, stream=True)},
     output=AudioFiles(parts=("vocals", "accompaniment"), format="FLAC", subtype="PCM_16"),
-    code_version="1",
+    code_version="2",
     params=StemsParams,
 )
-def stems(audio: Audio, params: StemsParams) -> Result:
+def stems(audio: AudioStream, params: StemsParams) -> Result:
     """Vocals and accompaniment (16-bit FLAC, the source's channels) by REPET-SIM
-    nearest-neighbour filtering, or by the model-based ``separator`` named in the parameters;
-    vocals + accompaniment reconstruct the mix (built-in separator)."""
+    nearest-neighbour filtering, streamed chunk by chunk, or by the model-based ``separator``
+    named in the parameters (given the whole track); vocals + accompaniment reconstruct the
+    mix (built-in separator)."""
+    metadata: dict[str, Any] = {"separator": params.separator}
+    if params.separator != BUILTIN_SEPARATOR:
+        return _stems_by_model(audio, params, metadata)
+    stats: dict[str, float] = {}
+    pairs = separate_stream(audio.frame_blocks(), sr=audio.sample_rate, params=params, stats=stats)
+    streams = lockstep_streams(
+        _finish(pairs, stats, metadata),
+        ("vocals", "accompaniment"),
+        sample_rate=audio.sample_rate,
+        channels=audio.channels,
+    )
+    return Result(streams, metadata=metadata)
+
+
+def _finish(
+    pairs: Iterator[tuple[np.ndarray, np.ndarray]],
+    stats: dict[str, float],
+    metadata: dict[str, Any],
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``pairs``, then the run's figures in ``metadata`` (read after the stems are written)."""
+    yield from pairs
+    mix = stats["mix_energy"]
+    metadata.update(
+        vocals_energy_ratio=stats["vocals_energy"] / mix if mix else 0.0,
+        reconstruction_error_db=_db(stats["residual_energy"], mix),
+        clipped_samples=int(stats["clipped_samples"]),
+    )
+
+
+def _stems_by_model(audio: AudioStream, params: StemsParams, metadata: dict[str, Any]) -> Result:
+    """A model-based separator gets the whole track (its own memory bound, see above)."""
     separator = resolve_separator(params.separator, params)
-    mix = audio.samples[None, :] if audio.samples.ndim == 1 else audio.samples
+    blocks = list(audio.frame_blocks())
+    frames = np.concatenate(blocks) if blocks else np.zeros((0, audio.channels), np.float32)
+    mix = np.ascontiguousarray(frames.T)
     vocals, accompaniment = run_separator(separator, mix, audio.sample_rate, name=params.separator)
     mix_energy, vocals_energy, residual_energy, clipped = _energies(mix, vocals, accompaniment)
-    metadata = {
-        "separator": params.separator,
-        "vocals_energy_ratio": vocals_energy / mix_energy if mix_energy else 0.0,
-        "reconstruction_error_db": _db(residual_energy, mix_energy),
-        "clipped_samples": clipped,
-    }
-    if audio.samples.ndim == 1:
+    metadata.update(
+        vocals_energy_ratio=vocals_energy / mix_energy if mix_energy else 0.0,
+        reconstruction_error_db=_db(residual_energy, mix_energy),
+        clipped_samples=clipped,
+    )
+    if audio.channels == 1:
         vocals, accompaniment = vocals[0], accompaniment[0]
     return Result(
         {

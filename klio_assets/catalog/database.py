@@ -126,7 +126,9 @@ def _engine(url: str) -> sa.Engine:
                 engine = sa.create_engine(url, connect_args={"timeout": 60})
 
                 @sa.event.listens_for(engine, "connect")
-                def _wal(dbapi_connection, _record) -> None:  # readers never wait for a writer
+                def _wal(
+                    dbapi_connection: Any, _record: Any
+                ) -> None:  # readers never wait for a writer
                     cursor = dbapi_connection.cursor()
                     cursor.execute("PRAGMA journal_mode=WAL")
                     cursor.execute("PRAGMA synchronous=NORMAL")

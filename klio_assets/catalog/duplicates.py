@@ -232,7 +232,7 @@ def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]
 
 
 @functools.lru_cache(maxsize=8)
-def _candidate_query(dialect: str) -> sa.Select:
+def _candidate_query(dialect: str) -> sa.Select[Any]:
     """Indexed tracks sharing at least :data:`MIN_SHARED_KEYS` keys with a new track, within
     a duration window (bound parameters ``keys``, ``lo``, ``hi``).
 
@@ -242,7 +242,7 @@ def _candidate_query(dialect: str) -> sa.Select:
     """
     if dialect == "sqlite":
         listed = sa.func.json_each(sa.bindparam("keys", type_=sa.String)).table_valued("value")
-        in_keys = KEYS.c.key.in_(sa.select(listed.c.value))
+        in_keys: sa.ColumnElement[bool] = KEYS.c.key.in_(sa.select(listed.c.value))
     elif dialect == "postgresql":
         in_keys = KEYS.c.key == sa.any_(sa.bindparam("keys", type_=postgresql.ARRAY(sa.Integer)))
     else:
@@ -383,7 +383,7 @@ class FingerprintIndex:
                     conn.execute(
                         TRACKS.update().where(TRACKS.c.group_id.in_(losers)).values(group_id=group)
                     )
-            seq = conn.execute(
+            inserted = conn.execute(
                 TRACKS.insert(),
                 {
                     "track_id": track.track_id,
@@ -392,7 +392,9 @@ class FingerprintIndex:
                     "matchable": track.matchable,
                     "prefix": track.items.astype("<u4").tobytes() if track.matchable else b"",
                 },
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert inserted is not None  # a single-row insert reports its key
+            seq = inserted[0]
             if len(track.sketch):
                 conn.execute(KEYS.insert(), [{"key": int(k), "seq": seq} for k in track.sketch])
             added.append(track.track_id)

@@ -7,6 +7,7 @@ analysis for every wanted track, and the outputs are in the storage, a ``klio-as
 has nothing to do and can say so in one query plus a listing, without importing Dagster or
 reading its partitions. Anything else goes to the full check against Dagster
 (:func:`klio_assets.orchestration.launch.tracks_to_run`), which also refills the ledger.
+Both, and the engine on the Beam workers, decide with :mod:`klio_assets.worker.done`.
 """
 
 from __future__ import annotations
@@ -16,26 +17,11 @@ from collections.abc import Mapping, Sequence
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.catalog.trackids import validate_track_id
 from klio_assets.errors import KlioAssetsError
-from klio_assets.worker.plan import Layout, PlannedAnalysis
-from klio_assets.worker.storage import Storage, shard_of
+from klio_assets.worker.done import done_tracks, existing_outputs
+from klio_assets.worker.plan import PlannedAnalysis
+from klio_assets.worker.storage import Storage
 
-
-def existing_outputs(
-    storage: Storage, planned: PlannedAnalysis, track_ids: Sequence[str]
-) -> set[str]:
-    """Track IDs among ``track_ids`` whose output of ``planned`` exists (current version)."""
-    layout = Layout(storage)
-    if len(track_ids) < 256:
-        return {t for t in track_ids if storage.exists(layout.output_uri(planned, t))}
-    folder = layout.output_folder(planned)
-    suffix = f".{planned.extension}"
-    wanted_shards = {shard_of(t) for t in track_ids}
-    found: set[str] = set()
-    for shard in sorted(wanted_shards):
-        for name in storage.list_names(f"{folder}/{shard}"):
-            if name.endswith(suffix):
-                found.add(name[: -len(suffix)])
-    return found & set(track_ids)
+__all__ = ["all_done", "enter_in_ledger", "existing_outputs"]
 
 
 def all_done(
@@ -47,8 +33,19 @@ def all_done(
 ) -> dict[str, list[str]] | None:
     """Per analysis the tracks done, if *every* wanted track is done for every selected analysis.
 
+    Done is decided by :func:`klio_assets.worker.done.done_tracks` with the ledger as the
+    record of what was materialized.
+
     Parameters
     ----------
+    catalog : TrackCatalog
+        Holds the ledger and the registered tracks.
+    storage : Storage
+        Where the outputs are.
+    planned : mapping of str to PlannedAnalysis
+        Every analysis, by name, at its current version.
+    selected : sequence of str
+        The analyses asked for.
     track_ids : sequence of str or None
         The wanted tracks; None for every registered track.
 
@@ -73,8 +70,8 @@ def all_done(
     ids = track_ids if track_ids is not None else catalog.track_ids()
     if not ids:
         return None
-    for name in selected:
-        if len(existing_outputs(storage, planned[name], ids)) < len(ids):
+    for name in selected:  # one analysis at a time: the first one missing anything ends it
+        if len(done_tracks(storage, planned, {name: ids})[name]) < len(ids):
             return None
     return {name: sorted(ids) for name in selected}
 
@@ -85,6 +82,14 @@ def enter_in_ledger(
     """Enter tracks found done by the full check (Dagster and storage) that the ledger lacks.
 
     Catalogs from before the ledger, or a lost ledger, fill up this way on the next run.
+
+    Parameters
+    ----------
+    catalog : TrackCatalog
+    planned : mapping of str to PlannedAnalysis
+        Every analysis, by name, at its current version.
+    done : mapping of str to sequence of str
+        Per analysis the tracks done (:func:`klio_assets.orchestration.launch.tracks_to_run`).
     """
     for name, track_ids in done.items():
         missing = (

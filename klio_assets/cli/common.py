@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import click
 
+from klio_assets.errors import KlioAssetsError
 from klio_assets.orchestration.home import prepare_environment
 from klio_assets.settings import Settings
 
@@ -16,11 +17,16 @@ from klio_assets.settings import Settings
 def load_settings() -> Settings:
     """The deployment's settings, with Dagster pointed at ``KLIO_ASSETS_HOME`` (created).
 
+    A refused ``KLIO_ASSETS_*`` value exits 2 with one line naming it (no traceback).
+
     Returns
     -------
     Settings
     """
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except KlioAssetsError as exc:  # a bad KLIO_ASSETS_* value: one line, no traceback
+        fail(str(exc))
     prepare_environment(settings)
     return settings
 

@@ -19,7 +19,10 @@ def status(as_json: bool) -> None:
     # Imports Dagster (~1.2 s), which `klio-assets run`'s all-done answer must not load.
     from klio_assets.orchestration.status import collect_status  # noqa: PLC0415
 
-    state = collect_status(settings)
+    try:
+        state = collect_status(settings)
+    except KlioAssetsError as exc:  # KLIO_ASSETS_ANALYSES or _PARAMS refused: one line
+        fail(str(exc))
     if as_json:
         render.print_json(state.to_json())
     else:

@@ -18,7 +18,7 @@ They run on the Dagster side, not in Beam: reading rows and a table is cheap nex
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pandas as pd
@@ -29,6 +29,9 @@ from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
 from klio_assets.worker.analysis import Analysis
 from klio_assets.worker.storage import Storage
+
+if TYPE_CHECKING:
+    from klio_assets.catalog.duplicates import FingerprintIndex
 
 GROUP_NAME = "catalog"
 #: Columns each analysis contributes to ``track_features`` (its scalar results' names).
@@ -176,7 +179,7 @@ def merge_features(
     return frame
 
 
-def _fingerprint_index(catalog: TrackCatalog):
+def _fingerprint_index(catalog: TrackCatalog) -> "FingerprintIndex":
     from klio_assets.catalog.duplicates import FingerprintIndex  # noqa: PLC0415 - Dagster-free matcher
 
     index = FingerprintIndex(catalog.engine)
@@ -274,7 +277,7 @@ def build_catalog_assets(graph: Mapping[str, Analysis]) -> list[dg.AssetsDefinit
         )
         def duplicate_groups(
             storage: StorageResource, catalog: CatalogResource
-        ) -> dg.MaterializeResult:
+        ) -> dg.MaterializeResult[None]:
             return dg.MaterializeResult(
                 metadata=update_duplicate_groups(storage.get_storage(), catalog.get_catalog())
             )
@@ -293,7 +296,9 @@ def build_catalog_assets(graph: Mapping[str, Analysis]) -> list[dg.AssetsDefinit
         "group and the versions that produced them (Parquet). Updated from the results written "
         "since the last materialization.",
     )
-    def track_features(storage: StorageResource, catalog: CatalogResource) -> dg.MaterializeResult:
+    def track_features(
+        storage: StorageResource, catalog: CatalogResource
+    ) -> dg.MaterializeResult[None]:
         return dg.MaterializeResult(
             metadata=update_track_features(
                 storage.get_storage(), catalog.get_catalog(), feature_assets

@@ -6,7 +6,10 @@ answer without a run (an all-skipped ``klio-assets run``) stay fast.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 
 from klio_assets.settings import Settings
 
@@ -25,16 +28,56 @@ FAST_BOOKKEEPING_ENV = {
 }
 
 
-def prepare_environment(settings: Settings) -> None:
-    """Point Dagster at ``KLIO_ASSETS_HOME`` (creating it) and set the bookkeeping variables."""
-    os.makedirs(settings.home, exist_ok=True)
-    yaml_path = os.path.join(settings.home, "dagster.yaml")
-    if not os.path.exists(yaml_path):
-        from klio_assets.orchestration.dagster_internals.sqlite_events import dagster_yaml_storage  # noqa: PLC0415 - imports Dagster
+#: Written once a home's databases exist: later processes skip the (locked) initialization.
+INITIALIZED_MARKER = ".klio-initialized"
 
-        with open(yaml_path, "w") as fh:
-            fh.write(DEFAULT_DAGSTER_YAML + dagster_yaml_storage(settings.home))
+
+@contextlib.contextmanager
+def home_lock(folder: str, name: str) -> Iterator[None]:
+    """Hold an exclusive lock named ``name`` in ``folder`` (blocking) across processes.
+
+    SQLite databases created or written by several processes at once fail: two first commands
+    on a new home both create Dagster's tables ("table run_tags already exists", duplicate
+    Alembic heads), two registrations both insert the same partitions. Commands that create or
+    register take this lock; everything else reads without it.
+    """
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f".klio-{name}.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def prepare_environment(settings: Settings) -> None:
+    """Point Dagster at ``KLIO_ASSETS_HOME`` and set the bookkeeping variables; on a new home,
+    create its ``dagster.yaml``, Dagster's databases and the catalog, once, under a lock."""
+    os.makedirs(settings.home, exist_ok=True)
     os.environ["DAGSTER_HOME"] = settings.home
     os.environ.setdefault("KLIO_ASSETS_HOME", settings.home)
     for name, value in FAST_BOOKKEEPING_ENV.items():
         os.environ.setdefault(name, value)
+    if os.path.exists(os.path.join(settings.home, INITIALIZED_MARKER)):
+        return
+    with home_lock(settings.home, "init"):
+        if not os.path.exists(os.path.join(settings.home, INITIALIZED_MARKER)):
+            _initialize(settings)
+
+
+def _initialize(settings: Settings) -> None:
+    # Imports Dagster and the catalog: paid once per home, never on the fast paths.
+    import dagster as dg  # noqa: PLC0415
+
+    from klio_assets.catalog.database import get_catalog  # noqa: PLC0415
+    from klio_assets.orchestration.dagster_internals.sqlite_events import dagster_yaml_storage  # noqa: PLC0415
+
+    yaml_path = os.path.join(settings.home, "dagster.yaml")
+    if not os.path.exists(yaml_path):
+        with open(yaml_path, "w") as fh:
+            fh.write(DEFAULT_DAGSTER_YAML + dagster_yaml_storage(settings.home))
+    with dg.DagsterInstance.get() as instance:
+        instance.get_dynamic_partitions("tracks")  # creates the event log's index tables
+    get_catalog(settings.catalog_url)
+    with open(os.path.join(settings.home, INITIALIZED_MARKER), "w") as fh:
+        fh.write("dagster.yaml, Dagster's databases and the catalog exist\n")

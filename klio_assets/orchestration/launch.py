@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
 
-from klio_assets.catalog.ledger import existing_outputs
 from klio_assets.catalog.trackids import validate_track_id
 from klio_assets.errors import KlioAssetsError, ParameterError
 from klio_assets.orchestration.home import (  # noqa: F401 - re-exported
@@ -25,34 +24,18 @@ from klio_assets.orchestration.home import (  # noqa: F401 - re-exported
     prepare_environment,
 )
 from klio_assets.orchestration.invocation import RunOutcome
+from klio_assets.orchestration.lineage import ancestors
 from klio_assets.orchestration.partitions import ordered_keys
+from klio_assets.orchestration.ranges import contiguous_ranges  # noqa: F401 - re-exported
+from klio_assets.worker.done import (  # noqa: F401 - existing_outputs re-exported
+    done_tracks,
+    existing_outputs,
+    tracks_with_work,
+)
 from klio_assets.worker.plan import Layout, PlannedAnalysis
 from klio_assets.worker.storage import Storage
 
 INVOCATION_TAG = "klio/invocation"
-
-
-def contiguous_ranges(
-    ordered_keys: Sequence[str], wanted: Iterable[str], max_size: int
-) -> list[list[str]]:
-    """Split ``wanted`` into runs of consecutive partitions (in ``ordered_keys`` order).
-
-    A run covers a contiguous range of partition keys, so a scattered set becomes one run per
-    stretch; long stretches are cut at ``max_size``.
-    """
-    want = set(wanted)
-    ranges: list[list[str]] = []
-    current: list[str] = []
-    for key in ordered_keys:
-        if key in want and len(current) < max_size:
-            current.append(key)
-            continue
-        if current:
-            ranges.append(current)
-        current = [key] if key in want else []
-    if current:
-        ranges.append(current)
-    return ranges
 
 
 def resolve_tracks(
@@ -161,27 +144,38 @@ def tracks_to_run(
     """Tracks needing a run, and per analysis those already done.
 
     Done means Dagster has a materialization *and* the output for the current version
-    exists: a code-version bump or a deleted output brings a track back.
+    exists (:func:`klio_assets.worker.done.done_tracks`, with Dagster's materializations as
+    the record): a code-version bump or a deleted output brings a track back.
 
     Parameters
     ----------
+    instance : dg.DagsterInstance
+    storage : Storage
+    planned : mapping of str to PlannedAnalysis
+        Every analysis, by name, at its current version.
+    selected : sequence of str
+        The analyses asked for.
+    track_ids : sequence of str
+        The wanted tracks, in run order.
     materialized : dict, optional
         Analysis name to the partitions Dagster has a materialization for, filled in as
         needed: pass the same dict to several calls to read each analysis once (reading one
         is O(its materializations)).
+
+    Returns
+    -------
+    todo : list of str
+        The tracks some selected analysis is not done for, in ``track_ids``' order.
+    done : dict of str to list of str
+        Per selected analysis, the tracks done (sorted).
     """
     materialized = {} if materialized is None else materialized
     wanted = set(track_ids)
-    done_by: dict[str, set[str]] = {}
     for name in selected:
         if name not in materialized:
             materialized[name] = materialized_tracks(instance, name)
-        in_dagster = materialized[name] & wanted
-        done_by[name] = (
-            existing_outputs(storage, planned[name], sorted(in_dagster)) if in_dagster else set()
-        )
-    todo = [t for t in track_ids if any(t not in done_by[n] for n in selected)]
-    return todo, {n: sorted(done_by[n]) for n in selected}
+    done = done_tracks(storage, planned, {n: sorted(materialized[n] & wanted) for n in selected})
+    return tracks_with_work(track_ids, selected, done), {n: sorted(done[n]) for n in selected}
 
 
 def execute_catalog_tables(
@@ -249,8 +243,6 @@ def with_missing_upstreams(
     added : list of str
         The upstreams added.
     """
-    from klio_assets.orchestration.lineage import ancestors  # noqa: PLC0415
-
     candidates = [n for n in planned if n in ancestors(graph, selected) and n not in selected]
     added = []
     if candidates and track_ids:

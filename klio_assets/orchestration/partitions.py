@@ -1,10 +1,17 @@
-"""The ``tracks`` partitions: one dynamic partition per track ID, in registration order."""
+"""The ``tracks`` partitions: one dynamic partition per track ID, in registration order.
+
+The reads and writes that go to Dagster's dynamic-partitions table directly live in
+:mod:`klio_assets.orchestration.dagster_internals.dynamic_partitions`, with their fallbacks.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import dagster as dg
+
+from klio_assets.orchestration.dagster_internals import dynamic_partitions
+from klio_assets.orchestration.dagster_internals.loading_context import loading_instance
 
 TRACKS = "tracks"
 #: Keys per ``add_dynamic_partitions`` call where Dagster's own insert is used.
@@ -27,16 +34,8 @@ class TrackPartitionsDefinition(dg.DynamicPartitionsDefinition):
     def get_partition_keys_in_range(self, partition_key_range: dg.PartitionKeyRange) -> list[str]:
         start, end = partition_key_range.start, partition_key_range.end
         if start != end and self.name == TRACKS:
-            from dagster._core.definitions.partitions.context import partition_loading_context  # noqa: PLC0415
-
-            with partition_loading_context() as ctx:
-                store = ctx.dynamic_partitions_store
-            instance = (
-                store
-                if isinstance(store, dg.DagsterInstance)
-                else getattr(store, "_instance", None)
-            )
-            if isinstance(instance, dg.DagsterInstance):
+            instance = loading_instance()
+            if instance is not None:
                 keys = keys_in_range(instance, start, end)
                 if keys is not None:
                     return keys
@@ -50,20 +49,7 @@ tracks_partitions = TrackPartitionsDefinition(name=TRACKS)
 def ordered_keys(instance: dg.DagsterInstance) -> list[str]:
     """Every ``tracks`` key in registration order: ``get_dynamic_partitions`` without its row
     objects (1.7 s instead of 4.1 s for 1.1M keys on PostgreSQL, loaded machine)."""
-    try:
-        import sqlalchemy as sa  # noqa: PLC0415
-        from dagster._core.storage.event_log.schema import DynamicPartitionsTable as table  # noqa: PLC0415, N813
-
-        connect = instance.event_log_storage.index_connection  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        return list(instance.get_dynamic_partitions(TRACKS))
-    query = (
-        sa.select(table.c.partition)
-        .where(table.c.partitions_def_name == TRACKS)
-        .order_by(table.c.id)
-    )
-    with connect() as conn:
-        return list(conn.execute(query).scalars())
+    return dynamic_partitions.ordered_keys(instance, TRACKS)
 
 
 def keys_in_range(instance: dg.DagsterInstance, start: str, end: str) -> list[str] | None:
@@ -75,89 +61,23 @@ def keys_in_range(instance: dg.DagsterInstance, start: str, end: str) -> list[st
     instance's storage is not SQL or the answer does not end where the range does; callers
     then fall back to ``context.partition_keys``.
     """
-    try:
-        import sqlalchemy as sa  # noqa: PLC0415
-        from dagster._core.storage.event_log.schema import DynamicPartitionsTable as table  # noqa: PLC0415, N813
-
-        connect = instance.event_log_storage.index_connection  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        return None
-
-    def id_of(key: str):
-        return (
-            sa.select(table.c.id)
-            .where(table.c.partitions_def_name == TRACKS, table.c.partition == key)
-            .scalar_subquery()
-        )
-
-    query = (
-        sa.select(table.c.partition)
-        .where(
-            table.c.partitions_def_name == TRACKS,
-            table.c.id >= id_of(start),
-            table.c.id <= id_of(end),
-        )
-        .order_by(table.c.id)
-    )
-    with connect() as conn:
-        keys = [row[0] for row in conn.execute(query)]
-    if not keys or keys[0] != start or keys[-1] != end:
-        return None
-    return keys
+    return dynamic_partitions.keys_in_range(instance, TRACKS, start, end)
 
 
 def add_track_partitions(instance: dg.DagsterInstance, keys: Sequence[str]) -> None:
     """Add ``keys`` as ``tracks`` partitions, idempotently and in order.
 
-    What ``instance.add_dynamic_partitions`` does, in batches; on PostgreSQL the same rows go
-    into Dagster's ``dynamic_partitions`` table with one ``INSERT ... SELECT FROM unnest(...)
-    ORDER BY ... ON CONFLICT DO NOTHING`` per batch: dagster-postgres builds a multi-row
-    ``VALUES`` statement whose SQLAlchemy compilation costs about 100 us per key (100 s for a
-    million tracks), the array form about 10. The rows are those Dagster writes (the id and
-    timestamp are the table's defaults, ids follow ``keys``' order) and Dagster's readers see no
-    difference.
+    What ``instance.add_dynamic_partitions`` does, in batches; on PostgreSQL one bulk insert
+    per batch instead (:func:`~klio_assets.orchestration.dagster_internals.dynamic_partitions.postgres_bulk_insert`:
+    about 10 us per key instead of 100), writing the rows Dagster writes.
     """
     keys = list(dict.fromkeys(keys))
     if not keys:
         return
-    insert = _postgres_bulk_insert(instance)
+    insert = dynamic_partitions.postgres_bulk_insert(instance, TRACKS)
     if insert is None:
         for start in range(0, len(keys), PARTITION_BATCH):
             instance.add_dynamic_partitions(TRACKS, keys[start : start + PARTITION_BATCH])
         return
     for start in range(0, len(keys), _PG_BATCH):
         insert(keys[start : start + _PG_BATCH])
-
-
-def _postgres_bulk_insert(instance: dg.DagsterInstance):
-    try:
-        import sqlalchemy as sa  # noqa: PLC0415
-        from dagster._core.storage.event_log.schema import DynamicPartitionsTable as table  # noqa: PLC0415, N813
-        from sqlalchemy.dialects import postgresql  # noqa: PLC0415
-
-        storage = instance.event_log_storage
-        connect = storage.index_connection  # type: ignore[attr-defined]
-        if storage._engine.dialect.name != "postgresql":  # type: ignore[attr-defined]  # noqa: SLF001
-            return None
-        storage._check_partitions_table()  # type: ignore[attr-defined]  # noqa: SLF001
-    except (ImportError, AttributeError):
-        return None
-    pairs = (
-        sa.func.unnest(sa.cast(sa.bindparam("keys"), postgresql.ARRAY(sa.Text)))
-        .table_valued("key", with_ordinality="ord")
-        .render_derived()
-    )
-    statement = (
-        postgresql.insert(table)
-        .from_select(
-            ["partitions_def_name", "partition"],
-            sa.select(sa.literal(TRACKS, sa.Text), pairs.c.key).order_by(pairs.c.ord),
-        )
-        .on_conflict_do_nothing()
-    )
-
-    def insert(batch: Sequence[str]) -> None:
-        with connect() as conn:
-            conn.execute(statement, {"keys": list(batch)})
-
-    return insert

@@ -1,11 +1,11 @@
-"""Cutting a set of track IDs into contiguous partition ranges without listing the catalog.
+"""Cutting a set of track IDs into contiguous partition ranges.
 
-One run covers one contiguous range of ``tracks`` keys (registration order). The CLI lists
-every key to find the ranges (:func:`klio_assets.orchestration.launch.contiguous_ranges`): 0.4 s at 100k
-tracks, 4-5 s at 1M, too slow for a sensor tick that brings a few new tracks. Here the keys'
-row IDs in Dagster's dynamic-partitions table order them, and a gap between two consecutive
-wanted keys is checked with one indexed ``count`` only when their row IDs are not adjacent:
-O(wanted keys) queries at worst, one or two for a batch registered together.
+One run covers one contiguous range of ``tracks`` keys (registration order).
+:func:`contiguous_ranges` cuts a set of keys given every key in order (what the CLI has);
+:func:`partition_ranges` does it without listing the catalog (0.4 s at 100k tracks, 4-5 s at
+1M, too slow for a sensor tick that brings a few new tracks), from the keys' row IDs in
+Dagster's dynamic-partitions table
+(:func:`~klio_assets.orchestration.dagster_internals.dynamic_partitions.key_ranges`).
 """
 
 from __future__ import annotations
@@ -14,22 +14,31 @@ from collections.abc import Iterable, Sequence
 
 import dagster as dg
 
-from klio_assets.orchestration.launch import contiguous_ranges
+from klio_assets.orchestration.dagster_internals.dynamic_partitions import key_ranges
 from klio_assets.orchestration.partitions import TRACKS
 
-#: Keys per ``IN (...)`` query.
-_CHUNK = 5000
 
+def contiguous_ranges(
+    ordered_keys: Sequence[str], wanted: Iterable[str], max_size: int
+) -> list[list[str]]:
+    """Split ``wanted`` into runs of consecutive partitions (in ``ordered_keys`` order).
 
-def _table_access(instance: dg.DagsterInstance):
-    try:
-        import sqlalchemy as sa  # noqa: PLC0415
-        from dagster._core.storage.event_log.schema import DynamicPartitionsTable as table  # noqa: PLC0415, N813
-
-        connect = instance.event_log_storage.index_connection  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        return None
-    return sa, table, connect
+    A run covers a contiguous range of partition keys, so a scattered set becomes one run per
+    stretch; long stretches are cut at ``max_size``. Keys not in ``ordered_keys`` are left out.
+    """
+    want = set(wanted)
+    ranges: list[list[str]] = []
+    current: list[str] = []
+    for key in ordered_keys:
+        if key in want and len(current) < max_size:
+            current.append(key)
+            continue
+        if current:
+            ranges.append(current)
+        current = [key] if key in want else []
+    if current:
+        ranges.append(current)
+    return ranges
 
 
 def partition_ranges(
@@ -43,50 +52,9 @@ def partition_ranges(
     wanted = list(dict.fromkeys(keys))
     if not wanted:
         return []
-    access = _table_access(instance)
-    if access is None:
+    ranges = key_ranges(instance, TRACKS, wanted, max_size)
+    if ranges is None:
         return contiguous_ranges(list(instance.get_dynamic_partitions(TRACKS)), wanted, max_size)
-    sa, table, connect = access
-    rows: list[tuple[int, str]] = []
-    with connect() as conn:
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
-            rows.extend(
-                (int(r[0]), r[1])
-                for r in conn.execute(
-                    sa.select(table.c.id, table.c.partition).where(
-                        table.c.partitions_def_name == TRACKS, table.c.partition.in_(chunk)
-                    )
-                )
-            )
-        rows.sort()
-        ranges: list[list[str]] = []
-        current: list[str] = []
-        previous_id = None
-        for row_id, key in rows:
-            adjacent = previous_id is not None and len(current) < max_size
-            if adjacent and row_id - previous_id > 1:
-                # Other partitions definitions share the table: only a `tracks` key in between
-                # breaks the range.
-                between = conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(table)
-                    .where(
-                        table.c.partitions_def_name == TRACKS,
-                        table.c.id > previous_id,
-                        table.c.id < row_id,
-                    )
-                ).scalar_one()
-                adjacent = between == 0
-            if adjacent:
-                current.append(key)
-            else:
-                if current:
-                    ranges.append(current)
-                current = [key]
-            previous_id = row_id
-        if current:
-            ranges.append(current)
     return ranges
 
 

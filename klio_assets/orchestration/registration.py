@@ -13,6 +13,7 @@ import dagster as dg
 
 from klio_assets.catalog.database import Registration, TrackCatalog
 from klio_assets.catalog.trackids import validate_track_id
+from klio_assets.orchestration.home import home_lock
 from klio_assets.orchestration.partitions import add_track_partitions
 
 
@@ -26,7 +27,10 @@ def register_tracks(
     """
     for track_id, _ in tracks:
         validate_track_id(track_id)
-    outcome = catalog.register(tracks)
-    keys = [t for t, _ in tracks if t not in outcome.conflicts]
-    add_track_partitions(instance, keys)
+    # Several registrations at once (two `klio-assets add`, the landing sensor) would insert
+    # the same rows into SQLite concurrently: one at a time per instance home.
+    with home_lock(instance.root_directory, "register"):
+        outcome = catalog.register(tracks)
+        keys = [t for t, _ in tracks if t not in outcome.conflicts]
+        add_track_partitions(instance, keys)
     return outcome

@@ -29,16 +29,29 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from klio_assets.errors import ParameterError
-from klio_assets.worker.audio import SourceInfo
 from klio_assets.worker.outputs import OutputKind
+from klio_assets.worker.values import Audio, AudioStream, Result, TrackContext
+
+#: The values live in :mod:`klio_assets.worker.values`; authors import them from here.
+__all__ = [
+    "Analysis",
+    "Audio",
+    "AudioStream",
+    "Param",
+    "Result",
+    "SourceAudio",
+    "TrackContext",
+    "Upstream",
+    "analysis",
+    "param",
+]
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -99,131 +112,6 @@ class Upstream:
 Input = SourceAudio | Upstream
 
 
-@dataclass(frozen=True)
-class Audio:
-    """Decoded audio held in memory.
-
-    Attributes
-    ----------
-    samples : np.ndarray [shape=(n,) or (channels, n)], float32
-        Mono audio is one-dimensional (librosa's layout).
-    sample_rate : int
-        Hz.
-    """
-
-    samples: np.ndarray
-    sample_rate: int
-
-    @property
-    def channels(self) -> int:
-        """Number of channels."""
-        return 1 if self.samples.ndim == 1 else int(self.samples.shape[0])
-
-    @property
-    def frames(self) -> int:
-        """Samples per channel."""
-        return int(self.samples.shape[-1])
-
-    @property
-    def duration_s(self) -> float:
-        """Seconds."""
-        return self.frames / self.sample_rate
-
-    def mono(self) -> np.ndarray:
-        """The samples as one channel, shape ``(n,)``: the mean of the channels."""
-        return self.samples if self.samples.ndim == 1 else self.samples.mean(axis=0)
-
-    def frame_blocks(self, block_frames: int = 65536) -> Iterator[np.ndarray]:
-        """The samples as ``(n, channels)`` blocks, the layout writers take."""
-        frames = self.samples[:, None] if self.samples.ndim == 1 else self.samples.T
-        for start in range(0, len(frames), block_frames):
-            yield frames[start : start + block_frames]
-
-
-class AudioStream:
-    """Decoded audio delivered block by block, so that memory does not grow with duration.
-
-    Iterating yields float32 blocks shaped ``(n,)`` for mono and ``(channels, n)`` otherwise.
-    After iteration, :attr:`frames` is the number of frames delivered. A stream can be
-    iterated once.
-
-    Parameters
-    ----------
-    frame_blocks : iterator of np.ndarray [shape=(n, channels)]
-        The blocks in the writers' layout.
-    sample_rate : int
-        Hz.
-    channels : int
-    """
-
-    def __init__(self, frame_blocks: Iterator[np.ndarray], *, sample_rate: int, channels: int):
-        self._blocks = frame_blocks
-        self.sample_rate = sample_rate
-        self.channels = channels
-        self.frames = 0
-        self._used = False
-
-    def _take(self) -> Iterator[np.ndarray]:
-        if self._used:
-            raise ParameterError("an AudioStream can be iterated only once")
-        self._used = True
-        for block in self._blocks:
-            self.frames += len(block)
-            yield block
-
-    def frame_blocks(self) -> Iterator[np.ndarray]:
-        """The blocks in ``(n, channels)`` layout (what writers take)."""
-        return self._take()
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for block in self._take():
-            yield block[:, 0] if self.channels == 1 else block.T
-
-    @property
-    def duration_s(self) -> float:
-        """Seconds delivered so far (the whole duration once iterated)."""
-        return self.frames / self.sample_rate
-
-
-@dataclass(frozen=True)
-class TrackContext:
-    """What an analysis may want to know about the track it runs on.
-
-    Attributes
-    ----------
-    track_id : str
-    uri : str
-        The source audio.
-    source : SourceInfo or None
-        The source's header, when the source was probed in this run.
-    content_hash : str or None
-        ``sha256:<hex>`` of the source bytes.
-    size_bytes : int or None
-    """
-
-    track_id: str
-    uri: str
-    source: SourceInfo | None = None
-    content_hash: str | None = None
-    size_bytes: int | None = None
-
-
-@dataclass
-class Result:
-    """An analysis' return value with metadata to show beside it in Dagster.
-
-    Parameters
-    ----------
-    value : object
-        What the output kind writes.
-    metadata : dict
-        Flat JSON-serialisable values (numbers, strings) added to the track's metadata.
-    """
-
-    value: Any
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
@@ -280,6 +168,12 @@ class Analysis:
                     f"analysis {self.name!r} takes no parameters, got {dict(overrides)}"
                 )
             return None
+        unknown = sorted(set(overrides or {}) - set(self.params_model.model_fields))
+        if unknown:  # a misspelt name would otherwise be ignored, and the default used
+            raise ParameterError(
+                f"analysis {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters: {', '.join(self.params_model.model_fields)}"
+            )
         try:
             return self.params_model(**dict(overrides or {}))
         except ValidationError as exc:

@@ -20,19 +20,20 @@ import math
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from klio_assets.errors import DecodeError, DecodeTimeoutError, ParameterError
+from klio_assets.worker import containers
 
 #: Frames per block when decoding; 64k frames of stereo float32 is 512 KiB.
 BLOCK_FRAMES = 65536
@@ -46,6 +47,11 @@ _SOXR_QUALITY = "HQ"
 #: CPU-second, so a 24-hour file needs ~3 min of CPU on an idle core; 15 min leaves room for
 #: a loaded machine while still stopping a decoder that hangs.
 DEFAULT_TIMEOUT_S = 900.0
+#: Lowest source rate accepted by default, in Hz (telephone audio is 8 kHz; nothing recorded
+#: for listening is below 1 kHz, and a lower rate in a header is a corrupt or hostile file).
+MIN_SAMPLE_RATE = 1000
+#: Most frames one resampled block may hold: a bound on memory whatever the rate ratio.
+MAX_RESAMPLED_BLOCK = 4 * BLOCK_FRAMES
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,9 @@ class DecodeLimits:
         Most channels accepted.
     max_sample_rate : int
         Highest sample rate accepted, in Hz.
+    min_sample_rate : int
+        Lowest sample rate accepted, in Hz: a header claiming 1 Hz would make resampling to
+        22.05 kHz ask for 22,050 output frames per input frame.
     timeout_s : float
         Longest a probe or a decode of one track may take, in seconds (wall clock). A decoder
         still running then is killed (ffmpeg and ffprobe with their whole process group) and
@@ -71,9 +80,17 @@ class DecodeLimits:
     max_channels: int = 32
     max_sample_rate: int = 768_000
     timeout_s: float = DEFAULT_TIMEOUT_S
+    min_sample_rate: int = MIN_SAMPLE_RATE
 
     def __post_init__(self) -> None:
-        for name in ("max_duration_s", "max_channels", "max_sample_rate", "timeout_s"):
+        names = (
+            "max_duration_s",
+            "max_channels",
+            "max_sample_rate",
+            "timeout_s",
+            "min_sample_rate",
+        )
+        for name in names:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ParameterError(f"decode limit {name}={value!r} must be a positive number")
@@ -110,7 +127,7 @@ class SourceInfo:
         """Duration announced by the header, in seconds."""
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy."""
         return asdict(self)
 
@@ -181,40 +198,58 @@ def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = N
             sndfile_problem=sndfile_problem,
             timeout_s=limits.timeout_s,
         )
-    if info.container in ("WAV", "WAVEX"):
-        announced = _riff_announced_frames(path)
-        if announced is not None and announced > info.frames:
-            # libsndfile quietly shortens a WAV to what the file holds; keep what the header
-            # claims so that a truncated file (or a header claiming gigabytes) is caught.
-            info = dataclasses.replace(info, frames=announced)
+    info = _announced_by_container(path, info, track_id=track_id, uri=uri)
     _check_limits(info, limits, track_id=track_id, uri=uri)
     return info
 
 
-def _riff_announced_frames(path: str) -> int | None:
-    """Frames a RIFF/WAVE header announces (``data`` chunk size / block align), if readable."""
-    with open(path, "rb") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        block_align = None
-        for _ in range(64):  # a WAV has a handful of chunks; don't walk a hostile file forever
-            chunk = fh.read(8)
-            if len(chunk) < 8:
-                return None
-            chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if chunk_id == b"fmt ":
-                fmt = fh.read(min(size, 64))
-                if len(fmt) >= 14:
-                    block_align = struct.unpack("<H", fmt[12:14])[0]
-                fh.seek(size - len(fmt) + (size & 1), os.SEEK_CUR)
-            elif chunk_id == b"data":
-                if not block_align or size in (0, 0xFFFFFFFF):
-                    return None
-                return size // block_align
-            else:
-                fh.seek(size + (size & 1), os.SEEK_CUR)
-    return None
+def _announced_by_container(path: str, info: SourceInfo, *, track_id: str, uri: str) -> SourceInfo:
+    """``info`` corrected where libsndfile's view of the container is wrong (see
+    :mod:`klio_assets.worker.containers`): what a WAV/RF64 header claims, an MP3 length
+    estimate that counted a cover-art tag, the streams of a chained Ogg."""
+    if info.container in ("WAV", "WAVEX", "RF64"):
+        announced = containers.riff_announced_frames(path)
+        if announced is not None and announced > info.frames:
+            # libsndfile quietly shortens a WAV to what the file holds; keep what the header
+            # claims so that a truncated file (or a header claiming gigabytes) is caught.
+            return dataclasses.replace(info, frames=announced)
+    elif info.container == "MP3" and info.decoder == "soundfile":
+        fraction = containers.mp3_audio_fraction(path)
+        if fraction is not None:
+            return dataclasses.replace(info, frames=int(info.frames * fraction))
+    elif info.container == "OGG":
+        chain = containers.ogg_chain(path)
+        if chain is not None:
+            return _chained_ogg(chain, info, track_id=track_id, uri=uri)
+    return info
+
+
+def _chained_ogg(
+    chain: list[containers.OggStream], info: SourceInfo, *, track_id: str, uri: str
+) -> SourceInfo:
+    """A chained Ogg decodes with ffmpeg (libsndfile stops after the first stream)."""
+    shapes = {(s.sample_rate, s.channels) for s in chain}
+    if len(shapes) > 1 or any(s.codec not in ("vorbis", "opus") for s in chain):
+        described = ", ".join(f"{s.codec} {s.sample_rate} Hz x{s.channels}" for s in chain)
+        raise DecodeError(
+            track_id, uri,
+            f"chained Ogg of {len(chain)} streams that differ ({described}): only chains of "
+            "one codec, rate and channel count are supported",
+        )  # fmt: skip
+    if not ffmpeg_available():
+        raise DecodeError(
+            track_id, uri,
+            f"chained Ogg of {len(chain)} streams: libsndfile reads only the first; decoding "
+            "it whole needs ffmpeg, which is not installed (apt-get install ffmpeg)",
+        )  # fmt: skip
+    ((rate, channels),) = shapes
+    return dataclasses.replace(
+        info,
+        sample_rate=rate,
+        channels=channels,
+        frames=sum(s.frames for s in chain),
+        decoder="ffmpeg",
+    )
 
 
 _MAGIC = (
@@ -290,7 +325,7 @@ def run_bounded(cmd: list[str], *, timeout_s: float) -> tuple[int, bytes, bytes]
     return proc.returncode, out, err
 
 
-def kill_process_group(proc: subprocess.Popen) -> None:
+def kill_process_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL a child started with ``start_new_session=True`` and everything it started."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -358,6 +393,12 @@ def _check_limits(info: SourceInfo, limits: DecodeLimits, *, track_id: str, uri:
         raise DecodeError(
             track_id, uri,
             f"{info.channels} channels exceeds the limit of {limits.max_channels} (max_channels)",
+        )  # fmt: skip
+    if info.sample_rate < limits.min_sample_rate:
+        raise DecodeError(
+            track_id, uri,
+            f"{info.sample_rate} Hz is below the lowest accepted rate of "
+            f"{limits.min_sample_rate} Hz (min_sample_rate): the header is corrupt or hostile",
         )  # fmt: skip
     if info.sample_rate > limits.max_sample_rate:
         raise DecodeError(
@@ -538,8 +579,10 @@ def downmix(block: np.ndarray) -> np.ndarray:
     if channels == 1:
         return block[:, 0]
     if channels == 2:
-        return (block[:, 0] + block[:, 1]) * np.float32(0.5)
-    return block.mean(axis=1, dtype=np.float32)
+        mixed: np.ndarray = (block[:, 0] + block[:, 1]) * np.float32(0.5)
+        return mixed
+    mean: np.ndarray = block.mean(axis=1, dtype=np.float32)
+    return mean
 
 
 def exact_length(frames: int, source_rate: int, target_rate: int) -> int:
@@ -589,20 +632,24 @@ def convert_blocks(
     n_in = n_out = 0
     held: np.ndarray | None = None
     channels = 1
+    # Input pieces small enough that no output piece exceeds MAX_RESAMPLED_BLOCK frames.
+    piece = max(1, MAX_RESAMPLED_BLOCK * source_rate // target_rate)
     for block in blocks:
-        x = downmix(block) if mono else block
+        x_block = downmix(block) if mono else block
         if stream is None:
-            channels = 1 if x.ndim == 1 else x.shape[1]
+            channels = 1 if x_block.ndim == 1 else x_block.shape[1]
             stream = soxr.ResampleStream(
                 source_rate, target_rate, channels, dtype="float32", quality=_SOXR_QUALITY
             )
-        n_in += len(x)
-        y = stream.resample_chunk(x)
-        if len(y):
-            if held is not None:
-                n_out += len(held)
-                yield held
-            held = y if y.ndim == 2 else y[:, None]
+        for start in range(0, len(x_block), piece):
+            x = x_block[start : start + piece]
+            n_in += len(x)
+            y = stream.resample_chunk(x)
+            if len(y):
+                if held is not None:
+                    n_out += len(held)
+                    yield from _slices(held, MAX_RESAMPLED_BLOCK)
+                held = y if y.ndim == 2 else y[:, None]
     if stream is None:
         return
     tail = stream.resample_chunk(
@@ -618,8 +665,12 @@ def convert_blocks(
         last = last[:want]
     elif len(last) < want:
         last = np.concatenate([last, np.zeros((want - len(last), last.shape[1]), np.float32)])
-    if len(last):
-        yield last
+    yield from _slices(last, MAX_RESAMPLED_BLOCK)
+
+
+def _slices(block: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(block), size):
+        yield block[start : start + size]
 
 
 def write_audio(

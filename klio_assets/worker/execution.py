@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from klio_assets.analyses import SOURCE_ASSET
 from klio_assets.errors import KlioAssetsError, MissingInputError, TrackError
 from klio_assets.worker import audio as audio_io
 from klio_assets.worker.analysis import (
@@ -41,7 +40,8 @@ from klio_assets.worker.analysis import (
     Upstream,
 )
 from klio_assets.worker.audio import SourceDecoder, SourceInfo
-from klio_assets.worker.plan import Layout, RunPlan, import_analysis
+from klio_assets.worker.done import done_analyses
+from klio_assets.worker.plan import SOURCE_ASSET, Layout, RunPlan, import_analysis
 from klio_assets.worker.storage import Storage, hash_file, open_source
 
 COMPUTED, SKIPPED, FAILED = "computed", "skipped", "failed"
@@ -194,10 +194,17 @@ class Engine:
         task: dict[str, Any] = {**ref, "analyses": {}, "pending": []}
         skip_status = WOULD_SKIP if self.plan.dry_run else SKIPPED
         try:
+            done = (
+                []
+                if self.plan.force
+                else done_analyses(self.storage, self.plan.analyses, self.plan.selected, track_id)
+            )
             for name in self.plan.selected:
-                out = self.output_uri(name, track_id)
-                if not self.plan.force and self.storage.exists(out):
-                    task["analyses"][name] = {"status": skip_status, "uri": out}
+                if name in done:
+                    task["analyses"][name] = {
+                        "status": skip_status,
+                        "uri": self.output_uri(name, track_id),
+                    }
                 else:
                     task["pending"].append(name)
             if task["pending"]:

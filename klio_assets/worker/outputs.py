@@ -9,6 +9,7 @@ This module imports nothing from Dagster.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import math
@@ -21,6 +22,7 @@ import soundfile as sf
 
 from klio_assets.errors import ParameterError
 from klio_assets.worker import audio as audio_io
+from klio_assets.worker.values import Audio, AudioStream
 
 if TYPE_CHECKING:
     from klio_assets.worker.storage import Storage
@@ -150,7 +152,6 @@ class AudioFile(OutputKind):
         return _AUDIO_EXTENSIONS[self.format]
 
     def write(self, value: Any, path: str) -> dict[str, Any]:
-        from klio_assets.worker.analysis import Audio, AudioStream  # noqa: PLC0415 - cycle
 
         if isinstance(value, AudioStream):
             blocks, rate, channels = value.frame_blocks(), value.sample_rate, value.channels
@@ -176,7 +177,6 @@ class AudioFile(OutputKind):
         }
 
     def read(self, path: str, *, stream: bool = False) -> Any:
-        from klio_assets.worker.analysis import Audio, AudioStream  # noqa: PLC0415 - cycle
 
         if stream:
             info = sf.info(path)
@@ -351,10 +351,25 @@ class AudioFiles(OutputKind):
             )
         single = AudioFile(format=self.format, subtype=self.subtype)
         manifest: dict[str, Any] = {"parts": {}}
+        uris = {part: self._part_uri(storage, uri, part) for part in self.parts}
+        if any(isinstance(v, AudioStream) for v in value.values()):
+            # Streams made by lockstep_streams advance together: their parts are written at
+            # the same time, each in its own thread, so that none waits for the whole track.
+            with concurrent.futures.ThreadPoolExecutor(len(self.parts)) as pool:
+                futures = {
+                    part: pool.submit(single.commit, storage, uris[part], value[part])
+                    for part in self.parts
+                }
+                described_parts = {part: f.result() for part, f in futures.items()}
+        else:
+            described_parts = {
+                part: single.commit(storage, uris[part], value[part]) for part in self.parts
+            }
         for part in self.parts:
-            part_uri = self._part_uri(storage, uri, part)
-            described = single.commit(storage, part_uri, value[part])
-            manifest["parts"][part] = {"file": part_uri.rsplit("/", 1)[1], **described}
+            manifest["parts"][part] = {
+                "file": uris[part].rsplit("/", 1)[1],
+                **described_parts[part],
+            }
         first = manifest["parts"][self.parts[0]]
         manifest.update({k: first[k] for k in ("duration_s", "sample_rate", "channels")})
         storage.write_json(uri, manifest)

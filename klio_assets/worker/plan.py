@@ -20,6 +20,11 @@ from klio_assets.worker.audio import DecodeLimits
 from klio_assets.worker.storage import Storage, shard_of
 
 RESULTS_FOLDER = "_runs"
+#: The asset standing for each track's source audio (probed and verified); every analysis
+#: that decodes the source shows it as upstream in the lineage graph, and the engine reads its
+#: output for a track's duration, rate and channels. Defined here, not with the built-in
+#: analyses, so that the engine names it without importing them.
+SOURCE_ASSET = "source_audio"
 
 
 @dataclass(frozen=True)

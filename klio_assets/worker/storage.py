@@ -22,16 +22,26 @@ import errno
 import hashlib
 import json
 import os
-import random
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from klio_assets.errors import StorageError, TransientStorageError, UnsafePathError
+import tenacity
+
+from klio_assets.errors import (
+    ParameterError,
+    StorageError,
+    TransientStorageError,
+    UnsafePathError,
+)
+
+if TYPE_CHECKING:
+    import fsspec
 
 T = TypeVar("T")
 
@@ -58,7 +68,7 @@ def _process_alive(pid: int) -> bool:
 GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
 
-def _emulated_gcs(options: dict[str, Any]):
+def _emulated_gcs(options: dict[str, Any]) -> fsspec.AbstractFileSystem:
     """gcsfs against the emulator in ``STORAGE_EMULATOR_HOST``: anonymous, and without the
     storage-control (gRPC) bucket-type probe of gcsfs' extended file system, which an emulator
     does not serve (each probe waits 60 s for a TLS handshake)."""
@@ -94,52 +104,92 @@ _TRANSIENT_CODES = frozenset(
     "SlowDown Throttling ThrottlingException TooManyRequests RequestLimitExceeded "
     "RequestTimeout InternalError ServiceUnavailable".split()
 )
-#: Connection-level exceptions of the HTTP stacks under gcsfs/s3fs (aiohttp, requests, urllib3,
-#: botocore, google-auth), by name: none of them derive from the built-in ConnectionError.
-_TRANSIENT_NAMES = frozenset(
-    "ServerDisconnectedError ClientConnectionError ClientOSError ClientPayloadError "
-    "ConnectTimeout ReadTimeout ConnectTimeoutError ReadTimeoutError ChunkedEncodingError "
-    "ProtocolError IncompleteRead RemoteDisconnected EndpointConnectionError "
-    "ConnectionClosedError TransportError".split()
-)
+#: Connection-level exception types of the HTTP stacks under gcsfs and s3fs, by module: none
+#: derives from the built-in ConnectionError or TimeoutError. A module that is not imported
+#: cannot have raised anything, so only those already in ``sys.modules`` are looked at (nothing
+#: is imported to classify an error, and no library here is required).
+_TRANSIENT_TYPES = {
+    "aiohttp": ("ClientConnectionError", "ClientPayloadError"),  # gcsfs, s3fs (aiobotocore)
+    "requests.exceptions": ("ConnectionError", "Timeout", "ChunkedEncodingError"),
+    "urllib3.exceptions": ("ProtocolError", "TimeoutError"),
+    "http.client": ("IncompleteRead",),  # RemoteDisconnected is a ConnectionResetError
+    "botocore.exceptions": (
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+    ),
+    "google.auth.exceptions": ("TransportError",),  # token refresh over a dropped connection
+}
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = []
+    for module_name, names in _TRANSIENT_TYPES.items():
+        module = sys.modules.get(module_name)
+        for name in names:
+            cls = getattr(module, name, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                found.append(cls)
+    return tuple(found)
 
 
 def _http_status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    candidates = [
+    """The HTTP status an error carries: ``code`` (gcsfs ``HttpError``, google-api-core's
+    ``GoogleAPICallError``, urllib's ``HTTPError``), ``status`` (aiohttp's
+    ``ClientResponseError``), ``status_code`` (requests), or botocore's ``response``."""
+    candidates: list[object] = [
         getattr(exc, "code", None),
         getattr(exc, "status", None),
         getattr(exc, "status_code", None),
     ]
+    response = getattr(exc, "response", None)
     if isinstance(response, dict):
         candidates.append((response.get("ResponseMetadata") or {}).get("HTTPStatusCode"))
     for value in candidates:
-        try:
-            return int(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
     return None
 
 
-def _is_transient(exc: BaseException) -> bool:
-    """Throttling, 5xx, timeouts and dropped connections, as the cloud clients report them."""
+def is_transient(exc: BaseException) -> bool:
+    """Whether trying again may succeed: throttling, 5xx, timeouts, dropped connections.
+
+    A full disk, a read-only target, a missing permission or a missing file will not go away
+    by retrying; neither will bad input. Errors already classified keep their class.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What an I/O operation raised.
+    """
+    if isinstance(exc, StorageError):
+        return exc.transient
+    if isinstance(exc, FileNotFoundError):
+        return False  # an answer, not a failure
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS:
+        return False
     if _http_status(exc) in _TRANSIENT_HTTP:
         return True
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and (response.get("Error") or {}).get("Code") in _TRANSIENT_CODES:
         return True
-    return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__)
+    return isinstance(exc, _transient_types())
 
 
 def classify_error(exc: BaseException, what: str) -> StorageError:
     """Wrap an I/O exception as a transient or permanent :class:`StorageError`.
 
-    Connection resets, timeouts, throttling and 5xx answers may succeed when retried; a full
-    disk, a read-only target or a missing permission will not.
+    Connection resets, timeouts, throttling and 5xx answers may succeed when retried (see
+    :func:`is_transient`); a full disk, a read-only target or a missing permission will not.
     """
     if isinstance(exc, StorageError):
         return exc
-    if isinstance(exc, (ConnectionError, TimeoutError)) or _is_transient(exc):
+    if is_transient(exc):
         err: StorageError = TransientStorageError(f"{what}: {exc}")
     elif isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS:
         err = StorageError(f"{what}: {os.strerror(exc.errno)}")
@@ -168,27 +218,43 @@ def retry_transient(
     tries : int
         Total attempts, at least 1.
     base_delay, max_delay : float
-        Backoff in seconds: ``min(max_delay, base_delay * 2**attempt)`` times a jitter in [0.5, 1).
+        Backoff in seconds: after attempt ``n`` (from 0), ``min(max_delay, base_delay * 2**n)``
+        times a jitter in [0.5, 1): half of it fixed, half random, so that writers failing
+        together spread out without any of them retrying at once.
 
     Raises
     ------
+    FileNotFoundError
+        As raised by ``fn``, at once: callers decide what a missing file means.
     StorageError
         The last error, with the number of attempts when it was transient.
     """
-    for attempt in range(tries):
-        try:
-            return fn()
-        except FileNotFoundError:
-            raise  # an answer, not a failure: callers decide what a missing file means
-        except Exception as exc:  # classified below: only transient errors are retried
-            err = classify_error(exc, what)
-            if not err.transient or attempt == tries - 1:
-                if err.transient:
-                    err.args = (f"{err.args[0]} (gave up after {tries} attempts)",)
-                raise err from exc
-            delay = min(max_delay, base_delay * 2**attempt) * (0.5 + random.random() / 2)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    if tries < 1:
+        raise ParameterError(f"tries={tries}: wanted at least 1 attempt")
+    half_base, half_max = base_delay / 2, max_delay / 2
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(tries),
+        wait=tenacity.wait_exponential(multiplier=half_base, max=half_max)
+        + tenacity.wait_random_exponential(multiplier=half_base, max=half_max),
+        retry=tenacity.retry_if_exception(is_transient),
+        sleep=_sleep,
+        reraise=True,  # the operation's own error, not tenacity's RetryError
+    )
+    try:
+        return retrying(fn)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # every error leaves classified, as a StorageError
+        err = classify_error(exc, what)
+        if err is exc:
+            raise
+        if err.transient:  # still failing after the last attempt
+            err.args = (f"{err.args[0]} (gave up after {tries} attempts)",)
+        raise err from exc
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)  # looked up at call time: tests replace time.sleep
 
 
 class Storage:
@@ -216,7 +282,7 @@ class Storage:
             self.root = os.path.abspath(os.path.expanduser(path))
         self.options = dict(options or {})
         self.fsync = fsync
-        self._fs = None
+        self._fs: fsspec.AbstractFileSystem | None = None
         self._swept: set[str] = set()
 
     def __repr__(self) -> str:
@@ -238,7 +304,7 @@ class Storage:
         return uri
 
     @property
-    def fs(self):
+    def fs(self) -> fsspec.AbstractFileSystem:
         """The fsspec file system of a remote root (created on first use)."""
         if self._fs is None:
             import fsspec  # noqa: PLC0415 - only remote roots need it
@@ -263,7 +329,7 @@ class Storage:
         """Whether a committed file exists at ``uri``."""
         if not self.remote:
             return os.path.isfile(uri)
-        return retry_transient(lambda: self.fs.isfile(uri), what=f"check {uri}")
+        return retry_transient(lambda: bool(self.fs.isfile(uri)), what=f"check {uri}")
 
     def list_names(self, folder_uri: str) -> list[str]:
         """Names of committed files directly in ``folder_uri`` (temporary files excluded)."""
@@ -294,7 +360,7 @@ class Storage:
                     return fh.read()
             except OSError as exc:
                 raise classify_error(exc, f"read {uri}") from exc
-        return retry_transient(lambda: self.fs.cat_file(uri), what=f"read {uri}")
+        return retry_transient(lambda: cast(bytes, self.fs.cat_file(uri)), what=f"read {uri}")
 
     def read_json(self, uri: str) -> Any:
         """A JSON document (never a pickle)."""

@@ -1,1 +1,12 @@
-"""Every use of Dagster's private API (``dagster._core``), each with its public-API fallback."""
+"""Every use of Dagster's private API (``dagster._core``), each with its public-API fallback.
+
+* :mod:`.dynamic_partitions`: the dynamic-partitions table read and written directly (ordered
+  keys, a range's keys, contiguous ranges, the PostgreSQL bulk insert);
+* :mod:`.loading_context`: the instance behind the current partition-loading context;
+* :mod:`.events`: per-track materializations in batches;
+* :mod:`.sqlite_events`, :mod:`.postgres_events`: event logs with cheaper batched writes (the
+  classes ``dagster.yaml`` names, through the shims ``klio_assets.sqlite_events`` and
+  ``klio_assets.postgres_events``).
+
+``klio_assets_tests/test_dagster_internals.py`` fails when Dagster changes what these rely on.
+"""

@@ -17,9 +17,10 @@ Use it in ``dagster.yaml`` instead of the ``storage: postgres:`` shortcut (see
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from dagster._core.event_api import EventLogEntry
 from dagster._core.events import DagsterEventType
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster_postgres.event_log.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
@@ -48,7 +49,7 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
             self._store_asset_event(conn, kept[-1], event_ids[-1])
 
     @classmethod
-    def from_config_value(cls, inst_data, config_value):  # type: ignore[override]
+    def from_config_value(cls, inst_data: Any, config_value: Any) -> Any:
         """Built from ``dagster.yaml`` (Dagster's own class method builds the parent class)."""
         return cls(
             inst_data=inst_data,

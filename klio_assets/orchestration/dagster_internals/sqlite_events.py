@@ -14,9 +14,10 @@ lines of its ``dagster.yaml`` to go back to Dagster's default.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from dagster._core.event_api import EventLogEntry
 from dagster._core.events import DagsterEventType
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
@@ -60,7 +61,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         )
 
     @classmethod
-    def from_config_value(cls, inst_data, config_value):  # type: ignore[override]
+    def from_config_value(cls, inst_data: Any, config_value: Any) -> Any:
         """Built from ``dagster.yaml`` (Dagster's own class method builds the parent class)."""
         return cls(inst_data=inst_data, **config_value)
 
