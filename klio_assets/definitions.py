@@ -50,7 +50,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         selection=dg.AssetSelection.assets(*catalog_assets),
         description="Update the catalog-level tables from the results written since their last update.",
     )
-    auto_sensors, auto_schedules = build_automation(settings, analyses, job_name=JOB_NAME)
+    storage = StorageResource(root=settings.storage)
+    catalog = CatalogResource(url=settings.catalog_url)
+    auto_sensors, auto_schedules = build_automation(
+        settings, analyses, job_name=JOB_NAME, catalog=catalog, storage=storage
+    )
     catalog_schedule = dg.ScheduleDefinition(
         name="catalog_tables_schedule",
         job=catalog_job,
@@ -73,8 +77,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 pipeline_args=settings.beam_options,
                 dataflow=DataflowConfig(**settings.dataflow) if settings.dataflow else None,
             ),
-            "storage": StorageResource(root=settings.storage),
-            "catalog": CatalogResource(url=settings.catalog_url),
+            "storage": storage,
+            "catalog": catalog,
         },
         # One op per run: an extra process per step would only add start-up time.
         executor=dg.in_process_executor,

@@ -216,6 +216,12 @@ class Settings(BaseSettings):
         "or object URIs; needs `klio-assets[gcp]`.",
         json_schema_extra=_doc("automation"),
     )
+    landing_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Folders (comma separated) whose files Pub/Sub messages may name, besides "
+        "a local landing folder; other local paths in messages are refused.",
+        json_schema_extra=_doc("automation", default="none"),
+    )
     landing_max_tracks: int = Field(
         default_factory=lambda data: data.get("batch_size", DEFAULT_BATCH_SIZE),
         ge=1,
@@ -282,10 +288,15 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"cannot be split into shell words ({exc})") from exc
 
-    @field_validator("analysis_modules", "auto_analyses", mode="before")
+    @field_validator("analysis_modules", "auto_analyses", "landing_roots", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return _comma_list(value)
+
+    @field_validator("landing_roots", mode="after")
+    @classmethod
+    def _absolute_roots(cls, value: list[str]) -> list[str]:
+        return [os.path.abspath(os.path.expanduser(root)) for root in value]
 
     @field_validator("analysis_modules", mode="after")
     @classmethod

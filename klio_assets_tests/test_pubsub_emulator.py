@@ -3,7 +3,8 @@
 become registered tracks and one ranged run request, and are acknowledged (not redelivered).
 
 Where gcloud or its emulator is not installed the test is skipped and says so; the same code
-path up to the client is covered everywhere by test_sensors.py with a fake subscriber."""
+path up to the client (hostile messages included) is covered everywhere by test_sensors.py
+with an in-memory subscriber."""
 
 import json
 import os
@@ -96,11 +97,14 @@ def test_pubsub_landing_against_the_emulator(home, tmp_path, emulator, monkeypat
             30
         )
     publisher.publish(topic, b"not a track!").result(30)
+    # Outside the allowed roots: refused, acknowledged, never registered.
+    publisher.publish(topic, json.dumps({"uri": "/etc/passwd"}).encode()).result(30)
 
     empty_landing = tmp_path / "landing"
     empty_landing.mkdir()
     monkeypatch.setenv("KLIO_ASSETS_LANDING", str(empty_landing))
     monkeypatch.setenv("KLIO_ASSETS_LANDING_SUBSCRIPTION", subscription)
+    monkeypatch.setenv("KLIO_ASSETS_LANDING_ROOTS", folder)  # messages may name files there
     defs = build_definitions(Settings.from_env())
     instance = dg.DagsterInstance.get()
     result = None
@@ -119,7 +123,7 @@ def test_pubsub_landing_against_the_emulator(home, tmp_path, emulator, monkeypat
         tags["dagster/asset_partition_range_start"],
         tags["dagster/asset_partition_range_end"],
     } == {"e1", "e2"}
-    # Acknowledged: nothing comes back, not even the refused message.
+    # Acknowledged: nothing comes back, not even the refused messages.
     time.sleep(1)
     again = subscriber.pull(
         request={"subscription": subscription, "max_messages": 10, "return_immediately": True},

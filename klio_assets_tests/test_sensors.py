@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
-from klio_assets.automation import landing as landing_module
 from klio_assets.automation.landing import CLOCK_MARGIN_S
+from klio_assets.automation.landing import listing as landing_module
 from klio_assets.catalog.database import get_catalog
 from klio_assets.definitions import JOB_NAME, build_definitions
 from klio_assets.errors import CatalogError, StorageError
@@ -274,6 +274,84 @@ def test_pubsub_messages_are_acknowledged_after_registration(landing, monkeypatc
     assert ranges_of(result) == [("p1", "p3")]
 
 
+def test_pubsub_hostile_messages_are_refused_acknowledged_and_logged_while_good_ones_register(
+    landing, tmp_path, monkeypatch, caplog
+):
+    """The production path: the Definitions' landing sensor, one pull mixing good messages
+    and hostile ones. Only the good tracks are registered; every message is acknowledged; each
+    refusal is logged with its reason."""
+    from klio_assets.catalog.discovery import MAX_MESSAGE_BYTES
+
+    allowed = str(tmp_path / "allowed")
+    outside = str(tmp_path / "outside")
+    drop(allowed, "ok2.wav")
+    drop(outside, "secret.wav")
+    os.symlink(os.path.join(outside, "secret.wav"), os.path.join(allowed, "link.wav"))
+    monkeypatch.setenv("KLIO_ASSETS_LANDING_SUBSCRIPTION", "projects/p/subscriptions/s")
+    monkeypatch.setenv("KLIO_ASSETS_LANDING_ROOTS", allowed)
+    good = [
+        (json.dumps({"track_id": "ok1", "uri": "gs://bucket/in/ok1.flac"}).encode(), {}),
+        (json.dumps({"uri": os.path.join(allowed, "ok2.wav")}).encode(), {}),
+        (b"", {"bucketId": "bucket", "objectId": "in/ok3.wav", "eventType": "OBJECT_FINALIZE"}),
+    ]
+    hostile = {
+        "passwd-json": (json.dumps({"uri": "/etc/passwd"}).encode(), {}, "leads outside"),
+        "passwd-text": (b"/etc/passwd", {}, "leads outside"),
+        "outside": (
+            json.dumps({"track_id": "evil", "uri": os.path.join(outside, "secret.wav")}).encode(),
+            {},
+            "leads outside",
+        ),
+        "symlink": (
+            json.dumps({"track_id": "link", "uri": os.path.join(allowed, "link.wav")}).encode(),
+            {},
+            "leads outside",
+        ),
+        "dotdot": (b"gs://bucket/../../other/z.wav", {}, "must not contain '..'"),
+        "dotdot-gcs": (
+            b"",
+            {"bucketId": "bucket", "objectId": "in/../../z.wav", "eventType": "OBJECT_FINALIZE"},
+            "must not contain '..'",
+        ),
+        "huge": (
+            b'{"track_id": "big", "uri": "gs://b/' + b"x" * MAX_MESSAGE_BYTES + b'.wav"}',
+            {},
+            "over the limit",
+        ),
+        "nested": (b"[" * 30000 + b"]" * 30000, {}, "nests JSON"),
+        "nested-object": (b'{"uri": ' * 5000 + b"1" + b"}" * 5000, {}, "nests JSON"),
+        "control": (
+            json.dumps({"track_id": "cc", "uri": "gs://bucket/in/a\u0000.wav"}).encode(),
+            {},
+            "control characters",
+        ),
+        "not-audio": (
+            b"",
+            {"bucketId": "bucket", "objectId": "in/notes.txt", "eventType": "OBJECT_FINALIZE"},
+            "not an audio file name",
+        ),
+    }
+    fake = FakeSubscriber(
+        [good[0], *[(d, a) for d, a, _ in hostile.values()], good[1], good[2]],
+        Settings.from_env().catalog_url,
+    )
+    caplog.set_level("WARNING")
+    result, instance = evaluate("landing_sensor", subscriber=fake)
+    assert registered(instance) == ["ok1", "ok2", "ok3"]
+    resolved = get_catalog(Settings.from_env().catalog_url).resolve(["ok1", "ok2", "ok3"])
+    assert resolved == {
+        "ok1": "gs://bucket/in/ok1.flac",
+        "ok2": os.path.join(allowed, "ok2.wav"),
+        "ok3": "gs://bucket/in/ok3.wav",
+    }
+    assert ranges_of(result) == [("ok1", "ok3")]
+    assert len(fake.acked) == len(good) + len(hostile)  # refused for good: not redelivered
+    refusals = [r.getMessage() for r in caplog.records if "refused message" in r.getMessage()]
+    for name, (_, _, reason) in hostile.items():
+        assert any(reason in line for line in refusals), (name, reason, refusals)
+    assert len({line for line in refusals if "landing: refused" in line}) == len(hostile)
+
+
 def test_pubsub_message_is_not_acknowledged_when_registration_fails(landing, monkeypatch):
     monkeypatch.setenv("KLIO_ASSETS_LANDING_SUBSCRIPTION", "projects/p/subscriptions/s")
     fake = FakeSubscriber([(b"gs://bucket/in/p1.flac", {})], Settings.from_env().catalog_url)
@@ -281,7 +359,7 @@ def test_pubsub_message_is_not_acknowledged_when_registration_fails(landing, mon
     def broken(*args, **kwargs):
         raise CatalogError("catalog is down")
 
-    monkeypatch.setattr("klio_assets.automation.landing.register_tracks", broken)
+    monkeypatch.setattr("klio_assets.automation.landing.tick.register_tracks", broken)
     with pytest.raises(CatalogError, match="catalog is down"):
         evaluate("landing_sensor", subscriber=fake)
     assert fake.acked == []

@@ -291,3 +291,29 @@ def test_temporaries_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
     storage = Storage(str(tmp_path / "root"))
     storage.write_bytes(storage.join("a", "out.json"), b"{}")
     assert sorted(os.listdir(folder)) == sorted([live.name, other_host.name, "out.json"])
+
+
+def test_an_unreachable_remote_root_fails_fast_in_one_line(monkeypatch):
+    """gcsfs retries every request six times inside our own retries: an unreachable gs://
+    root once took 5+ minutes and thousands of log lines. The probe answers within its limit."""
+    import time
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")  # connection refused
+    started = time.monotonic()
+    with pytest.raises(StorageError, match=r"storage gs://nobucket/x: no answer within 3 s"):
+        Storage("gs://nobucket/x").check_reachable(timeout_s=3)
+    assert time.monotonic() - started < 10
+
+
+def test_exists_on_an_unreachable_store_is_an_error_not_a_missing_file(monkeypatch):
+    """fsspec's isfile answers False for any error: missing outputs would be recomputed (and
+    their writes fail) instead of the store's problem being reported."""
+    store = Storage("memory://klio-unreachable")
+
+    def refuse(path, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(store.fs, "info", refuse)
+    monkeypatch.setattr("klio_assets.worker.storage.time.sleep", lambda s: None)
+    with pytest.raises(StorageError, match="gave up after 5 attempts"):
+        store.exists("memory://klio-unreachable/a.json")

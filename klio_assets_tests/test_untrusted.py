@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import os
 import pathlib
+import re
 
 import apache_beam as beam
 import numpy as np
@@ -23,7 +24,7 @@ from klio_assets.errors import ParameterError, TrackIdError, UnsafePathError
 from klio_assets.worker.pipeline import build_pipeline
 from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
 from klio_assets.worker.storage import Storage
-from klio_assets_tests import sample_analyses
+from klio_assets_tests import sample_analyses, synth
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1]
 
@@ -142,6 +143,85 @@ def test_pubsub_style_messages_are_validated(catalog):
         parse_track_message(f'{{"track_id": "t", "uri": "{base}/audio/a.wav"}}', roots=[])
 
 
+def test_every_message_format_goes_through_the_one_confined_parser(catalog):
+    base, outside = catalog
+    roots = [str(base)]
+    finalize = {"bucketId": "bucket", "eventType": "OBJECT_FINALIZE"}
+    good = [
+        (
+            b"",
+            {**finalize, "objectId": "in/My Song.flac"},
+            ("My-Song", "gs://bucket/in/My Song.flac"),
+        ),
+        (b"GS://bucket/in/p2.mp3", None, ("p2", "gs://bucket/in/p2.mp3")),  # scheme normalized
+        (b" s3://bucket/p3.wav\n", None, ("p3", "s3://bucket/p3.wav")),
+        (b'{"uri": "gs://bucket/x/p4.ogg"}', None, ("p4", "gs://bucket/x/p4.ogg")),
+        (f"{base}/audio/a.wav".encode(), None, ("a", f"{base}/audio/a.wav")),
+        (b"known-track", None, ("known-track", None)),  # an ID alone: a catalogued track
+    ]
+    for data, attributes, expected in good:
+        assert parse_track_message(data, roots=roots, attributes=attributes) == expected
+    bad = [
+        (b"", {**finalize, "objectId": "in/notes.txt"}, ParameterError, "not an audio file name"),
+        (
+            b"",
+            {**finalize, "eventType": "OBJECT_DELETE", "objectId": "a.wav"},
+            ParameterError,
+            "not a new object",
+        ),
+        (b"", {**finalize, "objectId": "in/../../z.wav"}, UnsafePathError, "must not contain '..'"),
+        (b"gs://bucket/./z.wav", None, UnsafePathError, "must not contain '.' segments"),
+        (b"gs://Bad_Bucket!/z.wav", None, UnsafePathError, "no valid bucket name"),
+        (b"gs://bucket/folder/", None, UnsafePathError, "not an object"),
+        (b"/etc/passwd", None, UnsafePathError, "leads outside"),
+        (f"{outside}/secret.wav".encode(), None, UnsafePathError, "leads outside"),
+        (b"[" * 30000 + b"]" * 30000, None, ParameterError, "nests JSON 30000 levels"),
+        (
+            b'{"a": "[[[[[[[[[[[[", "uri": ' + b"[" * 20 + b"]" * 20 + b"}",
+            None,
+            ParameterError,
+            "nests JSON 21 levels",
+        ),
+        (b'{"uri": "gs://bucket/a\\u0007.wav"}', None, UnsafePathError, "control characters"),
+        (b'{"uri": 5}', None, UnsafePathError, "must be a string"),
+        (b'{"track_id": "t"}', None, ParameterError, "a track ID alone is sent as plain text"),
+        (b"two words", None, TrackIdError, "not JSON, a gs:// or s3:// URI, a path or a track ID"),
+    ]
+    for data, attributes, error, says in bad:
+        with pytest.raises(error, match=re.escape(says)):
+            parse_track_message(data, roots=roots, attributes=attributes)
+    # Strings are not nesting: brackets inside them do not count towards the depth.
+    assert parse_track_message(
+        b'{"note": "' + b"[" * 100 + b'", "uri": "gs://bucket/q.wav"}', roots=roots
+    ) == ("q", "gs://bucket/q.wav")
+
+
+def test_add_refuses_object_uris_with_dot_segments(tmp_path):
+    found = discover(
+        ["gs://bucket/../../other/z.wav", "s3://bucket/a/./b.wav", "gs://bucket/in/ok.wav"]
+    )
+    assert found.tracks == [("ok", "gs://bucket/in/ok.wav")]
+    assert [what for what, _ in found.rejected] == [
+        "gs://bucket/../../other/z.wav",
+        "s3://bucket/a/./b.wav",
+    ]
+    assert "must not contain '..'" in found.rejected[0][1]
+
+
+def test_cli_add_refuses_a_dot_dot_uri_and_registers_the_rest(home):
+    from click.testing import CliRunner
+
+    from klio_assets.cli.main import main
+
+    result = CliRunner().invoke(
+        main, ["add", "gs://bucket/../../other/z.wav", "gs://bucket/ok.wav"]
+    )
+    assert result.exit_code == 1
+    assert "registered 1 new tracks" in result.output
+    assert "refused gs://bucket/../../other/z.wav" in result.output
+    assert "must not contain '..'" in result.output
+
+
 class _Payload:
     """Unpickling this runs ``os.makedirs(marker)``: proof that a pickle was executed."""
 
@@ -207,3 +287,39 @@ def test_package_code_never_loads_pickles():
                         f"{path.name}:{node.lineno} np.load without allow_pickle=False"
                     )
     assert offenders == []
+
+
+def test_cli_add_reads_a_careless_manifest_line_by_line(home, tmp_path):
+    """An Excel byte-order mark, a field over the CSV limit, a Latin-1 byte and an unterminated
+    quote: each bad line is refused with its line number and the good lines around it are
+    registered (once the BOM refused the whole manifest, a bad line raised a traceback that
+    registered nothing, and an open quote swallowed the next line)."""
+    from click.testing import CliRunner
+
+    from klio_assets.cli.main import main
+
+    for name in ("a", "b", "c", "d"):
+        synth.write(str(tmp_path / f"{name}.wav"), synth.sine(440, 0.1, 8000), 8000)
+    manifest = tmp_path / "tracks.csv"
+    manifest.write_bytes(
+        b"\xef\xbb\xbftrack_id,path\r\n"
+        b"a,a.wav\r\n"
+        b"big," + b"x" * 200_000 + b"\r\n"
+        b"latin,caf\xe9.wav\r\n"
+        b'quoted,"b.wav\r\n'
+        b"c,c.wav\r\n"
+        b"d,d.wav\n"
+    )
+    os.mkfifo(tmp_path / "pipe.wav")
+    result = CliRunner().invoke(
+        main, ["add", "--manifest", str(manifest), str(tmp_path / "pipe.wav"), "/dev/zero"]
+    )
+    assert result.exit_code == 1
+    assert "registered 3 new tracks" in result.output  # a, c and d
+    out = result.output
+    assert f"refused {manifest}:3: not a CSV row: field larger than field limit" in out
+    assert f"refused {manifest}:4: not UTF-8" in out
+    assert f"refused {manifest}:5: not a CSV row: unexpected end of data" in out
+    assert f"refused {tmp_path / 'pipe.wav'}: is a FIFO (named pipe), not an audio file" in out
+    assert "refused /dev/zero: is a device, not an audio file" in out
+    assert "Traceback" not in out

@@ -17,14 +17,14 @@ or running, so a slow backfill is not requested twice.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 import numpy as np
 
-from klio_assets.automation.propagation import _run_tracks
+from klio_assets.automation.runs import run_requests, run_track_ids
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.orchestration.launch import existing_outputs, materialized_tracks
 from klio_assets.orchestration.partitions import ordered_keys
@@ -80,7 +80,7 @@ def in_flight_tracks(instance: dg.DagsterInstance) -> dict[str, set[str]]:
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=_IN_FLIGHT)):
         if not run.asset_selection:
             continue
-        tracks = _run_tracks(instance, run)
+        tracks = run_track_ids(instance, run)
         for key in run.asset_selection:
             out[key.to_user_string()].update(tracks)
     return out
@@ -116,58 +116,104 @@ def plan_backfill(
         crash, before its runs were submitted, scans again instead of trusting what it stored.
     """
     plan = BackfillPlan()
-    ordered = ordered_keys(instance)
-    position = {key: i for i, key in enumerate(ordered)}
-    n = len(ordered)
+    tracks = _Registered(ordered_keys(instance))
+    busy = {name: tracks.mask(ids) for name, ids in in_flight_tracks(instance).items()}
+    previous = catalog.get_state(STATE_KEY)
+    # Per track, one bit per analysis it needs (Python ints beyond 62 analyses).
+    needs = np.zeros(tracks.n, dtype=np.int64 if len(selected) < 63 else object)
+    stale_by: dict[str, np.ndarray] = {}
+    for bit, name in enumerate(selected):
+        scan = previous.get(name, {})
+        if scan.get("version") != planned[name].version or scan.get("tick") == tick:
+            plan.scanned_for_stale.append(name)
+        wanted, stale_by[name] = _analysis_needs(
+            plan,
+            tracks,
+            instance,
+            catalog,
+            storage,
+            planned[name],
+            in_flight=busy.get(name, tracks.none()),
+            scan=name in plan.scanned_for_stale,
+        )
+        needs[wanted] += 1 << bit
+    requested = _cut_runs(plan, tracks, needs, selected, batch_size=batch_size, max_runs=max_runs)
+    plan.state = dict(previous)
+    for name in selected:
+        # Record the version as done only when every stale track is requested (or running).
+        pending = stale_by[name] & ~requested[name] & ~busy.get(name, tracks.none())
+        if not pending.any():
+            plan.state[name] = {"version": planned[name].version, "tick": tick}
+    return plan
 
-    def mask_of(track_ids) -> np.ndarray:
-        mask = np.zeros(n, dtype=bool)
-        found = [i for i in map(position.get, track_ids) if i is not None]
+
+class _Registered:
+    """The registered tracks in partition order, and boolean masks over them."""
+
+    def __init__(self, ordered: list[str]):
+        self.ordered = ordered
+        self.position = {key: i for i, key in enumerate(ordered)}
+        self.n = len(ordered)
+
+    def none(self) -> np.ndarray:
+        return np.zeros(self.n, dtype=bool)
+
+    def mask(self, track_ids: Iterable[str]) -> np.ndarray:
+        mask = self.none()
+        found = [i for i in map(self.position.get, track_ids) if i is not None]
         mask[np.asarray(found, dtype=np.int64)] = True
         return mask
 
-    busy = {name: mask_of(tracks) for name, tracks in in_flight_tracks(instance).items()}
-    idle = np.zeros(n, dtype=bool)
-    previous = catalog.get_state(STATE_KEY)
-    # Per track, one bit per analysis it needs (Python ints beyond 62 analyses).
-    needs = np.zeros(n, dtype=np.int64 if len(selected) < 63 else object)
-    stale_by: dict[str, np.ndarray] = {}
-    for bit, name in enumerate(selected):
-        version = planned[name].version
-        materialized_ids = materialized_tracks(instance, name)
-        materialized = mask_of(materialized_ids)
-        failed = mask_of(catalog.failures(name))
-        seen = previous.get(name, {})
-        stale = np.zeros(n, dtype=bool)
-        if seen.get("version") != version or seen.get("tick") == tick:
-            plan.scanned_for_stale.append(name)
-            if materialized.any():
-                on_record = sorted(t for t in materialized_ids if t in position)
-                done = mask_of(existing_outputs(storage, planned[name], on_record))
-                stale = materialized & ~done
-        stale_by[name] = stale
-        wanted = ~materialized | failed | stale
-        in_flight = busy.get(name, idle)
-        needs[wanted & ~in_flight] += 1 << bit
-        plan.reasons[name] = {
-            "missing": int(np.count_nonzero(~materialized & ~failed)),
-            "failed": int(np.count_nonzero(failed)),
-            "stale": int(np.count_nonzero(stale & ~failed)),
-            "in_flight": int(np.count_nonzero(wanted & in_flight)),
-        }
-    # Stretches of equal needs; tracks needing the same analyses go in the same runs, the
-    # largest such group first (then by analysis names), each group in partition order.
-    if n:
-        change = np.flatnonzero(needs[1:] != needs[:-1]) + 1
-        starts = np.concatenate(([0], change))
-        ends = np.concatenate((change, [n]))
-        keep = needs[starts] != 0
-        starts, ends = starts[keep], ends[keep]
-    else:
-        starts = ends = np.zeros(0, dtype=np.int64)
+
+def _analysis_needs(
+    plan: BackfillPlan,
+    tracks: _Registered,
+    instance: dg.DagsterInstance,
+    catalog: TrackCatalog,
+    storage: Storage,
+    planned: PlannedAnalysis,
+    *,
+    in_flight: np.ndarray,
+    scan: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tracks that need ``planned`` now (not in flight), and its stale tracks; counts the
+    reasons into ``plan``. Outputs are listed only when ``scan`` (the version changed)."""
+    materialized_ids = materialized_tracks(instance, planned.name)
+    materialized = tracks.mask(materialized_ids)
+    failed = tracks.mask(catalog.failures(planned.name))
+    stale = tracks.none()
+    if scan and materialized.any():
+        on_record = sorted(t for t in materialized_ids if t in tracks.position)
+        done = tracks.mask(existing_outputs(storage, planned, on_record))
+        stale = materialized & ~done
+    wanted = ~materialized | failed | stale
+    plan.reasons[planned.name] = {
+        "missing": int(np.count_nonzero(~materialized & ~failed)),
+        "failed": int(np.count_nonzero(failed)),
+        "stale": int(np.count_nonzero(stale & ~failed)),
+        "in_flight": int(np.count_nonzero(wanted & in_flight)),
+    }
+    return wanted & ~in_flight, stale
+
+
+def _cut_runs(
+    plan: BackfillPlan,
+    tracks: _Registered,
+    needs: np.ndarray,
+    selected: Sequence[str],
+    *,
+    batch_size: int,
+    max_runs: int,
+) -> dict[str, np.ndarray]:
+    """Cut the stretches of equal needs into runs (at most ``max_runs`` into ``plan``); per
+    analysis, the tracks requested.
+
+    Tracks needing the same analyses go in the same runs, the largest such group first (then
+    by analysis names), each group in partition order.
+    """
     groups: dict[Any, list[tuple[int, int]]] = defaultdict(list)
     sizes: dict[Any, int] = defaultdict(int)
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+    for start, end in _stretches(needs):
         key = needs[start].item() if hasattr(needs[start], "item") else needs[start]
         groups[key].append((start, end))
         sizes[key] += end - start
@@ -176,7 +222,7 @@ def plan_backfill(
         return [name for bit, name in enumerate(selected) if key >> bit & 1]
 
     total_runs = 0
-    requested = {name: np.zeros(n, dtype=bool) for name in selected}
+    requested = {name: tracks.none() for name in selected}
     for key in sorted(groups, key=lambda k: (-sizes[k], sorted(names_of(k)))):
         names = names_of(key)
         for start, end in groups[key]:
@@ -184,25 +230,29 @@ def plan_backfill(
                 last = min(first + batch_size, end)
                 total_runs += 1
                 if len(plan.runs) < max_runs:
-                    plan.runs.append(BackfillRun(names, ordered[first:last]))
+                    plan.runs.append(BackfillRun(names, tracks.ordered[first:last]))
                     for name in names:
                         requested[name][first:last] = True
     plan.deferred_runs = total_runs - len(plan.runs)
-    plan.state = dict(previous)
-    for name in selected:
-        # Record the version as done only when every stale track is requested (or running).
-        pending = stale_by[name] & ~requested[name] & ~busy.get(name, idle)
-        if not pending.any():
-            plan.state[name] = {"version": planned[name].version, "tick": tick}
-    return plan
+    return requested
+
+
+def _stretches(needs: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, end)`` of every stretch of equal, non-zero needs."""
+    n = len(needs)
+    if not n:
+        return []
+    change = np.flatnonzero(needs[1:] != needs[:-1]) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [n]))
+    keep = needs[starts] != 0
+    return list(zip(starts[keep].tolist(), ends[keep].tolist(), strict=True))
 
 
 def backfill_run_requests(
     plan: BackfillPlan, *, tick: str, force: bool = False
 ) -> list[dg.RunRequest]:
     """The plan's ``RunRequest``s; run keys name the tick and the range."""
-    from klio_assets.automation.landing import run_requests  # noqa: PLC0415
-
     out = []
     for run in plan.runs:
         out.extend(

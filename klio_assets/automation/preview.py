@@ -7,71 +7,94 @@ backfill schedule: its plan for a tick now. For every run, per analysis, how man
 be computed and how many skipped (Dagster has a materialization and the output for the
 current version exists; ``--force`` computes all). Nothing is registered, acknowledged,
 launched or stored: Pub/Sub messages pulled to look at them are released for redelivery at once.
+
+The modes are the sensors' own services (:class:`klio_assets.automation.service.Automation`);
+storage comes through :class:`klio_assets.resources.StorageResource`.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
+from klio_assets.automation.service import MODES, Automation
 from klio_assets.catalog.database import TrackCatalog
+from klio_assets.errors import ParameterError
 from klio_assets.orchestration.launch import tracks_to_run
+from klio_assets.orchestration.ranges import partition_ranges
+from klio_assets.resources.storage import StorageResource
 from klio_assets.settings import Settings
-from klio_assets.worker.plan import PlannedAnalysis
 from klio_assets.worker.storage import Storage
-
-MODES = ("landing", "propagation", "backfill")
 
 
 def automation_selection(settings: Settings, analyses: Sequence[Any]) -> list[str]:
     """The analyses the automation runs: ``KLIO_ASSETS_AUTO_ANALYSES`` and their ancestors
-    (all when unset), in topological order."""
-    from klio_assets.orchestration.lineage import ancestors, parents  # noqa: PLC0415
-    from klio_assets.worker.plan import plan_analyses  # noqa: PLC0415
+    (all when unset), in topological order.
 
-    graph = parents(analyses)
-    names = list(plan_analyses(analyses, settings.params))
-    auto = settings.auto_analyses
-    wanted = (set(auto) | ancestors(graph, auto)) if auto else set(names)
-    return [n for n in names if n in wanted]
+    Raises
+    ------
+    ParameterError
+        ``KLIO_ASSETS_AUTO_ANALYSES`` names an unknown analysis.
+    """
+    return Automation.build(settings, analyses).selected
 
 
 def stored_cursor(instance: dg.DagsterInstance, sensor_name: str) -> str | None:
     """The cursor the daemon keeps for ``sensor_name`` (None if it never ticked)."""
+    # No public API lists instigator states: the daemon's own storage call, by type.
     from dagster._core.definitions.run_request import InstigatorType  # noqa: PLC0415
 
     for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
         if state.name == sensor_name and state.instigator_data is not None:
-            return getattr(state.instigator_data, "cursor", None)
+            cursor = getattr(state.instigator_data, "cursor", None)
+            return str(cursor) if cursor is not None else None
     return None
 
 
-def _request(
-    instance: dg.DagsterInstance,
-    storage: Storage,
-    planned: Mapping[str, PlannedAnalysis],
-    selected: Sequence[str],
-    track_ids: Sequence[str],
-    *,
-    force: bool,
-    materialized: dict[str, set[str]] | None = None,
+@dataclass
+class _Preview:
+    """One mode's dry run: where it reads and what it writes into the report."""
+
+    automation: Automation
+    instance: dg.DagsterInstance
+    catalog: TrackCatalog
+    storage: Storage
+    force: bool
+    report: dict[str, Any]
+    materialized: dict[str, set[str]]
+
+    def request(
+        self, selected: Sequence[str], track_ids: Sequence[str], *, force: bool = False
+    ) -> dict[str, Any]:
+        """One run's ``--json`` entry: per analysis, tracks it would compute and skip."""
+        if self.force or force:
+            done: dict[str, list[str]] = {name: [] for name in selected}
+        else:
+            _, done = tracks_to_run(
+                self.instance,
+                self.storage,
+                self.automation.planned,
+                selected,
+                track_ids,
+                materialized=self.materialized,
+            )
+        return _entry(selected, track_ids, {n: len(done[n]) for n in selected})
+
+
+def _entry(
+    selected: Sequence[str], track_ids: Sequence[str], skipped: dict[str, int]
 ) -> dict[str, Any]:
-    if force:
-        done: dict[str, list[str]] = {name: [] for name in selected}
-    else:
-        _, done = tracks_to_run(
-            instance, storage, planned, selected, track_ids, materialized=materialized
-        )
     return {
         "selected": list(selected),
         "start": track_ids[0],
         "end": track_ids[-1],
         "tracks": len(track_ids),
-        "would_compute": {name: len(track_ids) - len(done[name]) for name in selected},
-        "would_skip": {name: len(done[name]) for name in selected},
+        "would_compute": {name: len(track_ids) - skipped[name] for name in selected},
+        "would_skip": {name: skipped[name] for name in selected},
     }
 
 
@@ -87,112 +110,79 @@ def preview(
 ) -> dict[str, Any]:
     """What ``mode`` would register, request and compute now; changes nothing.
 
+    Returns
+    -------
+    dict
+        The ``--json`` report: ``mode``, ``dry_run``, ``force``, ``requests`` (per run:
+        ``selected``, ``start``, ``end``, ``tracks``, ``would_compute``, ``would_skip``), and
+        per mode ``registers``/``backlog``, ``after_run`` per request, or
+        ``reasons``/``deferred_runs``.
+
     Raises
     ------
     ParameterError
-        Unknown mode.
+        Unknown mode, or ``KLIO_ASSETS_AUTO_ANALYSES`` names an unknown analysis.
     """
-    from klio_assets.errors import ParameterError  # noqa: PLC0415
-    from klio_assets.orchestration.lineage import parents  # noqa: PLC0415
-    from klio_assets.worker.plan import plan_analyses  # noqa: PLC0415
-
     if mode not in MODES:
         raise ParameterError(f"unknown automation mode {mode!r}; one of {', '.join(MODES)}")
-    graph = parents(analyses)
-    planned = plan_analyses(analyses, settings.params)
-    selected = automation_selection(settings, analyses)
-    storage = Storage(settings.storage)
-    out: dict[str, Any] = {"mode": mode, "dry_run": True, "force": force, "requests": []}
+    dry = _Preview(
+        automation=Automation.build(settings, analyses),
+        instance=instance,
+        catalog=catalog,
+        storage=StorageResource(root=settings.storage).get_storage(),
+        force=force,
+        report={"mode": mode, "dry_run": True, "force": force, "requests": []},
+        materialized={},  # read once per analysis, not once per run
+    )
     if mode == "landing":
-        from klio_assets.automation.landing import landing_tick  # noqa: PLC0415
-        from klio_assets.orchestration.ranges import partition_ranges  # noqa: PLC0415
-
-        tick = landing_tick(
-            instance,
-            catalog,
-            cursor=stored_cursor(instance, "landing_sensor"),
-            location=settings.landing or None,
-            max_tracks=settings.landing_max_tracks,
-            batch_size=settings.batch_size,
-            settle_s=settings.landing_settle_s,
-            subscription=settings.landing_subscription or None,
-            subscriber=subscriber,
-            dry_run=True,
-        )
-        out["registers"] = {
-            "new": tick.new,
-            "known": tick.known,
-            "refused": [list(r) for r in tick.refused],
-        }
-        out["backlog"] = tick.backlog
-        # New tracks have no partition yet: they would be one contiguous range after the
-        # registration, computed in full; known ones are checked like any range.
-        for track_range in partition_ranges(instance, tick.known, settings.batch_size):
-            out["requests"].append(
-                _request(instance, storage, planned, selected, track_range, force=force)
-            )
-        for start in range(0, len(tick.new), settings.batch_size):
-            chunk = tick.new[start : start + settings.batch_size]
-            out["requests"].append(
-                {
-                    "selected": selected,
-                    "start": chunk[0],
-                    "end": chunk[-1],
-                    "tracks": len(chunk),
-                    "would_compute": {n: len(chunk) for n in selected},
-                    "would_skip": {n: 0 for n in selected},
-                }
-            )
+        _landing(dry, subscriber)
     elif mode == "propagation":
-        from klio_assets.automation.propagation import propagation_tick  # noqa: PLC0415
-
-        cursor = stored_cursor(instance, "propagation_sensor")
-        tick = propagation_tick(
-            instance,
-            catalog,
-            cursor=cursor,
-            graph=graph,
-            allowed=selected,
-            batch_size=settings.batch_size,
-        )
-        for request in tick.requests:
-            for track_range in request.ranges:
-                entry = _request(
-                    instance,
-                    storage,
-                    planned,
-                    request.selected,
-                    track_range,
-                    force=force or request.force,
-                )
-                entry["after_run"] = request.upstream_run_id
-                out["requests"].append(entry)
+        _propagation(dry)
     else:
-        from klio_assets.automation.backfill import plan_backfill  # noqa: PLC0415
+        _backfill(dry)
+    return dry.report
 
-        plan = plan_backfill(
-            instance,
-            catalog,
-            storage,
-            planned=planned,
-            selected=selected,
-            batch_size=settings.batch_size,
-            max_runs=settings.backfill_max_runs,
-            tick=datetime.datetime.now(datetime.UTC).isoformat(),
-        )
-        out["reasons"] = plan.reasons
-        out["deferred_runs"] = plan.deferred_runs
-        materialized: dict[str, set[str]] = {}  # read once per analysis, not once per run
-        for run in plan.runs:
-            out["requests"].append(
-                _request(
-                    instance,
-                    storage,
-                    planned,
-                    run.selected,
-                    run.track_ids,
-                    force=force,
-                    materialized=materialized,
-                )
-            )
-    return out
+
+def _landing(dry: _Preview, subscriber: Any) -> None:
+    automation = dry.automation
+    tick = automation.landing(
+        dry.instance,
+        dry.catalog,
+        cursor=stored_cursor(dry.instance, "landing_sensor"),
+        subscriber=subscriber,
+        dry_run=True,
+    )
+    dry.report["registers"] = {
+        "new": tick.new,
+        "known": tick.known,
+        "refused": [list(r) for r in tick.refused],
+    }
+    dry.report["backlog"] = tick.backlog
+    batch_size = automation.settings.batch_size
+    # New tracks have no partition yet: they would be one contiguous range after the
+    # registration, computed in full; known ones are checked like any range.
+    for track_range in partition_ranges(dry.instance, tick.known, batch_size):
+        dry.report["requests"].append(dry.request(automation.selected, track_range))
+    for start in range(0, len(tick.new), batch_size):
+        chunk = tick.new[start : start + batch_size]
+        nothing = {name: 0 for name in automation.selected}
+        dry.report["requests"].append(_entry(automation.selected, chunk, nothing))
+
+
+def _propagation(dry: _Preview) -> None:
+    cursor = stored_cursor(dry.instance, "propagation_sensor")
+    tick = dry.automation.propagation(dry.instance, dry.catalog, cursor=cursor)
+    for request in tick.requests:
+        for track_range in request.ranges:
+            entry = dry.request(request.selected, track_range, force=request.force)
+            entry["after_run"] = request.upstream_run_id
+            dry.report["requests"].append(entry)
+
+
+def _backfill(dry: _Preview) -> None:
+    now = datetime.datetime.now(datetime.UTC).isoformat()
+    plan = dry.automation.backfill(dry.instance, dry.catalog, dry.storage, tick=now)
+    dry.report["reasons"] = plan.reasons
+    dry.report["deferred_runs"] = plan.deferred_runs
+    for run in plan.runs:
+        dry.report["requests"].append(dry.request(run.selected, run.track_ids))

@@ -21,18 +21,21 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import dagster as dg
 
-from klio_assets.automation.landing import TRIGGER_TAG
+from klio_assets.automation.runs import TRIGGER_TAG, run_flags, run_requests, run_track_ids
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.orchestration.lineage import descendants
-from klio_assets.orchestration.partitions import keys_in_range
 from klio_assets.orchestration.ranges import partition_ranges
 
 #: Finished runs read per status and tick (more wait for the next tick).
 EVENTS_PER_TICK = 200
-_STATUSES = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE)
+_STATUSES: tuple[Literal[dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE], ...] = (
+    dg.DagsterEventType.RUN_SUCCESS,
+    dg.DagsterEventType.RUN_FAILURE,
+)
 
 
 @dataclass
@@ -69,33 +72,6 @@ def _latest_storage_id(instance: dg.DagsterInstance) -> int:
         if records:
             latest = max(latest, records[0].storage_id)
     return latest
-
-
-def _run_tracks(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
-    tags = run.tags
-    start = tags.get("dagster/asset_partition_range_start")
-    end = tags.get("dagster/asset_partition_range_end")
-    if start and end:
-        if start == end:
-            return [start]
-        keys = keys_in_range(instance, start, end)
-        if keys is None:
-            from klio_assets.orchestration.partitions import TRACKS  # noqa: PLC0415
-
-            ordered = list(instance.get_dynamic_partitions(TRACKS))
-            keys = (
-                ordered[ordered.index(start) : ordered.index(end) + 1]
-                if start in ordered and end in ordered
-                else []
-            )
-        return keys
-    single = tags.get("dagster/partition")
-    return [single] if single else []
-
-
-def _run_flags(run: dg.DagsterRun) -> tuple[bool, bool]:
-    config = (run.run_config or {}).get("ops", {}).get("audio_analyses", {}).get("config", {})
-    return bool(config.get("force", False)), bool(config.get("dry_run", False))
 
 
 def propagation_tick(
@@ -142,31 +118,43 @@ def propagation_tick(
     tick.runs_seen = len(records)
     for record in records:
         run = instance.get_run_by_id(record.run_id)
-        if run is None or not run.asset_selection:
-            continue
-        selection = {k.to_user_string() for k in run.asset_selection}
-        if not selection <= set(graph):
-            continue  # not a run of the analyses (catalog tables, other jobs)
-        force, dry_run = _run_flags(run)
-        if dry_run:
-            continue
-        downstream = [name for name in allowed if name in descendants(graph, selection) - selection]
-        if not downstream:
-            continue
-        track_ids = _run_tracks(instance, run)
-        failed: set[str] = set()
-        for name in selection:
-            failed |= set(catalog.failures(name, track_ids))
-        ranges = partition_ranges(instance, [t for t in track_ids if t not in failed], batch_size)
-        if ranges:
-            tick.requests.append(Propagation(run.run_id, downstream, ranges, force))
+        follow_up = _follow_up(instance, catalog, run, graph, allowed, batch_size)
+        if follow_up is not None:
+            tick.requests.append(follow_up)
     return tick
+
+
+def _follow_up(
+    instance: dg.DagsterInstance,
+    catalog: TrackCatalog,
+    run: dg.DagsterRun | None,
+    graph: Mapping[str, Sequence[str]],
+    allowed: Sequence[str],
+    batch_size: int,
+) -> Propagation | None:
+    """The downstream request after ``run``, if any (none for dry runs, other jobs, runs
+    with nothing downstream or whose tracks all failed)."""
+    if run is None or not run.asset_selection:
+        return None
+    selection = {k.to_user_string() for k in run.asset_selection}
+    if not selection <= set(graph):
+        return None  # not a run of the analyses (catalog tables, other jobs)
+    force, dry_run = run_flags(run)
+    if dry_run:
+        return None
+    downstream = [name for name in allowed if name in descendants(graph, selection) - selection]
+    if not downstream:
+        return None
+    track_ids = run_track_ids(instance, run)
+    failed: set[str] = set()
+    for name in selection:
+        failed |= set(catalog.failures(name, track_ids))
+    ranges = partition_ranges(instance, [t for t in track_ids if t not in failed], batch_size)
+    return Propagation(run.run_id, downstream, ranges, force) if ranges else None
 
 
 def propagation_run_requests(tick: PropagationTick) -> list[dg.RunRequest]:
     """The tick's ``RunRequest``s (run keys name the upstream run: one follow-up each)."""
-    from klio_assets.automation.landing import run_requests  # noqa: PLC0415
-
     out = []
     for request in tick.requests:
         out.extend(

@@ -2,21 +2,26 @@
 
 Everything here treats its input as untrusted: track IDs are validated, IDs derived from
 file names are made safe, manifest paths may not leave the manifest's folder (or the roots
-explicitly allowed), and a symlink inside an added folder may not pull in a file from outside
-it unless asked. Registration is batched: adding partitions one at a time costs 11-22 ms
+explicitly allowed), Pub/Sub messages may name local files only inside the roots they are
+given (the landing folder and ``KLIO_ASSETS_LANDING_ROOTS``), object URIs have no ``.`` or
+``..`` segments, and a symlink inside an added folder may not pull in a file from outside
+it unless asked. :func:`parse_track_message` is the one parser of track messages: the
+landing sensor's Pub/Sub path calls it for every message. Registration is batched: adding partitions one at a time costs 11-22 ms
 each, in batches 14-99 microseconds (about 10-25 on PostgreSQL with the bulk insert of
 :func:`klio_assets.orchestration.partitions.add_track_partitions`).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO, NamedTuple
 
 from klio_assets.catalog.trackids import track_id_from_name, validate_track_id
 from klio_assets.errors import CatalogError, ParameterError, TrackIdError, UnsafePathError
@@ -27,10 +32,16 @@ AUDIO_EXTENSIONS = frozenset(
     ".wav .wave .flac .mp3 .ogg .oga .opus .m4a .mp4 .aac .aif .aiff .aifc .caf .w64 .au .wma .webm".split()
 )
 _ALLOWED_SCHEMES = ("gs://", "s3://")
+#: Bucket names of GCS and S3: lower-case letters, digits, ``-``, ``_`` and ``.``.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{0,221}")
 #: Longest path or URI accepted from outside (Linux's PATH_MAX).
 MAX_PATH_LENGTH = 4096
 #: Largest track message accepted (a Pub/Sub message names one track).
 MAX_MESSAGE_BYTES = 64 * 1024
+#: Deepest JSON nesting accepted in a track message (a flat object is depth 1). Python's JSON
+#: parser recurses per level: a message of ``[[[[...`` must be refused before it is parsed.
+MAX_MESSAGE_DEPTH = 8
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -105,6 +116,54 @@ class _CachedRealpath:
         return candidate
 
 
+def is_audio_name(name: str) -> bool:
+    """Whether a file name (no folder) has an audio extension and is not hidden."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS
+
+
+def check_object_uri(uri: str, *, what: str = "object") -> str:
+    """Check a ``gs://`` or ``s3://`` object URI from outside and return it normalized.
+
+    Parameters
+    ----------
+    uri : str
+        The URI as received (already stripped of surrounding blanks).
+    what : str
+        Names the URI's origin in error messages (``"track 'a1'"``).
+
+    Returns
+    -------
+    str
+        The URI with its scheme in lower case.
+
+    Raises
+    ------
+    UnsafePathError
+        Another scheme, control characters, too long, no valid bucket or object name, or a
+        ``.``/``..`` segment (``gs://bucket/../../other/z.wav``: stores and local mirrors
+        would resolve it differently).
+    """
+    scheme, sep, rest = uri.partition("://")
+    normalized = scheme.lower() + sep + rest
+    if not sep or not normalized.startswith(_ALLOWED_SCHEMES):
+        raise UnsafePathError(f"{what}: URI scheme of {uri!r} is not supported (gs://, s3://)")
+    if _CONTROL.search(uri) or len(uri) > MAX_PATH_LENGTH:
+        raise UnsafePathError(
+            f"{what}: URI {uri[:200]!r} has control characters or is over {MAX_PATH_LENGTH} characters"
+        )
+    bucket, _, key = rest.partition("/")
+    segments = key.split("/")
+    if ".." in segments:
+        raise UnsafePathError(f"{what}: URI {uri!r} must not contain '..'")
+    if "." in segments:
+        raise UnsafePathError(f"{what}: URI {uri!r} must not contain '.' segments")
+    if not _BUCKET.fullmatch(bucket):
+        raise UnsafePathError(f"{what}: URI {uri!r} has no valid bucket name")
+    if not key or key.endswith("/"):
+        raise UnsafePathError(f"{what}: URI {uri!r} names a bucket or folder, not an object")
+    return normalized
+
+
 def check_track_source(
     raw_id: object, raw_path: object, *, base: str | None, roots: Sequence[str] = ()
 ) -> tuple[str, str]:
@@ -159,13 +218,7 @@ def _check_track_source(
             f"track {track_id!r}: path is {len(raw_path)} characters long; the limit is {MAX_PATH_LENGTH}"
         )
     if "://" in raw_path or raw_path.lower().startswith(("file:", "http:", "https:", "data:")):
-        if not raw_path.startswith(_ALLOWED_SCHEMES):
-            raise UnsafePathError(
-                f"track {track_id!r}: URI scheme of {raw_path!r} is not supported (gs://, s3://)"
-            )
-        if ".." in raw_path.split("://", 1)[1].split("/"):
-            raise UnsafePathError(f"track {track_id!r}: URI {raw_path!r} must not contain '..'")
-        return track_id, raw_path
+        return track_id, check_object_uri(raw_path, what=f"track {track_id!r}")
     allowed = [*([base] if base else []), *roots]
     if not os.path.isabs(raw_path) and not base:
         raise UnsafePathError(f"track {track_id!r}: path {raw_path!r} must be absolute")
@@ -178,28 +231,148 @@ def _check_track_source(
     return track_id, path
 
 
-def parse_track_message(data: bytes | str, *, roots: Sequence[str]) -> tuple[str, str]:
-    """The ``(track_id, source)`` of a message announcing a track (a Pub/Sub message's data:
-    ``{"track_id": "...", "uri": "gs://... or a local path under roots"}``).
+class TrackMessage(NamedTuple):
+    """A track announced by a message.
+
+    Attributes
+    ----------
+    track_id : str
+        A valid track ID.
+    uri : str or None
+        The source (an object URI, or a local path inside the allowed roots); ``None`` when
+        the message names an already catalogued track by its ID alone.
+    """
+
+    track_id: str
+    uri: str | None
+
+
+def parse_track_message(
+    data: bytes | str,
+    *,
+    roots: Sequence[str],
+    attributes: Mapping[str, str] | None = None,
+) -> TrackMessage:
+    """The track a message announces (the data and attributes of a Pub/Sub message).
+
+    Accepted, as documented for ``KLIO_ASSETS_LANDING_SUBSCRIPTION``:
+
+    * a GCS notification (attributes ``bucketId``, ``objectId``, ``eventType``) of a new audio
+      object;
+    * ``{"track_id": "...", "uri": "..."}``, or ``{"uri": "..."}`` (the ID then comes from
+      the file name);
+    * a ``gs://``/``s3://`` URI or an absolute local path, as plain text (ID from the name);
+    * a track ID as plain text (a track already in the catalog).
+
+    Local paths must lie inside ``roots`` (symlinks resolved); URIs pass
+    :func:`check_object_uri`.
+
+    Parameters
+    ----------
+    data : bytes or str
+        The message body; at most :data:`MAX_MESSAGE_BYTES`.
+    roots : sequence of str
+        Folders local paths may point into (none: no local path is accepted).
+    attributes : mapping, optional
+        The message's attributes.
+
+    Returns
+    -------
+    TrackMessage
 
     Raises
     ------
     ParameterError
-        The message is too large, not JSON, not an object with those two string fields, or
-        its ID or URI is refused by :func:`check_track_source` (local paths must be under
-        ``roots``).
+        With the reason: too large, not UTF-8, JSON nested deeper than
+        :data:`MAX_MESSAGE_DEPTH` or malformed, not an object with ``uri``, a GCS event other
+        than a new object or of a non-audio object, an invalid ID
+        (:class:`~klio_assets.errors.TrackIdError`) or a refused source
+        (:class:`~klio_assets.errors.UnsafePathError`).
     """
-    if len(data) > MAX_MESSAGE_BYTES:
+    if attributes and "objectId" in attributes and "bucketId" in attributes:
+        return _parse_gcs_notification(attributes)
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
+    if len(raw) > MAX_MESSAGE_BYTES:
         raise ParameterError(
-            f"track message of {len(data)} bytes is over the limit of {MAX_MESSAGE_BYTES}"
+            f"track message of {len(raw)} bytes is over the limit of {MAX_MESSAGE_BYTES}"
         )
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ParameterError(
+            f"track message is not JSON or text: not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from exc
+    if text.startswith(("{", "[")):
+        return _parse_json_message(text, roots=roots)
+    return _parse_text_message(text, roots=roots)
+
+
+def _parse_text_message(text: str, *, roots: Sequence[str]) -> TrackMessage:
+    if "://" in text or text.startswith("/") or text.lower().startswith("file:"):
+        leaf = text.rstrip("/").rsplit("/", 1)[-1]
+        track_id, uri = check_track_source(track_id_from_name(leaf), text, base=None, roots=roots)
+        return TrackMessage(track_id, uri)
+    try:
+        return TrackMessage(validate_track_id(text), None)
+    except TrackIdError as exc:
+        raise TrackIdError(
+            f"track message is not JSON, a gs:// or s3:// URI, a path or a track ID: {exc}"
+        ) from exc
+
+
+def _parse_gcs_notification(attributes: Mapping[str, str]) -> TrackMessage:
+    bucket, name = attributes["bucketId"], attributes["objectId"]
+    uri = f"gs://{bucket}/{name}"
+    event = attributes.get("eventType", "OBJECT_FINALIZE")
+    if event != "OBJECT_FINALIZE":
+        raise ParameterError(f"GCS notification for {uri[:300]!r} is not a new object: {event!r}")
+    leaf = name.rsplit("/", 1)[-1]
+    if not is_audio_name(leaf):
+        raise ParameterError(f"GCS notification for {uri[:300]!r}: not an audio file name")
+    track_id, source = check_track_source(track_id_from_name(leaf), uri, base=None, roots=())
+    return TrackMessage(track_id, source)
+
+
+def _json_depth(text: str) -> int:
+    """How deeply ``text`` nests JSON arrays and objects (strings skipped), without parsing."""
+    if text.count("[") + text.count("{") <= MAX_MESSAGE_DEPTH:
+        return MAX_MESSAGE_DEPTH  # cannot be deeper: skip the scan
+    depth = deepest = 0
+    for char in _JSON_STRING.sub("", text):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _parse_json_message(text: str, *, roots: Sequence[str]) -> TrackMessage:
+    depth = _json_depth(text)
+    if depth > MAX_MESSAGE_DEPTH:
+        raise ParameterError(
+            f"track message nests JSON {depth} levels deep; the limit is {MAX_MESSAGE_DEPTH}"
+        )
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise ParameterError(f"track message is not JSON: {exc}") from exc
-    if not isinstance(obj, dict) or not {"track_id", "uri"} <= set(obj):
-        raise ParameterError("track message must be a JSON object with 'track_id' and 'uri'")
-    return check_track_source(obj["track_id"], obj["uri"], base=None, roots=roots)
+    if not isinstance(obj, dict) or "uri" not in obj:
+        alone = " (a track ID alone is sent as plain text)" if isinstance(obj, dict) else ""
+        raise ParameterError(
+            "track message must be a JSON object with 'track_id' and 'uri' (or 'uri' alone: "
+            f"the ID is then taken from the file name){alone}"
+        )
+    raw_uri = obj["uri"]
+    if not isinstance(raw_uri, str):
+        raise UnsafePathError(
+            f"track message: 'uri' must be a string, got {type(raw_uri).__name__}"
+        )
+    raw_id = obj.get("track_id")
+    if raw_id is None:
+        raw_id = track_id_from_name(raw_uri.strip().rstrip("/").rsplit("/", 1)[-1])
+    track_id, source = check_track_source(raw_id, raw_uri, base=None, roots=roots)
+    return TrackMessage(track_id, source)
 
 
 def _walk_folder(folder: str, found: Discovery, *, follow_symlinks: bool) -> None:
@@ -219,6 +392,21 @@ def _walk_folder(folder: str, found: Discovery, *, follow_symlinks: bool) -> Non
                 )
                 continue
             found.add(track_id_from_name(name), path, path)
+
+
+def _not_a_source(path: str) -> str:
+    """Why a path given to ``add`` that is neither a folder nor a regular file is refused."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file or folder"
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror}"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not an audio file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not an audio file"
+    return "is not a regular file (a socket or other special file)"
 
 
 def discover(
@@ -245,39 +433,71 @@ def discover(
     found = Discovery()
     for raw in paths:
         if is_remote(raw):
-            found.add(track_id_from_name(raw.rstrip("/").rsplit("/", 1)[-1]), raw, raw)
+            try:
+                uri = check_object_uri(raw.strip(), what="object URI")
+            except UnsafePathError as exc:
+                found.rejected.append((raw, str(exc)))
+                continue
+            found.add(track_id_from_name(uri.rsplit("/", 1)[-1]), uri, raw)
         elif os.path.isdir(raw):
             _walk_folder(raw, found, follow_symlinks=follow_symlinks)
         elif os.path.isfile(raw):
             path = os.path.abspath(raw)
             found.add(track_id_from_name(os.path.basename(path)), path, raw)
         else:
-            found.rejected.append((raw, "no such file or folder"))
+            found.rejected.append((raw, _not_a_source(raw)))
     if manifest is not None:
         _read_manifest(manifest, found, allowed_roots=allowed_roots)
     return found
 
 
+def _manifest_rows(
+    fh: BinaryIO, manifest: str, found: Discovery
+) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of each physical line of a CSV manifest.
+
+    Each line is decoded and parsed on its own, so one bad line (not UTF-8, an unterminated
+    quote, a field over the CSV limit) is refused with its line number and never swallows the
+    lines after it; an Excel byte-order mark is ignored. Quoted newlines are not supported.
+    """
+    for number, raw in enumerate(fh, start=1):
+        where = f"{manifest}:{number}"
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            found.rejected.append((where, f"not UTF-8 (byte {exc.start + 1} of the line)"))
+            continue
+        if not text.strip():
+            continue
+        try:
+            yield number, next(csv.reader([text], strict=True))
+        except csv.Error as exc:
+            found.rejected.append((where, f"not a CSV row: {exc}"))
+
+
 def _read_manifest(manifest: str, found: Discovery, *, allowed_roots: Sequence[str]) -> None:
     base = os.path.dirname(os.path.abspath(manifest))
     try:
-        fh = open(manifest, newline="", encoding="utf-8")
+        fh = open(manifest, "rb")  # closed by the with below
     except OSError as exc:
         raise CatalogError(f"cannot read manifest {manifest}: {exc.strerror}") from exc
     realpath = _CachedRealpath()
     with fh:
-        reader = csv.DictReader(fh)
-        columns = set(reader.fieldnames or [])
-        if not {"track_id", "path"} <= columns:
+        rows = _manifest_rows(fh, manifest, found)
+        header = next(rows, (0, []))[1]
+        if not {"track_id", "path"} <= set(header):
             raise CatalogError(
-                f"manifest {manifest} needs 'track_id' and 'path' columns, has {sorted(columns)}"
+                f"manifest {manifest} needs 'track_id' and 'path' columns, has {sorted(header)}"
             )
-        for line, row in enumerate(reader, start=2):
+        id_column, path_column = header.index("track_id"), header.index("path")
+        for line, fields in rows:
             where = f"{manifest}:{line}"
             try:
                 track_id, source = _check_track_source(
-                    row.get("track_id") or "",
-                    row.get("path") or "",
+                    fields[id_column] if id_column < len(fields) else "",
+                    fields[path_column] if path_column < len(fields) else "",
                     base=base,
                     roots=allowed_roots,
                     realpath=realpath,

@@ -21,11 +21,13 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -64,6 +66,8 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+#: Seconds :meth:`Storage.check_reachable` waits for a remote root's first answer.
+REACHABLE_TIMEOUT_S = 15.0
 #: Set to ``host:port`` of a GCS emulator (the variable Google's client libraries honour).
 GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
@@ -75,6 +79,16 @@ def _emulated_gcs(options: dict[str, Any]) -> fsspec.AbstractFileSystem:
     from gcsfs.core import GCSFileSystem  # noqa: PLC0415 - only gs:// roots need it
 
     return GCSFileSystem(**{"token": "anon", **options})
+
+
+def _quiet_driver_logs() -> None:
+    """gcsfs and s3fs log every failed attempt with a traceback (thousands of lines when a
+    store is unreachable); our own error says what failed once. Logs stay available to a
+    deployment that sets these loggers' levels itself."""
+    for name in ("gcsfs", "s3fs", "aiobotocore", "botocore"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.CRITICAL)
 
 
 def is_remote(uri: str) -> bool:
@@ -310,6 +324,7 @@ class Storage:
             import fsspec  # noqa: PLC0415 - only remote roots need it
 
             protocol = self.root.split("://", 1)[0]
+            _quiet_driver_logs()
             try:
                 if protocol in ("gs", "gcs") and os.environ.get(GCS_EMULATOR_ENV):
                     self._fs = _emulated_gcs(self.options)
@@ -329,7 +344,53 @@ class Storage:
         """Whether a committed file exists at ``uri``."""
         if not self.remote:
             return os.path.isfile(uri)
-        return retry_transient(lambda: bool(self.fs.isfile(uri)), what=f"check {uri}")
+
+        def _exists() -> bool:
+            # Not fs.isfile: fsspec answers False for *any* error there, so an unreachable
+            # store looked like missing outputs (and the tracks were recomputed).
+            try:
+                return bool(self.fs.info(uri).get("type") == "file")
+            except FileNotFoundError:
+                return False
+
+        return retry_transient(_exists, what=f"check {uri}")
+
+    def check_reachable(self, *, timeout_s: float = REACHABLE_TIMEOUT_S) -> None:
+        """Fail fast, in one line, when a remote root cannot be reached.
+
+        An unreachable ``gs://`` root (no credentials, a refused connection) otherwise costs
+        minutes: gcsfs retries each request six times inside every one of our own retries.
+        One request (the root's metadata; a missing root is an answer) gets ``timeout_s``.
+
+        Raises
+        ------
+        StorageError
+            No answer in time, or an error that is not "not found".
+        """
+        if not self.remote:
+            return
+        outcome: dict[str, BaseException | None] = {}
+
+        def probe() -> None:
+            try:
+                self.fs.info(self.root)
+                outcome["error"] = None
+            except FileNotFoundError:
+                outcome["error"] = None
+            except Exception as exc:  # classified and reported below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=probe, name="klio-storage-probe", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        if "error" not in outcome:
+            raise StorageError(
+                f"storage {self.root}: no answer within {timeout_s:g} s (check the network, "
+                "the credentials and the bucket name)"
+            )
+        error = outcome["error"]
+        if error is not None:
+            raise classify_error(error, f"reach storage {self.root}") from error
 
     def list_names(self, folder_uri: str) -> list[str]:
         """Names of committed files directly in ``folder_uri`` (temporary files excluded)."""

@@ -1,0 +1,149 @@
+"""The automation of one deployment: one service per mode, shared by the sensors, the
+schedule, the CLI and the dry runs.
+
+:class:`Automation` knows, from the settings and the analyses, what the automation runs
+(``KLIO_ASSETS_AUTO_ANALYSES`` and their upstreams, in topological order), how big its runs
+are and where new tracks come from. Its methods are the three modes:
+
+* :meth:`Automation.landing`: take what landed, register it, the ranges to run
+  (:mod:`klio_assets.automation.landing`);
+* :meth:`Automation.propagation`: downstream runs after finished runs
+  (:mod:`klio_assets.automation.propagation`);
+* :meth:`Automation.backfill`: missing, failed and stale tracks in bounded runs
+  (:mod:`klio_assets.automation.backfill`).
+
+The sensors (:mod:`klio_assets.sensors`) turn their results into ``SensorResult``s, the CLI
+and :mod:`klio_assets.automation.preview` into reports; the catalog and storage come from the
+resources (``CatalogResource.get_catalog()``, ``StorageResource.get_storage()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from klio_assets.automation.backfill import BackfillPlan, plan_backfill
+from klio_assets.automation.landing.pubsub import Subscriber
+from klio_assets.automation.landing.tick import LandingTick, landing_tick
+from klio_assets.automation.propagation import PropagationTick, propagation_tick
+from klio_assets.catalog.database import TrackCatalog
+from klio_assets.errors import ParameterError
+from klio_assets.orchestration.lineage import ancestors, parents
+from klio_assets.settings import Settings
+from klio_assets.worker.plan import PlannedAnalysis, plan_analyses
+from klio_assets.worker.storage import Storage
+
+MODES = ("landing", "propagation", "backfill")
+
+
+@dataclass(frozen=True)
+class Automation:
+    """What the automation of one deployment runs, and its three modes.
+
+    Attributes
+    ----------
+    settings : Settings
+    graph : dict
+        Analysis name to the names it depends on (lineage).
+    planned : dict
+        Every analysis' plan (parameters, output version), in topological order.
+    selected : list of str
+        The analyses the automation runs, in topological order.
+    """
+
+    settings: Settings
+    graph: dict[str, list[str]]
+    planned: dict[str, PlannedAnalysis]
+    selected: list[str]
+
+    @classmethod
+    def build(cls, settings: Settings, analyses: Sequence[Any]) -> Automation:
+        """The automation for ``settings`` over ``analyses`` (every analysis of the location).
+
+        Raises
+        ------
+        ParameterError
+            ``KLIO_ASSETS_AUTO_ANALYSES`` names an unknown analysis.
+        """
+        graph = parents(analyses)
+        planned = plan_analyses(analyses, settings.params)
+        names = list(planned)  # topological order
+        auto = settings.auto_analyses
+        unknown = [a for a in auto if a not in graph]
+        if unknown:
+            raise ParameterError(
+                f"KLIO_ASSETS_AUTO_ANALYSES names unknown analyses {unknown}; known: {names}"
+            )
+        # An analysis runs with what it needs: asking for `beats` brings `downsampled_audio`.
+        wanted = (set(auto) | ancestors(graph, auto)) if auto else set(names)
+        return cls(settings, graph, planned, [n for n in names if n in wanted])
+
+    @property
+    def message_roots(self) -> list[str]:
+        """Folders a Pub/Sub message may name local files in: a local landing folder and
+        ``KLIO_ASSETS_LANDING_ROOTS``."""
+        landing = self.settings.landing
+        return [
+            *([landing] if landing and "://" not in landing else []),
+            *self.settings.landing_roots,
+        ]
+
+    def landing(
+        self,
+        instance: dg.DagsterInstance,
+        catalog: TrackCatalog,
+        *,
+        cursor: str | None,
+        subscriber: Subscriber | Callable[[], Subscriber] | None = None,
+        dry_run: bool = False,
+    ) -> LandingTick:
+        """One landing tick (see :func:`klio_assets.automation.landing.landing_tick`)."""
+        settings = self.settings
+        return landing_tick(
+            instance,
+            catalog,
+            cursor=cursor,
+            location=settings.landing or None,
+            max_tracks=settings.landing_max_tracks,
+            batch_size=settings.batch_size,
+            settle_s=settings.landing_settle_s,
+            subscription=settings.landing_subscription or None,
+            subscriber=subscriber,
+            roots=self.message_roots,
+            dry_run=dry_run,
+        )
+
+    def propagation(
+        self, instance: dg.DagsterInstance, catalog: TrackCatalog, *, cursor: str | None
+    ) -> PropagationTick:
+        """One propagation tick (see :func:`klio_assets.automation.propagation.propagation_tick`)."""
+        return propagation_tick(
+            instance,
+            catalog,
+            cursor=cursor,
+            graph=self.graph,
+            allowed=self.selected,
+            batch_size=self.settings.batch_size,
+        )
+
+    def backfill(
+        self, instance: dg.DagsterInstance, catalog: TrackCatalog, storage: Storage, *, tick: str
+    ) -> BackfillPlan:
+        """The backfill plan for schedule tick ``tick`` (see
+        :func:`klio_assets.automation.backfill.plan_backfill`); stores nothing."""
+        return plan_backfill(
+            instance,
+            catalog,
+            storage,
+            planned=self.planned,
+            selected=self.selected,
+            batch_size=self.settings.batch_size,
+            max_runs=self.settings.backfill_max_runs,
+            tick=tick,
+        )
+
+
+__all__ = ["MODES", "Automation"]
