@@ -15,15 +15,16 @@ from typing import Any
 import dagster as dg
 
 from klio_assets.analyses import load_analyses
-from klio_assets.automation.backfill import STATE_KEY, BackfillRun, plan_backfill
-from klio_assets.automation.preview import automation_selection, preview
-from klio_assets.catalog.database import TrackCatalog, get_catalog
+from klio_assets.automation.backfill import STATE_KEY, BackfillRun
+from klio_assets.automation.preview import preview
+from klio_assets.automation.service import Automation
+from klio_assets.catalog.database import TrackCatalog
 from klio_assets.orchestration import launch
 from klio_assets.orchestration.invocation import RunOutcome
+from klio_assets.resources.catalog import CatalogResource
+from klio_assets.resources.storage import StorageResource
 from klio_assets.settings import Settings
 from klio_assets.worker.analysis import Analysis
-from klio_assets.worker.plan import plan_analyses
-from klio_assets.worker.storage import Storage
 
 
 def automation_now(mode: str, settings: Settings, *, dry_run: bool, force: bool) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def automation_now(mode: str, settings: Settings, *, dry_run: bool, force: bool)
         Unknown mode, or the mode cannot look (an unreachable subscription...).
     """
     instance = dg.DagsterInstance.get()
-    catalog = get_catalog(settings.catalog_url)
+    catalog = CatalogResource(url=settings.catalog_url).get_catalog()
     analyses = load_analyses(settings.analysis_modules)
     if dry_run:
         return preview(mode, instance, catalog, settings, analyses, force=force)
@@ -71,6 +72,9 @@ def backfill_now(
 ) -> dict[str, Any]:
     """The backfill schedule's plan for a tick now, launched in this process (one run per range).
 
+    The plan is the schedule's own (:meth:`klio_assets.automation.service.Automation.backfill`);
+    the runs go through :func:`klio_assets.orchestration.launch.execute_range`, like the CLI's.
+
     Parameters
     ----------
     force : bool
@@ -81,17 +85,9 @@ def backfill_now(
     dict
         As :func:`automation_now`; the schedule's state is stored as after a tick.
     """
-    storage = Storage(settings.storage)
-    plan = plan_backfill(
-        instance,
-        catalog,
-        storage,
-        planned=plan_analyses(analyses, settings.params),
-        selected=automation_selection(settings, analyses),
-        batch_size=settings.batch_size,
-        max_runs=settings.backfill_max_runs,
-        tick=datetime.datetime.now(datetime.UTC).isoformat(),
-    )
+    storage = StorageResource(root=settings.storage).get_storage()
+    now = datetime.datetime.now(datetime.UTC).isoformat()
+    plan = Automation.build(settings, analyses).backfill(instance, catalog, storage, tick=now)
     out: dict[str, Any] = {
         "mode": "backfill",
         "dry_run": False,
