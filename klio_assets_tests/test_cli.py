@@ -183,3 +183,65 @@ def test_same_track_id_for_another_file_is_a_conflict(cli_home, tmp_path, catalo
     run_cli("add", str(a), home=cli_home, check=True)
     done = run_cli("add", str(b), home=cli_home)
     assert done.returncode == 1 and "is already registered for" in done.stderr
+
+
+def test_commands_and_entry_points_stay():
+    """The command names are a contract, and every documented entry point reaches the same group."""
+    import sys
+
+    import klio_assets.cli
+    import klio_assets.cli.main
+    from klio_assets.cli.app import main
+
+    # the console script (klio_assets.cli:main) and klio_assets.cli.main:main
+    assert klio_assets.cli.main is main and sys.modules["klio_assets.cli.main"].main is main
+    assert set(main.commands) == {
+        "add",
+        "run",
+        "status",
+        "show",
+        "profile",
+        "automation",
+        "dev",
+        "demo",
+    }
+
+
+def test_loading_the_cli_imports_no_dagster():
+    """Dagster is imported inside the commands that need it: `run`'s all-done answer does not."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, klio_assets.cli.main; print(sorted(m for m in sys.modules if m == 'dagster'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_automation_backfill_launches_the_schedules_runs_now(cli_home, tmp_path, catalog_tracks):
+    """`automation backfill` (no --dry-run) runs the schedule's tick here; the next has nothing."""
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for key in ("wav44", "flac48"):
+        shutil.copyfile(
+            catalog_tracks[key].path, folder / os.path.basename(catalog_tracks[key].path)
+        )
+    run_cli("add", str(folder), home=cli_home, check=True)
+    env = {"KLIO_ASSETS_AUTO_ANALYSES": "downsampled_audio"}
+    done, _ = cli_json("automation", "backfill", home=cli_home, env=env)
+    assert (done["mode"], done["dry_run"]) == ("backfill", False)
+    assert [r["tracks"] for r in done["requests"]] == [2]
+    # downsampled_audio with what it depends on in the lineage: source_audio
+    assert done["requests"][0]["would_compute"] == {"source_audio": 2, "downsampled_audio": 2}
+    [launched] = done["runs"]
+    assert launched["success"]
+    assert launched["assets"] == {
+        "source_audio": {"computed": 2},
+        "downsampled_audio": {"computed": 2},
+    }
+    again, _ = cli_json("automation", "backfill", home=cli_home, env=env)
+    assert again["requests"] == [] and again["runs"] == []
+    assert again["reasons"]["downsampled_audio"]["missing"] == 0
+    human = run_cli("automation", "backfill", home=cli_home, env=env, check=True)
+    assert human.stdout.startswith("backfill\n") and "  nothing to request" in human.stdout

@@ -1,0 +1,62 @@
+"""What every command shares: the deployment's settings, refusals, how to call the CLI again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import NoReturn
+
+import click
+
+from klio_assets.errors import KlioAssetsError
+from klio_assets.orchestration.home import prepare_environment
+from klio_assets.settings import Settings
+
+
+def load_settings() -> Settings:
+    """The deployment's settings, with Dagster pointed at ``KLIO_ASSETS_HOME`` (created).
+
+    A refused ``KLIO_ASSETS_*`` value exits 2 with one line naming it (no traceback).
+
+    Returns
+    -------
+    Settings
+    """
+    try:
+        settings = Settings.from_env()
+    except KlioAssetsError as exc:  # a bad KLIO_ASSETS_* value: one line, no traceback
+        fail(str(exc))
+    prepare_environment(settings)
+    return settings
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``klio-assets: MESSAGE`` on stderr and exit with ``code`` (2: a usage error).
+
+    Parameters
+    ----------
+    message : str
+        What was refused and, where possible, the fix.
+    code : int
+        The exit status.
+    """
+    click.echo(f"klio-assets: {message}", err=True)
+    sys.exit(code)
+
+
+def self_command() -> str:
+    """How to call this CLI again: ``klio-assets`` if that is on PATH, else its path.
+
+    Returns
+    -------
+    str
+    """
+    exe = os.path.abspath(sys.argv[0])
+    if os.path.basename(exe) != "klio-assets":
+        return "klio-assets"
+    found = shutil.which("klio-assets")
+    if found and os.path.realpath(found) == os.path.realpath(exe):
+        return "klio-assets"
+    relative = os.path.relpath(exe)
+    return relative if not relative.startswith("..") else exe

@@ -1,0 +1,171 @@
+"""``klio-assets run``: materialize analyses for the tracks that need it, through Dagster.
+
+This module imports no Dagster at import time, on purpose: when the catalog's ledger and the
+storage show every wanted track done, the command answers without it (a test traces the
+imports). The Dagster side is imported inside :func:`run`, once, past that answer.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import NoReturn
+
+import click
+from rich.console import Console
+
+from klio_assets.catalog.database import TrackCatalog, get_catalog
+from klio_assets.cli import render
+from klio_assets.cli.common import fail, load_settings
+from klio_assets.errors import KlioAssetsError
+from klio_assets.orchestration.invocation import Invocation
+from klio_assets.orchestration.run_report import RunReport
+from klio_assets.orchestration.selection import (
+    RunSelection,
+    done_everywhere,
+    done_without_dagster,
+    select_assets,
+)
+from klio_assets.settings import Settings
+from klio_assets.worker.storage import Storage
+
+
+@click.command()
+@click.argument("assets", nargs=-1)
+@click.option(
+    "--tracks", "tracks", multiple=True, help="Track ID (repeatable); default: every track."
+)
+@click.option("--force", is_flag=True, help="Recompute even where outputs exist.")
+@click.option(
+    "--dry-run", is_flag=True, help="Report what would be computed or skipped; change nothing."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.option(
+    "--upstream/--no-upstream",
+    default=True,
+    show_default=True,
+    help="Also compute the upstream analyses that are missing for these tracks (bottom-up).",
+)
+@click.option(
+    "--check-dagster",
+    is_flag=True,
+    help="Always ask Dagster which tracks are materialized, even when the catalog's ledger "
+    "says all are (after wiping materializations in Dagster).",
+)
+def run(
+    assets: Sequence[str],
+    tracks: Sequence[str],
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+    upstream: bool = True,
+    check_dagster: bool = False,
+) -> None:
+    """Materialize ASSETS (default: all) for the tracks that need it, through Dagster.
+
+    Bottom-up: upstream analyses missing for some of the tracks are computed first, in the
+    same run (never sibling analyses). Tracks already materialized for the current code
+    version are skipped without a run; the rest go in contiguous ranges of at most
+    KLIO_ASSETS_BATCH_SIZE tracks, one Dagster run and one Beam job each. When the catalog's
+    ledger and the storage show every wanted track done, the command says so without
+    starting Dagster at all. Exits 1 if any track failed.
+    """
+    started = time.perf_counter()
+    settings = load_settings()
+    try:
+        selection = select_assets(settings, assets)
+    except KlioAssetsError as exc:
+        fail(str(exc))
+    storage = Storage(settings.storage)
+    catalog = get_catalog(settings.catalog_url)
+    console = render.stderr_console()
+    if not (force or dry_run or check_dagster or selection.tables):
+        done = done_without_dagster(
+            settings,
+            catalog,
+            storage,
+            selection,
+            tracks,
+            with_upstream=upstream and selection.named,
+        )
+        if done is not None:  # nothing to do: answered without importing Dagster
+            invocation = Invocation(selected=selection.selected, already_done=done)
+            invocation.wall_seconds = round(time.perf_counter() - started, 3)
+            if not as_json:
+                console.print(render.all_done_line(done_everywhere(done), selection.selected))
+            _report(invocation, dry_run=False, as_json=as_json, console=console)
+    invocation = _materialize(
+        settings,
+        catalog,
+        storage,
+        selection,
+        tracks,
+        force=force,
+        dry_run=dry_run,
+        upstream=upstream,
+        as_json=as_json,
+        console=console,
+    )
+    invocation.wall_seconds = round(time.perf_counter() - started, 3)
+    _report(invocation, dry_run=dry_run, as_json=as_json, console=console)
+
+
+def _materialize(
+    settings: Settings,
+    catalog: TrackCatalog,
+    storage: Storage,
+    selection: RunSelection,
+    tracks: Sequence[str],
+    *,
+    force: bool,
+    dry_run: bool,
+    upstream: bool,
+    as_json: bool,
+    console: Console,
+) -> Invocation:
+    """Plan the runs with Dagster, say what will run, launch them under a progress bar."""
+    # Imports Dagster (~1.2 s): only here, past the all-done answer of `run`, which must not.
+    from klio_assets.orchestration.materialize import execute_plan, plan_run  # noqa: PLC0415
+
+    try:
+        plan = plan_run(
+            settings,
+            catalog,
+            storage,
+            selection,
+            tracks,
+            force=force,
+            dry_run=dry_run,
+            upstream=upstream,
+        )
+    except KlioAssetsError as exc:
+        fail(str(exc))
+    if not as_json:
+        console.print(
+            render.plan_line(
+                plan.selected,
+                wanted=len(plan.wanted),
+                todo=len(plan.todo),
+                runs=len(plan.batches),
+                batch_size=settings.batch_size,
+                upstream_added=plan.upstream_added,
+            )
+        )
+    with render.run_progress(console, disable=as_json or not plan.todo) as progress:
+        bar = progress.add_task("tracks", total=len(plan.todo))
+        return execute_plan(
+            plan,
+            storage,
+            force=force,
+            dry_run=dry_run,
+            # called from the watcher thread: rich's Progress is thread-safe
+            on_progress=lambda done: progress.update(bar, completed=done),
+        )
+
+
+def _report(invocation: Invocation, *, dry_run: bool, as_json: bool, console: Console) -> NoReturn:
+    """Print the outcome and exit: 1 if any track or catalog table failed."""
+    report = RunReport.from_invocation(invocation, invocation.selected)
+    render.print_run(report, dry_run=dry_run, as_json=as_json, console=console)
+    sys.exit(1 if report.failures else 0)

@@ -1,0 +1,172 @@
+"""A ``klio-assets run`` that needs Dagster: which tracks, in which runs, then the runs.
+
+:func:`plan_run` asks Dagster (and the storage) what is left to do: the wanted tracks,
+bottom-up the upstream analyses missing for some of them, the tracks already done (entered in
+the catalog's ledger so that the next run can answer without Dagster), and contiguous
+ranges of at most ``batch_size`` tracks, one Dagster run and one Beam job each.
+:func:`execute_plan` launches those runs in this process, then the catalog-level tables.
+The CLI, tests and benchmarks share both; the all-done answer without Dagster is
+:func:`klio_assets.orchestration.selection.done_without_dagster`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from klio_assets.catalog.database import TrackCatalog
+from klio_assets.catalog.ledger import enter_in_ledger
+from klio_assets.orchestration import launch
+from klio_assets.orchestration.invocation import Invocation
+from klio_assets.orchestration.selection import RunSelection, engine_inputs
+from klio_assets.settings import Settings
+from klio_assets.worker.storage import Storage
+
+
+@dataclass
+class RunPlan:
+    """What :func:`execute_plan` will launch.
+
+    Attributes
+    ----------
+    instance : dagster.DagsterInstance
+        The instance the runs go to.
+    selection : RunSelection
+        The assets asked for.
+    selected : list of str
+        The per-track analyses to materialize: the selection plus, bottom-up, the missing
+        upstreams (``upstream_added``).
+    upstream_added : list of str
+        Upstream analyses added because some wanted tracks lack them.
+    wanted : list of str
+        The wanted tracks, in partition order.
+    todo : list of str
+        The wanted tracks that need a run.
+    batches : list of list of str
+        ``todo`` cut into contiguous ranges of at most ``batch_size`` tracks: one run each.
+    already_done : dict
+        Per analysis, the wanted tracks already materialized for the current version.
+    """
+
+    instance: dg.DagsterInstance
+    selection: RunSelection
+    selected: list[str]
+    upstream_added: list[str]
+    wanted: list[str]
+    todo: list[str]
+    batches: list[list[str]]
+    already_done: dict[str, list[str]] = field(default_factory=dict)
+
+
+def plan_run(
+    settings: Settings,
+    catalog: TrackCatalog,
+    storage: Storage,
+    selection: RunSelection,
+    tracks: Sequence[str],
+    *,
+    force: bool,
+    dry_run: bool,
+    upstream: bool,
+) -> RunPlan:
+    """Decide which tracks go in which runs, asking Dagster what is materialized.
+
+    Parameters
+    ----------
+    tracks : sequence of str
+        The wanted track IDs; empty for every registered track.
+    force, dry_run : bool
+        Every wanted track goes in a run (recomputed, or reported as it would be).
+    upstream : bool
+        Bottom-up: add the upstream analyses missing for some wanted tracks (only when
+        assets were named).
+
+    Returns
+    -------
+    RunPlan
+
+    Raises
+    ------
+    ParameterError
+        A wanted track ID is invalid or not registered.
+    """
+    instance = dg.DagsterInstance.get()
+    ordered, wanted = launch.resolve_tracks(instance, tracks)
+    planned = selection.planned
+    selected: list[str] = list(selection.selected)
+    upstream_added: list[str] = []
+    if upstream and selection.named and selected:
+        selected, upstream_added = launch.with_missing_upstreams(
+            instance, storage, planned, engine_inputs(settings), selected, wanted
+        )
+    already_done: dict[str, list[str]] = {}
+    if not selected:  # only catalog tables asked for
+        todo: list[str] = []
+    elif force or dry_run:
+        todo = wanted
+    else:
+        todo, already_done = launch.tracks_to_run(instance, storage, planned, selected, wanted)
+        enter_in_ledger(catalog, planned, already_done)
+    return RunPlan(
+        instance=instance,
+        selection=selection,
+        selected=selected,
+        upstream_added=upstream_added,
+        wanted=wanted,
+        todo=todo,
+        batches=launch.contiguous_ranges(ordered, todo, settings.batch_size),
+        already_done=already_done,
+    )
+
+
+def execute_plan(
+    plan: RunPlan,
+    storage: Storage,
+    *,
+    force: bool,
+    dry_run: bool,
+    on_progress: Callable[[int], None] | None = None,
+) -> Invocation:
+    """Launch the plan's runs one after the other, then the catalog-level tables.
+
+    Parameters
+    ----------
+    force, dry_run : bool
+        Passed to every run.
+    on_progress : callable, optional
+        Called (from a watcher thread, and after each run) with the number of tracks done
+        so far over all runs.
+
+    Returns
+    -------
+    Invocation
+        The runs launched, what was found done, the catalog tables' outcome;
+        ``wall_seconds`` is left to the caller.
+    """
+    invocation = Invocation(selected=plan.selected, already_done=plan.already_done)
+    base = 0
+    for batch in plan.batches:
+
+        def progress(done: int, base: int = base) -> None:
+            if on_progress is not None:
+                on_progress(base + done)
+
+        invocation.runs.append(
+            launch.execute_range(
+                plan.instance,
+                selected=plan.selected,
+                track_ids=batch,
+                force=force,
+                dry_run=dry_run,
+                storage=storage,
+                on_progress=progress,
+            )
+        )
+        base += len(batch)
+        if on_progress is not None:
+            on_progress(base)
+    if plan.selection.tables and not dry_run:
+        invocation.catalog = launch.execute_catalog_tables(plan.instance, plan.selection.tables)
+    return invocation
