@@ -219,3 +219,14 @@ def test_the_home_fixture_and_run_cli_clear_every_setting(monkeypatch, request, 
     monkeypatch.setenv("KLIO_ASSETS_LANDING_MAX_TRACKS", "bogus")
     done = run_cli("status", "--json", home=home)
     assert done.returncode == 0, done.stderr
+
+
+def test_cli_help_lists_every_setting_the_model_reads():
+    from click.testing import CliRunner
+
+    from klio_assets.cli import main
+    from klio_assets.settings import variable_names
+
+    shown = CliRunner().invoke(main, ["--help"]).output
+    missing = [name for name in variable_names() if name not in shown]
+    assert missing == []

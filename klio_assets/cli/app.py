@@ -20,18 +20,16 @@ from klio_assets.cli.profile import profile
 from klio_assets.cli.run import run
 from klio_assets.cli.status import show, status
 from klio_assets.cli.tracks import add
+from klio_assets.settings import settings_help
 
-# The settings table under `klio-assets --help` (settings slice: settings_help() goes here).
-SETTINGS_EPILOG: str | None = None
+#: Every setting under `klio-assets --help`, generated from the settings model (its field
+#: descriptions), so the help cannot drift from what is read; "\b" keeps click from rewrapping.
+SETTINGS_EPILOG = "\b\n" + settings_help()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=SETTINGS_EPILOG)
 def main() -> None:
-    """Klio-style audio analyses as partitioned Dagster assets, one Beam job per batch.
-
-    Settings: KLIO_ASSETS_HOME (default ./.klio-assets), KLIO_ASSETS_STORAGE,
-    KLIO_ASSETS_BEAM_OPTIONS, KLIO_ASSETS_BATCH_SIZE.
-    """
+    """Klio-style audio analyses as partitioned Dagster assets, one Beam job per batch."""
 
 
 for _command in (add, run, status, show, profile, automation, dev, demo):
