@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import time
 
 import pytest
 import soundfile as sf
@@ -245,3 +246,25 @@ def test_automation_backfill_launches_the_schedules_runs_now(cli_home, tmp_path,
     assert again["reasons"]["downsampled_audio"]["missing"] == 0
     human = run_cli("automation", "backfill", home=cli_home, env=env, check=True)
     assert human.stdout.startswith("backfill\n") and "  nothing to request" in human.stdout
+
+
+def test_run_against_an_unreachable_gs_root_fails_in_one_line_within_seconds(tmp_path):
+    """No credentials or a refused connection once cost 5+ minutes and 2,222 lines of gcsfs
+    retries; `run` now probes the root first and says so in one line."""
+    started = time.monotonic()
+    done = run_cli(
+        "run",
+        "downsampled_audio",
+        home=str(tmp_path / "home"),
+        env={
+            "KLIO_ASSETS_STORAGE": "gs://nobucket/out",
+            "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",
+        },
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "klio-assets: storage gs://nobucket/out: no answer within 15 s (check the network, "
+        "the credentials and the bucket name)"
+    ]
+    assert time.monotonic() - started < 60

@@ -78,6 +78,10 @@ def run(
     except KlioAssetsError as exc:
         fail(str(exc))
     storage = Storage(settings.storage)
+    try:
+        storage.check_reachable()  # an unreachable gs:// root: one line now, not minutes later
+    except KlioAssetsError as exc:
+        fail(str(exc))
     catalog = get_catalog(settings.catalog_url)
     console = render.stderr_console()
     if not (force or dry_run or check_dagster or selection.tables):
