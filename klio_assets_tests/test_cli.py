@@ -268,3 +268,21 @@ def test_run_against_an_unreachable_gs_root_fails_in_one_line_within_seconds(tmp
         "the credentials and the bucket name)"
     ]
     assert time.monotonic() - started < 60
+
+
+def test_escape_sequences_in_file_names_are_never_printed_raw(tmp_path):
+    """A file name carrying terminal escape sequences (set the title, clear the screen) and Rich
+    markup appears in failure reasons: `run` and `status` show it escaped."""
+    library = tmp_path / "library"
+    library.mkdir()
+    hostile = library / "\x1b]0;pwned\x07[bold]x\x1b[2J.wav"
+    hostile.write_text("not audio at all\n")
+    home = str(tmp_path / "home")
+    run_cli("add", str(library), home=home, check=True)
+    ran = run_cli("run", "source_audio", home=home)
+    status = run_cli("status", home=home)
+    assert ran.returncode == 1
+    for out in (ran.stderr, status.stdout):
+        assert "\x1b" not in out and "\x07" not in out
+        unwrapped = out.replace("\n", "")  # Rich folds long lines at the console width
+        assert "\\x1b]0;pwned\\x07[bold]x\\x1b[2J.wav" in unwrapped
