@@ -1,4 +1,4 @@
-"""Hostile inputs and kill -9: the figures of issue 7's closing note.
+"""Hostile inputs and kill -9: the figures of issues 7 and 17.
 
 1. The hostile corpus (``klio_assets_tests/hostile.py``: ~30 broken, odd and good files, a
    stalled decoder) in ONE mixed batch through ``klio-assets add`` and ``klio-assets run``:
@@ -56,7 +56,9 @@ def hostile_batch(base: str) -> dict:
     outcomes = hostile.judge(
         cases, folder=folder, add_stderr=added.stderr, run=run, analyses=ANALYSES
     )
-    print(hostile.markdown_table(outcomes))
+    for number, title in ((1, "first round (issue 7)"), (2, "second round (issue 17)")):
+        print(f"\n### Hostile inputs, {title}\n")
+        print(hostile.markdown_table([o for o in outcomes if o.case.round == number]))
     good = [o for o in outcomes if o.case.expect == "computed"]
     return {
         "inputs": len(outcomes),
