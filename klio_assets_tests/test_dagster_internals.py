@@ -6,12 +6,13 @@ upgrade that moves a table, renames a column or changes an event constructor fai
 """
 
 import itertools
+import sys
 
 import dagster as dg
 import pytest
 
 from klio_assets.orchestration import partitions, ranges
-from klio_assets.orchestration.dagster_internals import dynamic_partitions, events
+from klio_assets.orchestration.dagster_internals import dynamic_partitions, events, instigators
 from klio_assets.orchestration.dagster_internals.loading_context import loading_instance
 from klio_assets.orchestration.partitions import TRACKS, tracks_partitions
 
@@ -235,3 +236,16 @@ def test_batched_materializations_report_when_unavailable(instance, monkeypatch)
     run = _logging_job(result, batch_size=2).execute_in_process(instance=instance)
     assert run.success and result["logged"] is False
     assert instance.get_materialized_partitions(dg.AssetKey("probe_a")) == set()
+
+
+def test_the_instigator_state_listing_relied_on_exists(instance):
+    """The dry runs read a sensor's stored cursor through the daemon's own storage call."""
+    from dagster._core.definitions.run_request import InstigatorType
+
+    assert instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) == []
+    assert instigators.stored_cursor(instance, "landing_sensor") is None
+
+
+def test_the_stored_cursor_is_none_without_the_private_api(instance, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dagster._core.definitions.run_request", None)
+    assert instigators.stored_cursor(instance, "landing_sensor") is None
