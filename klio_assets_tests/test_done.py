@@ -66,11 +66,11 @@ def test_the_engine_skips_exactly_what_is_done(tmp_path):
     )
     ref = {"track_id": "t1", "uri": str(tmp_path / "missing.wav"), "order": 0}
     task = Engine(plan).check(ref)
-    assert task["analyses"]["rms_level"]["status"] == "skipped"
-    assert task["analyses"]["rms_level"]["uri"] == Layout(storage).output_uri(
+    assert task["analyses"]["rms_level"].status == "skipped"
+    assert task["analyses"]["rms_level"].uri == Layout(storage).output_uri(
         planned["rms_level"], "t1"
     )
-    assert task["analyses"]["frame_energy"]["status"] == "failed"  # pending, then no source
+    assert task["analyses"]["frame_energy"].status == "failed"  # pending, then no source
     forced = Engine(RunPlan(**{**plan.__dict__, "force": True})).check(ref)
-    assert forced["analyses"]["rms_level"]["status"] == "failed"  # force: nothing is done
-    assert os.path.exists(task["analyses"]["rms_level"]["uri"])
+    assert forced["analyses"]["rms_level"].status == "failed"  # force: nothing is done
+    assert os.path.exists(task["analyses"]["rms_level"].uri)

@@ -163,7 +163,7 @@ def _materialize(
             storage,
             force=force,
             dry_run=dry_run,
-            # called from the watcher thread: rich's Progress is thread-safe
+            # called by the run's results poller as tracks finish (rich's Progress is thread-safe)
             on_progress=lambda done: progress.update(bar, completed=done),
         )
 
