@@ -1,6 +1,6 @@
 """Hostile inputs and kill -9: the figures of issues 7 and 17.
 
-1. The hostile corpus (``klio_assets_tests/hostile.py``: ~30 broken, odd and good files, a
+1. The hostile corpus (``klio_assets_tests/support/hostile.py``: ~30 broken, odd and good files, a
    stalled decoder) in ONE mixed batch through ``klio-assets add`` and ``klio-assets run``:
    the table of inputs and outcomes, and the number of good tracks lost (target 0).
 2. ``--kill-rounds N``: a run over 30 one-minute FLAC tracks killed with SIGKILL at
@@ -27,7 +27,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from klio_assets_tests import hostile, synth
+from klio_assets_tests.support import hostile, synth
 
 ANALYSES = ("source_audio", "downsampled_audio")
 _CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("KLIO_ASSETS_", "DAGSTER_"))}
