@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from klio_assets.errors import CatalogError
+from klio_assets.worker.records import SourceStat
 
 #: The catalog-level assets built from this database (:mod:`klio_assets.orchestration.catalog_assets`).
 DUPLICATE_GROUPS = "duplicate_groups"
@@ -73,6 +74,18 @@ MATERIALIZED = sa.Table(
     sa.Column("version", sa.String(128), nullable=False),
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("materialized_at", sa.Float, nullable=False),
+)
+#: Per analysis and track, the stat of the source that the output entered in the ledger was
+#: computed from (:class:`~klio_assets.worker.records.SourceStat`): a later stat that differs
+#: means the output describes a file that is no longer there. A table of its own so that
+#: catalogs from before it keep working (it is created when they are opened; no row: unknown).
+SOURCE_STATS = sa.Table(
+    "klio_source_stats",
+    _METADATA,
+    sa.Column("asset", sa.String(128), primary_key=True),
+    sa.Column("track_id", sa.String(128), primary_key=True),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("modified", sa.String(128), nullable=False),
 )
 #: Small named JSON documents kept by the automation (e.g. the code versions the catalog
 #: backfill last scanned for staleness); schedules have no cursor of their own.
@@ -165,6 +178,23 @@ class Registration:
     conflicts: dict[str, str] = field(default_factory=dict)
 
 
+def registered_uri(uri: str) -> str:
+    """The URI a track is registered under: a symlink's target, resolved once, when added.
+
+    The engine refuses a source that is a symlink when it opens it (a file swapped for a
+    link after ``add`` must not lead anywhere), so a link accepted by ``add`` (inside the
+    added folder, or allowed with ``--follow-symlinks``/``--allow-root``) is stored resolved.
+
+    Parameters
+    ----------
+    uri : str
+        A local path (already confined by discovery) or an object URI (returned as it is).
+    """
+    if "://" not in uri and os.path.islink(uri):
+        return os.path.realpath(uri)
+    return uri
+
+
 class TrackCatalog:
     """Track ID to source URI, plus failure reasons.
 
@@ -190,7 +220,8 @@ class TrackCatalog:
         """
         outcome = Registration()
         wanted: dict[str, str] = {}
-        for track_id, uri in tracks:
+        for track_id, given in tracks:
+            uri = registered_uri(given)
             if track_id in wanted and wanted[track_id] != uri:
                 outcome.conflicts[track_id] = (
                     f"track {track_id!r} is given twice: {wanted[track_id]} and {uri}"
@@ -309,9 +340,11 @@ class TrackCatalog:
         run_id: str,
         failed: Mapping[str, str],
         succeeded: Iterable[str],
+        source_stats: Mapping[str, SourceStat] | None = None,
     ) -> None:
         """Remember failure reasons of ``failed``, forget those of ``succeeded``, and enter
-        ``succeeded`` in the ledger of materialized outputs at ``version``."""
+        ``succeeded`` in the ledger of materialized outputs at ``version``, with the stat of
+        the source each was computed from where ``source_stats`` has it."""
         done = [t for t in succeeded if t not in failed]
         now = time.time()
         with self.engine.begin() as conn:
@@ -324,6 +357,8 @@ class TrackCatalog:
             _enter_materialized(
                 conn, asset, version=version, run_id=run_id, track_ids=done, now=now
             )
+            stats = {t: source_stats[t] for t in done if source_stats and t in source_stats}
+            _enter_source_stats(conn, asset, stats)
             if failed:
                 conn.execute(
                     FAILURES.insert(),
@@ -416,6 +451,20 @@ class TrackCatalog:
                 missing.update(t for t in chunk if t not in found)
             return [t for t in track_ids if t in missing]
 
+    def source_stats(self, asset: str, track_ids: Sequence[str]) -> dict[str, SourceStat]:
+        """The recorded source stats of ``asset``'s outputs, for those of ``track_ids`` known."""
+        query = sa.select(
+            SOURCE_STATS.c.track_id, SOURCE_STATS.c.size_bytes, SOURCE_STATS.c.modified
+        ).where(SOURCE_STATS.c.asset == asset)
+        found: dict[str, SourceStat] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(track_ids))):
+                for track_id, size, modified in conn.execute(
+                    query.where(SOURCE_STATS.c.track_id.in_(chunk))
+                ):
+                    found[track_id] = SourceStat(size_bytes=int(size), modified=str(modified))
+        return found
+
     def features_since(self, assets: Sequence[str], after_seq: int = 0) -> list[FeatureRow]:
         """Rows of ``assets`` written after ``after_seq``, in ``seq`` order."""
         query = (
@@ -480,6 +529,28 @@ def _enter_materialized(
                     "version": version,
                     "run_id": run_id,
                     "materialized_at": now,
+                }
+                for t in chunk
+            ],
+        )
+
+
+def _enter_source_stats(conn: sa.Connection, asset: str, stats: Mapping[str, SourceStat]) -> None:
+    ids = list(stats)
+    for chunk in _chunks(ids):
+        conn.execute(
+            SOURCE_STATS.delete().where(
+                SOURCE_STATS.c.asset == asset, SOURCE_STATS.c.track_id.in_(chunk)
+            )
+        )
+        conn.execute(
+            SOURCE_STATS.insert(),
+            [
+                {
+                    "asset": asset,
+                    "track_id": t,
+                    "size_bytes": stats[t].size_bytes,
+                    "modified": stats[t].modified,
                 }
                 for t in chunk
             ],

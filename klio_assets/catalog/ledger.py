@@ -19,9 +19,10 @@ from klio_assets.catalog.trackids import validate_track_id
 from klio_assets.errors import KlioAssetsError
 from klio_assets.worker.done import done_tracks, existing_outputs
 from klio_assets.worker.plan import PlannedAnalysis
-from klio_assets.worker.storage import Storage
+from klio_assets.worker.records import SourceStat
+from klio_assets.worker.storage import Storage, source_stat
 
-__all__ = ["all_done", "enter_in_ledger", "existing_outputs"]
+__all__ = ["all_done", "changed_sources", "enter_in_ledger", "existing_outputs"]
 
 
 def all_done(
@@ -73,7 +74,46 @@ def all_done(
     for name in selected:  # one analysis at a time: the first one missing anything ends it
         if len(done_tracks(storage, planned, {name: ids})[name]) < len(ids):
             return None
+    if any(changed_sources(catalog, {name: ids for name in selected}).values()):
+        return None
     return {name: sorted(ids) for name in selected}
+
+
+def changed_sources(
+    catalog: TrackCatalog, done: Mapping[str, Sequence[str]]
+) -> dict[str, set[str]]:
+    """Per analysis, the tracks among ``done`` whose source changed since their output was made.
+
+    One stat per track (no read, no hash), compared with the stat the ledger recorded when the
+    output was computed (:class:`~klio_assets.worker.records.SourceStat`). Tracks without a
+    recorded stat (outputs from before it was kept) and sources that cannot be stat'ed count
+    as unchanged.
+
+    Parameters
+    ----------
+    catalog : TrackCatalog
+    done : mapping of str to sequence of str
+        Per analysis the tracks otherwise found done.
+
+    Returns
+    -------
+    dict of str to set of str
+        The same keys as ``done``.
+    """
+    recorded = {name: catalog.source_stats(name, ids) for name, ids in done.items() if ids}
+    wanted = sorted({t for stats in recorded.values() for t in stats})
+    uris = catalog.resolve(wanted) if wanted else {}
+    current: dict[str, SourceStat | None] = {}
+    changed: dict[str, set[str]] = {name: set() for name in done}
+    for name, stats in recorded.items():
+        for track_id, stat in stats.items():
+            if track_id not in current:
+                uri = uris.get(track_id)
+                current[track_id] = source_stat(uri) if uri else None
+            now = current[track_id]
+            if now is not None and now != stat:
+                changed[name].add(track_id)
+    return changed
 
 
 def enter_in_ledger(

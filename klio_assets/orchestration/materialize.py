@@ -11,13 +11,13 @@ The CLI, tests and benchmarks share both; the all-done answer without Dagster is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from klio_assets.catalog.database import TrackCatalog
-from klio_assets.catalog.ledger import enter_in_ledger
+from klio_assets.catalog.ledger import changed_sources, enter_in_ledger
 from klio_assets.orchestration import launch
 from klio_assets.orchestration.invocation import Invocation
 from klio_assets.orchestration.selection import RunSelection, engine_inputs
@@ -108,6 +108,7 @@ def plan_run(
         todo = wanted
     else:
         todo, already_done = launch.tracks_to_run(instance, storage, planned, selected, wanted)
+        todo, already_done = _without_changed_sources(catalog, wanted, todo, already_done)
         enter_in_ledger(catalog, planned, already_done)
     return RunPlan(
         instance=instance,
@@ -119,6 +120,34 @@ def plan_run(
         batches=launch.contiguous_ranges(ordered, todo, settings.batch_size),
         already_done=already_done,
     )
+
+
+def _without_changed_sources(
+    catalog: TrackCatalog,
+    wanted: Sequence[str],
+    todo: Sequence[str],
+    done: Mapping[str, Sequence[str]],
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Move the tracks whose source changed since their outputs were made from done to todo.
+
+    Dagster's records and the storage cannot tell (the output is there, for the current
+    version); the ledger's source stats can, at one stat per track
+    (:func:`klio_assets.catalog.ledger.changed_sources`). The engine then sees the same
+    change in its own records and recomputes them.
+
+    Returns
+    -------
+    todo : list of str
+        In ``wanted``'s order.
+    done : dict of str to list of str
+    """
+    changed = changed_sources(catalog, done)
+    if not any(changed.values()):
+        return list(todo), {name: list(ids) for name, ids in done.items()}
+    again = set(todo).union(*changed.values())
+    return [t for t in wanted if t in again], {
+        name: [t for t in ids if t not in changed[name]] for name, ids in done.items()
+    }
 
 
 def execute_plan(

@@ -43,8 +43,8 @@ from klio_assets.worker.analysis import (
 from klio_assets.worker.audio import SourceDecoder, SourceInfo
 from klio_assets.worker.done import done_analyses
 from klio_assets.worker.plan import SOURCE_ASSET, Layout, RunPlan, import_analysis
-from klio_assets.worker.records import AnalysisOutcome, Status, TrackResult
-from klio_assets.worker.storage import Storage, hash_file, open_source
+from klio_assets.worker.records import AnalysisOutcome, SourceStat, Status, TrackResult
+from klio_assets.worker.storage import Storage, hash_file, open_source, source_stat
 
 # The statuses under their former names (profiling and benchmarks import these).
 COMPUTED, SKIPPED, FAILED = Status.COMPUTED, Status.SKIPPED, Status.FAILED
@@ -101,6 +101,11 @@ def _reason(exc: BaseException, track_id: str, uri: str, analysis: str) -> str:
         f"track {track_id!r}: {uri}: analysis {analysis!r} raised "
         f"{type(exc).__name__}: {exc}{where}"
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _failed(reason: str, error: BaseException | None = None) -> AnalysisOutcome:
@@ -200,6 +205,9 @@ class Engine:
                 if self.plan.force
                 else done_analyses(self.storage, self.plan.analyses, self.plan.selected, track_id)
             )
+            # one stat, no read: outputs of a source that changed since are not done
+            task["source_stat"] = source_stat(uri, self.plan.source_options)
+            done = [n for n in done if not self._source_changed(n, track_id, task["source_stat"])]
             for name in self.plan.selected:
                 if name in done:
                     task["analyses"][name] = AnalysisOutcome(
@@ -221,6 +229,57 @@ class Engine:
         if not self.plan.dry_run:
             self._describe_skipped(task)
         return task
+
+    def _source_record(self, name: str, track_id: str) -> dict[str, Any] | None:
+        """What the output of ``name`` for ``track_id`` was computed from, if recorded."""
+        uri = self.layout.source_record_uri(self.plan.analyses[name], track_id)
+        try:
+            if not self.storage.exists(uri):
+                return None
+            record = self.storage.read_json(uri)
+        except (KlioAssetsError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def _source_changed(self, name: str, track_id: str, current: SourceStat | None) -> bool:
+        """Whether the output of ``name`` was computed from a source that has changed since.
+
+        Outputs written before these records were kept, and sources that cannot be stat'ed,
+        count as unchanged (as before).
+        """
+        if current is None:
+            return False
+        recorded = SourceStat.from_dict(self._source_record(name, track_id))
+        return recorded is not None and recorded != current
+
+    def _record_sources(self, task: dict[str, Any]) -> None:
+        """Record, next to each output written for ``task``, the source it was computed from.
+
+        The content hash lets the content index check that an owner's output still comes
+        from the bytes looked up; the stat lets the next run notice a changed source.
+        """
+        if "content_hash" not in task:
+            return
+        stat: SourceStat | None = task.get("source_stat")
+        entry = {"content_hash": task["content_hash"], **(stat.to_dict() if stat else {})}
+        for name in task["pending"]:
+            record = task["analyses"].get(name)
+            if record is None or not (
+                record.status == COMPUTED or (record.status == SKIPPED and record.shared_from)
+            ):
+                continue
+            uri = self.layout.source_record_uri(self.plan.analyses[name], task["track_id"])
+            with contextlib.suppress(KlioAssetsError):  # a lost record costs a recomputation
+                self.storage.write_json(uri, entry, durable=False)
+
+    def _owner_holds(self, name: str, owner: str, content_hash: str) -> bool:
+        """Whether ``owner``'s output of ``name`` was computed from ``content_hash``'s bytes.
+
+        An index entry outlives what it names: the owner's source may have been overwritten
+        and its output recomputed (``--force``) from other bytes since.
+        """
+        record = self._source_record(name, owner)
+        return record is not None and record.get("content_hash") == content_hash
 
     def _fail_pending(self, task: dict[str, Any], reason: str) -> None:
         for name in task["pending"]:
@@ -299,6 +358,7 @@ class Engine:
                     )
         for task in tasks:
             self._describe_skipped(task)
+            self._record_sources(task)
         return [track_result(t) for t in tasks]
 
     def _analyze_representative(self, rep: dict[str, Any]) -> None:
@@ -338,6 +398,8 @@ class Engine:
             return None  # only ever copy from the place this layout would have written
         if not self.storage.exists(first_uri):
             return None
+        if not self._owner_holds(name, first, task["content_hash"]):
+            return None  # a stale entry: the owner's output describes other bytes now
         out = self.output_uri(name, task["track_id"])
         self.analyses[name].output.copy(self.storage, first_uri, out)
         return AnalysisOutcome(SKIPPED, uri=out, shared_from=first)
@@ -392,7 +454,11 @@ class Engine:
         with contextlib.suppress(KlioAssetsError, KeyError, ValueError):
             if self.storage.exists(index_uri):
                 first = str(self.storage.read_json(index_uri)["track_id"])
-                if first != task["track_id"] and self.storage.exists(self.output_uri(name, first)):
+                if (
+                    first != task["track_id"]
+                    and self.storage.exists(self.output_uri(name, first))
+                    and self._owner_holds(name, first, task["content_hash"])
+                ):
                     return first
         return None
 
@@ -663,9 +729,18 @@ class Engine:
                 uri,
                 f"upstream {spec.name!r} has no output for this track (materialize it first)",
             )
-        return self.analyses[spec.name].output.load(
-            self.storage, uri, stream=spec.stream, stack=stack
-        )
+        try:
+            return self.analyses[spec.name].output.load(
+                self.storage, uri, stream=spec.stream, stack=stack
+            )
+        except (OSError, ValueError, EOFError, KlioAssetsError) as exc:
+            # name the output that is bad, not the source audio: recomputing it is the fix
+            raise TrackError(
+                context.track_id,
+                uri,
+                f"upstream {spec.name!r} output cannot be read ({type(exc).__name__}: "
+                f"{_first_line(exc)}); recompute it (klio-assets run {spec.name} --force)",
+            ) from exc
 
 
 def track_result(task: dict[str, Any]) -> TrackResult:
@@ -675,4 +750,5 @@ def track_result(task: dict[str, Any]) -> TrackResult:
         uri=task["uri"],
         analyses=dict(task["analyses"]),
         content_hash=task.get("content_hash"),
+        source_stat=task.get("source_stat"),
     )

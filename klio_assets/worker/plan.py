@@ -225,6 +225,17 @@ class Layout:
             planned.name, f"v{planned.version}", "_content", hexdigest[:2], f"{hexdigest}.json"
         )
 
+    def source_record_uri(self, planned: PlannedAnalysis, track_id: str) -> str:
+        """What the output of ``planned`` for ``track_id`` was computed from: the source's
+        content hash and stat (:class:`~klio_assets.worker.records.SourceStat`)."""
+        return self.storage.join(
+            planned.name,
+            f"v{planned.version}",
+            "_sources",
+            shard_of(track_id),
+            f"{track_id}.json",
+        )
+
     def run_folder(self, run_id: str) -> str:
         """Scratch folder of one run."""
         return self.storage.join(RESULTS_FOLDER, run_id)

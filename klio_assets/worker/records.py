@@ -130,6 +130,37 @@ class AnalysisOutcome:
         return cls(status=Status(data["status"]), **known)
 
 
+@dataclasses.dataclass(frozen=True)
+class SourceStat:
+    """What one stat of a track's source says: enough to notice that the file changed.
+
+    Results record the stat of the source they were computed from; a later stat that
+    differs means they describe a file that is no longer there (no hash needed).
+
+    Parameters
+    ----------
+    size_bytes : int
+    modified : str
+        ``st_mtime_ns`` of a local file; the object's generation, ETag or update time in an
+        object store.
+    """
+
+    size_bytes: int
+    modified: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of this stat."""
+        return {"size_bytes": self.size_bytes, "modified": self.modified}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SourceStat | None:
+        """Inverse of :meth:`to_dict`; None when ``data`` is not a stat."""
+        try:
+            return cls(size_bytes=int(data["size_bytes"]), modified=str(data["modified"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
 @dataclasses.dataclass
 class TrackResult:
     """Every selected analysis of one track in one run.
@@ -143,12 +174,16 @@ class TrackResult:
         Analysis name to its :class:`AnalysisOutcome`.
     content_hash : str, optional
         Hash of the source bytes (known when the source was read).
+    source_stat : SourceStat, optional
+        The source's stat as this run saw it (the catalog's ledger keeps it to notice a
+        changed file).
     """
 
     track_id: str
     uri: str
     analyses: dict[str, AnalysisOutcome] = dataclasses.field(default_factory=dict)
     content_hash: str | None = None
+    source_stat: SourceStat | None = None
 
     def status(self, name: str) -> Status:
         """Status of analysis ``name`` (failed when the track has no outcome for it)."""
@@ -164,6 +199,8 @@ class TrackResult:
         }
         if self.content_hash is not None:
             out["content_hash"] = self.content_hash
+        if self.source_stat is not None:
+            out["source_stat"] = self.source_stat.to_dict()
         return out
 
     @classmethod
@@ -176,6 +213,7 @@ class TrackResult:
                 str(n): AnalysisOutcome.from_dict(o) for n, o in data.get("analyses", {}).items()
             },
             content_hash=data.get("content_hash"),
+            source_stat=SourceStat.from_dict(data.get("source_stat")),
         )
 
     def to_json(self) -> str:

@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import socket
+import stat as stat_module
 import sys
 import tempfile
 import threading
@@ -36,11 +37,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import tenacity
 
 from klio_assets.errors import (
+    KlioAssetsError,
     ParameterError,
     StorageError,
     TransientStorageError,
     UnsafePathError,
 )
+from klio_assets.worker.records import SourceStat
 
 if TYPE_CHECKING:
     import fsspec
@@ -595,14 +598,89 @@ def open_source(uri: str, options: dict[str, Any] | None = None) -> Iterator[str
     """
     if not is_remote(uri):
         path = uri[len("file://") :] if uri.startswith("file://") else uri
-        if not os.path.exists(path):
-            raise FileNotFoundError(path)
-        if not os.path.isfile(path):
-            # a FIFO or a device would block a decoder forever; a folder is a mistake
-            raise StorageError(f"{path} is not a regular file (a folder, FIFO or device)")
+        _check_local_source(path)
         yield path
         return
     scheme, rest = uri.split("://", 1)
     storage = Storage(f"{scheme}://{rest.split('/', 1)[0]}", options)
     with storage.local_copy(uri) as path:
         yield path
+
+
+def _check_local_source(path: str) -> None:
+    """Refuse a local source that is not (or no longer) a plain regular file.
+
+    ``add`` stores symlinks resolved, so a source that is a symlink now was swapped for one
+    after it was registered: following it could read any file the worker can. The final
+    component is opened with ``O_NOFOLLOW`` and checked with ``fstat`` on that descriptor,
+    so a swap between the check and the open is caught too; a swap after it (before the
+    decoder opens the path) remains possible and is caught by the next run.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing is there.
+    StorageError
+        A symlink, a folder, a FIFO or a device, or unreadable.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    if stat_module.S_ISLNK(st.st_mode):
+        raise StorageError(
+            f"{path} is now a symlink (to {os.path.realpath(path)}); it was a regular file when "
+            "registered: refused (re-add it with klio-assets add to register its target)"
+        )
+    if not stat_module.S_ISREG(st.st_mode):
+        # a FIFO or a device would block a decoder forever; a folder is a mistake
+        raise StorageError(f"{path} is not a regular file (a folder, FIFO or device)")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StorageError(f"{path} is now a symlink: refused") from exc
+        raise StorageError(f"{path}: cannot open it ({exc.strerror or exc})") from exc
+    try:
+        if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+            raise StorageError(f"{path} is not a regular file (a folder, FIFO or device)")
+    finally:
+        os.close(fd)
+
+
+#: Fields of an object's metadata that change when it is rewritten, by preference.
+_OBJECT_STAMPS = ("generation", "ETag", "etag", "mtime", "updated", "LastModified", "created")
+
+
+def source_stat(uri: str, options: dict[str, Any] | None = None) -> SourceStat | None:
+    """One stat of a track's source (no read, no hash): its size and modification stamp.
+
+    Parameters
+    ----------
+    uri : str
+        A local path or an object URI.
+    options : dict, optional
+        Storage options for an object store.
+
+    Returns
+    -------
+    SourceStat or None
+        None when the source cannot be stat'ed (missing, unreachable): unknown, not changed.
+    """
+    try:
+        if not is_remote(uri):
+            st = os.stat(uri[len("file://") :] if uri.startswith("file://") else uri)
+            return SourceStat(size_bytes=st.st_size, modified=str(st.st_mtime_ns))
+        scheme, rest = uri.split("://", 1)
+        info = Storage(f"{scheme}://{rest.split('/', 1)[0]}", options).fs.info(uri)
+    except (OSError, KlioAssetsError, ValueError):
+        return None
+    stamp = next((info[k] for k in _OBJECT_STAMPS if info.get(k) is not None), None)
+    if stamp is None:
+        return None
+    return SourceStat(size_bytes=int(info.get("size") or 0), modified=str(stamp))

@@ -160,6 +160,7 @@ class TrackReporter:
                 run_id=self.context.run_id,
                 failed=failed,
                 succeeded=[r.track_id for r in batch if r.track_id not in failed],
+                source_stats={r.track_id: r.source_stat for r in batch if r.source_stat},
             )
             if self.graph[name].output.kind in reporting.FEATURE_KINDS:
                 rows = {
