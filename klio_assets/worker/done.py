@@ -12,15 +12,22 @@ have it too. Three callers ask, with the records they have:
 * run planning (:func:`klio_assets.orchestration.launch.tracks_to_run`) asks with Dagster's
   materializations.
 
-A code-version bump or a deleted output therefore brings a track back everywhere at once.
+A code-version bump or a deleted output therefore brings a track back everywhere at once, and
+so does a changed source: each output has a record of the source it was computed from
+(:func:`source_record`), and an output whose source's stat differs now is not done
+(:func:`source_changed`; the catalog keeps the same stats for the CLI and the run planning,
+:func:`klio_assets.catalog.ledger.changed_sources`).
 This module imports nothing from Dagster or the catalog.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
 
+from klio_assets.errors import KlioAssetsError
 from klio_assets.worker.plan import Layout, PlannedAnalysis
+from klio_assets.worker.records import SourceStat
 from klio_assets.worker.storage import Storage, shard_of
 
 #: From this many tracks on, outputs are found by listing the wanted shard folders (at most
@@ -60,11 +67,58 @@ def existing_outputs(
     return found & set(track_ids)
 
 
+def source_record(
+    storage: Storage, planned: PlannedAnalysis, track_id: str
+) -> dict[str, Any] | None:
+    """What the output of ``planned`` for ``track_id`` was computed from, if recorded.
+
+    Returns
+    -------
+    dict or None
+        ``content_hash`` and the source's :class:`~klio_assets.worker.records.SourceStat`
+        fields; None for outputs written before these records were kept (or unreadable).
+    """
+    uri = Layout(storage).source_record_uri(planned, track_id)
+    try:
+        if not storage.exists(uri):
+            return None
+        record = storage.read_json(uri)
+    except (KlioAssetsError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def source_changed(
+    storage: Storage,
+    planned: PlannedAnalysis,
+    track_id: str,
+    current: SourceStat | None,
+    *,
+    unrecorded: list[str] | None = None,
+) -> bool:
+    """Whether the output of ``planned`` was computed from a source that has changed since.
+
+    Outputs without a record (from before it was kept, or whose writer was killed) and
+    sources that cannot be stat'ed (``current`` None) count as unchanged; the name of an
+    analysis without a record is appended to ``unrecorded`` (the engine records it then).
+    """
+    if current is None:
+        return False
+    record = source_record(storage, planned, track_id)
+    if record is None and unrecorded is not None:
+        unrecorded.append(planned.name)
+    recorded = SourceStat.from_dict(record)
+    return recorded is not None and recorded != current
+
+
 def done_analyses(
     storage: Storage,
     planned: Mapping[str, PlannedAnalysis],
     selected: Iterable[str],
     track_id: str,
+    *,
+    current: SourceStat | None = None,
+    unrecorded: list[str] | None = None,
 ) -> list[str]:
     """The analyses among ``selected`` already done for one track (the engine's question).
 
@@ -76,13 +130,23 @@ def done_analyses(
     selected : iterable of str
         The analyses to ask about.
     track_id : str
+    current : SourceStat, optional
+        The source's stat now: outputs computed from a source that has changed since are
+        not done (:func:`source_changed`).
+    unrecorded : list of str, optional
+        Filled with the analyses done whose output has no record of its source.
 
     Returns
     -------
     list of str
         In ``selected``'s order.
     """
-    return [n for n in selected if existing_outputs(storage, planned[n], (track_id,))]
+    return [
+        n
+        for n in selected
+        if existing_outputs(storage, planned[n], (track_id,))
+        and not source_changed(storage, planned[n], track_id, current, unrecorded=unrecorded)
+    ]
 
 
 def done_tracks(

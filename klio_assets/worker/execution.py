@@ -41,7 +41,7 @@ from klio_assets.worker.analysis import (
     Upstream,
 )
 from klio_assets.worker.audio import SourceDecoder, SourceInfo
-from klio_assets.worker.done import done_analyses
+from klio_assets.worker.done import done_analyses, source_record
 from klio_assets.worker.plan import SOURCE_ASSET, Layout, RunPlan, import_analysis
 from klio_assets.worker.records import AnalysisOutcome, SourceStat, Status, TrackResult
 from klio_assets.worker.storage import Storage, hash_file, open_source, source_stat
@@ -200,14 +200,23 @@ class Engine:
         task: dict[str, Any] = {**ref, "analyses": {}, "pending": []}
         skip_status = WOULD_SKIP if self.plan.dry_run else SKIPPED
         try:
+            # one stat, no read: outputs of a source that changed since are not done
+            task["source_stat"] = source_stat(uri, self.plan.source_options)
+            unrecorded: list[str] = []
             done = (
                 []
                 if self.plan.force
-                else done_analyses(self.storage, self.plan.analyses, self.plan.selected, track_id)
+                else done_analyses(
+                    self.storage,
+                    self.plan.analyses,
+                    self.plan.selected,
+                    track_id,
+                    current=task["source_stat"],
+                    unrecorded=unrecorded,
+                )
             )
-            # one stat, no read: outputs of a source that changed since are not done
-            task["source_stat"] = source_stat(uri, self.plan.source_options)
-            done = [n for n in done if not self._source_changed(n, track_id, task["source_stat"])]
+            if not self.plan.dry_run:
+                self._record_stat(track_id, unrecorded, task["source_stat"])
             for name in self.plan.selected:
                 if name in done:
                     task["analyses"][name] = AnalysisOutcome(
@@ -230,28 +239,6 @@ class Engine:
             self._describe_skipped(task)
         return task
 
-    def _source_record(self, name: str, track_id: str) -> dict[str, Any] | None:
-        """What the output of ``name`` for ``track_id`` was computed from, if recorded."""
-        uri = self.layout.source_record_uri(self.plan.analyses[name], track_id)
-        try:
-            if not self.storage.exists(uri):
-                return None
-            record = self.storage.read_json(uri)
-        except (KlioAssetsError, ValueError):
-            return None
-        return record if isinstance(record, dict) else None
-
-    def _source_changed(self, name: str, track_id: str, current: SourceStat | None) -> bool:
-        """Whether the output of ``name`` was computed from a source that has changed since.
-
-        Outputs written before these records were kept, and sources that cannot be stat'ed,
-        count as unchanged (as before).
-        """
-        if current is None:
-            return False
-        recorded = SourceStat.from_dict(self._source_record(name, track_id))
-        return recorded is not None and recorded != current
-
     def _record_sources(self, task: dict[str, Any]) -> None:
         """Record, next to each output written for ``task``, the source it was computed from.
 
@@ -272,13 +259,24 @@ class Engine:
             with contextlib.suppress(KlioAssetsError):  # a lost record costs a recomputation
                 self.storage.write_json(uri, entry, durable=False)
 
+    def _record_stat(self, track_id: str, names: Sequence[str], stat: SourceStat | None) -> None:
+        """Record the source's stat for outputs that have no record (written before records
+        were kept, or by a writer killed before it): from now on a change is noticed. Without
+        a content hash, such a record never lets the content index share the output."""
+        if stat is None:
+            return
+        for name in names:
+            uri = self.layout.source_record_uri(self.plan.analyses[name], track_id)
+            with contextlib.suppress(KlioAssetsError):
+                self.storage.write_json(uri, stat.to_dict(), durable=False)
+
     def _owner_holds(self, name: str, owner: str, content_hash: str) -> bool:
         """Whether ``owner``'s output of ``name`` was computed from ``content_hash``'s bytes.
 
         An index entry outlives what it names: the owner's source may have been overwritten
         and its output recomputed (``--force``) from other bytes since.
         """
-        record = self._source_record(name, owner)
+        record = source_record(self.storage, self.plan.analyses[name], owner)
         return record is not None and record.get("content_hash") == content_hash
 
     def _fail_pending(self, task: dict[str, Any], reason: str) -> None:
