@@ -8,9 +8,12 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
+import time
 
 import pytest
 
+from klio_assets.worker.storage import Storage, source_stat
 from klio_assets_tests import synth
 from klio_assets_tests.conftest import cli_json, run_cli
 
@@ -91,6 +94,22 @@ def test_a_changed_source_is_recomputed_by_the_next_run(tmp_path):
         assert abs(json.load(fh)["duration_s"] - 3.0) < 0.01
     quiet, _ = cli_json("run", "source_audio", home=home)
     assert quiet["runs"] == [] and quiet["assets"]["source_audio"] == {"skipped": 2}
+
+    with sqlite3.connect(os.path.join(home, "catalog.db")) as db:  # a catalog from before
+        db.execute("DROP TABLE klio_source_stats")
+    old, _ = cli_json("run", "source_audio", home=home)
+    assert old["runs"] == [] and old["assets"]["source_audio"] == {"skipped": 2}
+
+
+def test_an_object_stores_source_stat_changes_when_the_object_is_rewritten():
+    storage = Storage("memory://klio-stat-test")
+    uri = "memory://klio-stat-test/a.wav"
+    storage.write_json(uri, {"a": 1})
+    first = source_stat(uri)
+    time.sleep(0.01)
+    storage.write_json(uri, {"a": 2})
+    assert first is not None and source_stat(uri) not in (None, first)
+    assert source_stat("memory://klio-stat-test/missing.wav") is None
 
 
 def test_a_bad_upstream_npy_is_named_in_the_reason(tmp_path):

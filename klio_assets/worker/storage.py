@@ -631,8 +631,9 @@ def _check_local_source(path: str) -> None:
         raise StorageError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     if stat_module.S_ISLNK(st.st_mode):
         raise StorageError(
-            f"{path} is now a symlink (to {os.path.realpath(path)}); it was a regular file when "
-            "registered: refused (re-add it with klio-assets add to register its target)"
+            f"{path} is a symlink (to {os.path.realpath(path)}), not the regular file that was "
+            "registered: refused (add stores symlinks resolved; a file replaced by a link after "
+            "add could lead anywhere)"
         )
     if not stat_module.S_ISREG(st.st_mode):
         # a FIFO or a device would block a decoder forever; a folder is a mistake
