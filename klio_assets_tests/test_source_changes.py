@@ -12,6 +12,7 @@ import sqlite3
 import time
 
 import pytest
+import soundfile
 
 from klio_assets.worker.storage import Storage, source_stat
 from klio_assets_tests import synth
@@ -126,3 +127,19 @@ def test_a_bad_upstream_npy_is_named_in_the_reason(tmp_path):
     assert done.returncode != 0
     reason = _record(out, "song", "mfcc")["reason"]
     assert npy in reason and "song.wav" not in reason, reason
+
+
+def test_a_bottom_up_run_recomputes_the_upstream_of_a_changed_source(tmp_path):
+    library, home = tmp_path / "library", str(tmp_path / "home")
+    library.mkdir()
+    path = _tone(library / "song.wav", 440.0, 1.0)
+    run_cli("add", str(library), home=home, check=True)
+    first, _ = cli_json("run", "mel_spectrogram", home=home)
+    assert _record(first, "song", "downsampled_audio")["status"] == "computed"
+
+    _tone(path, 880.0, 2.0)
+    again, _ = cli_json("run", "mel_spectrogram", home=home)
+    assert _record(again, "song", "mel_spectrogram")["status"] == "computed"
+    downsampled = _record(again, "song", "downsampled_audio")
+    assert downsampled["status"] == "computed", again["tracks"]["song"]
+    assert abs(soundfile.info(downsampled["uri"]).duration - 2.0) < 0.01

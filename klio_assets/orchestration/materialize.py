@@ -20,8 +20,10 @@ from klio_assets.catalog.database import TrackCatalog
 from klio_assets.catalog.ledger import changed_sources, enter_in_ledger
 from klio_assets.orchestration import launch
 from klio_assets.orchestration.invocation import Invocation
+from klio_assets.orchestration.lineage import ancestors
 from klio_assets.orchestration.selection import RunSelection, engine_inputs
 from klio_assets.settings import Settings
+from klio_assets.worker.plan import PlannedAnalysis
 from klio_assets.worker.storage import Storage
 
 
@@ -98,8 +100,12 @@ def plan_run(
     selected: list[str] = list(selection.selected)
     upstream_added: list[str] = []
     if upstream and selection.named and selected:
+        graph = engine_inputs(settings)
         selected, upstream_added = launch.with_missing_upstreams(
-            instance, storage, planned, engine_inputs(settings), selected, wanted
+            instance, storage, planned, graph, selected, wanted
+        )
+        selected, upstream_added = _with_changed_upstreams(
+            catalog, planned, graph, selected, upstream_added, wanted
         )
     already_done: dict[str, list[str]] = {}
     if not selected:  # only catalog tables asked for
@@ -119,6 +125,38 @@ def plan_run(
         todo=todo,
         batches=launch.contiguous_ranges(ordered, todo, settings.batch_size),
         already_done=already_done,
+    )
+
+
+def _with_changed_upstreams(
+    catalog: TrackCatalog,
+    planned: Mapping[str, PlannedAnalysis],
+    graph: Mapping[str, Sequence[str]],
+    selected: Sequence[str],
+    added: Sequence[str],
+    wanted: Sequence[str],
+) -> tuple[list[str], list[str]]:
+    """Bottom-up: also add the upstreams whose outputs come from a source that changed since.
+
+    Their outputs exist, so :func:`klio_assets.orchestration.launch.with_missing_upstreams`
+    keeps them out; without them, the selected analyses would be recomputed from upstream
+    outputs that describe the old file.
+
+    Returns
+    -------
+    selection : list of str
+        In ``planned``'s (topological) order.
+    added : list of str
+        The upstreams added, both missing and changed.
+    """
+    candidates = [n for n in planned if n in ancestors(graph, selected) and n not in selected]
+    changed = changed_sources(catalog, {n: wanted for n in candidates}) if wanted else {}
+    more = {n for n in candidates if changed.get(n)}
+    if not more:
+        return list(selected), list(added)
+    return (
+        [n for n in planned if n in selected or n in more],
+        [n for n in planned if n in added or n in more],
     )
 
 
