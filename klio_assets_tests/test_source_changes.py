@@ -113,20 +113,27 @@ def test_an_object_stores_source_stat_changes_when_the_object_is_rewritten():
     assert source_stat("memory://klio-stat-test/missing.wav") is None
 
 
-def test_a_bad_upstream_npy_is_named_in_the_reason(tmp_path):
+@pytest.mark.parametrize(
+    ("upstream", "downstream", "garbage"),
+    [
+        ("mel_spectrogram", "mfcc", b"\x93NUMPY not really an array"),
+        ("downsampled_audio", "spectrogram", b"fLaC and then nothing"),
+    ],
+)
+def test_a_bad_upstream_output_is_named_in_the_reason(tmp_path, upstream, downstream, garbage):
     library, home = tmp_path / "library", str(tmp_path / "home")
     library.mkdir()
     _tone(library / "song.wav", 440.0, 2.0)
     run_cli("add", str(library), home=home, check=True)
-    first, _ = cli_json("run", "mel_spectrogram", home=home)
-    npy = _record(first, "song", "mel_spectrogram")["uri"]
-    assert npy.endswith(".npy")
-    with open(npy, "wb") as fh:
-        fh.write(b"\x93NUMPY not really an array")
-    out, done = cli_json("run", "mfcc", "--no-upstream", home=home, expect_code=None)
+    first, _ = cli_json("run", upstream, home=home)
+    bad = _record(first, "song", upstream)["uri"]
+    with open(bad, "wb") as fh:
+        fh.write(garbage)
+    out, done = cli_json("run", downstream, "--no-upstream", home=home, expect_code=None)
     assert done.returncode != 0
-    reason = _record(out, "song", "mfcc")["reason"]
-    assert npy in reason and "song.wav" not in reason, reason
+    reason = _record(out, "song", downstream)["reason"]
+    assert bad in reason and "song.wav" not in reason, reason
+    assert len(reason.splitlines()) == 1
 
 
 def test_a_bottom_up_run_recomputes_the_upstream_of_a_changed_source(tmp_path):

@@ -731,8 +731,8 @@ class Engine:
             return self.analyses[spec.name].output.load(
                 self.storage, uri, stream=spec.stream, stack=stack
             )
-        except (OSError, ValueError, EOFError, KlioAssetsError) as exc:
-            # name the output that is bad, not the source audio: recomputing it is the fix
+        except Exception as exc:  # any reader's error (numpy, libsndfile, JSON): re-raised
+            # naming the output that is bad, not the source audio: recomputing it is the fix
             raise TrackError(
                 context.track_id,
                 uri,
