@@ -15,8 +15,8 @@ import pytest
 import soundfile
 
 from klio_assets.worker.storage import Storage, source_stat
-from klio_assets_tests import synth
 from klio_assets_tests.conftest import cli_json, run_cli
+from klio_assets_tests.support import synth
 
 pytestmark = pytest.mark.e2e
 
