@@ -39,6 +39,7 @@ from klio_assets.resources.dataflow import (  # noqa: F401 - re-exported: import
     gcp_label,
     gcp_labels,
 )
+from klio_assets.resources.worker_process import WorkerProcessJob
 from pydantic import Field
 
 from klio_assets.errors import BeamJobError
@@ -234,6 +235,12 @@ class BeamRunnerResource(dg.ConfigurableResource):
         "'auto' (lanes for the local runner).",
     )
     poll_interval_s: float = Field(1.0, gt=0, description="Seconds between job status polls.")
+    isolate_local: bool = Field(
+        True,
+        description="Local runner: run each job in a child process (python -m "
+        "klio_assets.worker.pipeline), so that a crash of a native decoder or the OOM killer "
+        "costs only the track it hit, not the Dagster step.",
+    )
     dataflow: DataflowConfig | None = Field(
         None,
         description="Run on Google Cloud Dataflow with these settings (KLIO_ASSETS_DATAFLOW); "
@@ -300,7 +307,7 @@ class BeamRunnerResource(dg.ConfigurableResource):
         *,
         job_name: str,
         labels: Mapping[str, Any] | None = None,
-    ) -> BeamJob:
+    ) -> BeamJob | WorkerProcessJob:
         """Create a pipeline, let ``build`` add its steps, and submit it.
 
         Inside a Dagster run, the job is labelled with the run ID and the selected assets
@@ -311,17 +318,25 @@ class BeamRunnerResource(dg.ConfigurableResource):
         Parameters
         ----------
         build : callable
-            Receives the ``beam.Pipeline``.
+            Receives the ``beam.Pipeline``. If it has a ``standalone()`` method (returning the
+            plan's JSON, the track references and extra Beam arguments) and the runner is the
+            local one, the job runs in a child process instead
+            (:class:`~klio_assets.resources.worker_process.WorkerProcessJob`).
         job_name : str
             Lowercase letters, digits and ``-`` (Dataflow's rule); other characters are
             replaced.
         labels : mapping, optional
             Job labels (Dataflow); by default taken from the current Dagster run.
         """
+        name = re.sub(r"[^a-z0-9-]+", "-", job_name.lower()).strip("-")[:63] or "klio-assets"
+        standalone = getattr(build, "standalone", None)
+        if standalone is not None and self.isolate_local and self.runner == LOCAL_RUNNER:
+            plan_json, tracks, extra_args = standalone()
+            args = [*self.pipeline_options_args(job_name=name), *extra_args]
+            return WorkerProcessJob(plan_json, tracks, args, job_name=name).start()
         import apache_beam as beam  # noqa: PLC0415 - keeps Beam out of definition loading
         from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
 
-        name = re.sub(r"[^a-z0-9-]+", "-", job_name.lower()).strip("-")[:63] or "klio-assets"
         context = _current_context()
         if labels is None and context is not None:
             labels = run_labels(context)
