@@ -56,3 +56,20 @@ def test_a_segfaulting_track_fails_alone_and_the_rest_of_the_batch_is_recorded(t
     left = [n for _, _, files in os.walk(outputs) for n in files if ".tmp-" in n]
     assert not left
     assert not os.listdir(scratch)  # the worker's plan, track list and markers removed
+
+
+def test_worker_deaths_are_bounded_and_every_track_ends_with_a_reason(tmp_path):
+    """Five crashing tracks: the worker is relaunched at most 3 times, then the tracks still
+    without a result fail saying so; the run ends (exit 1) instead of retrying forever."""
+    library = tmp_path / "library"
+    library.mkdir()
+    ids = [f"segv{i}" for i in range(5)]
+    for i, t in enumerate(ids):
+        synth.write(str(library / f"{t}.wav"), synth.sine(200 + 30 * i, 0.5, 8000), 8000)
+    home = str(tmp_path / "home")
+    run_cli("add", str(library), home=home, env=ENV, check=True)
+    out, done = cli_json("run", "crashes_on_segv", home=home, env=ENV, expect_code=1)
+    assert out["assets"]["crashes_on_segv"] == {"failed": 5}, done.stderr
+    reasons = [out["tracks"][t]["crashes_on_segv"]["reason"] for t in ids]
+    assert all("the worker process died" in r and "SIGSEGV" in r for r in reasons), reasons
+    assert any("died 4 times in this run" in r for r in reasons), reasons

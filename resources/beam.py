@@ -42,7 +42,7 @@ from klio_assets.resources.dataflow import (  # noqa: F401 - re-exported: import
 from klio_assets.resources.worker_process import WorkerProcessJob
 from pydantic import Field
 
-from klio_assets.errors import BeamJobError
+from klio_assets.errors import BeamJobError, one_line
 
 LOCAL_RUNNER = "FnApiRunner"
 _TERMINAL = {"DONE", "FAILED", "CANCELLED", "UPDATED", "DRAINED", "STOPPED"}
@@ -176,7 +176,7 @@ class BeamJob:
             self.finished = time.monotonic()
         state = self.state
         if state != "DONE":
-            cause = f": {type(self.error).__name__}: {self.error}" if self.error else ""
+            cause = f": {one_line(self.error)}" if self.error else ""
             where = f" (see {self.console_url})" if self.console_url else ""
             raise BeamJobError(
                 f"Beam job {self.job_id} ended in state {state}{cause}{where}",

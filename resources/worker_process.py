@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from klio_assets.errors import BeamJobError
+from klio_assets.errors import BeamJobError, one_line
 
 #: Lines of the child's stderr kept to say why it failed.
 _STDERR_TAIL_BYTES = 8192
@@ -91,13 +91,18 @@ class WorkerProcessJob:
     console_url = None
 
     def start(self) -> WorkerProcessJob:
-        """Start the child, in a process group of its own (killed whole on cancel); its
-        temporary files go to the work folder, removed with it even if the child dies."""
+        """Start the child; its temporary files go to the work folder, removed with it even
+        if the child dies.
+
+        The child stays in this process's group, so that whatever kills the group (a shell's
+        Ctrl-C, ``kill -- -PGID``, a container stop) kills it too; and it exits by itself
+        when this process disappears (``--exit-with-parent``: a SIGKILL of this process
+        alone, the OOM killer choosing it)."""
         env = {**os.environ, "TMPDIR": self.workdir}
         with open(self._stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                start_new_session=True, env=env,
+                [*self.command, f"--exit-with-parent={os.getpid()}"],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
             )  # fmt: skip
         return self
 
@@ -129,7 +134,7 @@ class WorkerProcessJob:
         self.returncode  # noqa: B018 - records the end time
 
     def how_it_died(self) -> str | None:
-        """``signal 11, SIGSEGV`` or ``exit status 1: <last line of stderr>``; None if it
+        """``signal 11, SIGSEGV`` or ``exited with status 1: <its error>``; None if it
         ended well or still runs."""
         code = self.returncode
         if not code:
@@ -140,7 +145,7 @@ class WorkerProcessJob:
             except ValueError:
                 name = "unknown signal"
             return f"signal {-code}, {name}"
-        return f"exit status {code}: {self.last_error_line()}"
+        return f"exited with status {code}: {self.last_error_line()}"
 
     def last_error_line(self) -> str:
         """The last line of the child's stderr that says something (its exception)."""
@@ -151,7 +156,7 @@ class WorkerProcessJob:
         except OSError:
             return "no output"
         said = [ln.strip() for ln in lines if ln.strip() and not ln.startswith(" ")]
-        return said[-1][:500] if said else "no output"
+        return one_line(said[-1]) if said else "no output"
 
     def inflight(self) -> set[str]:
         """Track IDs the child had marked in flight."""
@@ -173,7 +178,7 @@ class WorkerProcessJob:
         died = self.how_it_died()
         if died:
             raise BeamJobError(
-                f"Beam job {self.job_id} ended in state FAILED: the worker process {died}",
+                f"Beam job {self.job_id} failed: the worker process {died}",
                 job_id=self.job_id,
                 state="FAILED",
             )
@@ -192,10 +197,11 @@ class WorkerProcessJob:
         return self._cpu_finished - self._cpu_started
 
     def cancel(self) -> None:
-        """Kill the child's process group."""
+        """Kill the child (its decoders run in process groups of their own, each bounded by
+        its deadline)."""
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
 

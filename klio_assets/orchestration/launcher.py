@@ -14,6 +14,7 @@ the run's results folder in storage (which works on Dataflow too), and
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 from collections.abc import Generator, Sequence
@@ -22,7 +23,7 @@ from typing import Any
 
 import dagster as dg
 
-from klio_assets.errors import BeamJobError
+from klio_assets.errors import BeamJobError, StorageError, one_line
 from klio_assets.resources.beam import BeamJob, BeamRunnerResource, run_labels
 from klio_assets.resources.worker_process import WorkerProcessJob
 from klio_assets.worker.plan import Layout, RunPlan
@@ -133,14 +134,27 @@ class BeamPipesClient:
         """
         if not tracks:
             return
-        channel = ResultsChannel(self.storage, Layout(self.storage).results_folder(plan.run_id))
+        layout = Layout(self.storage)
+        self.error = self._check_bookkeeping(plan, layout)
+        if self.error is not None:
+            return
+        channel = ResultsChannel(self.storage, layout.results_folder(plan.run_id))
         seen: set[str] = set()
         pending, serial, deaths = list(tracks), False, 0
         while pending:
-            job = self.job = self._launch(context, plan, pending, serial=serial)
-            for batch in self._follow(context, job, channel):
-                seen.update(r.track_id for r in batch)
-                yield batch
+            try:
+                job = self.job = self._launch(context, plan, pending, serial=serial)
+            except Exception as exc:  # an unknown runner, bad options: the whole job, one line
+                self.error = BeamJobError(
+                    f"could not start the Beam job on {self.beam.runner}: {one_line(exc)}",
+                    state="NOT_STARTED",
+                )
+                return
+            # Closed explicitly: an interrupt reaching this generator cancels the job now.
+            with contextlib.closing(self._follow(context, job, channel)) as follow:
+                for batch in follow:
+                    seen.update(r.track_id for r in batch)
+                    yield batch
             if not isinstance(job, WorkerProcessJob):
                 return
             try:
@@ -152,27 +166,66 @@ class BeamPipesClient:
             if died is None or not left:
                 return
             deaths += 1
-            progress = len(left) < len(pending)
-            if not inflight and not progress:  # it died before any track: a job-level error
+            if not died.startswith("signal") or (not inflight and len(left) == len(pending)):
+                # An exception left the pipeline (not a signal): the job's own bookkeeping
+                # failed (storage full, read-only, unreachable); or it died before any track.
                 self.error = BeamJobError(
-                    f"Beam job {job.job_id} ended in state FAILED: the worker process {died}",
+                    f"Beam job {job.job_id} failed: the worker process {died}",
                     job_id=job.job_id,
                     state="FAILED",
                 )
                 return
-            context.log.warning(
-                f"the Beam worker process died ({died}) with {len(inflight)} track(s) in "
-                f"flight; {len(left)} track(s) without a result"
-            )
-            blamed = inflight if (len(inflight) == 1 or serial) else set()
-            if deaths > MAX_RELAUNCHES:
-                blamed = {t.track_id for t in left}
+            blamed = self._blame(context, plan, died, inflight, left, serial=serial, deaths=deaths)
             failed = [_crashed(t, plan, died, deaths) for t in left if t.track_id in blamed]
-            self._sweep(plan, blamed)
             seen.update(r.track_id for r in failed)
             yield failed
             pending = [t for t in left if t.track_id not in blamed]
             serial = len(inflight) > 1 or serial
+
+    def _blame(
+        self,
+        context: dg.AssetExecutionContext,
+        plan: RunPlan,
+        died: str,
+        inflight: set[str],
+        left: Sequence[TrackRef],
+        *,
+        serial: bool,
+        deaths: int,
+    ) -> set[str]:
+        """The tracks a dead worker process costs: the one it had in flight (or every one,
+        when it ran one track at a time), every track left after :data:`MAX_RELAUNCHES`
+        deaths, else none (the next child runs one track at a time). Their temporaries are
+        swept."""
+        context.log.warning(
+            f"the Beam worker process died ({died}) with {len(inflight)} track(s) in "
+            f"flight; {len(left)} track(s) without a result"
+        )
+        blamed = inflight if (len(inflight) == 1 or serial) else set()
+        if deaths > MAX_RELAUNCHES:
+            blamed = {t.track_id for t in left}
+        self._sweep(plan, blamed)
+        return blamed
+
+    def _check_bookkeeping(self, plan: RunPlan, layout: Layout) -> BeamJobError | None:
+        """Write the run's plan into its folder: the run's own bookkeeping must work before
+        any track is given to a worker (a full disk, a read-only mount, a root that is a
+        file). Returns the error, in one line, or None."""
+        try:
+            self.storage.write_bytes(
+                f"{layout.run_folder(plan.run_id)}/plan.json",
+                plan.to_json().encode(),
+                durable=False,
+            )
+        except (StorageError, OSError) as exc:
+            cause = exc if isinstance(exc, OSError) else exc.__cause__
+            why = cause.strerror if isinstance(cause, OSError) and cause.strerror else None
+            return BeamJobError(
+                f"the run's storage {self.storage.root} cannot be written"
+                f"{f' ({why})' if why else ''}; no track was analysed: {one_line(exc)}",
+                state="NOT_STARTED",
+            )
+        return None
 
     def _sweep(self, plan: RunPlan, track_ids: set[str]) -> None:
         """Remove what a dead worker process was writing for ``track_ids`` (its temporaries;
@@ -194,8 +247,10 @@ class BeamPipesClient:
         refs = [{"track_id": t.track_id, "uri": t.uri} for t in tracks]
         if serial:
             plan = dataclasses.replace(plan, lanes=min(plan.lanes, 1))
+        build = _RunPipeline(plan, refs, serial=serial)
         job = self.beam.launch(
-            _RunPipeline(plan, refs, serial=serial),
+            # fsspec's memory:// (tests) lives in this process: no worker process can see it
+            build if not plan.storage_root.startswith("memory://") else build.__call__,
             job_name=f"klio-{context.run_id}",
             labels=run_labels(context, batch_size=len(tracks)),
         )
@@ -226,7 +281,14 @@ class BeamPipesClient:
             if isinstance(job, WorkerProcessJob):
                 job.cleanup()
             raise
-        yield channel.poll()  # the last ones; read errors are the run's now
+        try:
+            last = channel.poll()  # the last ones; read errors are the run's now
+        except (StorageError, OSError) as exc:
+            self.error = self.error or BeamJobError(
+                f"the run's results cannot be read: {one_line(exc)}", job_id=job.job_id
+            )
+            return
+        yield last
 
 
 #: A local worker process that dies is replaced at most this many times per run; after that

@@ -34,7 +34,9 @@ import dataclasses
 import heapq
 import json
 import os
+import signal
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeAlias
 
@@ -377,6 +379,18 @@ def build_pipeline(
     return reported
 
 
+def _exit_with_parent(pid: int, *, interval_s: float = 0.1) -> None:
+    """Kill this process as soon as its parent ``pid`` is gone (a worker process whose
+    launcher was killed must not go on writing into the run's folders)."""
+
+    def watch() -> None:
+        while os.getppid() == pid:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="klio-exit-with-parent", daemon=True).start()
+
+
 def run(argv: Sequence[str] | None = None) -> None:
     """Run a plan from files: ``--plan plan.json --tracks tracks.jsonl`` plus Beam options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -385,7 +399,13 @@ def run(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--inflight-dir", default=None, help="local folder marking the tracks in flight"
     )
+    parser.add_argument(
+        "--exit-with-parent", type=int, default=None, metavar="PID",
+        help="exit at once when process PID (the launcher) is gone",
+    )  # fmt: skip
     known, beam_args = parser.parse_known_args(argv)
+    if known.exit_with_parent:
+        _exit_with_parent(known.exit_with_parent)
     with open(known.plan) as fh:
         plan = RunPlan.from_json(fh.read())
     with open(known.tracks) as fh:
