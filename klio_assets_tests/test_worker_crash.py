@@ -7,13 +7,18 @@ the good tracks are materialized in Dagster and the Dagster run ends (FAILURE), 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import dagster as dg
 import pytest
 
 from klio_assets_tests import synth
-from klio_assets_tests.conftest import cli_json, run_cli
+from klio_assets_tests.conftest import _ENV_VARS, cli_json, run_cli
 
 pytestmark = pytest.mark.e2e
 ENV = {"KLIO_ASSETS_ANALYSES": "klio_assets_tests.sample_analyses"}
@@ -73,3 +78,60 @@ def test_worker_deaths_are_bounded_and_every_track_ends_with_a_reason(tmp_path):
     reasons = [out["tracks"][t]["crashes_on_segv"]["reason"] for t in ids]
     assert all("the worker process died" in r and "SIGSEGV" in r for r in reasons), reasons
     assert any("died 4 times in this run" in r for r in reasons), reasons
+
+
+def _worker_of(parent: int) -> int | None:
+    """PID of the Beam worker process started by ``parent``, if any."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+            with open(f"/proc/{pid}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"klio_assets.worker.pipeline" in cmdline:
+            return int(pid)
+    return None
+
+
+def test_the_worker_process_does_not_outlive_a_killed_run(tmp_path):
+    """``kill -9`` of ``klio-assets run`` alone (not its group): its worker process exits by
+    itself instead of going on writing into the run's folders."""
+    library = tmp_path / "library"
+    library.mkdir()
+    synth.write(str(library / "stall0.wav"), synth.sine(300, 1.0, 8000), 8000)
+    home = str(tmp_path / "home")
+    env = {**ENV, "KLIO_ASSETS_TRACK_TIMEOUT": "300"}
+    run_cli("add", str(library), home=home, env=env, check=True)
+    full_env = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
+    full_env.update(env, KLIO_ASSETS_HOME=home)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "klio_assets.cli", "run", "hangs_on_stall"],
+        env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        worker = None
+        while worker is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "no worker process"
+            time.sleep(0.1)
+            worker = _worker_of(proc.pid)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{worker}") and _state(worker) != "Z":
+            assert time.monotonic() < deadline, "the worker process outlived its run"
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
