@@ -5,7 +5,9 @@ tries to download the Prism binary on every run), in multi-threading mode over e
 decoding, resampling and FFTs release the GIL, and threads start in ~0.2 s where
 multi-processing spawns fresh, re-importing workers for every pipeline. Any other runner
 (Dataflow, Flink, Spark, ``PortableRunner``) is chosen by configuration alone, through
-``KLIO_ASSETS_BEAM_OPTIONS``.
+``KLIO_ASSETS_BEAM_OPTIONS``. A run's local job runs in a child process
+(:mod:`~klio_assets.resources.worker_process`, ``isolate_local``), so that a crash inside it
+costs only the track it was on, never the Dagster step.
 
 A run's job is launched and followed by
 :class:`klio_assets.orchestration.launcher.BeamPipesClient` (shaped like dagster-gcp's Dataproc
