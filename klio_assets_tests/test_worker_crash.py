@@ -135,3 +135,23 @@ def _state(pid: int) -> str:
             return fh.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def test_a_death_with_several_tracks_in_flight_costs_only_the_one_that_caused_it(tmp_path):
+    """Two lanes: a slow good track is in flight when the other lane's track crashes. The
+    tracks in flight are retried one at a time: the crash names its track, the slow one is
+    computed."""
+    library = tmp_path / "library"
+    library.mkdir()
+    ids = ["slow0", "segv1", "good2"]
+    for i, t in enumerate(ids):
+        synth.write(str(library / f"{t}.wav"), synth.sine(250 + 50 * i, 1.0, 8000), 8000)
+    home = str(tmp_path / "home")
+    env = {**ENV, "KLIO_ASSETS_BEAM_OPTIONS": "--direct_num_workers=2"}
+    run_cli("add", str(library), home=home, env=env, check=True)
+    out, done = cli_json("run", "crashes_on_segv", home=home, env=env, expect_code=1)
+    assert out["assets"]["crashes_on_segv"] == {"computed": 2, "failed": 1}, done.stderr
+    assert out["tracks"]["segv1"]["crashes_on_segv"]["reason"].endswith(
+        "the worker process died (signal 11, SIGSEGV) while analysing this track"
+    )
+    assert out["tracks"]["slow0"]["crashes_on_segv"]["status"] == "computed"

@@ -123,8 +123,9 @@ class BeamPipesClient:
         A local job runs in a child process (:class:`WorkerProcessJob`): when that process
         dies (a segfault in a native decoder, the OOM killer), the tracks it had in flight
         fail with that reason and a new child takes the tracks without a result (after a
-        death with several tracks in flight, one track at a time, so that the next death
-        names its track), at most :data:`MAX_RELAUNCHES` times.
+        death with several tracks in flight, those first, one at a time, so that the next
+        death names its track; then the rest in parallel), at most :data:`MAX_RELAUNCHES`
+        times.
 
         Yields
         ------
@@ -140,21 +141,13 @@ class BeamPipesClient:
             return
         channel = ResultsChannel(self.storage, layout.results_folder(plan.run_id))
         seen: set[str] = set()
-        pending, serial, deaths = list(tracks), False, 0
+        # Suspects: tracks in flight when a worker died with several at once. They run next,
+        # one at a time (so that a death names its track), then the rest in parallel again.
+        pending, suspects, deaths = list(tracks), set[str](), 0
         while pending:
-            try:
-                job = self.job = self._launch(context, plan, pending, serial=serial)
-            except Exception as exc:  # an unknown runner, bad options: the whole job, one line
-                self.error = BeamJobError(
-                    f"could not start the Beam job on {self.beam.runner}: {one_line(exc)}",
-                    state="NOT_STARTED",
-                )
-                return
-            # Closed explicitly: an interrupt reaching this generator cancels the job now.
-            with contextlib.closing(self._follow(context, job, channel)) as follow:
-                for batch in follow:
-                    seen.update(r.track_id for r in batch)
-                    yield batch
+            serial = bool(suspects)
+            batch = [t for t in pending if t.track_id in suspects] if serial else pending
+            job = yield from self._attempt(context, plan, batch, channel, seen, serial=serial)
             if not isinstance(job, WorkerProcessJob):
                 return
             try:
@@ -163,10 +156,14 @@ class BeamPipesClient:
             finally:
                 job.cleanup()
             left = [t for t in pending if t.track_id not in seen]
-            if died is None or not left:
+            if not left or (died is None and not serial):
                 return
+            if died is None:  # the suspects ran without a death: back to parallel
+                suspects = set()
+                pending = left
+                continue
             deaths += 1
-            if not died.startswith("signal") or (not inflight and len(left) == len(pending)):
+            if not died.startswith("signal") or not (inflight or _progress(batch, seen)):
                 # An exception left the pipeline (not a signal): the job's own bookkeeping
                 # failed (storage full, read-only, unreachable); or it died before any track.
                 self.error = BeamJobError(
@@ -179,8 +176,38 @@ class BeamPipesClient:
             failed = [_crashed(t, plan, died, deaths) for t in left if t.track_id in blamed]
             seen.update(r.track_id for r in failed)
             yield failed
+            if not serial and len(inflight) > 1:
+                suspects = set(inflight)
             pending = [t for t in left if t.track_id not in blamed]
-            serial = len(inflight) > 1 or serial
+            suspects &= {t.track_id for t in pending}
+
+    def _attempt(
+        self,
+        context: dg.AssetExecutionContext,
+        plan: RunPlan,
+        batch: Sequence[TrackRef],
+        channel: ResultsChannel,
+        seen: set[str],
+        *,
+        serial: bool,
+    ) -> Generator[list[TrackResult], None, BeamJob | WorkerProcessJob | None]:
+        """Launch one job over ``batch`` and yield its results until it ends (adding their
+        tracks to ``seen``); return the job, or None when it could not start (:attr:`error`
+        says why)."""
+        try:
+            job = self.job = self._launch(context, plan, batch, serial=serial)
+        except Exception as exc:  # an unknown runner, bad options: the whole job, one line
+            self.error = BeamJobError(
+                f"could not start the Beam job on {self.beam.runner}: {one_line(exc)}",
+                state="NOT_STARTED",
+            )
+            return None
+        # Closed explicitly: an interrupt reaching this generator cancels the job now.
+        with contextlib.closing(self._follow(context, job, channel)) as follow:
+            for results in follow:
+                seen.update(r.track_id for r in results)
+                yield results
+        return job
 
     def _blame(
         self,
@@ -313,6 +340,11 @@ class _RunPipeline:
     def standalone(self) -> tuple[str, list[dict[str, str]], list[str]]:
         """The plan's JSON, the track references and extra Beam arguments of a child."""
         return self.plan.to_json(), self.refs, ["--direct_num_workers=1"] if self.serial else []
+
+
+def _progress(batch: Sequence[TrackRef], seen: set[str]) -> bool:
+    """Whether some track of ``batch`` got a result."""
+    return any(t.track_id in seen for t in batch)
 
 
 def _crashed(track: TrackRef, plan: RunPlan, died: str, deaths: int) -> TrackResult:
