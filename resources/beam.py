@@ -53,15 +53,18 @@ JOB_ID_TAG = "klio/beam_job_id"
 CONSOLE_URL_TAG = "klio/beam_console_url"
 
 
-def _standard_options(args: list[str]) -> Any:
-    """``args`` read by Beam as its ``StandardOptions`` (runner and friends)."""
-    # Beam's options module is imported on use: it keeps Beam out of definition loading.
-    from apache_beam.options.pipeline_options import (  # noqa: PLC0415
-        PipelineOptions,
-        StandardOptions,
-    )
-
-    return PipelineOptions(args).view_as(StandardOptions)
+def _option(args: list[str], name: str) -> str | None:
+    """The value of Beam option ``--name`` in ``args`` (``--name=V`` or ``--name V``; the last
+    one wins, as with Beam's parser), read without importing Beam: the local path starts its
+    worker process without paying for Beam's imports in this one (~1 CPU-s)."""
+    value = None
+    flag = f"--{name}"
+    for i, arg in enumerate(args):
+        if arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        elif arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+    return value
 
 
 def _google_cloud_options(args: list[str]) -> Any:
@@ -253,7 +256,7 @@ class BeamRunnerResource(dg.ConfigurableResource):
     def runner(self) -> str:
         """Runner name in effect."""
         default = DATAFLOW_RUNNER if self.dataflow is not None else LOCAL_RUNNER
-        return _standard_options(self.pipeline_args).runner or default
+        return _option(self.pipeline_args, "runner") or default
 
     def workers(self) -> int:
         """Local parallelism: ``direct_num_workers`` or the number of usable cores."""
@@ -292,14 +295,14 @@ class BeamRunnerResource(dg.ConfigurableResource):
                 *(f"--labels={k}={v}" for k, v in sorted(merged.items())),
                 *args,
             ]
-        if _standard_options(args).runner is None:
+        if _option(args, "runner") is None:
             args = [
                 f"--runner={LOCAL_RUNNER}",
                 f"--direct_running_mode={self.direct_running_mode}",
                 f"--direct_num_workers={self.workers()}",
                 *args,
             ]
-        if _google_cloud_options(args).job_name is None:
+        if _option(args, "job_name") is None:
             args.append(f"--job_name={job_name}")
         return args
 
