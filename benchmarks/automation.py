@@ -1,7 +1,7 @@
 """Sensor and schedule ticks at catalog scale, on PostgreSQL.
 
 In a fresh ``KLIO_ASSETS_HOME`` whose Dagster instance and track catalog are on a throwaway
-PostgreSQL server (``klio_assets_tests.postgres``):
+PostgreSQL server (``klio_assets_tests.support.postgres``):
 
 1. ``--tracks`` (default 100,000) empty ``.wav`` files are put in the landing folder and taken
    by the landing sensor in one uncapped tick (registration of the whole catalog, timed);
@@ -42,7 +42,7 @@ from common import sensor_tick, touch_files
 from klio_assets.definitions import build_definitions
 from klio_assets.orchestration.partitions import TRACKS
 from klio_assets.settings import Settings
-from klio_assets_tests.postgres import running_postgres
+from klio_assets_tests.support.postgres import running_postgres
 
 
 def main(argv: list[str] | None = None) -> int:

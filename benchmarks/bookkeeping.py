@@ -22,7 +22,7 @@ executes (``RUN_PHASES``); ``--profile`` adds a cProfile of the main thread (the
 in another thread and is not in it). Everything lives in a temporary folder, deleted at the
 end unless ``--keep``.
 
-PostgreSQL is started by ``klio_assets_tests.postgres`` (Debian's server binaries). Human
+PostgreSQL is started by ``klio_assets_tests.support.postgres`` (Debian's server binaries). Human
 readable figures go to stdout; the last line is one JSON object with every figure.
 """
 
@@ -58,7 +58,7 @@ from klio_assets.orchestration.partitions import TRACKS
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage
-from klio_assets_tests.postgres import PostgresServer, running_postgres
+from klio_assets_tests.support.postgres import PostgresServer, running_postgres
 
 ASSET = "downsampled_audio"
 #: Tracks per ``register_tracks`` call (one ``klio-assets add`` of a big folder).

@@ -58,7 +58,7 @@ def fresh_home(
 ) -> Settings:
     """A new ``KLIO_ASSETS_HOME`` under ``workdir/<backend>-<name>`` on ``sqlite`` (Dagster's
     SQLite and a SQLite catalog) or ``postgres`` (new databases on ``postgres``, a
-    :class:`klio_assets_tests.postgres.PostgresServer`), made current in ``os.environ``."""
+    :class:`klio_assets_tests.support.postgres.PostgresServer`), made current in ``os.environ``."""
     from klio_assets.orchestration import launch
 
     home = os.path.join(workdir, f"{backend}-{name}")

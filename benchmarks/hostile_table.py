@@ -1,6 +1,6 @@
-"""Hostile inputs and kill -9: the figures of issue 7's closing note.
+"""Hostile inputs and kill -9: the figures of issues 7 and 17.
 
-1. The hostile corpus (``klio_assets_tests/hostile.py``: ~30 broken, odd and good files, a
+1. The hostile corpus (``klio_assets_tests/support/hostile.py``: ~30 broken, odd and good files, a
    stalled decoder) in ONE mixed batch through ``klio-assets add`` and ``klio-assets run``:
    the table of inputs and outcomes, and the number of good tracks lost (target 0).
 2. ``--kill-rounds N``: a run over 30 one-minute FLAC tracks killed with SIGKILL at
@@ -27,7 +27,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from klio_assets_tests import hostile, synth
+from klio_assets_tests.support import hostile, synth
 
 ANALYSES = ("source_audio", "downsampled_audio")
 _CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("KLIO_ASSETS_", "DAGSTER_"))}
@@ -56,7 +56,9 @@ def hostile_batch(base: str) -> dict:
     outcomes = hostile.judge(
         cases, folder=folder, add_stderr=added.stderr, run=run, analyses=ANALYSES
     )
-    print(hostile.markdown_table(outcomes))
+    for number, title in ((1, "first round (issue 7)"), (2, "second round (issue 17)")):
+        print(f"\n### Hostile inputs, {title}\n")
+        print(hostile.markdown_table([o for o in outcomes if o.case.round == number]))
     good = [o for o in outcomes if o.case.expect == "computed"]
     return {
         "inputs": len(outcomes),

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _tracks(folder: Path, n: int, seconds: float) -> list[tuple[str, str]]:
-    from klio_assets_tests import synth
+    from klio_assets_tests.support import synth
 
     out = []
     for i in range(n):
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs per runner (best is reported)")
     args = parser.parse_args()
 
-    from klio_assets_tests import services
+    from klio_assets_tests.support import services
 
     with tempfile.TemporaryDirectory(prefix="klio-portable-") as tmp:
         root = Path(tmp)

@@ -2,7 +2,7 @@
 backfill plan cost with a million registered, on SQLite and on PostgreSQL.
 
 Per backend, in a fresh ``KLIO_ASSETS_HOME`` (PostgreSQL: a throwaway server from
-``klio_assets_tests.postgres``, Dagster and the catalog in two databases):
+``klio_assets_tests.support.postgres``, Dagster and the catalog in two databases):
 
 1. **register** ``--registered`` tracks the way ``klio-assets add --manifest`` does: read a CSV
    manifest (``discover``), then one ``register_tracks`` call (catalog, then Dagster's
@@ -70,7 +70,7 @@ from klio_assets.orchestration.partitions import TRACKS
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage
-from klio_assets_tests.postgres import running_postgres
+from klio_assets_tests.support.postgres import running_postgres
 
 #: Largest KLIO_ASSETS_LANDING_MAX_TRACKS the settings accept.
 MAX_LANDING_CAP = 100_000

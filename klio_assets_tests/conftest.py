@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from klio_assets.settings import variable_names
-from klio_assets_tests import synth
+from klio_assets_tests.support import synth
 
 #: Every variable the settings read (from the model, so a new setting is cleared too), plus
 #: the Dagster instance the CLI points at: a test sees only what it sets.

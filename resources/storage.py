@@ -29,8 +29,17 @@ class StorageResource(dg.ConfigurableResource):
     )
 
     def get_storage(self) -> Storage:
-        """The worker-side :class:`~klio_assets.worker.storage.Storage` for this root."""
-        return Storage(self.root, self.options, fsync=self.fsync)
+        """The worker-side :class:`~klio_assets.worker.storage.Storage` for this root.
+
+        Raises
+        ------
+        StorageError
+            A remote root that does not answer (one line, within seconds: see
+            :meth:`~klio_assets.worker.storage.Storage.check_reachable`).
+        """
+        storage = Storage(self.root, self.options, fsync=self.fsync)
+        storage.check_reachable()
+        return storage
 
     def gcs_client(self):
         """A ``google.cloud.storage.Client`` for Dagster-side code that needs one (sensors

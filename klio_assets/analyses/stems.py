@@ -66,7 +66,7 @@ about 6-9 dB on MUSDB18; none of these was measured here, the catalog has no gro
 * artefacts are "musical noise" (a watery, burbling texture) in both stems.
 
 The test suite measures it on a synthetic mix of a looped accompaniment and a never-repeating
-voice 6 dB below it (``klio_assets_tests/test_stems.py``): vocals SDR 5.3 dB, accompaniment
+voice 6 dB below it (``klio_assets_tests/analyses/test_stems.py``): vocals SDR 5.3 dB, accompaniment
 11.3 dB, against -1.0 / 5.1 dB for ``mix / 2`` and 0 / 6.0 dB for "no vocals". With the voice
 as loud as the accompaniment it falls to 2.3 dB, *worse* than ``mix / 2`` (3.0 dB): the voice
 then dominates the frame similarity, so neighbours are chosen by the sung pitch rather than by

@@ -24,6 +24,7 @@ import dagster as dg
 from klio_assets.automation.service import MODES, Automation
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.errors import ParameterError
+from klio_assets.orchestration.dagster_internals.instigators import stored_cursor
 from klio_assets.orchestration.launch import tracks_to_run
 from klio_assets.orchestration.ranges import partition_ranges
 from klio_assets.resources.storage import StorageResource
@@ -41,18 +42,6 @@ def automation_selection(settings: Settings, analyses: Sequence[Any]) -> list[st
         ``KLIO_ASSETS_AUTO_ANALYSES`` names an unknown analysis.
     """
     return Automation.build(settings, analyses).selected
-
-
-def stored_cursor(instance: dg.DagsterInstance, sensor_name: str) -> str | None:
-    """The cursor the daemon keeps for ``sensor_name`` (None if it never ticked)."""
-    # No public API lists instigator states: the daemon's own storage call, by type.
-    from dagster._core.definitions.run_request import InstigatorType  # noqa: PLC0415
-
-    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
-        if state.name == sensor_name and state.instigator_data is not None:
-            cursor = getattr(state.instigator_data, "cursor", None)
-            return str(cursor) if cursor is not None else None
-    return None
 
 
 @dataclass

@@ -15,22 +15,17 @@ import dagster as dg
 
 from klio_assets.orchestration.partitions import TRACKS, keys_in_range
 from klio_assets.orchestration.ranges import range_tags
+from klio_assets.orchestration.run.config import OP_NAME, analysis_run_config
 
 #: Tag naming what requested a run (``landing``, ``propagation``, ``backfill``).
 TRIGGER_TAG = "klio/trigger"
 #: The op whose config says ``force`` and ``dry_run``.
-_OP = "audio_analyses"
-
-
-def analyses_run_config(*, force: bool = False, dry_run: bool = False) -> dict[str, Any]:
-    """The run config of the analyses job (``force``: recompute where outputs exist)."""
-    return {"ops": {_OP: {"config": {"force": force, "dry_run": dry_run}}}}
 
 
 def run_flags(run: dg.DagsterRun) -> tuple[bool, bool]:
     """``(force, dry_run)`` of a run of the analyses job, from its run config."""
     run_config: Any = run.run_config or {}
-    config = run_config.get("ops", {}).get(_OP, {}).get("config", {})
+    config = run_config.get("ops", {}).get(OP_NAME, {}).get("config", {})
     return bool(config.get("force", False)), bool(config.get("dry_run", False))
 
 
@@ -56,7 +51,7 @@ def run_requests(
                 run_key=f"{key_prefix}:{track_ids[0]}..{track_ids[-1]}:{len(track_ids)}",
                 asset_selection=[dg.AssetKey(name) for name in selected],
                 tags=tags,
-                run_config=analyses_run_config(force=force),
+                run_config=analysis_run_config(force=force),
             )
         )
     return requests
@@ -90,4 +85,4 @@ def run_track_ids(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]
     return [single] if single else []
 
 
-__all__ = ["TRIGGER_TAG", "analyses_run_config", "run_flags", "run_requests", "run_track_ids"]
+__all__ = ["TRIGGER_TAG", "run_flags", "run_requests", "run_track_ids"]

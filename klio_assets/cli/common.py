@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import click
 
+from klio_assets.cli.text import shown
 from klio_assets.errors import KlioAssetsError
 from klio_assets.orchestration.home import prepare_environment
 from klio_assets.settings import Settings
@@ -41,7 +42,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
     code : int
         The exit status.
     """
-    click.echo(f"klio-assets: {message}", err=True)
+    click.echo(f"klio-assets: {shown(message)}", err=True)
     sys.exit(code)
 
 

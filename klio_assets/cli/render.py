@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from klio_assets.cli.common import self_command
+from klio_assets.cli.text import shown
 from klio_assets.orchestration.run_report import RunReport
 
 if TYPE_CHECKING:  # the module imports Dagster, which the all-done `run` must not
@@ -153,16 +154,22 @@ def print_run(report: RunReport, *, dry_run: bool, as_json: bool, console: Conso
         f"{report.computed_hours:.3f} h computed{rate}; {invocation.wall_seconds:.1f} s in all"
     )
     for (name, track_id), reason in list(report.failed.items())[:20]:
-        console.print(f"[red]failed[/red] {name} {track_id}: {reason}", highlight=False)
+        console.print(
+            f"[red]failed[/red] {name} {shown(track_id, markup=True)}: {shown(reason, markup=True)}",
+            highlight=False,
+        )
     if len(report.failed) > 20:
         console.print(f"... and {len(report.failed) - 20} more (klio-assets status)")
     for error in report.errors:
-        console.print(f"[red]error[/red] {error}", highlight=False)
+        console.print(f"[red]error[/red] {shown(error, markup=True)}", highlight=False)
     for name, table in invocation.catalog.items():
         if table["status"] == "materialized":
-            console.print(f"{name}: {table.get('uri')}", highlight=False)
+            console.print(f"{name}: {shown(table.get('uri'), markup=True)}", highlight=False)
         else:
-            console.print(f"[red]failed[/red] {name}: {table.get('reason')}", highlight=False)
+            console.print(
+                f"[red]failed[/red] {name}: {shown(table.get('reason'), markup=True)}",
+                highlight=False,
+            )
     if invocation.runs:
         console.print(
             "runs: "
@@ -182,13 +189,17 @@ def print_status(state: StatusReport) -> None:
     console.print(table)
     for name, counts in state.assets.items():
         for track_id, reason in list(counts.failed.items())[:20]:
-            console.print(f"[red]failed[/red] {name} {track_id}: {reason}", highlight=False)
+            console.print(
+                f"[red]failed[/red] {name} {shown(track_id, markup=True)}: "
+                f"{shown(reason, markup=True)}",
+                highlight=False,
+            )
 
 
 def print_show(info: Mapping[str, Any]) -> None:
     """``klio-assets show``: one ``key: value`` line per metadata entry."""
     for key, value in info.items():
-        click.echo(f"{key}: {value}")
+        click.echo(f"{key}: {shown(value)}")
 
 
 def print_automation(mode: str, plan: Mapping[str, Any], *, dry_run: bool) -> None:

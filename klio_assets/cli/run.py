@@ -78,6 +78,10 @@ def run(
     except KlioAssetsError as exc:
         fail(str(exc))
     storage = Storage(settings.storage)
+    try:
+        storage.check_reachable()  # an unreachable gs:// root: one line now, not minutes later
+    except KlioAssetsError as exc:
+        fail(str(exc))
     catalog = get_catalog(settings.catalog_url)
     console = render.stderr_console()
     if not (force or dry_run or check_dagster or selection.tables):
@@ -159,7 +163,7 @@ def _materialize(
             storage,
             force=force,
             dry_run=dry_run,
-            # called from the watcher thread: rich's Progress is thread-safe
+            # called by the run's results poller as tracks finish (rich's Progress is thread-safe)
             on_progress=lambda done: progress.update(bar, completed=done),
         )
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import click
 
 from klio_assets.cli.common import fail, load_settings
+from klio_assets.cli.text import shown
 from klio_assets.errors import KlioAssetsError
 
 
@@ -54,6 +55,6 @@ def add(
         f"catalog {settings.catalog_url}"
     )
     for what, reason in intake.refused:
-        click.echo(f"  refused {what}: {reason}", err=True)
+        click.echo(f"  refused {shown(what)}: {shown(reason)}", err=True)
     if intake.refused:
         sys.exit(1)

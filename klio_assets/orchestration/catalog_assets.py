@@ -121,28 +121,8 @@ def merge_features(
     frame = (
         previous.set_index("track_id") if previous is not None and len(previous) else pd.DataFrame()
     )
-    updates: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        entry = updates.setdefault(row.track_id, {})
-        for column in FEATURE_COLUMNS.get(row.asset, ()):
-            entry[column] = row.fields.get(column)
-        if row.asset != "source_audio":  # every analysis knows the source's duration
-            for column in ("duration_s", "sample_rate", "channels"):
-                if column in row.fields and column not in entry:
-                    entry.setdefault(f"_{column}", row.fields[column])
-        entry[f"{row.asset}_version"] = row.version
-    if updates:
-        changed = pd.DataFrame.from_dict(updates, orient="index")
-        for column in ("duration_s", "sample_rate", "channels"):
-            fallback = f"_{column}"
-            if fallback in changed:
-                if column in changed:
-                    changed[column] = changed[column].where(
-                        changed[column].notna(), changed[fallback]
-                    )
-                else:
-                    changed[column] = changed[fallback]
-                changed = changed.drop(columns=fallback)
+    changed = _changed_rows(rows)
+    if changed is not None:
         frame = frame.reindex(frame.index.union(changed.index))
         for column in changed.columns:
             if column not in frame:
@@ -161,19 +141,54 @@ def merge_features(
         .sort_values("track_id", kind="stable")
         .reset_index(drop=True)
     )
-    for column in (
-        "duration_s",
-        "loudness_lufs",
-        "loudness_range_lu",
-        "true_peak_dbtp",
-        "tempo_bpm",
-        "sample_peak_dbfs",
-    ):
+    return _typed_columns(frame)
+
+
+def _changed_rows(rows: Sequence[FeatureRow]) -> pd.DataFrame | None:
+    """One row per changed track (a later row of a track wins), indexed by track ID."""
+    updates: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = updates.setdefault(row.track_id, {})
+        for column in FEATURE_COLUMNS.get(row.asset, ()):
+            entry[column] = row.fields.get(column)
+        if row.asset != "source_audio":  # every analysis knows the source's duration
+            for column in ("duration_s", "sample_rate", "channels"):
+                if column in row.fields and column not in entry:
+                    entry.setdefault(f"_{column}", row.fields[column])
+        entry[f"{row.asset}_version"] = row.version
+    if not updates:
+        return None
+    changed = pd.DataFrame.from_dict(updates, orient="index")
+    for column in ("duration_s", "sample_rate", "channels"):
+        fallback = f"_{column}"
+        if fallback in changed:
+            if column in changed:
+                changed[column] = changed[column].where(changed[column].notna(), changed[fallback])
+            else:
+                changed[column] = changed[fallback]
+            changed = changed.drop(columns=fallback)
+    return changed
+
+
+#: Columns of ``track_features`` stored as floats and as nullable integers.
+_FLOAT_COLUMNS = (
+    "duration_s",
+    "loudness_lufs",
+    "loudness_range_lu",
+    "true_peak_dbtp",
+    "tempo_bpm",
+    "sample_peak_dbfs",
+)
+_INT_COLUMNS = ("sample_rate", "channels", "beat_count")
+
+
+def _typed_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in _FLOAT_COLUMNS:
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("track_id", "duplicate_group"):
         frame[column] = frame[column].astype(str)
-    for column in ("sample_rate", "channels", "beat_count"):
+    for column in _INT_COLUMNS:
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     return frame

@@ -20,7 +20,7 @@ import base64
 import contextlib
 import math
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +28,7 @@ import dagster as dg
 
 from klio_assets import settings
 from klio_assets.errors import KlioAssetsError
+from klio_assets.orchestration.dagster_internals.events import log_batched_materializations
 from klio_assets.worker.records import STANDARD_FACTS, AnalysisOutcome, Status, TrackResult
 from klio_assets.worker.storage import Storage
 
@@ -137,28 +138,14 @@ def log_materializations(
         Those the caller must still yield: none, unless Dagster's batched path is unavailable.
     """
     try:
-        from dagster._core.events import (  # noqa: PLC0415 - see the module docstring
-            DagsterEvent,
-            DagsterEventBatchMetadata,
-            generate_event_batch_id,
-        )
-
         step_context = context.get_step_execution_context()
-    except (ImportError, AttributeError):
+    except AttributeError:
         return list(materializations)
-    by_asset: dict[dg.AssetKey, list[dg.AssetMaterialization]] = defaultdict(list)
-    for mat in materializations:
-        by_asset[mat.asset_key].append(mat)
     with _event_batching(EVENT_BATCH_SIZE):
-        for mats in by_asset.values():
-            for start in range(0, len(mats), EVENT_BATCH_SIZE):
-                chunk = mats[start : start + EVENT_BATCH_SIZE]
-                batch_id = generate_event_batch_id()
-                for i, mat in enumerate(chunk):
-                    DagsterEvent.asset_materialization(
-                        step_context, mat, DagsterEventBatchMetadata(batch_id, i == len(chunk) - 1)
-                    )
-    return []
+        logged = log_batched_materializations(
+            step_context, materializations, batch_size=EVENT_BATCH_SIZE
+        )
+    return [] if logged else list(materializations)
 
 
 def summarize(

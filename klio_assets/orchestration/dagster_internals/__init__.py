@@ -8,5 +8,5 @@
   classes ``dagster.yaml`` names, through the shims ``klio_assets.sqlite_events`` and
   ``klio_assets.postgres_events``).
 
-``klio_assets_tests/test_dagster_internals.py`` fails when Dagster changes what these rely on.
+``klio_assets_tests/orchestration/test_dagster_internals.py`` fails when Dagster changes what these rely on.
 """

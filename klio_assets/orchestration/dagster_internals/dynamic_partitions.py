@@ -6,7 +6,7 @@ order. Its public API only lists every key of a definition, which costs seconds 
 tracks; the functions here answer in time proportional to what is asked, with one indexed
 query. Each one says what it does when the private path is unavailable (an instance whose
 storage is not SQL, or a Dagster that moved the table): the public API's answer, or ``None``
-for the caller to take it. ``klio_assets_tests/test_dagster_internals.py`` checks, against a
+for the caller to take it. ``klio_assets_tests/orchestration/test_dagster_internals.py`` checks, against a
 real instance, that both paths give the same answers.
 """
 

@@ -1,0 +1,1 @@
+"""Tests of the built-in analyses against synthetic truth and reference implementations."""

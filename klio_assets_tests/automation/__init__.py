@@ -1,0 +1,1 @@
+"""Tests of the automation: landing, propagation, backfills, their dry runs."""

@@ -1,0 +1,1 @@
+"""Tests of the catalog: track IDs, untrusted input, the ledger."""

@@ -1,0 +1,1 @@
+"""End-to-end tests: what a user starts (dagster dev, production services, hostile corpora, full disks)."""

@@ -1,0 +1,1 @@
+"""Tests of the Dagster side: assets, runs, reporting, partitions, Dagster internals."""

@@ -1,0 +1,1 @@
+"""Tests of the worker side (no Dagster): decoding, storage, the engine, the Beam pipeline."""
