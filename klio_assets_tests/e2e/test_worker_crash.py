@@ -17,11 +17,11 @@ import time
 import dagster as dg
 import pytest
 
-from klio_assets_tests import synth
 from klio_assets_tests.conftest import _ENV_VARS, cli_json, run_cli
+from klio_assets_tests.support import synth
 
 pytestmark = pytest.mark.e2e
-ENV = {"KLIO_ASSETS_ANALYSES": "klio_assets_tests.sample_analyses"}
+ENV = {"KLIO_ASSETS_ANALYSES": "klio_assets_tests.support.sample_analyses"}
 
 
 def _library(folder) -> list[str]:
