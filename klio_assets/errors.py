@@ -98,3 +98,35 @@ class BeamJobError(KlioAssetsError):
         self.job_id = job_id
         self.state = state
         super().__init__(message)
+
+
+#: Longest one-line description of an error (:func:`one_line`).
+ONE_LINE_CHARS = 300
+
+
+def one_line(error: BaseException | str) -> str:
+    """The first line of an error, without Beam's ``[while running '...']`` trail, at most
+    :data:`ONE_LINE_CHARS` characters (the middle of a longer one is cut): what a user is shown of a job-level failure (a Beam
+    error's message carries a whole traceback, naming whichever track it was on).
+
+    Parameters
+    ----------
+    error : BaseException or str
+        An exception (its class name is prefixed when not already there) or a message.
+    """
+    if isinstance(error, BaseException):
+        text = str(error).strip()
+        name = type(error).__name__
+        text = text if text.startswith(name) or isinstance(error, KlioAssetsError) else (
+            f"{name}: {text}" if text else name
+        )  # fmt: skip
+    else:
+        text = error.strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else "unknown error"
+    first = first.split(" [while running", 1)[0]
+    if len(first) <= ONE_LINE_CHARS:
+        return first
+    # The middle goes: the start says what was done, the end why it failed.
+    half = (ONE_LINE_CHARS - 5) // 2
+    return f"{first[:half]} ... {first[-half:]}"

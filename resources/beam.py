@@ -5,7 +5,9 @@ tries to download the Prism binary on every run), in multi-threading mode over e
 decoding, resampling and FFTs release the GIL, and threads start in ~0.2 s where
 multi-processing spawns fresh, re-importing workers for every pipeline. Any other runner
 (Dataflow, Flink, Spark, ``PortableRunner``) is chosen by configuration alone, through
-``KLIO_ASSETS_BEAM_OPTIONS``.
+``KLIO_ASSETS_BEAM_OPTIONS``. A run's local job runs in a child process
+(:mod:`~klio_assets.resources.worker_process`, ``isolate_local``), so that a crash inside it
+costs only the track it was on, never the Dagster step.
 
 A run's job is launched and followed by
 :class:`klio_assets.orchestration.launcher.BeamPipesClient` (shaped like dagster-gcp's Dataproc
@@ -39,9 +41,10 @@ from klio_assets.resources.dataflow import (  # noqa: F401 - re-exported: import
     gcp_label,
     gcp_labels,
 )
+from klio_assets.resources.worker_process import WorkerProcessJob
 from pydantic import Field
 
-from klio_assets.errors import BeamJobError
+from klio_assets.errors import BeamJobError, one_line
 
 LOCAL_RUNNER = "FnApiRunner"
 _TERMINAL = {"DONE", "FAILED", "CANCELLED", "UPDATED", "DRAINED", "STOPPED"}
@@ -50,15 +53,18 @@ JOB_ID_TAG = "klio/beam_job_id"
 CONSOLE_URL_TAG = "klio/beam_console_url"
 
 
-def _standard_options(args: list[str]) -> Any:
-    """``args`` read by Beam as its ``StandardOptions`` (runner and friends)."""
-    # Beam's options module is imported on use: it keeps Beam out of definition loading.
-    from apache_beam.options.pipeline_options import (  # noqa: PLC0415
-        PipelineOptions,
-        StandardOptions,
-    )
-
-    return PipelineOptions(args).view_as(StandardOptions)
+def _option(args: list[str], name: str) -> str | None:
+    """The value of Beam option ``--name`` in ``args`` (``--name=V`` or ``--name V``; the last
+    one wins, as with Beam's parser), read without importing Beam: the local path starts its
+    worker process without paying for Beam's imports in this one (~1 CPU-s)."""
+    value = None
+    flag = f"--{name}"
+    for i, arg in enumerate(args):
+        if arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        elif arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+    return value
 
 
 def _google_cloud_options(args: list[str]) -> Any:
@@ -175,7 +181,7 @@ class BeamJob:
             self.finished = time.monotonic()
         state = self.state
         if state != "DONE":
-            cause = f": {type(self.error).__name__}: {self.error}" if self.error else ""
+            cause = f": {one_line(self.error)}" if self.error else ""
             where = f" (see {self.console_url})" if self.console_url else ""
             raise BeamJobError(
                 f"Beam job {self.job_id} ended in state {state}{cause}{where}",
@@ -234,6 +240,12 @@ class BeamRunnerResource(dg.ConfigurableResource):
         "'auto' (lanes for the local runner).",
     )
     poll_interval_s: float = Field(1.0, gt=0, description="Seconds between job status polls.")
+    isolate_local: bool = Field(
+        True,
+        description="Local runner: run each job in a child process (python -m "
+        "klio_assets.worker.pipeline), so that a crash of a native decoder or the OOM killer "
+        "costs only the track it hit, not the Dagster step.",
+    )
     dataflow: DataflowConfig | None = Field(
         None,
         description="Run on Google Cloud Dataflow with these settings (KLIO_ASSETS_DATAFLOW); "
@@ -244,7 +256,7 @@ class BeamRunnerResource(dg.ConfigurableResource):
     def runner(self) -> str:
         """Runner name in effect."""
         default = DATAFLOW_RUNNER if self.dataflow is not None else LOCAL_RUNNER
-        return _standard_options(self.pipeline_args).runner or default
+        return _option(self.pipeline_args, "runner") or default
 
     def workers(self) -> int:
         """Local parallelism: ``direct_num_workers`` or the number of usable cores."""
@@ -283,14 +295,14 @@ class BeamRunnerResource(dg.ConfigurableResource):
                 *(f"--labels={k}={v}" for k, v in sorted(merged.items())),
                 *args,
             ]
-        if _standard_options(args).runner is None:
+        if _option(args, "runner") is None:
             args = [
                 f"--runner={LOCAL_RUNNER}",
                 f"--direct_running_mode={self.direct_running_mode}",
                 f"--direct_num_workers={self.workers()}",
                 *args,
             ]
-        if _google_cloud_options(args).job_name is None:
+        if _option(args, "job_name") is None:
             args.append(f"--job_name={job_name}")
         return args
 
@@ -300,7 +312,7 @@ class BeamRunnerResource(dg.ConfigurableResource):
         *,
         job_name: str,
         labels: Mapping[str, Any] | None = None,
-    ) -> BeamJob:
+    ) -> BeamJob | WorkerProcessJob:
         """Create a pipeline, let ``build`` add its steps, and submit it.
 
         Inside a Dagster run, the job is labelled with the run ID and the selected assets
@@ -311,17 +323,25 @@ class BeamRunnerResource(dg.ConfigurableResource):
         Parameters
         ----------
         build : callable
-            Receives the ``beam.Pipeline``.
+            Receives the ``beam.Pipeline``. If it has a ``standalone()`` method (returning the
+            plan's JSON, the track references and extra Beam arguments) and the runner is the
+            local one, the job runs in a child process instead
+            (:class:`~klio_assets.resources.worker_process.WorkerProcessJob`).
         job_name : str
             Lowercase letters, digits and ``-`` (Dataflow's rule); other characters are
             replaced.
         labels : mapping, optional
             Job labels (Dataflow); by default taken from the current Dagster run.
         """
+        name = re.sub(r"[^a-z0-9-]+", "-", job_name.lower()).strip("-")[:63] or "klio-assets"
+        standalone = getattr(build, "standalone", None)
+        if standalone is not None and self.isolate_local and self.runner == LOCAL_RUNNER:
+            plan_json, tracks, extra_args = standalone()
+            args = [*self.pipeline_options_args(job_name=name), *extra_args]
+            return WorkerProcessJob(plan_json, tracks, args, job_name=name).start()
         import apache_beam as beam  # noqa: PLC0415 - keeps Beam out of definition loading
         from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
 
-        name = re.sub(r"[^a-z0-9-]+", "-", job_name.lower()).strip("-")[:63] or "klio-assets"
         context = _current_context()
         if labels is None and context is not None:
             labels = run_labels(context)

@@ -110,7 +110,9 @@ def execute_range(
         )
     outcome = RunOutcome(run_id=result.run_id, success=result.success, track_ids=list(track_ids))
     outcome.summary = watch.summary
-    if not result.success and outcome.summary is None:
+    if outcome.summary is not None and outcome.summary.get("error"):
+        outcome.error = outcome.summary["error"]  # the Beam job's own failure, one line
+    elif not result.success and outcome.summary is None:
         errors = [e.step_failure_data.error for e in result.get_step_failure_events()]
         outcome.error = "; ".join(e.message.strip() for e in errors if e) or "the run failed"
     return outcome

@@ -29,11 +29,14 @@ tracks.jsonl [Beam options]``. This module imports nothing from Dagster.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import heapq
 import json
 import os
+import signal
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeAlias
 
@@ -123,10 +126,26 @@ def with_limit_options(plan: RunPlan, options: PipelineOptions | None) -> RunPla
 class _EngineDoFn(beam.DoFn):
     """A DoFn holding one :class:`Engine`, built once per worker from the plan's JSON."""
 
-    def __init__(self, plan_json: str):
+    def __init__(self, plan_json: str, inflight_dir: str | None = None):
         super().__init__()  # type: ignore[no-untyped-call]  # Beam's DoFn is untyped
         self._plan_json = plan_json
+        self._inflight_dir = inflight_dir
         self.engine: Engine | None = None
+
+    def mark(self, track_ids: Iterable[str]) -> None:
+        """Mark tracks in flight (the launcher of a local worker process reads the marks of
+        a process that died, to fail the tracks it was working on)."""
+        if self._inflight_dir is None:
+            return
+        for track_id in track_ids:
+            with open(os.path.join(self._inflight_dir, track_id), "wb"):
+                pass
+
+    def unmark(self, track_id: str) -> None:
+        """The track is no longer in flight."""
+        if self._inflight_dir is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._inflight_dir, track_id))
 
     def setup(self) -> None:
         _limit_native_threads()
@@ -148,7 +167,11 @@ class CheckOutputs(_EngineDoFn):
 
     def process(self, ref: dict[str, Any]) -> Iterator[Any]:
         assert self.engine is not None
-        task = self.engine.check(ref)
+        self.mark([ref["track_id"]])
+        try:
+            task = self.engine.check(ref)
+        finally:
+            self.unmark(ref["track_id"])
         if task["pending"]:
             yield task
         else:
@@ -161,12 +184,14 @@ class AnalyzeTracks(_EngineDoFn):
 
     def process(self, group: list[dict[str, Any]]) -> Iterator[str]:
         assert self.engine is not None
+        self.mark(task["track_id"] for task in group)
         if self.engine.plan.dry_run:
             results = self.engine.plan_group(group)
         else:
             results = analyze_with_watchdog(self.engine, group)
         for result in results:
             yield self.write_result(result)
+            self.unmark(result.track_id)
 
 
 #: A group's analyses get this many times the decode limit (``timeout_s``) before the worker
@@ -308,7 +333,11 @@ class Balance(beam.PTransform[_Groups, _Groups]):
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, plan: RunPlan, tracks: Iterable[dict[str, Any]]
+    pipeline: beam.Pipeline,
+    plan: RunPlan,
+    tracks: Iterable[dict[str, Any]],
+    *,
+    inflight_dir: str | None = None,
 ) -> PCollection[str]:
     """Add a run's steps to ``pipeline``.
 
@@ -318,6 +347,9 @@ def build_pipeline(
     plan : RunPlan
     tracks : iterable of dict
         ``{"track_id", "uri"}`` in run order.
+    inflight_dir : str, optional
+        A local folder where each track is marked (an empty file named after it) while it is
+        checked or analysed (local worker processes only: see ``--inflight-dir``).
 
     Returns
     -------
@@ -332,19 +364,31 @@ def build_pipeline(
     )
     if plan.lanes > 0:
         listed = listed | "SpreadTracks" >> SpreadTracks(plan.lanes)
-    checked = listed | "CheckOutputs" >> beam.ParDo(CheckOutputs(plan_json)).with_outputs(
-        _DONE, main="pending"
-    )
+    checked = listed | "CheckOutputs" >> beam.ParDo(
+        CheckOutputs(plan_json, inflight_dir)
+    ).with_outputs(_DONE, main="pending")
     analyzed = (
         checked.pending
         | "KeyByContent" >> beam.Map(lambda task: (task["content_hash"], task))
         | "GroupByContent" >> beam.GroupByKey()
         | "DropKeys" >> beam.Map(lambda kv: list(kv[1]))
         | "Balance" >> Balance(plan.lanes)
-        | "AnalyzeTracks" >> beam.ParDo(AnalyzeTracks(plan_json))
+        | "AnalyzeTracks" >> beam.ParDo(AnalyzeTracks(plan_json, inflight_dir))
     )
     reported: PCollection[str] = (checked[_DONE], analyzed) | "ReportedTracks" >> beam.Flatten()
     return reported
+
+
+def _exit_with_parent(pid: int, *, interval_s: float = 0.1) -> None:
+    """Kill this process as soon as its parent ``pid`` is gone (a worker process whose
+    launcher was killed must not go on writing into the run's folders)."""
+
+    def watch() -> None:
+        while os.getppid() == pid:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="klio-exit-with-parent", daemon=True).start()
 
 
 def run(argv: Sequence[str] | None = None) -> None:
@@ -352,13 +396,22 @@ def run(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--plan", required=True, help="RunPlan JSON file")
     parser.add_argument("--tracks", required=True, help="JSON lines of {track_id, uri}")
+    parser.add_argument(
+        "--inflight-dir", default=None, help="local folder marking the tracks in flight"
+    )
+    parser.add_argument(
+        "--exit-with-parent", type=int, default=None, metavar="PID",
+        help="exit at once when process PID (the launcher) is gone",
+    )  # fmt: skip
     known, beam_args = parser.parse_known_args(argv)
+    if known.exit_with_parent:
+        _exit_with_parent(known.exit_with_parent)
     with open(known.plan) as fh:
         plan = RunPlan.from_json(fh.read())
     with open(known.tracks) as fh:
         tracks = [json.loads(line) for line in fh if line.strip()]
     with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-        build_pipeline(pipeline, plan, tracks)
+        build_pipeline(pipeline, plan, tracks, inflight_dir=known.inflight_dir)
 
 
 if __name__ == "__main__":

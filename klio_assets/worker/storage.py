@@ -467,7 +467,7 @@ class Storage:
                 os.makedirs(folder, exist_ok=True)
             except OSError as exc:
                 raise classify_error(exc, f"write {uri} (creating folder {folder})") from exc
-            self._sweep_stale_temporaries(folder)
+            self.sweep_stale_temporaries(folder)
             tmp = os.path.join(folder, f".{name}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
             try:
@@ -484,11 +484,12 @@ class Storage:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def _sweep_stale_temporaries(self, folder: str) -> None:
+    def sweep_stale_temporaries(self, folder: str, *, again: bool = False) -> None:
         """Remove temporary files left in ``folder`` by writers killed on this host (their
-        process is gone), once per folder and Storage. Temporaries are never taken for outputs
-        anyway; this only keeps a crash from leaving garbage behind."""
-        if folder in self._swept:
+        process is gone), once per folder and Storage (``again``: even if swept before).
+        Temporaries are never taken for outputs anyway; this only keeps a crash from leaving
+        garbage behind. Local roots only."""
+        if self.remote or (folder in self._swept and not again):
             return
         self._swept.add(folder)
         try:

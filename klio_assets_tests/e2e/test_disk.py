@@ -153,3 +153,78 @@ def test_read_only_output_folder_fails_its_analysis_only_and_keeps_earlier_outpu
     assert not [p for p in after if ".tmp-" in p]
     again, _ = cli_json("run", *BOTH, *_tracks(late), home=home)
     assert again["assets"]["downsampled_audio"] == {"computed": 2}
+
+
+def _bookkeeping_failure(out: dict, says: str, ids: list[str], library) -> None:
+    """One error line naming the problem; each track's reason short and about that track."""
+    assert len(out["errors"]) == 1 and "\n" not in out["errors"][0], out["errors"]
+    assert says in out["errors"][0], out["errors"]
+    assert out["assets"] == {"source_audio": {"failed": len(ids)}}
+    for t in ids:
+        reason = out["tracks"][t]["source_audio"]["reason"]
+        assert reason.startswith(f"track '{t}': ") and len(reason) < 200, reason
+        assert not [o for o in ids if o != t and o in reason]  # names no other track
+
+
+def test_bookkeeping_storage_failures_end_the_run_with_one_line_and_status_follows(tmp_path):
+    """A full disk, a read-only mount, a storage setting naming a file, an unknown runner:
+    the run ends with one line naming the problem, each track's reason is short and its own,
+    and ``status`` shows the latest run's reasons, not those of the run before."""
+    library = tmp_path / "library"
+    ids = _library(library, "t", 2, noise=False)
+    (library / "broken.wav").write_text("not audio at all")
+    ids.append("broken")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _can_mount(str(disk)):
+        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN); not available here")
+    home = str(tmp_path / "home")
+    env = {"KLIO_ASSETS_STORAGE": str(disk)}
+    run_cli("add", str(library), home=home, env=env, check=True)
+    command = ("run", "source_audio", "--force", *_tracks(ids))
+    with _unmounted_at_exit(str(disk)):
+        first, _ = cli_json(*command, home=home, env=env, expect_code=1)
+        assert first["assets"]["source_audio"] == {"computed": 2, "failed": 1}
+        status, _ = cli_json("status", home=home, env=env, expect_code=None)
+        assert "not audio" in status["assets"]["source_audio"]["failed"]["broken"]
+
+        unknown = {**env, "KLIO_ASSETS_BEAM_OPTIONS": "--runner=NoSuchRunner"}
+        out, _ = cli_json(*command, home=home, env=unknown, expect_code=1)
+        _bookkeeping_failure(out, "Unexpected pipeline runner: NoSuchRunner", ids, library)
+        status, _ = cli_json("status", home=home, env=env, expect_code=None)
+        assert set(status["assets"]["source_audio"]["failed"]) == set(ids)
+        assert "Beam job failed" in status["assets"]["source_audio"]["failed"]["broken"]
+
+        afile = tmp_path / "afile"
+        afile.write_text("")
+        out, _ = cli_json(*command, home=home, env={"KLIO_ASSETS_STORAGE": str(afile)},
+                          expect_code=1)  # fmt: skip
+        _bookkeeping_failure(out, "Not a directory", ids, library)
+
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        try:
+            out, _ = cli_json(*command, home=home, env=env, expect_code=1)
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        _bookkeeping_failure(out, "Read-only file system", ids, library)
+
+        filler = disk / "filler"
+        with open(filler, "wb") as fh:  # 100 % full
+            with contextlib.suppress(OSError):
+                while True:
+                    fh.write(b"\0" * (1 << 16))
+        out, _ = cli_json(*command, home=home, env=env, expect_code=1)
+        _bookkeeping_failure(out, "No space left on device", ids, library)
+        assert not [p for p in _snapshot(str(disk)) if ".tmp-" in p]
+        filler.unlink()
+
+        # Full during the run: one page left takes the run's plan, not the tracks' results.
+        with open(filler, "wb") as fh:
+            free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+            fh.write(b"\0" * (free - 4096))
+        out, _ = cli_json(*command, home=home, env=env, expect_code=1)
+        _bookkeeping_failure(out, "No space left on device", ids, library)
+        assert "the worker process exited with status 1" in out["errors"][0]
+        filler.unlink()
+        again, _ = cli_json(*command, home=home, env=env, expect_code=1)
+        assert again["assets"]["source_audio"] == {"computed": 2, "failed": 1}

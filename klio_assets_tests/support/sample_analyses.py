@@ -93,3 +93,20 @@ def waits_for_gate(audio: AudioStream, track: TrackContext) -> dict:
         while not os.path.exists(os.environ[GATE_ENV]) and time.monotonic() < deadline:
             time.sleep(0.05)
     return {"blocks": sum(1 for _ in audio)}
+
+
+@analysis(inputs={"audio": SourceAudio(mono=True)}, output=Json(), code_version="1")
+def crashes_on_segv(audio: Audio, track: TrackContext) -> dict:
+    """Kills its own process with SIGSEGV for tracks whose ID starts with ``segv`` (what a
+    segfault in a native decoder does): only that track may be lost, never the batch.
+    Tracks whose ID starts with ``slow`` take 2 s (in flight when another one crashes)."""
+    if track.track_id.startswith("slow"):
+        import time
+
+        time.sleep(2.0)
+    if track.track_id.startswith("segv"):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return {"frames": audio.frames}

@@ -25,7 +25,7 @@ from typing import Any
 import dagster as dg
 
 from klio_assets.catalog.database import TrackCatalog
-from klio_assets.errors import BeamJobError
+from klio_assets.errors import BeamJobError, StorageError, one_line
 from klio_assets.orchestration import reporting
 from klio_assets.orchestration.launcher import BeamPipesClient
 from klio_assets.orchestration.run.observe import RunWatch
@@ -190,8 +190,11 @@ class TrackReporter:
         )
         cleanup.start()
         summary = self._summary(client, started=started, force=force)
-        self.store.write_json(f"{layout.run_folder(self.context.run_id)}/summary.json", summary)
         self.watch.summary = summary
+        try:
+            self.store.write_json(f"{layout.run_folder(self.context.run_id)}/summary.json", summary)
+        except StorageError as exc:  # the run's scratch copy; the run's tags and log have it
+            self.context.log.warning(f"run summary not written: {one_line(exc)}")
         cleanup.join(timeout=60)
         self.context.instance.add_run_tags(self.context.run_id, reporting.run_tags(summary))
         self.context.log.info("summary\n" + reporting.summary_markdown(summary))
@@ -204,8 +207,10 @@ class TrackReporter:
     def _missing(self, beam_error: BeamJobError | None) -> list[TrackResult]:
         """Failed results for the run's tracks that have none."""
         uris = self.scope.uris
+        # The job's error is the run's (one line, in the run's failure and the CLI's output):
+        # it names whatever the job was doing, often another track, so it is not repeated here.
         missing = (
-            f"no result: the Beam job ended before this track was done ({beam_error})"
+            "no result: the run's Beam job failed before this track was done"
             if beam_error
             else "no result from the Beam job"
         )
@@ -244,6 +249,7 @@ class TrackReporter:
             force=force,
             beam_job_id=job.job_id if job else None,
             beam_console_url=job.console_url if job else None,
+            error=one_line(client.error) if client.error else None,
             wall_seconds=round(time.perf_counter() - started, 3),
             tracks_detail={
                 t: {
