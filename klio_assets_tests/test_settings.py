@@ -150,12 +150,30 @@ def test_an_unknown_parameter_of_a_known_analysis_is_refused(tmp_path):
     assert planned["downsampled_audio"].params == {"sample_rate": 16000}
 
 
-def test_the_cli_refuses_a_bad_setting_in_one_line_without_a_traceback(tmp_path):
-    done = run_cli("status", home=str(tmp_path / "home"), env={"KLIO_ASSETS_BATCH_SIZE": "abc"})
-    assert done.returncode != 0
+@pytest.mark.parametrize(
+    ("command", "env", "said"),
+    [
+        ("status", {"KLIO_ASSETS_BATCH_SIZE": "abc"}, "KLIO_ASSETS_BATCH_SIZE='abc'"),
+        ("status", {"KLIO_ASSETS_BATCH_SIZE": "0"}, "KLIO_ASSETS_BATCH_SIZE='0'"),
+        ("status", {"KLIO_ASSETS_PARAMS": "{bad"}, "KLIO_ASSETS_PARAMS='{bad'"),
+        (
+            "run",
+            {"KLIO_ASSETS_PARAMS": '{"downsampled_audio": {"samplerate": 16000}}'},
+            "'downsampled_audio' has no parameter 'samplerate'",
+        ),
+    ],
+)
+def test_the_cli_refuses_a_bad_setting_in_one_line_without_a_traceback(
+    tmp_path, command, env, said
+):
+    """Issue 17, items 7 and 13: a misspelled parameter once ran with the default (exit 0), a
+    bad value gave a 28-51-line traceback naming a setting the user never set."""
+    done = run_cli(command, home=str(tmp_path / "home"), env=env)
+    assert done.returncode == 2
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "KLIO_ASSETS_BATCH_SIZE='abc'" in lines[0], done.stderr
+    assert len(lines) == 1 and said in lines[0], done.stderr
+    assert not (tmp_path / "home" / "outputs").exists()  # nothing was computed
 
 
 def test_the_readme_tables_are_generated_from_the_model():
