@@ -385,28 +385,21 @@ class TrackCatalog:
         if not rows:
             return
         now = time.time()
-        ids = list(rows)
         with self.engine.begin() as conn:
-            for chunk in _chunks(ids):
-                conn.execute(
-                    FEATURES.delete().where(
-                        FEATURES.c.asset == asset, FEATURES.c.track_id.in_(chunk)
-                    )
-                )
-                conn.execute(
-                    FEATURES.insert(),
-                    [
-                        {
-                            "asset": asset,
-                            "track_id": t,
-                            "version": version,
-                            "uri": rows[t][0],
-                            "fields": json.dumps(dict(rows[t][1]), sort_keys=True, allow_nan=False),
-                            "updated_at": now,
-                        }
-                        for t in chunk
-                    ],
-                )
+            _replace_rows(
+                conn,
+                FEATURES,
+                asset,
+                {
+                    t: {
+                        "version": version,
+                        "uri": uri,
+                        "fields": json.dumps(dict(fields), sort_keys=True, allow_nan=False),
+                        "updated_at": now,
+                    }
+                    for t, (uri, fields) in rows.items()
+                },
+            )
 
     def mark_materialized(
         self, asset: str, *, version: str, run_id: str, track_ids: Sequence[str]
@@ -505,6 +498,16 @@ class TrackCatalog:
             conn.execute(STATE.insert(), [{"key": key, "value": text, "updated_at": time.time()}])
 
 
+def _replace_rows(
+    conn: sa.Connection, table: sa.Table, asset: str, rows: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Replace ``table``'s rows of ``asset`` for the tracks in ``rows`` (track ID to the other
+    columns), in chunks: delete, then insert (portable across SQLite and PostgreSQL)."""
+    for chunk in _chunks(list(rows)):
+        conn.execute(table.delete().where(table.c.asset == asset, table.c.track_id.in_(chunk)))
+        conn.execute(table.insert(), [{"asset": asset, "track_id": t, **rows[t]} for t in chunk])
+
+
 def _enter_materialized(
     conn: sa.Connection,
     asset: str,
@@ -514,47 +517,13 @@ def _enter_materialized(
     track_ids: Sequence[str],
     now: float,
 ) -> None:
-    for chunk in _chunks(list(track_ids)):
-        conn.execute(
-            MATERIALIZED.delete().where(
-                MATERIALIZED.c.asset == asset, MATERIALIZED.c.track_id.in_(chunk)
-            )
-        )
-        conn.execute(
-            MATERIALIZED.insert(),
-            [
-                {
-                    "asset": asset,
-                    "track_id": t,
-                    "version": version,
-                    "run_id": run_id,
-                    "materialized_at": now,
-                }
-                for t in chunk
-            ],
-        )
+    row = {"version": version, "run_id": run_id, "materialized_at": now}
+    _replace_rows(conn, MATERIALIZED, asset, dict.fromkeys(track_ids, row))
 
 
 def _enter_source_stats(conn: sa.Connection, asset: str, stats: Mapping[str, SourceStat]) -> None:
-    ids = list(stats)
-    for chunk in _chunks(ids):
-        conn.execute(
-            SOURCE_STATS.delete().where(
-                SOURCE_STATS.c.asset == asset, SOURCE_STATS.c.track_id.in_(chunk)
-            )
-        )
-        conn.execute(
-            SOURCE_STATS.insert(),
-            [
-                {
-                    "asset": asset,
-                    "track_id": t,
-                    "size_bytes": stats[t].size_bytes,
-                    "modified": stats[t].modified,
-                }
-                for t in chunk
-            ],
-        )
+    rows = {t: {"size_bytes": s.size_bytes, "modified": s.modified} for t, s in stats.items()}
+    _replace_rows(conn, SOURCE_STATS, asset, rows)
 
 
 def get_catalog(url: str) -> TrackCatalog:
