@@ -172,6 +172,17 @@ class Engine:
             n: {k: a.resolve_input(spec, self.params[n]) for k, spec in a.inputs.items()}
             for n, a in self.analyses.items()
         }
+        if not plan.dry_run:
+            self._sweep_content_indexes()
+
+    def _sweep_content_indexes(self) -> None:
+        """Remove index entries half-written by a killed run. A track whose output was
+        committed just before the kill is skipped from then on, so no later write would ever
+        sweep the index folder its entry was going to."""
+        for name in self.plan.selected:
+            if self.analyses[name].share_by_content:
+                folder = self.layout.content_folder(self.plan.analyses[name])
+                self.storage.sweep_stale_temporaries_below(folder)
 
     # -- paths ---------------------------------------------------------------------------------
 

@@ -218,6 +218,10 @@ class Layout:
         """The folder of one analysis version."""
         return self.storage.join(planned.name, f"v{planned.version}")
 
+    def content_folder(self, planned: PlannedAnalysis) -> str:
+        """The content index of one analysis version (one sub-folder per hash prefix)."""
+        return self.storage.join(planned.name, f"v{planned.version}", "_content")
+
     def content_uri(self, planned: PlannedAnalysis, content_hash: str) -> str:
         """The content-index entry for a source content hash."""
         hexdigest = content_hash.split(":", 1)[-1]

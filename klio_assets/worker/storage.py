@@ -484,6 +484,18 @@ class Storage:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
+    def sweep_stale_temporaries_below(self, folder: str) -> None:
+        """:meth:`sweep_stale_temporaries` in every sub-folder of ``folder`` (one level)."""
+        if self.remote:
+            return
+        try:
+            with os.scandir(folder) as it:
+                subfolders = [e.path for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return
+        for sub in subfolders:
+            self.sweep_stale_temporaries(sub)
+
     def sweep_stale_temporaries(self, folder: str, *, again: bool = False) -> None:
         """Remove temporary files left in ``folder`` by writers killed on this host (their
         process is gone), once per folder and Storage (``again``: even if swept before).

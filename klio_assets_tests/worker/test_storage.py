@@ -317,3 +317,27 @@ def test_exists_on_an_unreachable_store_is_an_error_not_a_missing_file(monkeypat
     monkeypatch.setattr("klio_assets.worker.storage.time.sleep", lambda s: None)
     with pytest.raises(StorageError, match="gave up after 5 attempts"):
         store.exists("memory://klio-unreachable/a.json")
+
+
+def test_a_new_engine_sweeps_content_index_entries_half_written_by_a_killed_run(tmp_path):
+    """A run killed between committing an output and its content-index entry leaves a
+    temporary in the index; that track is skipped from then on, so no write into that index
+    folder would ever sweep it: the next run's engine does."""
+    import subprocess
+
+    from klio_assets.analyses import downsampled_audio
+    from klio_assets.worker import storage as storage_module
+    from klio_assets.worker.execution import Engine
+    from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    planned = plan_analyses([downsampled_audio])
+    root = str(tmp_path / "out")
+    folder = os.path.join(Layout(Storage(root)).content_folder(planned["downsampled_audio"]), "9d")
+    os.makedirs(folder)
+    stale = os.path.join(folder, f".9d00.json.tmp-{storage_module._HOST}-{dead.pid}-deadbeef")
+    open(stale, "wb").close()
+    plan = RunPlan(run_id="r", storage_root=root, analyses=planned, selected=["downsampled_audio"])
+    Engine(plan)
+    assert os.listdir(folder) == []
