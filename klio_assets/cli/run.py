@@ -53,6 +53,12 @@ from klio_assets.worker.storage import Storage
     help="Always ask Dagster which tracks are materialized, even when the catalog's ledger "
     "says all are (after wiping materializations in Dagster).",
 )
+@click.option(
+    "--stale",
+    is_flag=True,
+    help="Recompute exactly the analyses and tracks Dagster calls unsynced (stale: code "
+    "version, parameters or an input changed since), nothing else.",
+)
 def run(
     assets: Sequence[str],
     tracks: Sequence[str],
@@ -61,6 +67,7 @@ def run(
     as_json: bool,
     upstream: bool = True,
     check_dagster: bool = False,
+    stale: bool = False,
 ) -> None:
     """Materialize ASSETS (default: all) for the tracks that need it, through Dagster.
 
@@ -84,6 +91,10 @@ def run(
         fail(str(exc))
     catalog = get_catalog(settings.catalog_url)
     console = render.stderr_console()
+    if stale:
+        invocation = _run_stale(settings, catalog, storage, selection, assets, tracks, dry_run)
+        invocation.wall_seconds = round(time.perf_counter() - started, 3)
+        _report(invocation, dry_run=dry_run, as_json=as_json, console=console)
     if not (force or dry_run or check_dagster or selection.tables):
         done = done_without_dagster(
             settings,
@@ -166,6 +177,31 @@ def _materialize(
             # called by the run's results poller as tracks finish (rich's Progress is thread-safe)
             on_progress=lambda done: progress.update(bar, completed=done),
         )
+
+
+def _run_stale(
+    settings: Settings,
+    catalog: TrackCatalog,
+    storage: Storage,
+    selection: RunSelection,
+    assets: Sequence[str],
+    tracks: Sequence[str],
+    dry_run: bool,
+) -> Invocation:
+    """``run --stale``: the unsynced analyses and tracks, as Dagster's resolver says."""
+    from klio_assets.orchestration.staleness import run_stale  # noqa: PLC0415 - imports Dagster
+
+    try:
+        return run_stale(
+            settings,
+            catalog,
+            storage,
+            selection.selected if assets else [],
+            tracks,
+            dry_run=dry_run,
+        )
+    except KlioAssetsError as exc:
+        fail(str(exc))
 
 
 def _report(invocation: Invocation, *, dry_run: bool, as_json: bool, console: Console) -> NoReturn:

@@ -46,13 +46,9 @@ FEATURE_KINDS = ("json", "table_row")
 
 
 #: Dagster's tag for the code version that produced a materialization (the UI compares it with
-#: the asset's code version to flag stale partitions).
+#: the asset's code version to flag stale partitions; the other provenance tags are in
+#: :mod:`klio_assets.orchestration.provenance`).
 CODE_VERSION_TAG = "dagster/code_version"
-
-
-def version_tags(version: str) -> dict[str, str]:
-    """Tags of a per-track materialization produced by ``version`` of an analysis."""
-    return {CODE_VERSION_TAG: version}
 
 
 def _metadata_value(value: Any) -> Any:
@@ -112,7 +108,7 @@ def feature_fields(outcome: AnalysisOutcome) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _event_batching(size: int) -> Iterator[None]:
+def event_batching(size: int) -> Iterator[None]:
     """Turn on Dagster's event batching for this process while reporting, if not set."""
     name = "DAGSTER_EVENT_BATCH_SIZE"
     previous = os.environ.get(name)
@@ -141,7 +137,7 @@ def log_materializations(
         step_context = context.get_step_execution_context()
     except AttributeError:
         return list(materializations)
-    with _event_batching(EVENT_BATCH_SIZE):
+    with event_batching(EVENT_BATCH_SIZE):
         logged = log_batched_materializations(
             step_context, materializations, batch_size=EVENT_BATCH_SIZE
         )

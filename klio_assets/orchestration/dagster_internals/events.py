@@ -21,17 +21,33 @@ import dagster as dg
 EVENT_BATCH_SIZE = 1000
 
 
-def _private_api() -> tuple[Any, Any, Any] | None:
-    """``DagsterEvent``, ``DagsterEventBatchMetadata``, ``generate_event_batch_id``, or None."""
+def _private_api() -> Any | None:
+    """``dagster._core.events`` (``DagsterEvent``, batch metadata, planned data), or None."""
     try:
-        from dagster._core.events import (  # noqa: PLC0415
-            DagsterEvent,
-            DagsterEventBatchMetadata,
-            generate_event_batch_id,
-        )
-    except ImportError:
+        from dagster._core import events  # noqa: PLC0415
+
+        for name in (
+            "DagsterEvent",
+            "DagsterEventBatchMetadata",
+            "DagsterEventType",
+            "AssetMaterializationPlannedData",
+            "generate_event_batch_id",
+        ):
+            getattr(events, name)
+    except (ImportError, AttributeError):
         return None
-    return DagsterEvent, DagsterEventBatchMetadata, generate_event_batch_id
+    return events
+
+
+def _log_in_batches(
+    step_context: Any, items: Sequence[Any], log_one: Any, *, batch_size: int, api: Any
+) -> None:
+    """Log ``items`` (of one asset and one event type) in batches through ``log_one``."""
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        batch_id = api.generate_event_batch_id()
+        for i, item in enumerate(chunk):
+            log_one(item, api.DagsterEventBatchMetadata(batch_id, i == len(chunk) - 1))
 
 
 def log_batched_materializations(
@@ -61,16 +77,74 @@ def log_batched_materializations(
     api = _private_api()
     if api is None:
         return False
-    dagster_event, batch_metadata, new_batch_id = api
     by_asset: dict[dg.AssetKey, list[dg.AssetMaterialization]] = defaultdict(list)
     for mat in materializations:
         by_asset[mat.asset_key].append(mat)
     for mats in by_asset.values():
-        for start in range(0, len(mats), batch_size):
-            chunk = mats[start : start + batch_size]
-            batch_id = new_batch_id()
-            for i, mat in enumerate(chunk):
-                dagster_event.asset_materialization(
-                    step_context, mat, batch_metadata(batch_id, i == len(chunk) - 1)
-                )
+        _log_in_batches(
+            step_context,
+            mats,
+            lambda mat, meta: api.DagsterEvent.asset_materialization(step_context, mat, meta),
+            batch_size=batch_size,
+            api=api,
+        )
+    return True
+
+
+def log_batched_failures(
+    step_context: Any,
+    observations: Sequence[dg.AssetObservation],
+    *,
+    batch_size: int = EVENT_BATCH_SIZE,
+) -> bool:
+    """Record per-partition failures the way OSS Dagster reads them, in batches per asset.
+
+    OSS Dagster's event logs do not store ``ASSET_FAILED_TO_MATERIALIZE`` events
+    (``can_store_asset_failure_events`` is False on SQLite and PostgreSQL); its partition
+    status reads a partition as failed when its latest ``ASSET_MATERIALIZATION_PLANNED`` event
+    for that partition has no materialization after it and its run failed
+    (``get_latest_asset_partition_materialization_attempts_without_materializations``). With
+    ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`` (cheap bookkeeping) the run's planned
+    event names a subset, not partitions, so nothing shows as failed. So each failed
+    track-analysis gets a planned event for its partition (it was planned: that is true) and
+    an observation carrying the reason (shown in the partition's events in the UI).
+
+    Parameters
+    ----------
+    observations : sequence of dg.AssetObservation
+        One per failed track and analysis (``partition=track_id``), with the reason in its
+        metadata.
+
+    Returns
+    -------
+    bool
+        False when Dagster's private path is unavailable (nothing logged).
+    """
+    api = _private_api()
+    if api is None:
+        return False
+    by_asset: dict[dg.AssetKey, list[dg.AssetObservation]] = defaultdict(list)
+    for obs in observations:
+        by_asset[obs.asset_key].append(obs)
+
+    def planned(obs: dg.AssetObservation, meta: Any) -> None:
+        api.DagsterEvent.from_step(
+            event_type=api.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+            step_context=step_context,
+            event_specific_data=api.AssetMaterializationPlannedData(
+                obs.asset_key, partition=obs.partition
+            ),
+            message=f"failed: {obs.asset_key.to_user_string()} of track {obs.partition!r}",
+            batch_metadata=meta,
+        )
+
+    for obs_of_asset in by_asset.values():
+        _log_in_batches(step_context, obs_of_asset, planned, batch_size=batch_size, api=api)
+        _log_in_batches(
+            step_context,
+            obs_of_asset,
+            lambda obs, meta: api.DagsterEvent.asset_observation(step_context, obs, meta),
+            batch_size=batch_size,
+            api=api,
+        )
     return True

@@ -30,14 +30,24 @@ _INSERT = SqlEventLogStorageTable.insert().returning(
 )
 
 
+#: Asset events batched here, one type per batch (a failed track's planned events and
+#: observations too: dagster-postgres writes planned events one by one).
+_BATCHED_TYPES = frozenset(
+    {
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.ASSET_OBSERVATION,
+        DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    }
+)
+
+
 class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
     """:class:`PostgresEventLogStorage` whose materialization batches skip SQL compilation."""
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         kept = [e for e in events if not e.get_dagster_event().is_asset_failed_to_materialize]
-        if not kept or {e.get_dagster_event().event_type for e in events} != {
-            DagsterEventType.ASSET_MATERIALIZATION
-        }:
+        types = {e.get_dagster_event().event_type for e in events}
+        if not kept or len(types) != 1 or not types <= _BATCHED_TYPES:
             super().store_event_batch(events)
             return
         rows = [self._event_to_row(event) for event in kept]

@@ -5,7 +5,9 @@ run's shard, then the cross-run index), about 20 ms each here, so a 1000-track r
 its Beam time on bookkeeping. This subclass writes a batch of materializations of one run in
 one transaction per shard, like dagster-postgres' ``store_event_batch`` (which also updates
 the asset's latest-materialization row from the batch's last event only), and leaves every
-other event and every read to Dagster's own implementation.
+other event and every read to Dagster's own implementation. Failed tracks' planned events and
+observations (:func:`~klio_assets.orchestration.dagster_internals.events.log_batched_failures`)
+are batched the same way.
 
 It is the event log of a new ``KLIO_ASSETS_HOME`` (see ``klio_assets.orchestration.launch``); delete those
 lines of its ``dagster.yaml`` to go back to Dagster's default.
@@ -26,6 +28,17 @@ _INSERT_RETURNING_ID = SqlEventLogStorageTable.insert().returning(
 )
 
 
+#: Asset events this store writes in one transaction per shard (a batch holds one type: the
+#: per-track materializations, and a failed track's planned event and observation).
+_BATCHED_TYPES = frozenset(
+    {
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.ASSET_OBSERVATION,
+        DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    }
+)
+
+
 class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
     """:class:`SqliteEventLogStorage` whose ``store_event_batch`` really batches."""
 
@@ -43,7 +56,11 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
             self._store_asset_event_tags(conn, events, event_ids)
             last_per_asset = {}
             for event, event_id in zip(events, event_ids, strict=True):
-                last_per_asset[event.get_dagster_event().asset_key] = (event, event_id)
+                dagster_event = event.get_dagster_event()
+                last_per_asset[(dagster_event.asset_key, dagster_event.event_type)] = (
+                    event,
+                    event_id,
+                )
             for event, event_id in last_per_asset.values():
                 self._store_asset_event(conn, event, event_id)
 
@@ -54,7 +71,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
             and len({e.run_id for e in events}) == 1
             and all(
                 e.is_dagster_event
-                and e.get_dagster_event().event_type == DagsterEventType.ASSET_MATERIALIZATION
+                and e.get_dagster_event().event_type in _BATCHED_TYPES
                 and e.get_dagster_event().asset_key is not None
                 for e in events
             )

@@ -26,8 +26,9 @@ import dagster as dg
 
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.errors import BeamJobError, StorageError, one_line
-from klio_assets.orchestration import reporting
+from klio_assets.orchestration import failures, provenance, reporting
 from klio_assets.orchestration.launcher import BeamPipesClient
+from klio_assets.orchestration.lineage import parents
 from klio_assets.orchestration.run.observe import RunWatch
 from klio_assets.orchestration.run.resolve import RunScope
 from klio_assets.worker.analysis import Analysis
@@ -86,6 +87,7 @@ class TrackReporter:
         self._pending: list[TrackResult] = []
         self._order = {t: i for i, t in enumerate(scope.track_ids)}
         self._last_flush = self._last_log = time.monotonic()
+        self._parents = parents(list(graph.values()))
 
     @property
     def dry_run(self) -> bool:
@@ -121,33 +123,61 @@ class TrackReporter:
         self._last_flush = time.monotonic()
         if not batch or self.dry_run:
             return []
-        left = reporting.log_materializations(self.context, self._materializations(batch))
+        left = self._log_events(batch)
         self._record_in_catalog(batch)
         return left
 
-    def _materializations(self, batch: Sequence[TrackResult]) -> list[dg.AssetMaterialization]:
-        mats = []
+    def _log_events(self, batch: Sequence[TrackResult]) -> list[dg.AssetMaterialization]:
+        """Log the batch's materializations asset by asset, in topological order (each one's
+        provenance reads its inputs' materializations of this batch back), then its failures.
+
+        Returns
+        -------
+        list of dg.AssetMaterialization
+            Those the caller must yield (only without Dagster's batched event path).
+        """
+        inputs = provenance.InputVersions(
+            self.context.instance, self._parents, [r.track_id for r in batch]
+        )
+        left: list[dg.AssetMaterialization] = []
         for name in self.scope.selected:
-            images = self.graph[name].output.kind == "image" and self.embed_image_bytes > 0
-            for result in batch:
-                outcome = result.analyses.get(name)
-                if outcome is None or not outcome.status.done:
-                    continue
-                metadata = reporting.track_metadata(outcome)
-                if images and outcome.uri:
-                    metadata.update(
-                        reporting.embedded_image(
-                            self.store, outcome.uri, result.track_id, self.embed_image_bytes
-                        )
-                    )
-                mats.append(
-                    dg.AssetMaterialization(
-                        asset_key=name,
-                        partition=result.track_id,
-                        metadata=metadata,
-                        tags=reporting.version_tags(self.planned[name].version),
+            mats = self._materializations(name, batch, inputs)
+            if mats:
+                left.extend(reporting.log_materializations(self.context, mats))
+        failures.log_failed_tracks(self.context, self.scope.selected, batch)
+        return left
+
+    def _materializations(
+        self, name: str, batch: Sequence[TrackResult], inputs: provenance.InputVersions
+    ) -> list[dg.AssetMaterialization]:
+        mats = []
+        images = self.graph[name].output.kind == "image" and self.embed_image_bytes > 0
+        version = self.planned[name].version
+        for result in batch:
+            outcome = result.analyses.get(name)
+            if outcome is None or not outcome.status.done:
+                continue
+            metadata = reporting.track_metadata(outcome)
+            if images and outcome.uri:
+                metadata.update(
+                    reporting.embedded_image(
+                        self.store, outcome.uri, result.track_id, self.embed_image_bytes
                     )
                 )
+            mats.append(
+                dg.AssetMaterialization(
+                    asset_key=name,
+                    partition=result.track_id,
+                    metadata=metadata,
+                    tags=provenance.provenance_tags(
+                        name,
+                        code_version=version,
+                        outcome=outcome,
+                        result=result,
+                        inputs=inputs.of(name, result.track_id),
+                    ),
+                )
+            )
         return mats
 
     def _record_in_catalog(self, batch: Sequence[TrackResult]) -> None:

@@ -1,0 +1,64 @@
+"""Dagster's own stale status of partitions: the resolver the UI asks (private API).
+
+The UI's "Unsynced" and "Materialize unsynced" come from
+``dagster._core.definitions.data_version.CachingStaleStatusResolver``, which has no public
+entry point outside a workspace request. ``klio-assets run --stale`` asks the same resolver,
+so that it recomputes exactly what the UI calls unsynced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from klio_assets.errors import KlioAssetsError
+
+
+def stale_partitions(
+    instance: dg.DagsterInstance,
+    asset_graph: object,
+    assets: Sequence[str],
+    partitions: Sequence[str],
+) -> dict[str, list[str]]:
+    """Asset name to its partitions among ``partitions`` that Dagster calls stale.
+
+    Parameters
+    ----------
+    asset_graph : dagster asset graph, or sequence of dg.AssetsDefinition
+        ``Definitions.resolve_asset_graph()`` of the code location, or the assets to build
+        one from (without their resources).
+    assets : sequence of str
+    partitions : sequence of str
+
+    Raises
+    ------
+    KlioAssetsError
+        When this Dagster has no stale-status resolver where it is expected.
+    """
+    try:
+        from dagster._core.definitions.assets.graph.asset_graph import (  # noqa: PLC0415
+            AssetGraph,
+        )
+        from dagster._core.definitions.data_version import (  # noqa: PLC0415
+            CachingStaleStatusResolver,
+            StaleStatus,
+        )
+        from dagster._core.loader import LoadingContextForTest  # noqa: PLC0415
+    except ImportError as exc:
+        raise KlioAssetsError(
+            f"this Dagster has no stale-status resolver where klio-assets looks for it: {exc}"
+        ) from exc
+    if isinstance(asset_graph, (list, tuple)):
+        asset_graph = AssetGraph.from_assets(asset_graph)
+    resolver = CachingStaleStatusResolver(
+        instance,
+        asset_graph,  # type: ignore[arg-type]
+        # the plain loading context (its name says "test": it is the one without a workspace)
+        LoadingContextForTest(instance),
+    )
+    out: dict[str, list[str]] = {}
+    for name in assets:
+        key = dg.AssetKey(name)
+        out[name] = [p for p in partitions if resolver.get_status(key, p) == StaleStatus.STALE]
+    return out

@@ -1,0 +1,123 @@
+"""``klio-assets run --stale``: recompute exactly what the Dagster UI calls unsynced.
+
+Dagster's stale-status resolver (the one behind the UI's "Unsynced" and "Materialize
+unsynced") is asked, per analysis and track, which partitions are stale: a code version or
+parameters changed since (the analysis and, because versions chain, its descendants), or an
+input was materialized again with new data (a changed source). Tracks stale for the same
+analyses go in one plan, forced (an output may exist for the current version and still be
+stale by its inputs), without adding upstreams: nothing else is recomputed. Missing
+partitions are not stale: ``klio-assets run`` computes those.
+
+The resolver costs a few queries per partition and analysis (it is the UI's, built for one
+asset page at a time): about a minute per 10,000 tracks of the built-in analyses here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import dagster as dg
+
+from klio_assets.analyses import load_analyses
+from klio_assets.catalog.database import TrackCatalog
+from klio_assets.orchestration import launch
+from klio_assets.orchestration.assets import build_analysis_assets
+from klio_assets.orchestration.dagster_internals.stale_status import stale_partitions
+from klio_assets.orchestration.invocation import Invocation
+from klio_assets.orchestration.materialize import execute_plan, plan_run
+from klio_assets.orchestration.selection import select_assets
+from klio_assets.settings import Settings
+from klio_assets.worker.storage import Storage
+
+
+def stale_groups(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    assets: Sequence[str],
+    tracks: Sequence[str],
+) -> dict[tuple[str, ...], list[str]]:
+    """The stale analyses (in topological order) to the tracks stale for exactly those.
+
+    Parameters
+    ----------
+    assets : sequence of str
+        Analyses to consider (empty: every analysis).
+    tracks : sequence of str
+        Tracks to consider (empty: every registered track).
+
+    Raises
+    ------
+    ParameterError
+        A track ID is invalid or not registered.
+    """
+    analyses = load_analyses(settings.analysis_modules)
+    graph = [
+        build_analysis_assets(analyses, batch_size=settings.batch_size, params=settings.params)
+    ]
+    names = [a.name for a in analyses if not assets or a.name in assets]
+    _, wanted = launch.resolve_tracks(instance, tracks)
+    stale = stale_partitions(instance, graph, names, wanted)
+    per_track: dict[str, list[str]] = {}
+    for name in select_assets(settings, names).selected:  # topological order
+        for track_id in stale.get(name, ()):
+            per_track.setdefault(track_id, []).append(name)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for track_id in wanted:
+        if track_id in per_track:
+            groups.setdefault(tuple(per_track[track_id]), []).append(track_id)
+    return groups
+
+
+def run_stale(
+    settings: Settings,
+    catalog: TrackCatalog,
+    storage: Storage,
+    assets: Sequence[str],
+    tracks: Sequence[str],
+    *,
+    dry_run: bool,
+    on_plan: Callable[[dict[tuple[str, ...], list[str]]], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Invocation:
+    """Recompute the stale partitions of ``assets`` among ``tracks``, and only those.
+
+    Parameters
+    ----------
+    on_plan : callable, optional
+        Told the groups before anything runs (the CLI prints them).
+    on_progress : callable, optional
+        Called with the number of tracks done so far.
+
+    Returns
+    -------
+    Invocation
+        The runs of every group; nothing when nothing is stale.
+    """
+    instance = dg.DagsterInstance.get()
+    groups = stale_groups(settings, instance, assets, tracks)
+    if on_plan is not None:
+        on_plan(groups)
+    order = list(select_assets(settings, []).selected)
+    selected = [n for n in order if any(n in names for names in groups)]
+    invocation = Invocation(selected=selected)
+    base = 0
+    for names, group_tracks in groups.items():
+        plan = plan_run(
+            settings,
+            catalog,
+            storage,
+            select_assets(settings, names),
+            group_tracks,
+            force=True,
+            dry_run=dry_run,
+            upstream=False,
+        )
+
+        def progress(done: int, base: int = base) -> None:
+            if on_progress is not None:
+                on_progress(base + done)
+
+        done = execute_plan(plan, storage, force=True, dry_run=dry_run, on_progress=progress)
+        invocation.runs.extend(done.runs)
+        base += len(group_tracks)
+    return invocation
