@@ -81,7 +81,10 @@ def track_metadata(outcome: AnalysisOutcome) -> dict[str, Any]:
 def embedded_image(storage: Storage, uri: str, track_id: str, max_bytes: int) -> dict[str, Any]:
     """``{"plot": markdown with the PNG inline}`` for an image output, if small enough.
 
-    Dagster renders Markdown metadata, data URIs included, in the asset's partition view.
+    Dagster 1.13's UI renders Markdown metadata, data URIs included, inline only when it is
+    under 1000 characters (``MetadataEntry.tsx``): a plot's is behind "[Show Markdown]" in
+    the partition view. Its event view renders the materialization's description in full, so
+    the plot goes there too (:func:`plot_description`).
     """
     try:
         data = storage.read_bytes(uri)
@@ -91,6 +94,16 @@ def embedded_image(storage: Storage, uri: str, track_id: str, max_bytes: int) ->
         return {"plot_bytes": len(data)}
     encoded = base64.b64encode(data).decode("ascii")
     return {"plot": dg.MetadataValue.md(f"![{track_id}](data:image/png;base64,{encoded})")}
+
+
+def plot_description(metadata: Mapping[str, Any]) -> str | None:
+    """The description of a plot's materialization: the plot itself, as Markdown.
+
+    The UI shows it inline, up to 320 pixels high, in the asset's Events tab (a
+    materialization's event view renders its description as Markdown, data URIs allowed).
+    """
+    plot = metadata.get("plot")
+    return plot.value if isinstance(plot, dg.MarkdownMetadataValue) else None
 
 
 def feature_fields(outcome: AnalysisOutcome) -> dict[str, Any]:

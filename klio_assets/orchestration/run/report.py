@@ -158,16 +158,19 @@ class TrackReporter:
             if outcome is None or not outcome.status.done:
                 continue
             metadata = reporting.track_metadata(outcome)
+            description = None
             if images and outcome.uri:
                 metadata.update(
                     reporting.embedded_image(
                         self.store, outcome.uri, result.track_id, self.embed_image_bytes
                     )
                 )
+                description = reporting.plot_description(metadata)
             mats.append(
                 dg.AssetMaterialization(
                     asset_key=name,
                     partition=result.track_id,
+                    description=description,
                     metadata=metadata,
                     tags=provenance.provenance_tags(
                         name,
