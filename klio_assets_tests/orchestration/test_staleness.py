@@ -13,7 +13,8 @@ from dagster._core.storage.partition_status_cache import get_and_update_asset_st
 
 from klio_assets.catalog.database import get_catalog
 from klio_assets.definitions import build_definitions
-from klio_assets.orchestration import launch
+from klio_assets.orchestration import launch, provenance
+from klio_assets.orchestration.dagster_internals import latest_versions
 from klio_assets.orchestration.dagster_internals.stale_status import stale_partitions
 from klio_assets.orchestration.partitions import tracks_partitions
 from klio_assets.orchestration.registration import register_tracks
@@ -130,3 +131,31 @@ def test_run_stale_recomputes_exactly_the_unsynced_partitions(env, home):
     # nothing stale: nothing runs
     out, _ = cli_json("run", "--stale", home=home, env=env_vars)
     assert out["runs"] == []
+
+
+def test_provenance_tags_are_dagsters_own():
+    from dagster._core.definitions import data_version as dv
+
+    assert provenance.CODE_VERSION_TAG == dv.CODE_VERSION_TAG
+    assert provenance.DATA_VERSION_TAG == dv.DATA_VERSION_TAG
+    assert provenance.DATA_VERSION_IS_USER_PROVIDED_TAG == dv.DATA_VERSION_IS_USER_PROVIDED_TAG
+    assert provenance.INPUT_DATA_VERSION_TAG_PREFIX == dv.INPUT_DATA_VERSION_TAG_PREFIX
+    assert provenance.INPUT_EVENT_POINTER_TAG_PREFIX == dv.INPUT_EVENT_POINTER_TAG_PREFIX
+    assert provenance.NULL_DATA_VERSION == dv.NULL_DATA_VERSION.value
+    inputs = {"source_audio": "abc", "downsampled_audio": "def"}
+    assert (
+        provenance.logical_version("1-x", inputs)
+        == dv.compute_logical_data_version(
+            "1-x", {dg.AssetKey(k): dg.DataVersion(v) for k, v in inputs.items()}
+        ).value
+    )
+
+
+def test_latest_versions_read_in_one_query_match_the_public_api(env):
+    _, instance, storage, _ = env
+    _run(instance, storage)
+    for name in CHAIN:
+        fast = latest_versions.latest_versions(instance, name, TRACKS)
+        assert fast == latest_versions._public(instance, name, TRACKS)
+        assert sorted(fast) == ["flac48", "ogg32", "wav44"]
+        assert all(v.data_version for v in fast.values())
