@@ -3,9 +3,13 @@
 Dagster's stale-status resolver (the one behind the UI's "Unsynced" and "Materialize
 unsynced") is asked, per analysis and track, which partitions are stale: a code version or
 parameters changed since (the analysis and, because versions chain, its descendants), or an
-input was materialized again with new data (a changed source). Tracks stale for the same
-analyses go in one plan, forced (an output may exist for the current version and still be
-stale by its inputs), without adding upstreams: nothing else is recomputed. Missing
+input was materialized again with new data. Dagster 1.13 flags only the direct children of new
+data (its resolver has no transitive cause), and it cannot see a source file that changed on
+disk (``source_audio`` has no upstream in Dagster); so a track's stale analyses are completed
+with their descendants, and the tracks whose source changed since their outputs were made (the
+catalog's recorded stat, one stat per track) count as stale for every analysis. Tracks stale
+for the same analyses go in one plan, forced (an output may exist for the current version and
+still be stale by its inputs), without adding upstreams: nothing else is recomputed. Missing
 partitions are not stale: ``klio-assets run`` computes those.
 
 The resolver costs a few queries per partition and analysis (it is the UI's, built for one
@@ -20,10 +24,12 @@ import dagster as dg
 
 from klio_assets.analyses import load_analyses
 from klio_assets.catalog.database import TrackCatalog
+from klio_assets.catalog.ledger import changed_sources
 from klio_assets.orchestration import launch
 from klio_assets.orchestration.assets import build_analysis_assets
-from klio_assets.orchestration.dagster_internals.stale_status import stale_partitions
+from klio_assets.orchestration.dagster_internals.stale_status import stale_statuses
 from klio_assets.orchestration.invocation import Invocation
+from klio_assets.orchestration.lineage import descendants, parents
 from klio_assets.orchestration.materialize import execute_plan, plan_run
 from klio_assets.orchestration.selection import select_assets
 from klio_assets.settings import Settings
@@ -33,6 +39,7 @@ from klio_assets.worker.storage import Storage
 def stale_groups(
     settings: Settings,
     instance: dg.DagsterInstance,
+    catalog: TrackCatalog,
     assets: Sequence[str],
     tracks: Sequence[str],
 ) -> dict[tuple[str, ...], list[str]]:
@@ -56,15 +63,25 @@ def stale_groups(
     ]
     names = [a.name for a in analyses if not assets or a.name in assets]
     _, wanted = launch.resolve_tracks(instance, tracks)
-    stale = stale_partitions(instance, graph, names, wanted)
-    per_track: dict[str, list[str]] = {}
-    for name in select_assets(settings, names).selected:  # topological order
-        for track_id in stale.get(name, ()):
-            per_track.setdefault(track_id, []).append(name)
+    statuses = stale_statuses(instance, graph, names, wanted)
+    changed = changed_sources(catalog, {name: wanted for name in names})
+    lineage = parents(analyses)
+    per_track: dict[str, set[str]] = {}
+    for name in names:
+        stale = {t for t, status in statuses[name].items() if status == "STALE"}
+        for track_id in stale | changed.get(name, set()):
+            per_track.setdefault(track_id, set()).add(name)
+    order = select_assets(settings, names).selected  # topological
     groups: dict[tuple[str, ...], list[str]] = {}
     for track_id in wanted:
         if track_id in per_track:
-            groups.setdefault(tuple(per_track[track_id]), []).append(track_id)
+            # the materialized descendants: stale once their inputs are recomputed
+            found = per_track[track_id] | {
+                n
+                for n in descendants(lineage, per_track[track_id])
+                if statuses.get(n, {}).get(track_id, "MISSING") != "MISSING"
+            }
+            groups.setdefault(tuple(n for n in order if n in found), []).append(track_id)
     return groups
 
 
@@ -94,7 +111,7 @@ def run_stale(
         The runs of every group; nothing when nothing is stale.
     """
     instance = dg.DagsterInstance.get()
-    groups = stale_groups(settings, instance, assets, tracks)
+    groups = stale_groups(settings, instance, catalog, assets, tracks)
     if on_plan is not None:
         on_plan(groups)
     order = list(select_assets(settings, []).selected)

@@ -159,3 +159,15 @@ def test_latest_versions_read_in_one_query_match_the_public_api(env):
         assert fast == latest_versions._public(instance, name, TRACKS)
         assert sorted(fast) == ["flac48", "ogg32", "wav44"]
         assert all(v.data_version for v in fast.values())
+
+
+def test_run_stale_recomputes_the_whole_chain_of_a_changed_source_only(env, home):
+    _, instance, storage, copies = env
+    _run(instance, storage)
+    before = {t: _latest_id(instance, "loudness", t) for t in ("wav44", "flac48")}
+    shutil.copyfile(copies["flac48"], copies["wav44"])
+    out, _ = cli_json("run", "--stale", home=home)
+    computed = {n: c.get("computed", 0) for n, c in out["assets"].items()}
+    assert computed == dict.fromkeys(CHAIN, 1), out
+    assert _latest_id(instance, "loudness", "flac48") == before["flac48"]
+    assert _latest_id(instance, "loudness", "wav44") != before["wav44"]

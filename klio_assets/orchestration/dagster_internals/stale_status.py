@@ -15,13 +15,13 @@ import dagster as dg
 from klio_assets.errors import KlioAssetsError
 
 
-def stale_partitions(
+def stale_statuses(
     instance: dg.DagsterInstance,
     asset_graph: object,
     assets: Sequence[str],
     partitions: Sequence[str],
-) -> dict[str, list[str]]:
-    """Asset name to its partitions among ``partitions`` that Dagster calls stale.
+) -> dict[str, dict[str, str]]:
+    """Asset name to each partition's stale status: ``FRESH``, ``STALE`` or ``MISSING``.
 
     Parameters
     ----------
@@ -57,8 +57,19 @@ def stale_partitions(
         # the plain loading context (its name says "test": it is the one without a workspace)
         LoadingContextForTest(instance),
     )
-    out: dict[str, list[str]] = {}
-    for name in assets:
-        key = dg.AssetKey(name)
-        out[name] = [p for p in partitions if resolver.get_status(key, p) == StaleStatus.STALE]
-    return out
+    del StaleStatus  # the statuses are returned by name: "FRESH", "STALE", "MISSING"
+    return {
+        name: {p: resolver.get_status(dg.AssetKey(name), p).value for p in partitions}
+        for name in assets
+    }
+
+
+def stale_partitions(
+    instance: dg.DagsterInstance,
+    asset_graph: object,
+    assets: Sequence[str],
+    partitions: Sequence[str],
+) -> dict[str, list[str]]:
+    """Asset name to its partitions among ``partitions`` that Dagster calls stale."""
+    statuses = stale_statuses(instance, asset_graph, assets, partitions)
+    return {name: [p for p in partitions if per[p] == "STALE"] for name, per in statuses.items()}
