@@ -1,8 +1,10 @@
 """Reporting a run: each batch of tracks as its results arrive, then the run as a whole.
 
 Per batch (:meth:`TrackReporter.add`): computed and skipped tracks are materialized with
-per-track metadata through Dagster's batched event path
-(:func:`klio_assets.orchestration.reporting.log_materializations`), and right after their
+per-track metadata and Dagster's provenance (:mod:`klio_assets.orchestration.provenance`),
+asset by asset in topological order, through Dagster's batched event path
+(:func:`klio_assets.orchestration.reporting.log_materializations`); failed tracks become failed
+partitions with their reason (:mod:`klio_assets.orchestration.failures`); right after their
 events the catalog records every track's outcome (the ledger of done outputs, failure
 reasons, scalar features). So partitions turn green while the Beam job runs, and a run that
 dies mid-job has already recorded what finished. A batch is reported when
