@@ -12,8 +12,10 @@ for the same analyses go in one plan, forced (an output may exist for the curren
 still be stale by its inputs), without adding upstreams: nothing else is recomputed. Missing
 partitions are not stale: ``klio-assets run`` computes those.
 
-The resolver costs a few queries per partition and analysis (it is the UI's, built for one
-asset page at a time): about a minute per 10,000 tracks of the built-in analyses here.
+The resolver is the UI's, built for one asset page at a time: a few queries per partition and
+analysis, 8-15 ms each here (SQLite, loaded 2-core machine), so about 15-25 minutes for 10,000
+tracks of the 11 built-in analyses. Name the analyses (``run --stale ASSET``) and ``--tracks``
+to narrow it at catalog scale.
 """
 
 from __future__ import annotations
