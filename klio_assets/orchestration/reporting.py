@@ -38,8 +38,8 @@ EVENT_BATCH_SIZE = 1000
 MAX_FAILURE_LOG_LINES = 50
 
 
-#: Images up to this size are embedded in their track's metadata by default (an embedded
-#: image is stored in the event log: ~1.35x its size per track).
+#: Images up to this size are embedded in their track's metadata and description by default
+#: (an embedded image is stored in the event log twice: ~2.7x its size per track).
 DEFAULT_EMBED_IMAGE_BYTES = settings.DEFAULT_EMBED_IMAGE_BYTES
 #: Output kinds whose scalar results go to the catalog's features table.
 FEATURE_KINDS = ("json", "table_row")
