@@ -39,9 +39,7 @@ def _private_api() -> Any | None:
     return events
 
 
-def _log_in_batches(
-    step_context: Any, items: Sequence[Any], log_one: Any, *, batch_size: int, api: Any
-) -> None:
+def _log_in_batches(items: Sequence[Any], log_one: Any, *, batch_size: int, api: Any) -> None:
     """Log ``items`` (of one asset and one event type) in batches through ``log_one``."""
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
@@ -82,7 +80,6 @@ def log_batched_materializations(
         by_asset[mat.asset_key].append(mat)
     for mats in by_asset.values():
         _log_in_batches(
-            step_context,
             mats,
             lambda mat, meta: api.DagsterEvent.asset_materialization(step_context, mat, meta),
             batch_size=batch_size,
@@ -139,9 +136,8 @@ def log_batched_failures(
         )
 
     for obs_of_asset in by_asset.values():
-        _log_in_batches(step_context, obs_of_asset, planned, batch_size=batch_size, api=api)
+        _log_in_batches(obs_of_asset, planned, batch_size=batch_size, api=api)
         _log_in_batches(
-            step_context,
             obs_of_asset,
             lambda obs, meta: api.DagsterEvent.asset_observation(step_context, obs, meta),
             batch_size=batch_size,

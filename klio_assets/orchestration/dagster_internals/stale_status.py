@@ -42,7 +42,6 @@ def stale_statuses(
         )
         from dagster._core.definitions.data_version import (  # noqa: PLC0415
             CachingStaleStatusResolver,
-            StaleStatus,
         )
         from dagster._core.loader import LoadingContextForTest  # noqa: PLC0415
     except ImportError as exc:
@@ -57,7 +56,7 @@ def stale_statuses(
         # the plain loading context (its name says "test": it is the one without a workspace)
         LoadingContextForTest(instance),
     )
-    del StaleStatus  # the statuses are returned by name: "FRESH", "STALE", "MISSING"
+    # StaleStatus by name: "FRESH", "STALE", "MISSING"
     return {
         name: {p: resolver.get_status(dg.AssetKey(name), p).value for p in partitions}
         for name in assets
