@@ -15,6 +15,7 @@ from __future__ import annotations
 import click
 
 from klio_assets.cli.automation import automation
+from klio_assets.cli.common import quiet_third_party
 from klio_assets.cli.dev import demo, dev
 from klio_assets.cli.profile import profile
 from klio_assets.cli.run import run
@@ -28,8 +29,15 @@ SETTINGS_EPILOG = "\b\n" + settings_help()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=SETTINGS_EPILOG)
-def main() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show third-party warnings and decoder messages (kept in track metadata otherwise).",
+)
+def main(verbose: bool) -> None:
     """Klio-style audio analyses as partitioned Dagster assets, one Beam job per batch."""
+    quiet_third_party(verbose=verbose)
 
 
 for _command in (add, tracks, remove, run, status, show, profile, automation, dev, demo):
