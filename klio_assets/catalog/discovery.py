@@ -98,8 +98,8 @@ class Discovery:
             self.rejected.append(
                 (
                     origin,
-                    f"skipped: track IDs {track_id!r} and {alternate!r} are both taken "
-                    f"(by {first} and {taken_by}); register it with --manifest and an ID of its own",
+                    f"skipped: its track IDs {track_id!r} and {alternate!r} are both taken "
+                    f"(by {first} and {taken_by}); give it an ID of its own in a --manifest",
                 )
             )
             return
