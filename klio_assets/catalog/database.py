@@ -48,6 +48,8 @@ FAILURES = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("failed_at", sa.Float, nullable=False),
 )
+#: Failures by track alone (the key starts with the asset): ``klio-assets tracks --failed``.
+_FAILURES_BY_TRACK = sa.Index("ix_klio_failures_track_id", FAILURES.c.track_id)
 FEATURES = sa.Table(
     "klio_features",
     _METADATA,
@@ -150,6 +152,8 @@ def _engine(url: str) -> sa.Engine:
             else:
                 engine = sa.create_engine(url, pool_pre_ping=True)
             _METADATA.create_all(engine)
+            # Catalogs from before it get the index too (create_all only makes missing tables).
+            _FAILURES_BY_TRACK.create(engine, checkfirst=True)
             _ENGINES[url] = engine
         return engine
 
@@ -530,6 +534,8 @@ class TrackCatalog:
             TRACKS.c.seq > after_seq
         )
         if failed:
+            # One probe of the failures' track index per track scanned: a whole listing costs
+            # O(tracks), however many failed (an IN (subquery) costs O(failures) per page).
             query = query.where(sa.exists().where(FAILURES.c.track_id == TRACKS.c.track_id))
         if missing is not None:
             asset, version = missing
