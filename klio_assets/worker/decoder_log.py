@@ -44,7 +44,9 @@ _PYTHON = re.compile(r"^(?:[A-Z]+:[\w.]*:|Traceback |  File |\w+(?:Error|Warning
 
 _lock = threading.Lock()
 _counter = itertools.count(1)
-_state: dict[str, int] = {"open": 0, "read_fd": -1, "write_fd": -1, "saved_fd": -1, "echo": 0}
+_state: dict[str, int] = {
+    "open": 0, "read_fd": -1, "write_fd": -1, "saved_fd": -1, "echo": 0, "pid": -1, "off": 0,
+}  # fmt: skip
 _lines: dict[int, list[str]] = {}
 _done: dict[int, threading.Event] = {}
 
@@ -66,6 +68,9 @@ class Capture:
     @contextlib.contextmanager
     def window(self) -> Iterator[None]:
         """Around one library call: what it prints on fd 2 is this decode's."""
+        if not self.token:  # capturing is off in this process (no usable fd 2)
+            yield
+            return
         with _lock:
             if _state["open"] == 0:
                 _follow_stderr()
@@ -82,14 +87,30 @@ class Capture:
                     os.dup2(_state["saved_fd"], 2)
 
 
-def _start() -> None:
-    """Make the pipe and its reader thread (once per process)."""
+def _start() -> bool:
+    """Make the pipe and its reader thread (once per process); False when capturing is off."""
+    if _state["pid"] != os.getpid() and _state["pid"] != -1:
+        # A forked child: the reader thread stayed in the parent. Point fd 2 back where it
+        # went before any window the fork caught open, and start afresh.
+        if _state["open"]:
+            os.dup2(_state["saved_fd"], 2)
+        _state.update(open=0, read_fd=-1, write_fd=-1, pid=-1)
+        _lines.clear()
+        _done.clear()
+    if _state["off"]:
+        return False
     if _state["read_fd"] >= 0:
-        return
+        return True
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (a daemon's closed fd 2): nothing to keep clean
+        _state["off"] = 1
+        return False
     read_fd, write_fd = os.pipe()
     echo = int(os.environ.get(VERBOSE_ENV, "") not in ("", "0"))
-    _state.update(read_fd=read_fd, write_fd=write_fd, saved_fd=os.dup(2), echo=echo)
+    _state.update(read_fd=read_fd, write_fd=write_fd, saved_fd=saved, echo=echo, pid=os.getpid())
     threading.Thread(target=_read, name="klio-decoder-log", daemon=True).start()
+    return True
 
 
 def _follow_stderr() -> None:
@@ -148,7 +169,10 @@ def capture() -> Iterator[Capture]:
     """One decode's capture: use :meth:`Capture.window` around each libsndfile call; when
     the block ends, :attr:`Capture.lines` holds what those calls printed."""
     with _lock:
-        _start()
+        on = _start()
+    if not on:
+        yield Capture(0)
+        return
     token = next(_counter)
     _lines[token] = []
     _done[token] = threading.Event()

@@ -2,6 +2,7 @@
 everything else through."""
 
 import os
+import subprocess
 import sys
 import threading
 
@@ -55,3 +56,38 @@ def test_clean_file_has_no_decoder_warnings_and_threads_keep_their_own(tmp_path,
     os.write(2, b"still this test's stderr\n")
     err = capfd.readouterr().err
     assert not any(c in err for c in CHATTER) and "still this test's stderr" in err
+
+
+def test_a_forked_child_captures_on_its_own(tmp_path):
+    """The reader thread stays in the parent across fork: the child makes its own (else its
+    decodes would wait for a reader that is not there and lose their lines)."""
+    path = damaged_mp3(tmp_path / "damaged.mp3")
+    assert _decode(path, "parent")[0].warnings  # the parent's capture is running
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if its own capture kept the lines
+        code = 1
+        try:
+            code = 0 if any("libmpg123" in w for w in _decode(path, "child")[0].warnings) else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _decode(path, "parent again")[0].warnings
+
+
+def test_no_stderr_at_all_turns_capturing_off(tmp_path):
+    path = damaged_mp3(tmp_path / "damaged.mp3")
+    code = (
+        "import sys; from klio_assets_tests.worker.test_decoder_log import _decode; "
+        f"d, n = _decode({path!r}, 't'); print(n, len(d.warnings))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: os.close(2),
+        check=True,
+    )
+    frames, kept = map(int, done.stdout.split())
+    assert frames > 0 and kept == 0
