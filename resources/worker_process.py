@@ -207,7 +207,7 @@ class WorkerProcessJob:
                 self.proc.wait(timeout=10)
 
     def cleanup(self) -> None:
-        """Remove the work folder (plan, tracks, markers, log); with ``KLIO_ASSETS_VERBOSE``
+        """Remove the work folder (plan, tracks, markers, log); with ``KLIO_VERBOSE``
         set, the child's stderr (Beam's and the decoders' messages) is copied to ours first."""
         if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
             with contextlib.suppress(OSError), open(self._stderr_path, "rb") as fh:

@@ -15,6 +15,7 @@ from klio_assets.cli.text import shown
 from klio_assets.errors import KlioAssetsError
 from klio_assets.orchestration.home import prepare_environment
 from klio_assets.settings import Settings
+from klio_assets.worker.decoder_log import VERBOSE_ENV
 
 
 def load_settings() -> Settings:
@@ -65,11 +66,6 @@ def self_command() -> str:
     return relative if not relative.startswith("..") else exe
 
 
-#: Set for the whole process tree by ``klio-assets --verbose``: third-party warnings and the
-#: decoders' messages are shown (the worker and its child processes read it too).
-VERBOSE_ENV = "KLIO_ASSETS_VERBOSE"
-
-
 def quiet_third_party(*, verbose: bool) -> None:
     """Keep third-party chatter off the CLI's output unless ``verbose``.
 
@@ -83,7 +79,8 @@ def quiet_third_party(*, verbose: bool) -> None:
     Parameters
     ----------
     verbose : bool
-        Show all of it (and set ``KLIO_ASSETS_VERBOSE=1`` for child processes).
+        Show all of it (and set ``KLIO_VERBOSE=1``: the worker and its child processes,
+        :data:`~klio_assets.worker.decoder_log.VERBOSE_ENV`, read it too).
     """
     if verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
         os.environ[VERBOSE_ENV] = "1"

@@ -155,4 +155,6 @@ def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[s
         out["reason"] = failure
     elif not records:
         out["status"] = "missing"
+        if track_id is None and asset not in tables:
+            out["note"] = "no track has it yet; give a TRACK_ID to see one track"
     return out

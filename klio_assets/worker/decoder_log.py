@@ -15,7 +15,7 @@ only be caught at the descriptor. :func:`capture` does that around each call int
 * lines that look like Python's own output (a logging record, a traceback) are passed on to
   the real stderr.
 
-With ``KLIO_ASSETS_VERBOSE=1`` in the environment (``klio-assets --verbose``), captured
+With ``KLIO_VERBOSE=1`` in the environment (``klio-assets --verbose``), captured
 lines are kept and also passed on to the real stderr.
 
 Decodes run in several threads at once (the local runner's lanes), which is why windows are
@@ -38,7 +38,7 @@ MAX_LINES = 50
 MAX_LINE = 300
 _MARK = b"\x00klio-decoder-log:"
 #: The environment variable that makes captured lines reach the real stderr too.
-VERBOSE_ENV = "KLIO_ASSETS_VERBOSE"
+VERBOSE_ENV = "KLIO_VERBOSE"
 #: Python's own output that may pass through the pipe while a window is open elsewhere.
 _PYTHON = re.compile(r"^(?:[A-Z]+:[\w.]*:|Traceback |  File |\w+(?:Error|Warning|Exception):)")
 
