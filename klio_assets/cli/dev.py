@@ -76,9 +76,9 @@ def demo(n_tracks: int) -> None:
     )
     if any(os.path.basename(f) == COPY_NAME for f in files):
         click.echo(
-            f"({COPY_NAME} is a byte copy of {os.path.basename(files[0])}: a run that computes "
-            "the first counts the copy 'skipped', its results copied from the first, not "
-            "computed again.)"
+            f"({os.path.basename(files[0])} and {COPY_NAME} hold the same bytes: a run "
+            "computes one of them and counts the other 'skipped', its results copied "
+            "(shared_from), not computed again.)"
         )
     codes.append(_exit_code(ctx, status, as_json=False))
     click.echo(
