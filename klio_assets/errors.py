@@ -83,6 +83,11 @@ class MissingInputError(TrackError):
     """An input the analysis needs does not exist (source file or upstream output)."""
 
 
+class OutputError(KlioAssetsError):
+    """An analysis' result cannot be written as a valid file of its declared format (e.g.
+    audio with no frames: libsndfile writes a 0-byte FLAC that no reader opens)."""
+
+
 class BeamJobError(KlioAssetsError):
     """The Beam job did not finish successfully.
 

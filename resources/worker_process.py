@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from klio_assets.errors import BeamJobError, one_line
+from klio_assets.worker.decoder_log import VERBOSE_ENV
 
 #: Lines of the child's stderr kept to say why it failed.
 _STDERR_TAIL_BYTES = 8192
@@ -206,5 +207,10 @@ class WorkerProcessJob:
                 self.proc.wait(timeout=10)
 
     def cleanup(self) -> None:
-        """Remove the work folder (plan, tracks, markers, log)."""
+        """Remove the work folder (plan, tracks, markers, log); with ``KLIO_VERBOSE``
+        set, the child's stderr (Beam's and the decoders' messages) is copied to ours first."""
+        if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+            with contextlib.suppress(OSError), open(self._stderr_path, "rb") as fh:
+                shutil.copyfileobj(fh, sys.stderr.buffer)
+                sys.stderr.flush()
         shutil.rmtree(self.workdir, ignore_errors=True)

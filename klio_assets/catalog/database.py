@@ -48,6 +48,8 @@ FAILURES = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("failed_at", sa.Float, nullable=False),
 )
+#: Failures by track alone (the key starts with the asset): ``klio-assets tracks --failed``.
+_FAILURES_BY_TRACK = sa.Index("ix_klio_failures_track_id", FAILURES.c.track_id)
 FEATURES = sa.Table(
     "klio_features",
     _METADATA,
@@ -150,6 +152,8 @@ def _engine(url: str) -> sa.Engine:
             else:
                 engine = sa.create_engine(url, pool_pre_ping=True)
             _METADATA.create_all(engine)
+            # Catalogs from before it get the index too (create_all only makes missing tables).
+            _FAILURES_BY_TRACK.create(engine, checkfirst=True)
             _ENGINES[url] = engine
         return engine
 
@@ -496,6 +500,85 @@ class TrackCatalog:
         with self.engine.begin() as conn:
             conn.execute(STATE.delete().where(STATE.c.key == key))
             conn.execute(STATE.insert(), [{"key": key, "value": text, "updated_at": time.time()}])
+
+    # -- the catalog as the CLI lists and edits it (`klio-assets tracks`, `remove`) ---------
+
+    def seq_of(self, track_id: str) -> int | None:
+        """The registration number of ``track_id`` (its place in the listing), None if unknown."""
+        with self.engine.connect() as conn:
+            seq = conn.execute(
+                sa.select(TRACKS.c.seq).where(TRACKS.c.track_id == track_id)
+            ).scalar_one_or_none()
+        return None if seq is None else int(seq)
+
+    def tracks_page(
+        self,
+        *,
+        after_seq: int = 0,
+        limit: int = 1000,
+        failed: bool = False,
+        missing: tuple[str, str] | None = None,
+    ) -> list[tuple[int, str, str, float]]:
+        """One page of registered tracks in registration order: ``(seq, track_id, uri,
+        added_at)`` with ``seq > after_seq``; keyset-paginated, so each page costs the same.
+
+        Parameters
+        ----------
+        failed : bool
+            Only tracks with a recorded failure of some analysis.
+        missing : (str, str), optional
+            ``(asset, version)``: only tracks the ledger has no output of ``asset`` at
+            ``version`` for.
+        """
+        query = sa.select(TRACKS.c.seq, TRACKS.c.track_id, TRACKS.c.uri, TRACKS.c.added_at).where(
+            TRACKS.c.seq > after_seq
+        )
+        if failed:
+            # One probe of the failures' track index per track scanned: a whole listing costs
+            # O(tracks), however many failed (an IN (subquery) costs O(failures) per page).
+            query = query.where(sa.exists().where(FAILURES.c.track_id == TRACKS.c.track_id))
+        if missing is not None:
+            asset, version = missing
+            query = query.where(
+                ~sa.exists().where(
+                    MATERIALIZED.c.track_id == TRACKS.c.track_id,
+                    MATERIALIZED.c.asset == asset,
+                    MATERIALIZED.c.version == version,
+                )
+            )
+        query = query.order_by(TRACKS.c.seq).limit(limit)
+        with self.engine.connect() as conn:
+            return [(int(r[0]), r[1], r[2], float(r[3])) for r in conn.execute(query)]
+
+    def failures_of(self, track_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Track to ``{analysis: reason}`` of its recorded failures (tracks without any left out)."""
+        found: dict[str, dict[str, str]] = {}
+        query = sa.select(FAILURES.c.track_id, FAILURES.c.asset, FAILURES.c.reason)
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(track_ids)):
+                for track_id, asset, reason in conn.execute(
+                    query.where(FAILURES.c.track_id.in_(chunk)).order_by(FAILURES.c.asset)
+                ):
+                    found.setdefault(track_id, {})[asset] = reason
+        return found
+
+    def remove(self, track_ids: Sequence[str]) -> list[str]:
+        """Forget ``track_ids``: their registration and every row kept about them (failures,
+        ledger, source stats, features, and any other table keyed by track). Returns those
+        that were registered."""
+        ids = list(dict.fromkeys(track_ids))
+        removed: list[str] = []
+        with self.engine.begin() as conn:
+            for chunk in _chunks(ids):
+                removed.extend(
+                    conn.execute(
+                        sa.select(TRACKS.c.track_id).where(TRACKS.c.track_id.in_(chunk))
+                    ).scalars()
+                )
+                for table in _METADATA.sorted_tables:
+                    if "track_id" in table.c:
+                        conn.execute(table.delete().where(table.c.track_id.in_(chunk)))
+        return [t for t in ids if t in set(removed)]
 
 
 def _replace_rows(

@@ -23,8 +23,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
-from klio_assets.catalog.trackids import track_id_from_name, validate_track_id
-from klio_assets.errors import CatalogError, ParameterError, TrackIdError, UnsafePathError
+from klio_assets.catalog.trackids import (
+    alternate_track_id,
+    track_id_from_name,
+    validate_track_id,
+)
+from klio_assets.errors import (
+    CatalogError,
+    DecodeError,
+    ParameterError,
+    TrackIdError,
+    UnsafePathError,
+)
 from klio_assets.worker.storage import is_remote
 
 #: File extensions taken as audio when a folder is added.
@@ -59,15 +69,45 @@ class Discovery:
 
     tracks: list[tuple[str, str]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    #: Source to the IDs its name allows, in order of preference: the one derived from its
+    #: name and :func:`~klio_assets.catalog.trackids.alternate_track_id`'s (taken when the
+    #: first belongs to another file). Sources whose ID was given (manifest rows) have none.
+    alternates: dict[str, tuple[str, str]] = field(default_factory=dict)
     _seen: dict[str, str] = field(default_factory=dict, repr=False)
 
-    def add(self, track_id: str, uri: str, origin: str) -> None:
+    def add(self, track_id: str, uri: str, origin: str, *, alternate: str | None = None) -> None:
+        """Take ``(track_id, uri)``; ``alternate`` is the ID to use if ``track_id`` is taken
+        by another file here (a file named twice is taken once)."""
         first = self._seen.get(track_id)
+        if first == uri or (alternate is not None and self._seen.get(alternate) == uri):
+            return
+        if alternate is not None:
+            self.alternates[uri] = (track_id, alternate)
         if first is None:
             self._seen[track_id] = uri
             self.tracks.append((track_id, uri))
-        elif first != uri:
-            self.rejected.append((origin, f"track ID {track_id!r} is already taken by {first}"))
+            return
+        if alternate is not None:
+            taken_by = self._seen.get(alternate)
+            if taken_by is None:
+                self._seen[alternate] = uri
+                self.tracks.append((alternate, uri))
+                return
+            if taken_by == uri:
+                return
+            self.rejected.append(
+                (
+                    origin,
+                    f"skipped: its track IDs {track_id!r} and {alternate!r} are both taken "
+                    f"(by {first} and {taken_by}); give it an ID of its own in a --manifest",
+                )
+            )
+            return
+        self.rejected.append((origin, f"track ID {track_id!r} is already taken by {first}"))
+
+    def add_named(self, uri: str, name: str, origin: str) -> None:
+        """Take a file whose ID comes from its ``name`` (see :meth:`add`)."""
+        self.add(track_id_from_name(name), uri, origin, alternate=alternate_track_id(name))
 
 
 def _inside(
@@ -391,7 +431,7 @@ def _walk_folder(folder: str, found: Discovery, *, follow_symlinks: bool) -> Non
                     )
                 )
                 continue
-            found.add(track_id_from_name(name), path, path)
+            found.add_named(path, name, path)
 
 
 def _not_a_source(path: str) -> str:
@@ -409,6 +449,19 @@ def _not_a_source(path: str) -> str:
     return "is not a regular file (a socket or other special file)"
 
 
+def _not_audio(path: str) -> str | None:
+    """Why a file named explicitly without an audio extension is not a track (None: it is
+    audio), from its header: libsndfile, else a look at its first bytes, else ffprobe."""
+    # The worker's probe: the same verdict the run would reach, at the cost of a header read.
+    from klio_assets.worker.audio import probe  # noqa: PLC0415 - numpy, soundfile, soxr
+
+    try:
+        probe(path, track_id="?", uri=path)
+    except DecodeError as exc:
+        return f"not an audio file: {exc.problem}"
+    return None
+
+
 def discover(
     paths: Sequence[str] = (),
     *,
@@ -421,8 +474,12 @@ def discover(
     Parameters
     ----------
     paths : sequence of str
-        Audio files (any name the user gives), folders (searched recursively for audio
-        extensions), or ``gs://``/``s3://`` object URIs. The ID comes from the file name.
+        Audio files, folders (searched recursively for audio extensions, other files
+        ignored), or ``gs://``/``s3://`` object URIs. A file named explicitly without an audio
+        extension is probed (its header) and refused with the reason when it is not audio.
+        The ID comes from the file name; when another file already has it (``hello.wav``
+        and ``hello.opus``), the later one, in sorted order, gets
+        :func:`~klio_assets.catalog.trackids.alternate_track_id` (``hello-opus``).
     manifest : str, optional
         CSV with ``track_id,path`` columns; relative paths are relative to the manifest.
     allowed_roots : sequence of str
@@ -438,12 +495,16 @@ def discover(
             except UnsafePathError as exc:
                 found.rejected.append((raw, str(exc)))
                 continue
-            found.add(track_id_from_name(uri.rsplit("/", 1)[-1]), uri, raw)
+            found.add_named(uri, uri.rsplit("/", 1)[-1], raw)
         elif os.path.isdir(raw):
             _walk_folder(raw, found, follow_symlinks=follow_symlinks)
         elif os.path.isfile(raw):
             path = os.path.abspath(raw)
-            found.add(track_id_from_name(os.path.basename(path)), path, raw)
+            refusal = None if is_audio_name(os.path.basename(path)) else _not_audio(path)
+            if refusal is not None:
+                found.rejected.append((raw, refusal))
+                continue
+            found.add_named(path, os.path.basename(path), raw)
         else:
             found.rejected.append((raw, _not_a_source(raw)))
     if manifest is not None:

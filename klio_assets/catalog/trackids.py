@@ -112,3 +112,33 @@ def track_id_from_name(name: str) -> str:
     if len(slug) > MAX_TRACK_ID_LENGTH - 9 or lossy:
         slug = slug[: MAX_TRACK_ID_LENGTH - 9].rstrip("._-") + "-" + digest
     return validate_track_id(slug)
+
+
+def alternate_track_id(name: str) -> str:
+    """The ID a file gets when :func:`track_id_from_name`'s is taken by another file.
+
+    Same-stem files of different formats (``hello.wav`` and ``hello.opus``) would share the
+    ID ``hello``; the one that finds it taken gets the stem's ID with its extension after a
+    ``-``: ``hello-opus``. Deterministic: the same name always gives the same alternate.
+
+    Parameters
+    ----------
+    name : str
+        A file name such as ``"hello.opus"``.
+
+    Returns
+    -------
+    str
+        A valid track ID such as ``"hello-opus"``.
+
+    Examples
+    --------
+    >>> alternate_track_id("hello.opus")
+    'hello-opus'
+    """
+    leaf = name.rsplit("/", 1)[-1]
+    base = track_id_from_name(leaf)
+    ext = leaf[leaf.rfind(".") + 1 :] if "." in leaf.lstrip(".") else ""
+    ext = _INVALID_RUN.sub("-", ext.lower()).strip("._-")[:16].strip("._-") or "file"
+    room = MAX_TRACK_ID_LENGTH - len(ext) - 1
+    return validate_track_id(base[:room].rstrip("._-") + "-" + ext)

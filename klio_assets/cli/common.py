@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
+import warnings
 from typing import NoReturn
 
 import click
@@ -13,6 +15,7 @@ from klio_assets.cli.text import shown
 from klio_assets.errors import KlioAssetsError
 from klio_assets.orchestration.home import prepare_environment
 from klio_assets.settings import Settings
+from klio_assets.worker.decoder_log import VERBOSE_ENV
 
 
 def load_settings() -> Settings:
@@ -61,3 +64,31 @@ def self_command() -> str:
         return "klio-assets"
     relative = os.path.relpath(exe)
     return relative if not relative.startswith("..") else exe
+
+
+def quiet_third_party(*, verbose: bool) -> None:
+    """Keep third-party chatter off the CLI's output unless ``verbose``.
+
+    Python warnings (Dagster's ``SupersessionWarning``, deprecations) are ignored, here and in
+    child processes (``PYTHONWARNINGS``); the root logger gets a handler that drops records
+    below ERROR, so a library's ``logging.warning(...)`` at import time (Beam's "apitools not
+    found") neither prints through Python's last-resort handler nor configures logging with
+    ``basicConfig``. What decoders print on fd 2 is captured per track in the worker
+    (:mod:`klio_assets.worker.decoder_log`) and kept in the track's metadata.
+
+    Parameters
+    ----------
+    verbose : bool
+        Show all of it (and set ``KLIO_VERBOSE=1``: the worker and its child processes,
+        :data:`~klio_assets.worker.decoder_log.VERBOSE_ENV`, read it too).
+    """
+    if verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        os.environ[VERBOSE_ENV] = "1"
+        return
+    warnings.simplefilter("ignore")
+    os.environ["PYTHONWARNINGS"] = "ignore"
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.ERROR)
+        root.addHandler(handler)

@@ -2,7 +2,7 @@
 
 Deterministic (seeded), a few seconds to a minute per track, written in the formats users
 have (WAV, FLAC, OGG Vorbis, MP3, and M4A when ffmpeg is installed), plus one exact copy of a
-track under another name to show content sharing.
+track under another name to show content sharing: as many files as asked for, all counted.
 """
 
 from __future__ import annotations
@@ -70,11 +70,27 @@ def synth_track(seed: int, *, seconds: float, sample_rate: int) -> np.ndarray:
     return (out / peak * 0.8).astype(np.float32)
 
 
-def make_demo_audio(folder: str, *, n_tracks: int = 8) -> list[str]:
-    """Write ``n_tracks`` generated tracks (and one duplicate) into ``folder``; reuse existing ones."""
+#: The exact copy of the first track (content sharing: its results are copied, not computed).
+COPY_NAME = "demo-01-copy.wav"
+
+
+def make_demo_audio(folder: str, *, n_tracks: int = 10) -> list[str]:
+    """Write ``n_tracks`` files into ``folder`` (reusing existing ones): generated tracks in
+    WAV, FLAC, OGG Vorbis and MP3, one M4A made from the first (with ffmpeg, from 3 tracks),
+    and, from 2 tracks, :data:`COPY_NAME`, a byte copy of the first.
+
+    Returns
+    -------
+    list of str
+        The ``n_tracks`` paths, in the order above.
+    """
+    if n_tracks < 1:
+        raise ValueError(f"n_tracks={n_tracks} must be at least 1")
     os.makedirs(folder, exist_ok=True)
+    with_m4a = shutil.which("ffmpeg") is not None and n_tracks >= 3
+    generated = n_tracks - (n_tracks >= 2) - with_m4a
     paths = []
-    for i in range(n_tracks):
+    for i in range(generated):
         ext, fmt, subtype = _FORMATS[i % len(_FORMATS)]
         path = os.path.join(folder, f"demo-{i + 1:02d}.{ext}")
         if not os.path.exists(path):
@@ -87,7 +103,7 @@ def make_demo_audio(folder: str, *, n_tracks: int = 8) -> list[str]:
                     fh.write(audio[start : start + 65536])
             os.replace(path + ".tmp", path)
         paths.append(path)
-    if shutil.which("ffmpeg"):
+    if with_m4a:
         m4a = os.path.join(folder, "demo-aac.m4a")
         if not os.path.exists(m4a):
             subprocess.run(
@@ -109,8 +125,9 @@ def make_demo_audio(folder: str, *, n_tracks: int = 8) -> list[str]:
             )
             os.replace(m4a + ".tmp.m4a", m4a)
         paths.append(m4a)
-    copy = os.path.join(folder, "demo-01-copy.wav")
-    if not os.path.exists(copy):
-        shutil.copyfile(paths[0], copy)
-    paths.append(copy)
+    if n_tracks >= 2:
+        copy = os.path.join(folder, COPY_NAME)
+        if not os.path.exists(copy):
+            shutil.copyfile(paths[0], copy)
+        paths.append(copy)
     return paths

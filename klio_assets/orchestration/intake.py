@@ -70,7 +70,10 @@ def add_tracks(
         paths, manifest=manifest, allowed_roots=allowed_roots, follow_symlinks=follow_symlinks
     )
     registration = register_tracks(
-        dg.DagsterInstance.get(), get_catalog(settings.catalog_url), found.tracks
+        dg.DagsterInstance.get(),
+        get_catalog(settings.catalog_url),
+        found.tracks,
+        alternates=found.alternates,
     )
     refused = [*found.rejected, *registration.conflicts.items()]
     return Intake(registration=registration, refused=refused)

@@ -124,6 +124,10 @@ def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[s
     instance = dg.DagsterInstance.get()
     if track_id is not None:
         validate_track_id(track_id)
+        if not get_catalog(settings.catalog_url).resolve([track_id]):
+            raise ParameterError(
+                f"track {track_id!r} is not registered (`klio-assets tracks` lists them)"
+            )
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(
             asset_key=dg.AssetKey(asset), asset_partitions=[track_id] if track_id else None
@@ -137,6 +141,10 @@ def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[s
         failure = get_catalog(settings.catalog_url).failures(asset, [track_id]).get(track_id)
     if records:
         record = records[0]
+        if track_id is None and record.partition_key is not None:
+            # ASSET alone: the latest materialization of any track; say which one.
+            out["track_id"] = record.partition_key
+            out["note"] = "latest of any track; give a TRACK_ID for another one"
         materialization = record.asset_materialization
         if materialization is not None:
             out.update({k: v.value for k, v in materialization.metadata.items()})
@@ -147,4 +155,6 @@ def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[s
         out["reason"] = failure
     elif not records:
         out["status"] = "missing"
+        if track_id is None and asset not in tables:
+            out["note"] = "no track has it yet; give a TRACK_ID to see one track"
     return out

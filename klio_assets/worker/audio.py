@@ -33,7 +33,7 @@ import soundfile as sf
 import soxr
 
 from klio_assets.errors import DecodeError, DecodeTimeoutError, ParameterError
-from klio_assets.worker import containers
+from klio_assets.worker import containers, decoder_log
 
 #: Frames per block when decoding; 64k frames of stereo float32 is 512 KiB.
 BLOCK_FRAMES = 65536
@@ -164,7 +164,9 @@ def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = N
     if size == 0:
         raise DecodeError(track_id, uri, "the file is empty (0 bytes)")
     try:
-        raw = sf.info(path)
+        # The decode repeats what libmpg123 says when opening the file, and keeps it.
+        with decoder_log.capture() as log, log.window():
+            raw = sf.info(path)
         info = SourceInfo(
             container=raw.format,
             codec=raw.subtype,
@@ -450,6 +452,9 @@ class SourceDecoder:
         self.block_frames = block_frames
         self.limits = limits or DecodeLimits()
         self.frames = 0
+        #: What the decoder library printed on stderr while decoding (libmpg123's
+        #: complaints about a damaged MP3), kept for the track's metadata instead.
+        self.warnings: list[str] = []
 
     def __iter__(self) -> Iterator[np.ndarray]:
         self.frames = 0
@@ -497,13 +502,19 @@ class SourceDecoder:
         )
 
     def _soundfile(self) -> Iterator[np.ndarray]:
+        log: decoder_log.Capture | None = None
         try:
-            with sf.SoundFile(self.path) as fh:
-                while True:
-                    block = fh.read(self.block_frames, dtype="float32", always_2d=True)
-                    if not len(block):
-                        return
-                    yield block
+            with decoder_log.capture() as log:
+                # Only the library calls are inside a window, never the consumer's code.
+                with log.window():
+                    fh = sf.SoundFile(self.path)
+                with fh:
+                    while True:
+                        with log.window():
+                            block = fh.read(self.block_frames, dtype="float32", always_2d=True)
+                        if not len(block):
+                            return
+                        yield block
         except sf.LibsndfileError as exc:
             problem = _sndfile_problem(exc)
             at = self.frames / self.info.sample_rate
@@ -513,6 +524,9 @@ class SourceDecoder:
                 f"the audio data is corrupt or cut short (libsndfile: {problem}, in the block "
                 f"starting at {at:.2f} s)",
             ) from exc
+        finally:
+            if log is not None:
+                self.warnings = log.lines
 
     def _ffmpeg(self) -> Iterator[np.ndarray]:
         channels = self.info.channels

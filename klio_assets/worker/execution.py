@@ -639,6 +639,8 @@ class Engine:
         self, records: dict[str, AnalysisOutcome], decoder: SourceDecoder, info: SourceInfo
     ) -> dict[str, AnalysisOutcome]:
         for record in records.values():
+            if record.status == COMPUTED and decoder.warnings:
+                record.metadata = {**(record.metadata or {}), "decoder_warnings": decoder.warnings}
             if record.status == COMPUTED and record.sample_rate is None and decoder.frames:
                 record.duration_s = decoder.frames / info.sample_rate
                 record.sample_rate = info.sample_rate

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import soundfile as sf
 
-from klio_assets.errors import ParameterError
+from klio_assets.errors import OutputError, ParameterError
 from klio_assets.worker import audio as audio_io
 from klio_assets.worker.values import Audio, AudioStream
 
@@ -169,6 +169,19 @@ class AudioFile(OutputKind):
             format=self.format,
             subtype=self.subtype,
         )
+        if frames == 0:
+            # libsndfile leaves a 0-byte FLAC (a header-only file for others) that no reader
+            # opens: the track fails instead of an unreadable output counting as done.
+            raise OutputError(
+                f"no audio frames to write as {self.format} at {rate} Hz: the source is too "
+                "short to leave one frame at this rate"
+            )
+        try:
+            readable = sf.info(path).frames == frames
+        except sf.LibsndfileError as exc:
+            raise OutputError(f"the {self.format} file written cannot be read back: {exc}") from exc
+        if not readable:
+            raise OutputError(f"the {self.format} file written does not hold its {frames} frames")
         return {
             "duration_s": frames / rate,
             "sample_rate": rate,

@@ -557,6 +557,20 @@ class Storage:
             except OSError as exc:
                 raise classify_error(exc, f"copy {src} to {dst}") from exc
 
+    def delete(self, uri: str) -> bool:
+        """Remove the file at ``uri`` (under the root, symlinks followed); whether it was there."""
+        if not self.remote:
+            try:
+                os.unlink(self._local(uri))
+            except FileNotFoundError:
+                return False
+            return True
+        try:
+            retry_transient(lambda: self.fs.rm_file(uri), what=f"delete {uri}")
+        except FileNotFoundError:
+            return False
+        return True
+
     def delete_tree(self, folder_uri: str) -> None:
         """Remove a folder and everything in it, if it exists."""
         if not self.remote:

@@ -217,7 +217,7 @@ def test_cli_add_refuses_a_dot_dot_uri_and_registers_the_rest(home):
         main, ["add", "gs://bucket/../../other/z.wav", "gs://bucket/ok.wav"]
     )
     assert result.exit_code == 1
-    assert "registered 1 new tracks" in result.output
+    assert "registered 1 new track " in result.output
     assert "refused gs://bucket/../../other/z.wav" in result.output
     assert "must not contain '..'" in result.output
 

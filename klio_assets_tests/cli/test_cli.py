@@ -154,7 +154,7 @@ def test_manifest_paths_cannot_escape_and_ids_are_validated(cli_home, tmp_path, 
     )
     done = run_cli("add", "--manifest", str(manifest), home=cli_home)
     assert done.returncode == 1
-    assert "registered 1 new tracks" in done.stdout
+    assert "registered 1 new track " in done.stdout
     assert "track 'escape': path '../outside.wav' leads outside" in done.stderr
     assert "track 'absolute': path" in done.stderr
     assert "track ID '../evil' is not valid" in done.stderr
@@ -171,7 +171,7 @@ def test_symlink_out_of_an_added_folder_is_refused(cli_home, tmp_path, catalog_t
     shutil.copyfile(catalog_tracks["wav44"].path, folder / "in.wav")
     os.symlink(catalog_tracks["flac48"].path, folder / "link.flac")
     done = run_cli("add", str(folder), home=cli_home)
-    assert done.returncode == 1 and "registered 1 new tracks" in done.stdout
+    assert done.returncode == 1 and "registered 1 new track " in done.stdout
     assert "symlink to" in done.stderr and "--follow-symlinks" in done.stderr
 
 
@@ -182,7 +182,13 @@ def test_same_track_id_for_another_file_is_a_conflict(cli_home, tmp_path, catalo
     shutil.copyfile(catalog_tracks["wav44"].path, a / "song.wav")
     shutil.copyfile(catalog_tracks["flac48"].path, b / "song.flac")
     run_cli("add", str(a), home=cli_home, check=True)
-    done = run_cli("add", str(b), home=cli_home)
+    # A name-derived ID taken by another file: the extension goes on (the README's rule).
+    named = run_cli("add", str(b), home=cli_home, check=True)
+    assert "registered 1 new track " in named.stdout
+    # An ID given explicitly is not renamed: the same ID for another file is a conflict.
+    manifest = tmp_path / "tracks.csv"
+    manifest.write_text("track_id,path\nsong,b/song.flac\n")
+    done = run_cli("add", "--manifest", str(manifest), home=cli_home)
     assert done.returncode == 1 and "is already registered for" in done.stderr
 
 
@@ -198,6 +204,8 @@ def test_commands_and_entry_points_stay():
     assert klio_assets.cli.main is main and sys.modules["klio_assets.cli.main"].main is main
     assert set(main.commands) == {
         "add",
+        "tracks",
+        "remove",
         "run",
         "status",
         "show",
