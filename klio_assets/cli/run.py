@@ -23,7 +23,6 @@ from klio_assets.orchestration.invocation import Invocation
 from klio_assets.orchestration.run_report import RunReport
 from klio_assets.orchestration.selection import (
     RunSelection,
-    done_everywhere,
     done_without_dagster,
     select_assets,
 )
@@ -38,7 +37,10 @@ from klio_assets.worker.storage import Storage
 )
 @click.option("--force", is_flag=True, help="Recompute even where outputs exist.")
 @click.option(
-    "--dry-run", is_flag=True, help="Report what would be computed or skipped; change nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Report what the run would compute, skip, or leave as failed earlier; change nothing "
+    "(no Dagster run is recorded).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.option(
@@ -53,6 +55,13 @@ from klio_assets.worker.storage import Storage
     help="Always ask Dagster which tracks are materialized, even when the catalog's ledger "
     "says all are (after wiping materializations in Dagster).",
 )
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Try again the tracks that failed earlier (a broken file, or a transient failure "
+    "past KLIO_ASSETS_MAX_TRANSIENT_RETRIES); otherwise they are retried only when their file "
+    "or the analysis' version changes.",
+)
 def run(
     assets: Sequence[str],
     tracks: Sequence[str],
@@ -61,6 +70,7 @@ def run(
     as_json: bool,
     upstream: bool = True,
     check_dagster: bool = False,
+    retry_failed: bool = False,
 ) -> None:
     """Materialize ASSETS (default: all) for the tracks that need it, through Dagster.
 
@@ -69,7 +79,10 @@ def run(
     version are skipped without a run; the rest go in contiguous ranges of at most
     KLIO_ASSETS_BATCH_SIZE tracks, one Dagster run and one Beam job each. When the catalog's
     ledger and the storage show every wanted track done, the command says so without
-    starting Dagster at all. Exits 1 if any track failed.
+    starting Dagster at all. A track that failed on a broken file is not retried (reported
+    "failed earlier") until the file or the analysis' version changes, or --retry-failed;
+    transient failures are retried a bounded number of times. Exits 1 if any track failed in
+    this invocation (not for those that failed earlier).
     """
     started = time.perf_counter()
     settings = load_settings()
@@ -84,8 +97,8 @@ def run(
         fail(str(exc))
     catalog = get_catalog(settings.catalog_url)
     console = render.stderr_console()
-    if not (force or dry_run or check_dagster or selection.tables):
-        done = done_without_dagster(
+    if not (force or retry_failed or check_dagster or selection.tables):
+        answer = done_without_dagster(
             settings,
             catalog,
             storage,
@@ -93,12 +106,22 @@ def run(
             tracks,
             with_upstream=upstream and selection.named,
         )
-        if done is not None:  # nothing to do: answered without importing Dagster
-            invocation = Invocation(selected=selection.selected, already_done=done)
+        if answer is not None:  # nothing to do: answered without importing Dagster
+            invocation = Invocation(
+                selected=selection.selected,
+                already_done=answer.done,
+                failed_earlier=answer.failed_earlier,
+            )
             invocation.wall_seconds = round(time.perf_counter() - started, 3)
             if not as_json:
-                console.print(render.all_done_line(done_everywhere(done), selection.selected))
-            _report(invocation, dry_run=False, as_json=as_json, console=console)
+                console.print(
+                    render.all_done_line(
+                        answer.tracks,
+                        selection.selected,
+                        failed_earlier=len({t for h in answer.failed_earlier.values() for t in h}),
+                    )
+                )
+            _report(invocation, dry_run=dry_run, as_json=as_json, console=console)
     invocation = _materialize(
         settings,
         catalog,
@@ -108,6 +131,7 @@ def run(
         force=force,
         dry_run=dry_run,
         upstream=upstream,
+        retry_failed=retry_failed,
         as_json=as_json,
         console=console,
     )
@@ -125,6 +149,7 @@ def _materialize(
     force: bool,
     dry_run: bool,
     upstream: bool,
+    retry_failed: bool,
     as_json: bool,
     console: Console,
 ) -> Invocation:
@@ -142,6 +167,7 @@ def _materialize(
             force=force,
             dry_run=dry_run,
             upstream=upstream,
+            retry_failed=retry_failed,
         )
     except KlioAssetsError as exc:
         fail(str(exc))
@@ -154,9 +180,11 @@ def _materialize(
                 runs=len(plan.batches),
                 batch_size=settings.batch_size,
                 upstream_added=plan.upstream_added,
+                failed_earlier=len({t for h in plan.failed_earlier.values() for t in h}),
+                dry_run=dry_run,
             )
         )
-    with render.run_progress(console, disable=as_json or not plan.todo) as progress:
+    with render.run_progress(console, disable=as_json or dry_run or not plan.todo) as progress:
         bar = progress.add_task("tracks", total=len(plan.todo))
         return execute_plan(
             plan,
@@ -169,7 +197,8 @@ def _materialize(
 
 
 def _report(invocation: Invocation, *, dry_run: bool, as_json: bool, console: Console) -> NoReturn:
-    """Print the outcome and exit: 1 if any track or catalog table failed."""
+    """Print the outcome and exit: 1 if any track or catalog table failed in this invocation
+    (tracks that failed earlier and were not tried do not count)."""
     report = RunReport.from_invocation(invocation, invocation.selected)
     render.print_run(report, dry_run=dry_run, as_json=as_json, console=console)
     sys.exit(1 if report.failures else 0)
