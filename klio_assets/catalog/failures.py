@@ -265,9 +265,13 @@ def held_failures(
     track_ids: Sequence[str] | None,
     policy: RetryPolicy,
     *,
+    inputs: Mapping[str, Sequence[str]] | None = None,
     now: float | None = None,
 ) -> dict[str, dict[str, str]]:
     """Per analysis, the tracks not to try again now, each with its ``failed earlier`` line.
+
+    With ``inputs``, a track held for an analysis is held for every analysis downstream of
+    it too (they read its output, which will not be there).
 
     Parameters
     ----------
@@ -279,6 +283,8 @@ def held_failures(
     track_ids : sequence of str or None
         The wanted tracks; None for every track.
     policy : RetryPolicy
+    inputs : mapping of str to sequence of str, optional
+        Analysis name to the analyses it reads (in ``planned``'s topological order).
     now : float, optional
         Unix time (default: now).
 
@@ -288,8 +294,15 @@ def held_failures(
         Every key of ``selected``; the tracks whose remembered failure still holds.
     """
     now = time.time() if now is None else now
+    asked = list(selected)
+    if inputs:  # the upstreams' failures hold their descendants
+        closure = set(asked)
+        for name in reversed(list(planned)):
+            if name in closure:
+                closure.update(inputs.get(name, ()))
+        asked = [n for n in planned if n in closure]
     candidates: dict[str, list[RememberedFailure]] = {}
-    for name in selected:
+    for name in asked:
         found = remembered(catalog, name, track_ids)
         candidates[name] = [
             f
@@ -300,7 +313,7 @@ def held_failures(
     ids = sorted({f.track_id for failures in candidates.values() for f in failures})
     uris = catalog.resolve(ids) if ids else {}
     current: dict[str, SourceStat | None] = {}
-    held: dict[str, dict[str, str]] = {name: {} for name in selected}
+    held: dict[str, dict[str, str]] = {name: {} for name in asked}
     for name, failures in candidates.items():
         for failure in failures:
             uri = uris.get(failure.track_id)
@@ -311,4 +324,12 @@ def held_failures(
             if current[failure.track_id] != failure.source_stat:
                 continue  # the file changed (or appeared, or went): try it again
             held[name][failure.track_id] = failure.held_line(policy)
-    return held
+    for name in asked:  # topological order: an upstream is complete before its readers
+        for upstream in (inputs or {}).get(name, ()):
+            for track_id, line in held.get(upstream, {}).items():
+                reason = line[len(FAILED_EARLIER) + 2 :]
+                held[name].setdefault(
+                    track_id,
+                    f"{FAILED_EARLIER}: upstream {upstream!r} failed for this track: {reason}",
+                )
+    return {name: held[name] for name in selected}

@@ -140,7 +140,14 @@ def plan_run(
         todo = wanted
     else:
         if not retry_failed:
-            held = held_failures(catalog, planned, selected, wanted, retry_policy(settings))
+            held = held_failures(
+                catalog,
+                planned,
+                selected,
+                wanted,
+                retry_policy(settings),
+                inputs=engine_inputs(settings),
+            )
         todo, already_done = launch.tracks_to_run(instance, storage, planned, selected, wanted)
         todo, already_done = _without_changed_sources(catalog, wanted, todo, already_done)
         todo = _without_held(todo, selected, already_done, held)

@@ -193,7 +193,14 @@ def done_without_dagster(
         ups = ancestors(engine_inputs(settings), selection.selected)
         check = [n for n in selection.planned if n in ups or n in selection.selected]
     wanted = list(tracks) or None
-    held = held_failures(catalog, selection.planned, check, wanted, retry_policy(settings))
+    held = held_failures(
+        catalog,
+        selection.planned,
+        check,
+        wanted,
+        retry_policy(settings),
+        inputs=engine_inputs(settings),
+    )
     done = all_done(catalog, storage, selection.planned, check, wanted, held=held)
     if done is None:
         return None
