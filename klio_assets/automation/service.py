@@ -128,6 +128,8 @@ class Automation:
             graph=self.graph,
             allowed=self.selected,
             batch_size=self.settings.batch_size,
+            planned=self.planned,
+            policy=retry_policy(self.settings),
         )
 
     def backfill(
