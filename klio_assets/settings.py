@@ -282,8 +282,9 @@ class Settings(BaseSettings):
     transient_retry_backoff_s: float = Field(
         DEFAULT_TRANSIENT_RETRY_BACKOFF_S,
         ge=0,
-        description="Seconds after a transient failure before a run tries the track again; "
-        "doubled after each failed retry.",
+        description="Seconds after a transient failure before the sensors and the backfill "
+        "schedule try the track again; doubled after each failed retry (`klio-assets run` "
+        "tries it at once).",
         json_schema_extra=_doc(),
     )
 

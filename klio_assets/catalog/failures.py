@@ -11,8 +11,9 @@ and it is reported as "failed earlier: <reason>" (:func:`held_failures`), while:
 * for a **permanent** failure (not audio, truncated, over a limit, an exception in the
   analysis): always;
 * for a **transient** one (storage, timeout, a lost worker): during its backoff
-  (``backoff_s * 2 ** (attempts - 1)`` seconds after the failure), and for good once it has
-  failed more than ``max_transient_retries`` runs in a row.
+  (``backoff_s * 2 ** (attempts - 1)`` seconds after the failure; the automation waits it
+  out, ``klio-assets run`` does not), and for good once it has failed more than
+  ``max_transient_retries`` runs in a row.
 
 ``--retry-failed`` forgets them (:func:`forget_failures`); a success forgets the track's
 failure of that analysis (:meth:`~klio_assets.catalog.database.TrackCatalog.record_outcomes`).

@@ -145,7 +145,7 @@ def plan_run(
                 planned,
                 selected,
                 wanted,
-                retry_policy(settings),
+                retry_policy(settings, backoff=False),
                 inputs=engine_inputs(settings),
             )
         todo, already_done = launch.tracks_to_run(instance, storage, planned, selected, wanted)

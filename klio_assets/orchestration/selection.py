@@ -39,12 +39,20 @@ def planned_analyses(settings: Settings) -> dict[str, PlannedAnalysis]:
     return plan_analyses(load_analyses(settings.analysis_modules), settings.params)
 
 
-def retry_policy(settings: Settings) -> RetryPolicy:
+def retry_policy(settings: Settings, *, backoff: bool = True) -> RetryPolicy:
     """When the deployment retries a transient failure (``KLIO_ASSETS_MAX_TRANSIENT_RETRIES``,
-    ``KLIO_ASSETS_TRANSIENT_RETRY_BACKOFF_S``)."""
+    ``KLIO_ASSETS_TRANSIENT_RETRY_BACKOFF_S``).
+
+    Parameters
+    ----------
+    settings : Settings
+    backoff : bool
+        Wait out the backoff (the sensors and the schedule, which come back on their own);
+        ``klio-assets run`` does not: a person asked now, after fixing what failed.
+    """
     return RetryPolicy(
         max_transient_retries=settings.max_transient_retries,
-        backoff_s=settings.transient_retry_backoff_s,
+        backoff_s=settings.transient_retry_backoff_s if backoff else 0.0,
     )
 
 
@@ -198,7 +206,7 @@ def done_without_dagster(
         selection.planned,
         check,
         wanted,
-        retry_policy(settings),
+        retry_policy(settings, backoff=False),
         inputs=engine_inputs(settings),
     )
     done = all_done(catalog, storage, selection.planned, check, wanted, held=held)
