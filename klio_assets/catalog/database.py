@@ -498,6 +498,14 @@ class TrackCatalog:
                 for r in conn.execute(query)
             ]
 
+    def latest_feature_seq(self, assets: Sequence[str] | None = None) -> int:
+        """The highest ``seq`` of the feature rows (of ``assets``, or of all); 0 if none."""
+        query = sa.select(sa.func.max(FEATURES.c.seq))
+        if assets is not None:
+            query = query.where(FEATURES.c.asset.in_(list(assets)))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
     def failures(self, asset: str, track_ids: Sequence[str] | None = None) -> dict[str, str]:
         """Latest failure reason per track of ``asset`` (optionally only for ``track_ids``)."""
         query = sa.select(FAILURES.c.track_id, FAILURES.c.reason).where(FAILURES.c.asset == asset)

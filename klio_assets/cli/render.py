@@ -198,7 +198,10 @@ def print_run(report: RunReport, *, dry_run: bool, as_json: bool, console: Conso
         console.print(f"[red]error[/red] {shown(error, markup=True)}", highlight=False)
     for name, table in invocation.catalog.items():
         if table["status"] == "materialized":
-            console.print(f"{name}: {shown(table.get('uri'), markup=True)}", highlight=False)
+            unchanged = " (up to date: nothing new to take)" if table.get("unchanged") else ""
+            console.print(
+                f"{name}: {shown(table.get('uri'), markup=True)}{unchanged}", highlight=False
+            )
         else:
             console.print(
                 f"[red]failed[/red] {name}: {shown(table.get('reason'), markup=True)}",

@@ -25,6 +25,7 @@ from klio_assets.orchestration.selection import (
     RunSelection,
     done_without_dagster,
     select_assets,
+    tables_up_to_date,
 )
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage
@@ -97,7 +98,7 @@ def run(
         fail(str(exc))
     catalog = get_catalog(settings.catalog_url)
     console = render.stderr_console()
-    if not (force or retry_failed or check_dagster or selection.tables):
+    if not (force or retry_failed or check_dagster):
         answer = done_without_dagster(
             settings,
             catalog,
@@ -106,11 +107,14 @@ def run(
             tracks,
             with_upstream=upstream and selection.named,
         )
-        if answer is not None:  # nothing to do: answered without importing Dagster
+        # The catalog tables too, when asked for: up to date if nothing new was written.
+        tables = tables_up_to_date(storage, catalog, selection.tables) if answer else {}
+        if answer is not None and tables is not None:  # answered without importing Dagster
             invocation = Invocation(
                 selected=selection.selected,
                 already_done=answer.done,
                 failed_earlier=answer.failed_earlier,
+                catalog=tables,
             )
             invocation.wall_seconds = round(time.perf_counter() - started, 3)
             if not as_json:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from klio_assets.analyses import load_analyses
 from klio_assets.catalog.database import DUPLICATE_GROUPS, TRACK_FEATURES, TrackCatalog
 from klio_assets.catalog.failures import RetryPolicy, held_failures
 from klio_assets.catalog.ledger import all_done
-from klio_assets.errors import ParameterError
+from klio_assets.errors import KlioAssetsError, ParameterError
 from klio_assets.orchestration.lineage import ancestors, inputs
 from klio_assets.settings import Settings
 from klio_assets.worker.plan import PlannedAnalysis, plan_analyses
@@ -167,6 +168,47 @@ class FastAnswer:
             ids.update(done)
             ids.update(self.failed_earlier.get(name, {}))
         return len(ids)
+
+
+#: Where a catalog-level table keeps the feature ``seq`` it reached (its Parquet schema's
+#: metadata; written by :mod:`klio_assets.orchestration.catalog_assets`).
+_TABLE_SEQ_KEY = b"klio_features_seq"
+
+
+def tables_up_to_date(
+    storage: Storage, catalog: TrackCatalog, tables: Sequence[str]
+) -> dict[str, dict[str, Any]] | None:
+    """The catalog-level tables' answer without Dagster when none has anything new to take.
+
+    A table is up to date when it exists and has taken every feature row written since
+    (its recorded ``seq`` is the catalog's latest: of the fingerprints for
+    ``duplicate_groups``, of every analysis for ``track_features``). Then a run whose tracks
+    are all done or failed earlier launches no catalog-tables run either.
+
+    Returns
+    -------
+    dict or None
+        Table name to ``{"status": "materialized", "uri", "features_seq", "unchanged": True}``;
+        None when some table may have something to take (then it is materialized as usual).
+    """
+    import pyarrow.parquet as pq  # noqa: PLC0415 - only when tables are asked for
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in tables:
+        uri = storage.join(name, f"{name}.parquet")
+        try:
+            if not storage.exists(uri):
+                return None
+            with storage.local_copy(uri) as path:
+                metadata = pq.read_schema(path).metadata or {}
+            seq = int(metadata.get(_TABLE_SEQ_KEY, b"0"))
+        except (KlioAssetsError, OSError, ValueError):  # unreadable: let its asset say why
+            return None
+        latest = catalog.latest_feature_seq(["fingerprint"] if name == DUPLICATE_GROUPS else None)
+        if seq < latest:
+            return None
+        out[name] = {"status": "materialized", "uri": uri, "features_seq": seq, "unchanged": True}
+    return out
 
 
 def done_without_dagster(

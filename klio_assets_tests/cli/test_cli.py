@@ -86,6 +86,8 @@ def test_add_run_status_show_rerun(cli_home, library):
         t for t in status_tracks(cli_home) if t != "broken"
     )
     assert again["tracks"] == {} and again["failed"] == {}
+    assert again["runs"] == []  # nothing launched: not even the catalog tables, up to date
+    assert again["catalog"]["track_features"]["uri"] == features["uri"]
     assert "looks like text" in again["failed_earlier"]["downsampled_audio/broken"]
 
 
