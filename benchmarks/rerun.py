@@ -1,8 +1,11 @@
 """Running the same batch again: everything is skipped, so it should cost next to nothing.
 
-On the same real tracks as ``throughput.py`` (200 by default, see ``corpus.py``), in a fresh
-home: ``klio-assets run downsampled_audio`` once (the first run), then the same command again
-``--repeats`` times (everything already materialized), each timed from process start. For
+On the same real tracks as ``throughput.py`` (200 by default, see ``corpus.py``) plus
+``--broken`` broken files (3 by default: a text file named ``.wav``, a truncated FLAC, a WAV
+whose header announces more than the duration limit), in a fresh home: ``klio-assets run
+downsampled_audio`` once (the first run; the broken files fail and are remembered), then the
+same command again ``--repeats`` times (everything already materialized or failed earlier:
+nothing may be launched), each timed from process start. For
 comparison it also times the rerun with ``--check-dagster`` (the full check against Dagster's
 records, what happens when the catalog's ledger cannot answer) and ``python -c "import
 dagster"`` alone.
@@ -20,12 +23,46 @@ import argparse
 import os
 import shutil
 import statistics
+import struct
 import tempfile
 
+import numpy as np
+import soundfile as sf
 from corpus import DEFAULT_CORPUS, bench_files, warm
 from harness import PYTHON, final_json, klio_home, klio_run, timed
 
 TARGET = 0.02
+
+
+def broken_files(folder: str, n: int) -> list[str]:
+    """Up to three kinds of broken file, repeated to ``n``: not audio, truncated, over the limit."""
+    os.makedirs(folder, exist_ok=True)
+    rate = 22050
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(rate * 10) / rate)).astype(np.float32)
+    full = os.path.join(folder, "full.flac")
+    sf.write(full, tone, rate)
+    with open(full, "rb") as fh:
+        flac = fh.read()
+    out = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            path = os.path.join(folder, f"notes{i}.wav")
+            with open(path, "w") as fh:
+                fh.write("not audio, just notes\n" * 50)
+        elif kind == 1:
+            path = os.path.join(folder, f"cut{i}.flac")
+            with open(path, "wb") as fh:
+                fh.write(flac[: len(flac) // 3])
+        else:  # a header announcing ~74 hours of 8 kHz 8-bit mono: over the 24 h limit
+            path = os.path.join(folder, f"huge{i}.wav")
+            data = 0x7FFFFFF0
+            header = b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt "
+            header += struct.pack("<IHHIIHH", 16, 1, 1, 8000, 8000, 1, 8)
+            with open(path, "wb") as fh:
+                fh.write(header + b"data" + struct.pack("<I", data) + bytes(8000))
+        out.append(path)
+    return out
 
 
 def main() -> None:
@@ -33,14 +70,18 @@ def main() -> None:
     parser.add_argument("--corpus", default=DEFAULT_CORPUS)
     parser.add_argument("--tracks", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--broken", type=int, default=3, help="broken files among the tracks")
     args = parser.parse_args()
 
     files = bench_files(args.corpus, args.tracks)
     warm(files)
     work = tempfile.mkdtemp(prefix="klio-bench-")
     try:
+        bad = broken_files(os.path.join(work, "broken"), args.broken)
         env = klio_home(
-            os.path.join(work, "home"), [(f"t{i:05d}", path) for i, path in enumerate(files)]
+            os.path.join(work, "home"),
+            [(f"t{i:05d}", path) for i, path in enumerate(files)]
+            + [(f"broken{i}", path) for i, path in enumerate(bad)],
         )
         wall_first, cpu_first, first = klio_run(["downsampled_audio"], env)
         reruns = [klio_run(["downsampled_audio"], env) for _ in range(args.repeats)]
@@ -56,6 +97,8 @@ def main() -> None:
     last = reruns[-1][2]
     figures = {
         "tracks": len(files),
+        "broken": args.broken,
+        "first_failed": len(first["failed"]),
         "first_wall_s": round(wall_first, 2),
         "first_cpu_s": round(cpu_first, 2),
         "first_counts": first["assets"]["downsampled_audio"],
@@ -63,6 +106,8 @@ def main() -> None:
         "rerun_walls_s": [round(w, 3) for w, _, _ in reruns],
         "rerun_cpu_s": round(statistics.median(c for _, c, _ in reruns), 3),
         "rerun_counts": last["assets"]["downsampled_audio"],
+        "rerun_failed_earlier": len(last.get("failed_earlier", {})),
+        "rerun_failed": len(last["failed"]),
         "rerun_runs_launched": sum(len(out["runs"]) for _, _, out in reruns),
         "rerun_over_first": round(rerun_wall / wall_first, 4),
         "check_dagster_rerun_wall_s": round(checked_wall, 3),
@@ -71,7 +116,10 @@ def main() -> None:
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
     figures["targets"] = {"rerun_over_first<=0.02": figures["rerun_over_first"] <= TARGET}
-    print(f"{len(files)} real tracks (load average {figures['load_average_1m']})")
+    print(
+        f"{len(files)} real tracks and {args.broken} broken files "
+        f"(load average {figures['load_average_1m']})"
+    )
     print(
         f"first run: {wall_first:.1f} s wall, {cpu_first:.1f} CPU-s, {first['assets']['downsampled_audio']}"
     )

@@ -12,7 +12,18 @@ from __future__ import annotations
 
 
 class KlioAssetsError(Exception):
-    """Base class of every error raised by klio-assets."""
+    """Base class of every error raised by klio-assets.
+
+    Attributes
+    ----------
+    permanent : bool
+        Whether the same input fails the same way again (not audio, truncated, over a limit,
+        a refused parameter): a track failing so is remembered and not retried until its
+        file or the analysis' version changes. Transient errors (storage, timeouts, a lost
+        worker) are retried a bounded number of times (:func:`is_permanent`).
+    """
+
+    permanent: bool = True
 
 
 class ParameterError(KlioAssetsError):
@@ -26,12 +37,16 @@ class TrackIdError(ParameterError):
 class CatalogError(KlioAssetsError):
     """The track catalog cannot answer (unknown track, conflicting registration)."""
 
+    permanent = False
+
 
 class StorageError(KlioAssetsError):
     """Reading or writing the storage root failed."""
 
-    #: Whether trying again may succeed (connection reset, throttling, 5xx).
+    #: Whether trying again at once may succeed (connection reset, throttling, 5xx).
     transient: bool = False
+    #: A track failing on storage is tried again in a later run (full disk, lost mount).
+    permanent = False
 
 
 class TransientStorageError(StorageError):
@@ -42,6 +57,8 @@ class TransientStorageError(StorageError):
 
 class UnsafePathError(StorageError, ParameterError):
     """A path or URI would escape the root it must stay under."""
+
+    permanent = True
 
 
 class TrackError(KlioAssetsError):
@@ -76,7 +93,10 @@ class DecodeTimeoutError(DecodeError):
     """Decoding a source took longer than the per-track time limit; the decoder was stopped.
 
     Not retried with another decoder: a second attempt would only double the time lost.
+    Transient for a later run, though (a loaded machine); the count of such retries is bounded.
     """
+
+    permanent = False
 
 
 class MissingInputError(TrackError):
@@ -99,10 +119,50 @@ class BeamJobError(KlioAssetsError):
         The final state reported by the runner.
     """
 
+    permanent = False
+
     def __init__(self, message: str, *, job_id: str = "", state: str = ""):
         self.job_id = job_id
         self.state = state
         super().__init__(message)
+
+
+#: Errors from outside the package that say nothing about the input: a later run may succeed.
+_TRANSIENT_BUILTINS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    MemoryError,
+    ConnectionError,
+    InterruptedError,
+)
+#: OS errors that do describe the input (a file that is not there, a folder for a file).
+_PERMANENT_OS_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Whether ``error`` would happen again on the same input with the same code.
+
+    Deterministic: the package's own errors say so (:attr:`KlioAssetsError.permanent`:
+    decoding, limits, parameters); any other exception raised by an analysis is a bug that
+    the same input triggers again. Transient: storage errors, timeouts, memory, connections,
+    and OS errors other than a missing file.
+
+    Parameters
+    ----------
+    error : BaseException
+
+    Returns
+    -------
+    bool
+    """
+    if isinstance(error, KlioAssetsError):
+        return error.permanent
+    if isinstance(error, _PERMANENT_OS_ERRORS):
+        return True
+    return not isinstance(error, (*_TRANSIENT_BUILTINS, OSError))
 
 
 #: Longest one-line description of an error (:func:`one_line`).

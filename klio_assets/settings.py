@@ -56,6 +56,10 @@ DEFAULT_BACKFILL_CRON = "0 3 * * *"
 DEFAULT_CATALOG_TABLES_CRON = "*/30 * * * *"
 DEFAULT_BACKFILL_MAX_RUNS = 50
 DEFAULT_SENSOR_INTERVAL_S = 30
+#: Later runs that retry a track after a transient failure (storage, timeout, lost worker).
+DEFAULT_MAX_TRANSIENT_RETRIES = 3
+#: Seconds before the first retry of a transient failure; doubled after each failed retry.
+DEFAULT_TRANSIENT_RETRY_BACKOFF_S = 60.0
 #: Documented defaults of the per-track limits: the worker's own (``worker.audio.DecodeLimits``;
 #: a test keeps the two equal), which apply while the variable is unset.
 LIMIT_DEFAULTS = {"track_timeout": "900", "max_duration": "86400", "max_channels": "32"}
@@ -264,6 +268,24 @@ class Settings(BaseSettings):
         ge=1,
         description="Most runs one backfill tick launches.",
         json_schema_extra=_doc("automation"),
+    )
+
+    max_transient_retries: int = Field(
+        DEFAULT_MAX_TRANSIENT_RETRIES,
+        ge=0,
+        description="Runs that try a track again after a transient failure (storage, timeout, "
+        "a lost worker); then it counts as failed until `run --retry-failed`. Permanent "
+        "failures (not audio, truncated, over a limit) are not retried until the file or the "
+        "analysis' version changes.",
+        json_schema_extra=_doc(),
+    )
+    transient_retry_backoff_s: float = Field(
+        DEFAULT_TRANSIENT_RETRY_BACKOFF_S,
+        ge=0,
+        description="Seconds after a transient failure before the sensors and the backfill "
+        "schedule try the track again; doubled after each failed retry (`klio-assets run` "
+        "tries it at once).",
+        json_schema_extra=_doc(),
     )
 
     # -- the special forms ---------------------------------------------------------------

@@ -1,7 +1,10 @@
 """Scheduled catalog backfill: per analysis, the tracks missing, failed or stale, in bounded runs.
 
 * **missing**: registered, never materialized (Dagster's materialized partitions);
-* **failed**: the catalog holds a failure reason (failed tracks are not materialized);
+* **failed**: the catalog holds a failure reason (failed tracks are not materialized), unless
+  the failure is remembered and holds (:mod:`klio_assets.catalog.failures`: a broken file is
+  not requested again until it or the analysis' version changes; a transient failure after
+  its backoff, a bounded number of times): those count as ``failed_earlier``;
 * **stale**: materialized, but the analysis' output version changed since (a code-version or
   parameter bump, or an upstream's). Finding them means listing the new version's outputs,
   so it is done only when the version differs from the one recorded as fully requested
@@ -26,6 +29,7 @@ import numpy as np
 
 from klio_assets.automation.runs import run_requests, run_track_ids
 from klio_assets.catalog.database import TrackCatalog
+from klio_assets.catalog.failures import RetryPolicy, held_failures
 from klio_assets.orchestration.launch import existing_outputs, materialized_tracks
 from klio_assets.orchestration.partitions import ordered_keys
 from klio_assets.worker.plan import PlannedAnalysis
@@ -56,7 +60,9 @@ class BackfillPlan:
     Attributes
     ----------
     reasons : dict
-        Per analysis, ``{"missing": n, "failed": n, "stale": n, "in_flight": n}``.
+        Per analysis, ``{"missing": n, "failed": n, "stale": n, "in_flight": n,
+        "failed_earlier": n}`` (``failed_earlier``: held by a remembered failure, among the
+        failed and missing ones, not requested).
     runs : list of BackfillRun
         At most ``max_runs``.
     deferred_runs : int
@@ -96,6 +102,8 @@ def plan_backfill(
     batch_size: int,
     max_runs: int,
     tick: str,
+    policy: RetryPolicy | None = None,
+    graph: Mapping[str, Sequence[str]] | None = None,
 ) -> BackfillPlan:
     """Find missing, failed and stale tracks per analysis and cut them into bounded runs.
 
@@ -114,6 +122,11 @@ def plan_backfill(
     tick : str
         Identifies this schedule tick (its scheduled time): a tick evaluated again after a
         crash, before its runs were submitted, scans again instead of trusting what it stored.
+    policy : RetryPolicy, optional
+        When transient failures are requested again (default: :class:`RetryPolicy`'s).
+    graph : mapping, optional
+        Analysis name to the names it depends on: a track held for an analysis is held for
+        its descendants too.
     """
     plan = BackfillPlan()
     tracks = _Registered(ordered_keys(instance))
@@ -122,6 +135,9 @@ def plan_backfill(
     # Per track, one bit per analysis it needs (Python ints beyond 62 analyses).
     needs = np.zeros(tracks.n, dtype=np.int64 if len(selected) < 63 else object)
     stale_by: dict[str, np.ndarray] = {}
+    held = held_failures(
+        catalog, planned, selected, None, policy or RetryPolicy(), inputs=graph or None
+    )
     for bit, name in enumerate(selected):
         scan = previous.get(name, {})
         if scan.get("version") != planned[name].version or scan.get("tick") == tick:
@@ -135,6 +151,7 @@ def plan_backfill(
             planned[name],
             in_flight=busy.get(name, tracks.none()),
             scan=name in plan.scanned_for_stale,
+            held=tracks.mask(held[name]),
         )
         needs[wanted] += 1 << bit
     requested = _cut_runs(plan, tracks, needs, selected, batch_size=batch_size, max_runs=max_runs)
@@ -175,6 +192,7 @@ def _analysis_needs(
     *,
     in_flight: np.ndarray,
     scan: bool,
+    held: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tracks that need ``planned`` now (not in flight), and its stale tracks; counts the
     reasons into ``plan``. Outputs are listed only when ``scan`` (the version changed)."""
@@ -186,12 +204,13 @@ def _analysis_needs(
         on_record = sorted(t for t in materialized_ids if t in tracks.position)
         done = tracks.mask(existing_outputs(storage, planned, on_record))
         stale = materialized & ~done
-    wanted = ~materialized | failed | stale
+    wanted = (~materialized | failed | stale) & ~held
     plan.reasons[planned.name] = {
         "missing": int(np.count_nonzero(~materialized & ~failed)),
         "failed": int(np.count_nonzero(failed)),
         "stale": int(np.count_nonzero(stale & ~failed)),
         "in_flight": int(np.count_nonzero(wanted & in_flight)),
+        "failed_earlier": int(np.count_nonzero(held & ~materialized | held & failed)),
     }
     return wanted & ~in_flight, stale
 

@@ -23,10 +23,12 @@ import dagster as dg
 
 from klio_assets.automation.service import MODES, Automation
 from klio_assets.catalog.database import TrackCatalog
+from klio_assets.catalog.failures import held_failures
 from klio_assets.errors import ParameterError
 from klio_assets.orchestration.dagster_internals.instigators import stored_cursor
 from klio_assets.orchestration.launch import tracks_to_run
 from klio_assets.orchestration.ranges import partition_ranges
+from klio_assets.orchestration.selection import retry_policy
 from klio_assets.resources.storage import StorageResource
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage
@@ -59,7 +61,10 @@ class _Preview:
     def request(
         self, selected: Sequence[str], track_ids: Sequence[str], *, force: bool = False
     ) -> dict[str, Any]:
-        """One run's ``--json`` entry: per analysis, tracks it would compute and skip."""
+        """One run's ``--json`` entry: per analysis, tracks it would compute, skip, and leave
+        as failed earlier (a remembered failure the run's engine would try again, the
+        automation does not request on its own)."""
+        held: dict[str, dict[str, str]] = {name: {} for name in selected}
         if self.force or force:
             done: dict[str, list[str]] = {name: [] for name in selected}
         else:
@@ -71,7 +76,16 @@ class _Preview:
                 track_ids,
                 materialized=self.materialized,
             )
-        return _entry(selected, track_ids, {n: len(done[n]) for n in selected})
+            held = held_failures(
+                self.catalog,
+                self.automation.planned,
+                selected,
+                track_ids,
+                retry_policy(self.automation.settings),
+            )
+        entry = _entry(selected, track_ids, {n: len(done[n]) for n in selected})
+        entry["failed_earlier"] = {n: len(set(held[n]) - set(done[n])) for n in selected}
+        return entry
 
 
 def _entry(

@@ -13,11 +13,14 @@ The downstream selection is closed under descendants, so a propagated run has no
 downstream of it left to propagate: no chain of runs, no loop. Dry runs propagate nothing;
 a forced run propagates ``force`` (its outputs may have changed under the same version).
 Tracks that failed in the finished run are left out (their descendants would only fail on
-the missing input); the catalog backfill retries them.
+the missing input); the catalog backfill retries them. So are tracks whose every downstream
+analysis failed earlier on the same file and version and is not to be retried
+(:mod:`klio_assets.catalog.failures`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +30,10 @@ import dagster as dg
 
 from klio_assets.automation.runs import TRIGGER_TAG, run_flags, run_requests, run_track_ids
 from klio_assets.catalog.database import TrackCatalog
+from klio_assets.catalog.failures import RetryPolicy, held_failures
 from klio_assets.orchestration.lineage import descendants
 from klio_assets.orchestration.ranges import partition_ranges
+from klio_assets.worker.plan import PlannedAnalysis
 
 #: Finished runs read per status and tick (more wait for the next tick).
 EVENTS_PER_TICK = 200
@@ -82,6 +87,8 @@ def propagation_tick(
     graph: Mapping[str, Sequence[str]],
     allowed: Sequence[str],
     batch_size: int,
+    planned: Mapping[str, PlannedAnalysis] | None = None,
+    policy: RetryPolicy | None = None,
 ) -> PropagationTick:
     """Read the runs finished since ``cursor`` and say which downstream runs follow.
 
@@ -91,6 +98,9 @@ def propagation_tick(
         Analysis name to the names it depends on (:func:`klio_assets.orchestration.lineage.parents`).
     allowed : sequence of str
         Analyses that may be requested (``KLIO_ASSETS_AUTO_ANALYSES``), in topological order.
+    planned : mapping, optional
+        Every analysis' plan (current versions): with it, tracks held by a remembered failure
+        of every downstream analysis are left out (``policy``: when transient ones are not).
 
     A first tick (no cursor) starts after the latest finished run: history is the catalog
     backfill's business, not a flood of runs at deployment.
@@ -119,6 +129,8 @@ def propagation_tick(
     for record in records:
         run = instance.get_run_by_id(record.run_id)
         follow_up = _follow_up(instance, catalog, run, graph, allowed, batch_size)
+        if follow_up is not None and planned is not None:
+            follow_up = _without_held(instance, catalog, follow_up, planned, policy, batch_size)
         if follow_up is not None:
             tick.requests.append(follow_up)
     return tick
@@ -151,6 +163,26 @@ def _follow_up(
         failed |= set(catalog.failures(name, track_ids))
     ranges = partition_ranges(instance, [t for t in track_ids if t not in failed], batch_size)
     return Propagation(run.run_id, downstream, ranges, force) if ranges else None
+
+
+def _without_held(
+    instance: dg.DagsterInstance,
+    catalog: TrackCatalog,
+    follow_up: Propagation,
+    planned: Mapping[str, PlannedAnalysis],
+    policy: RetryPolicy | None,
+    batch_size: int,
+) -> Propagation | None:
+    """``follow_up`` without the tracks every downstream analysis of which failed earlier."""
+    if follow_up.force:  # a forced run's outputs may have changed: the follow-up tries all
+        return follow_up
+    track_ids = [t for r in follow_up.ranges for t in r]
+    held = held_failures(catalog, planned, follow_up.selected, track_ids, policy or RetryPolicy())
+    skip = set.intersection(*(set(held[n]) for n in follow_up.selected))
+    if not skip:
+        return follow_up
+    ranges = partition_ranges(instance, [t for t in track_ids if t not in skip], batch_size)
+    return dataclasses.replace(follow_up, ranges=ranges) if ranges else None
 
 
 def propagation_run_requests(tick: PropagationTick) -> list[dg.RunRequest]:

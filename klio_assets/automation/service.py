@@ -32,8 +32,9 @@ from klio_assets.automation.propagation import PropagationTick, propagation_tick
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.errors import ParameterError
 from klio_assets.orchestration.lineage import ancestors, parents
+from klio_assets.orchestration.selection import retry_policy
 from klio_assets.settings import Settings
-from klio_assets.worker.plan import PlannedAnalysis, plan_analyses
+from klio_assets.worker.plan import SOURCE_ASSET, PlannedAnalysis, plan_analyses
 from klio_assets.worker.storage import Storage
 
 MODES = ("landing", "propagation", "backfill")
@@ -127,6 +128,8 @@ class Automation:
             graph=self.graph,
             allowed=self.selected,
             batch_size=self.settings.batch_size,
+            planned=self.planned,
+            policy=retry_policy(self.settings),
         )
 
     def backfill(
@@ -143,6 +146,10 @@ class Automation:
             batch_size=self.settings.batch_size,
             max_runs=self.settings.backfill_max_runs,
             tick=tick,
+            policy=retry_policy(self.settings),
+            # What each analysis reads (source_audio is lineage only: a held source_audio
+            # does not hold the analyses that decode the source themselves).
+            graph={n: [d for d in deps if d != SOURCE_ASSET] for n, deps in self.graph.items()},
         )
 
 

@@ -89,6 +89,27 @@ SOURCE_STATS = sa.Table(
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("modified", sa.String(128), nullable=False),
 )
+#: Failures remembered so that they are not retried (:mod:`klio_assets.catalog.failures`):
+#: per analysis and track, the version that failed, whether the failure is permanent (the
+#: same input fails the same way again) or transient, how many runs in a row met it, and the
+#: source it failed on (content hash where it was read, and its stat: a changed file is
+#: tried again). A table of its own: catalogs from before it get it when opened.
+FAILURE_MEMORY = sa.Table(
+    "klio_failure_memory",
+    _METADATA,
+    sa.Column("asset", sa.String(128), primary_key=True),
+    sa.Column("track_id", sa.String(128), primary_key=True),
+    sa.Column("version", sa.String(128), nullable=False),
+    sa.Column("permanent", sa.Boolean, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("error", sa.String(128), nullable=True),
+    sa.Column("content_hash", sa.String(128), nullable=True),
+    sa.Column("size_bytes", sa.BigInteger, nullable=True),
+    sa.Column("modified", sa.String(128), nullable=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("failed_at", sa.Float, nullable=False),
+)
 #: Small named JSON documents kept by the automation (e.g. the code versions the catalog
 #: backfill last scanned for staleness); schedules have no cursor of their own.
 STATE = sa.Table(
@@ -358,6 +379,12 @@ class TrackCatalog:
                         FAILURES.c.asset == asset, FAILURES.c.track_id.in_(chunk)
                     )
                 )
+            for chunk in _chunks(done):  # a success ends a remembered failure
+                conn.execute(
+                    FAILURE_MEMORY.delete().where(
+                        FAILURE_MEMORY.c.asset == asset, FAILURE_MEMORY.c.track_id.in_(chunk)
+                    )
+                )
             _enter_materialized(
                 conn, asset, version=version, run_id=run_id, track_ids=done, now=now
             )
@@ -474,6 +501,14 @@ class TrackCatalog:
                 FeatureRow(r.seq, r.asset, r.track_id, r.version, r.uri, json.loads(r.fields))
                 for r in conn.execute(query)
             ]
+
+    def latest_feature_seq(self, assets: Sequence[str] | None = None) -> int:
+        """The highest ``seq`` of the feature rows (of ``assets``, or of all); 0 if none."""
+        query = sa.select(sa.func.max(FEATURES.c.seq))
+        if assets is not None:
+            query = query.where(FEATURES.c.asset.in_(list(assets)))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
 
     def failures(self, asset: str, track_ids: Sequence[str] | None = None) -> dict[str, str]:
         """Latest failure reason per track of ``asset`` (optionally only for ``track_ids``)."""

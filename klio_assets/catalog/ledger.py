@@ -12,7 +12,7 @@ Both, and the engine on the Beam workers, decide with :mod:`klio_assets.worker.d
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.catalog.trackids import validate_track_id
@@ -31,8 +31,11 @@ def all_done(
     planned: Mapping[str, PlannedAnalysis],
     selected: Sequence[str],
     track_ids: Sequence[str] | None,
+    *,
+    held: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, list[str]] | None:
-    """Per analysis the tracks done, if *every* wanted track is done for every selected analysis.
+    """Per analysis the tracks done, if *every* wanted track is done for every selected
+    analysis or held (a remembered failure not to retry, :mod:`klio_assets.catalog.failures`).
 
     Done is decided by :func:`klio_assets.worker.done.done_tracks` with the ledger as the
     record of what was materialized.
@@ -49,13 +52,16 @@ def all_done(
         The analyses asked for.
     track_ids : sequence of str or None
         The wanted tracks; None for every registered track.
+    held : mapping of str to collection of str, optional
+        Per analysis, tracks that count as answered without being done.
 
     Returns
     -------
     dict or None
-        None as soon as anything may need work (or the IDs need checking): the caller then
-        asks Dagster.
+        Per analysis the done tracks (held ones left out); None as soon as anything may
+        need work (or the IDs need checking): the caller then asks Dagster.
     """
+    held = held or {}
     if not selected:
         return None
     if track_ids is not None:
@@ -66,17 +72,20 @@ def all_done(
             return None  # the full path reports it
         track_ids = list(dict.fromkeys(track_ids))
     for name in selected:
-        if catalog.not_materialized(name, planned[name].version, track_ids):
+        skip = held.get(name, ())
+        missing = catalog.not_materialized(name, planned[name].version, track_ids)
+        if any(t not in skip for t in missing):
             return None
     ids = track_ids if track_ids is not None else catalog.track_ids()
     if not ids:
         return None
+    wanted = {name: [t for t in ids if t not in held.get(name, ())] for name in selected}
     for name in selected:  # one analysis at a time: the first one missing anything ends it
-        if len(done_tracks(storage, planned, {name: ids})[name]) < len(ids):
+        if len(done_tracks(storage, planned, {name: wanted[name]})[name]) < len(wanted[name]):
             return None
-    if any(changed_sources(catalog, {name: ids for name in selected}).values()):
+    if any(changed_sources(catalog, wanted).values()):
         return None
-    return {name: sorted(ids) for name in selected}
+    return {name: sorted(wanted[name]) for name in selected}
 
 
 def changed_sources(

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from klio_assets.cli.common import self_command
 from klio_assets.cli.text import shown
-from klio_assets.orchestration.run_report import RunReport
+from klio_assets.orchestration.run_report import NAMES_SHOWN, RunReport, TrackFailure
 
 if TYPE_CHECKING:  # the module imports Dagster, which the all-done `run` must not
     from klio_assets.orchestration.status import StatusReport
@@ -54,8 +54,10 @@ def plan_line(
     runs: int,
     batch_size: int,
     upstream_added: Sequence[str],
+    failed_earlier: int = 0,
+    dry_run: bool = False,
 ) -> str:
-    """The line ``klio-assets run`` prints before launching its runs.
+    """The line ``klio-assets run`` prints before launching its runs (a dry run: its plan).
 
     Parameters
     ----------
@@ -67,62 +69,100 @@ def plan_line(
         The most tracks in one run.
     upstream_added : sequence of str
         Upstream analyses added bottom-up.
+    failed_earlier : int
+        Tracks left out because a remembered failure holds them.
+    dry_run : bool
+        Say that nothing is launched.
 
     Returns
     -------
     str
     """
-    skipped = wanted - todo
+    skipped = wanted - todo - failed_earlier
     return (
         f"{wanted} tracks, analyses {', '.join(selected)}: {todo} to run in "
         f"{runs} run(s) of at most {batch_size}"
-        + (f", {skipped} already materialized" if skipped else "")
+        + (f", {skipped} already materialized" if skipped > 0 else "")
+        + (f", {failed_earlier} failed earlier (--retry-failed)" if failed_earlier else "")
         + (
             f" (upstream missing, computed first: {', '.join(upstream_added)})"
             if upstream_added
             else ""
         )
+        + (" [dry run: nothing launched]" if dry_run else "")
     )
 
 
-def all_done_line(tracks: int, selected: Sequence[str]) -> str:
-    """The line of a ``klio-assets run`` that found everything done without Dagster."""
+def all_done_line(tracks: int, selected: Sequence[str], *, failed_earlier: int = 0) -> str:
+    """The line of a ``klio-assets run`` that found nothing to do without Dagster."""
+    if not failed_earlier:
+        return (
+            f"{tracks} tracks, analyses {', '.join(selected)}: "
+            "all already materialized for the current versions, nothing to run"
+        )
     return (
-        f"{tracks} tracks, analyses {', '.join(selected)}: "
-        "all already materialized for the current versions, nothing to run"
+        f"{tracks} tracks, analyses {', '.join(selected)}: {tracks - failed_earlier} already "
+        f"materialized, {failed_earlier} failed earlier (not retried until their file or the "
+        "analysis changes, or --retry-failed), nothing to run"
     )
 
 
-def _cell(record: Mapping[str, Any] | None) -> str:
-    if not record:
-        return "-"
-    text = str(record["status"])
-    if record.get("shared_from"):
-        text += f" (same as {record['shared_from']})"
-    if record.get("reason"):
-        text += f": {record['reason'][:60]}"
-    return text
+#: Failed tracks listed by ``run`` and ``status`` before the rest are counted.
+FAILED_TRACKS_SHOWN = 20
+
+
+def print_failed_tracks(
+    failures: Sequence[TrackFailure], *, console: Console, limit: int = FAILED_TRACKS_SHOWN
+) -> None:
+    """One line per failed track, its analyses grouped; the tracks past ``limit`` counted,
+    with the command that lists them all."""
+    for failure in failures[:limit]:
+        label = "failed earlier" if failure.earlier else "failed"
+        console.print(
+            f"[red]{label}[/red] {shown(failure.track_id, markup=True)}  "
+            f"{shown(failure.reason, markup=True)} ({failure.names()})",
+            highlight=False,
+        )
+    hidden = len(failures) - limit
+    if hidden > 0:
+        console.print(
+            f"... {hidden} more failed track{'s' if hidden > 1 else ''} not shown: "
+            f"{self_command()} status --failed lists them all",
+            highlight=False,
+        )
+
+
+def _plan_lines(report: RunReport, *, console: Console, limit: int = FAILED_TRACKS_SHOWN) -> None:
+    """A dry run's tracks to compute, one short line each (readable at 80 columns)."""
+    per_track: dict[str, list[str]] = {}
+    for name, todo in report.invocation.would_compute.items():
+        for track_id in todo:
+            per_track.setdefault(track_id, []).append(name)
+    for track_id, names in list(per_track.items())[:limit]:
+        more = len(names) - NAMES_SHOWN
+        console.print(
+            f"would compute {shown(track_id, markup=True)}  "
+            + ", ".join(names[:NAMES_SHOWN])
+            + (f", +{more}" if more > 0 else ""),
+            highlight=False,
+        )
+    hidden = len(per_track) - limit
+    if hidden > 0:
+        console.print(f"... and {hidden} more tracks to compute (--json lists them)")
 
 
 def _run_tables(report: RunReport, *, dry_run: bool, console: Console) -> None:
-    """The per analysis counts, and in a dry run the per track detail (first 200 tracks)."""
+    """The per analysis counts, and in a dry run the tracks it would compute."""
     statuses = report.statuses
     table = Table(title="dry run: nothing computed" if dry_run else "klio-assets run")
     table.add_column("analysis")
     for status in statuses:
-        table.add_column(status, justify="right")
+        table.add_column(status.replace("_", " "), justify="right")
     for name, counts in report.rows.items():
         table.add_row(name, *(str(counts[s]) for s in statuses))
     console.print(table)
-    if dry_run and report.tracks_detail:
-        selected = report.invocation.selected
-        detail = Table(title="per track")
-        detail.add_column("track")
-        for name in selected:
-            detail.add_column(name)
-        for track_id, per in list(report.tracks_detail.items())[:200]:
-            detail.add_row(track_id, *(_cell(per.get(n)) for n in selected))
-        console.print(detail)
+    if dry_run:
+        _plan_lines(report, console=console)
 
 
 def print_run(report: RunReport, *, dry_run: bool, as_json: bool, console: Console) -> None:
@@ -153,18 +193,15 @@ def print_run(report: RunReport, *, dry_run: bool, as_json: bool, console: Conso
         f"{report.audio_hours:.3f} h of audio in {len(invocation.runs)} run(s), "
         f"{report.computed_hours:.3f} h computed{rate}; {invocation.wall_seconds:.1f} s in all"
     )
-    for (name, track_id), reason in list(report.failed.items())[:20]:
-        console.print(
-            f"[red]failed[/red] {name} {shown(track_id, markup=True)}: {shown(reason, markup=True)}",
-            highlight=False,
-        )
-    if len(report.failed) > 20:
-        console.print(f"... and {len(report.failed) - 20} more (klio-assets status)")
+    print_failed_tracks(report.failed_tracks, console=console)
     for error in report.errors:
         console.print(f"[red]error[/red] {shown(error, markup=True)}", highlight=False)
     for name, table in invocation.catalog.items():
         if table["status"] == "materialized":
-            console.print(f"{name}: {shown(table.get('uri'), markup=True)}", highlight=False)
+            unchanged = " (up to date: nothing new to take)" if table.get("unchanged") else ""
+            console.print(
+                f"{name}: {shown(table.get('uri'), markup=True)}{unchanged}", highlight=False
+            )
         else:
             console.print(
                 f"[red]failed[/red] {name}: {shown(table.get('reason'), markup=True)}",
@@ -178,22 +215,22 @@ def print_run(report: RunReport, *, dry_run: bool, as_json: bool, console: Conso
         )
 
 
-def print_status(state: StatusReport) -> None:
-    """``klio-assets status``: one row per analysis, then the failures (20 per analysis)."""
+def print_status(state: StatusReport, *, failed_only: bool = False) -> None:
+    """``klio-assets status``: one row per analysis, then one line per failed track (the
+    first :data:`FAILED_TRACKS_SHOWN`; all of them with ``failed_only``, without the table)."""
     console = Console()
+    failures = state.failed_tracks()
+    if failed_only:
+        console.print(f"{len(failures)} failed tracks of {state.tracks}")
+        print_failed_tracks(failures, console=console, limit=len(failures))
+        return
     table = Table(title=f"{state.tracks} tracks")
     for column in ("analysis", "materialized", "missing", "failed"):
         table.add_column(column, justify="left" if column == "analysis" else "right")
     for name, counts in state.assets.items():
         table.add_row(name, str(counts.materialized), str(counts.missing), str(len(counts.failed)))
     console.print(table)
-    for name, counts in state.assets.items():
-        for track_id, reason in list(counts.failed.items())[:20]:
-            console.print(
-                f"[red]failed[/red] {name} {shown(track_id, markup=True)}: "
-                f"{shown(reason, markup=True)}",
-                highlight=False,
-            )
+    print_failed_tracks(failures, console=console)
 
 
 def print_show(info: Mapping[str, Any]) -> None:

@@ -23,9 +23,9 @@ from klio_assets.orchestration.invocation import Invocation
 from klio_assets.orchestration.run_report import RunReport
 from klio_assets.orchestration.selection import (
     RunSelection,
-    done_everywhere,
     done_without_dagster,
     select_assets,
+    tables_up_to_date,
 )
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage
@@ -38,7 +38,10 @@ from klio_assets.worker.storage import Storage
 )
 @click.option("--force", is_flag=True, help="Recompute even where outputs exist.")
 @click.option(
-    "--dry-run", is_flag=True, help="Report what would be computed or skipped; change nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Report what the run would compute, skip, or leave as failed earlier; change nothing "
+    "(no Dagster run is recorded).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.option(
@@ -54,6 +57,13 @@ from klio_assets.worker.storage import Storage
     "says all are (after wiping materializations in Dagster).",
 )
 @click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Try again the tracks that failed earlier (a broken file, or a transient failure "
+    "past KLIO_ASSETS_MAX_TRANSIENT_RETRIES); otherwise they are retried only when their file "
+    "or the analysis' version changes.",
+)
+@click.option(
     "--stale",
     is_flag=True,
     help="Recompute exactly the analyses and tracks Dagster calls unsynced (stale: code "
@@ -67,6 +77,7 @@ def run(
     as_json: bool,
     upstream: bool = True,
     check_dagster: bool = False,
+    retry_failed: bool = False,
     stale: bool = False,
 ) -> None:
     """Materialize ASSETS (default: all) for the tracks that need it, through Dagster.
@@ -76,7 +87,10 @@ def run(
     version are skipped without a run; the rest go in contiguous ranges of at most
     KLIO_ASSETS_BATCH_SIZE tracks, one Dagster run and one Beam job each. When the catalog's
     ledger and the storage show every wanted track done, the command says so without
-    starting Dagster at all. Exits 1 if any track failed.
+    starting Dagster at all. A track that failed on a broken file is not retried (reported
+    "failed earlier") until the file or the analysis' version changes, or --retry-failed;
+    transient failures are retried a bounded number of times. Exits 1 if any track failed in
+    this invocation (not for those that failed earlier).
     """
     started = time.perf_counter()
     settings = load_settings()
@@ -95,8 +109,8 @@ def run(
         invocation = _run_stale(settings, catalog, storage, selection, assets, tracks, dry_run)
         invocation.wall_seconds = round(time.perf_counter() - started, 3)
         _report(invocation, dry_run=dry_run, as_json=as_json, console=console)
-    if not (force or dry_run or check_dagster or selection.tables):
-        done = done_without_dagster(
+    if not (force or retry_failed or check_dagster):
+        answer = done_without_dagster(
             settings,
             catalog,
             storage,
@@ -104,12 +118,25 @@ def run(
             tracks,
             with_upstream=upstream and selection.named,
         )
-        if done is not None:  # nothing to do: answered without importing Dagster
-            invocation = Invocation(selected=selection.selected, already_done=done)
+        # The catalog tables too, when asked for: up to date if nothing new was written.
+        tables = tables_up_to_date(storage, catalog, selection.tables) if answer else {}
+        if answer is not None and tables is not None:  # answered without importing Dagster
+            invocation = Invocation(
+                selected=selection.selected,
+                already_done=answer.done,
+                failed_earlier=answer.failed_earlier,
+                catalog=tables,
+            )
             invocation.wall_seconds = round(time.perf_counter() - started, 3)
             if not as_json:
-                console.print(render.all_done_line(done_everywhere(done), selection.selected))
-            _report(invocation, dry_run=False, as_json=as_json, console=console)
+                console.print(
+                    render.all_done_line(
+                        answer.tracks,
+                        selection.selected,
+                        failed_earlier=len({t for h in answer.failed_earlier.values() for t in h}),
+                    )
+                )
+            _report(invocation, dry_run=dry_run, as_json=as_json, console=console)
     invocation = _materialize(
         settings,
         catalog,
@@ -119,6 +146,7 @@ def run(
         force=force,
         dry_run=dry_run,
         upstream=upstream,
+        retry_failed=retry_failed,
         as_json=as_json,
         console=console,
     )
@@ -136,6 +164,7 @@ def _materialize(
     force: bool,
     dry_run: bool,
     upstream: bool,
+    retry_failed: bool,
     as_json: bool,
     console: Console,
 ) -> Invocation:
@@ -153,6 +182,7 @@ def _materialize(
             force=force,
             dry_run=dry_run,
             upstream=upstream,
+            retry_failed=retry_failed,
         )
     except KlioAssetsError as exc:
         fail(str(exc))
@@ -165,9 +195,11 @@ def _materialize(
                 runs=len(plan.batches),
                 batch_size=settings.batch_size,
                 upstream_added=plan.upstream_added,
+                failed_earlier=len({t for h in plan.failed_earlier.values() for t in h}),
+                dry_run=dry_run,
             )
         )
-    with render.run_progress(console, disable=as_json or not plan.todo) as progress:
+    with render.run_progress(console, disable=as_json or dry_run or not plan.todo) as progress:
         bar = progress.add_task("tracks", total=len(plan.todo))
         return execute_plan(
             plan,
@@ -205,7 +237,8 @@ def _run_stale(
 
 
 def _report(invocation: Invocation, *, dry_run: bool, as_json: bool, console: Console) -> NoReturn:
-    """Print the outcome and exit: 1 if any track or catalog table failed."""
+    """Print the outcome and exit: 1 if any track or catalog table failed in this invocation
+    (tracks that failed earlier and were not tried do not count)."""
     report = RunReport.from_invocation(invocation, invocation.selected)
     render.print_run(report, dry_run=dry_run, as_json=as_json, console=console)
     sys.exit(1 if report.failures else 0)

@@ -13,8 +13,15 @@ from klio_assets.errors import KlioAssetsError
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(as_json: bool) -> None:
-    """Per analysis: how many tracks are materialized, missing, failed (with reasons)."""
+@click.option(
+    "--failed",
+    "failed_only",
+    is_flag=True,
+    help="List every failed track with its reason and analyses (no table, no cap).",
+)
+def status(as_json: bool, failed_only: bool = False) -> None:
+    """Per analysis: how many tracks are materialized, missing, failed; then one line per
+    failed track, its analyses grouped (--failed: all of them)."""
     settings = load_settings()
     # Imports Dagster (~1.2 s), which `klio-assets run`'s all-done answer must not load.
     from klio_assets.orchestration.status import collect_status  # noqa: PLC0415
@@ -24,9 +31,9 @@ def status(as_json: bool) -> None:
     except KlioAssetsError as exc:  # KLIO_ASSETS_ANALYSES or _PARAMS refused: one line
         fail(str(exc))
     if as_json:
-        render.print_json(state.to_json())
+        render.print_json(state.failed_json() if failed_only else state.to_json())
     else:
-        render.print_status(state)
+        render.print_status(state, failed_only=failed_only)
 
 
 @click.command()

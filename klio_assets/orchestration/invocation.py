@@ -19,10 +19,17 @@ class RunOutcome:
 
 @dataclass
 class Invocation:
-    """Everything a ``klio-assets run`` did."""
+    """Everything a ``klio-assets run`` did.
+
+    ``failed_earlier`` holds, per analysis, the tracks not tried because a remembered failure
+    holds them (track ID to its ``failed earlier: <reason>`` line); ``would_compute``, in a
+    dry run, the tracks per analysis that the real run would compute (no run is launched).
+    """
 
     selected: list[str]
     already_done: dict[str, list[str]] = field(default_factory=dict)
+    failed_earlier: dict[str, dict[str, str]] = field(default_factory=dict)
+    would_compute: dict[str, list[str]] = field(default_factory=dict)
     runs: list[RunOutcome] = field(default_factory=list)
     wall_seconds: float = 0.0
     catalog: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -363,7 +363,7 @@ def _crashed(track: TrackRef, plan: RunPlan, died: str, deaths: int) -> TrackRes
         track_id=track.track_id,
         uri=track.uri,
         analyses={
-            n: AnalysisOutcome(Status.FAILED, reason=reason, error="WorkerDied")
+            n: AnalysisOutcome(Status.FAILED, reason=reason, error="WorkerDied", permanent=False)
             for n in plan.selected
         },
     )

@@ -5,6 +5,9 @@ bottom-up the upstream analyses missing for some of them, the tracks already don
 the catalog's ledger so that the next run can answer without Dagster), and contiguous
 ranges of at most ``batch_size`` tracks, one Dagster run and one Beam job each.
 :func:`execute_plan` launches those runs in this process, then the catalog-level tables.
+Tracks held by a remembered failure (:mod:`klio_assets.catalog.failures`) stay out of the
+runs and are reported "failed earlier". A dry run is this plan and nothing else: no Dagster
+run is recorded, and its counts are those the real run would have.
 The CLI, tests and benchmarks share both; the all-done answer without Dagster is
 :func:`klio_assets.orchestration.selection.done_without_dagster`.
 """
@@ -17,11 +20,12 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from klio_assets.catalog.database import TrackCatalog
+from klio_assets.catalog.failures import forget_failures, held_failures
 from klio_assets.catalog.ledger import changed_sources, enter_in_ledger
 from klio_assets.orchestration import launch
 from klio_assets.orchestration.invocation import Invocation
 from klio_assets.orchestration.lineage import ancestors
-from klio_assets.orchestration.selection import RunSelection, engine_inputs
+from klio_assets.orchestration.selection import RunSelection, engine_inputs, retry_policy
 from klio_assets.settings import Settings
 from klio_assets.worker.plan import PlannedAnalysis
 from klio_assets.worker.storage import Storage
@@ -50,6 +54,9 @@ class RunPlan:
         ``todo`` cut into contiguous ranges of at most ``batch_size`` tracks: one run each.
     already_done : dict
         Per analysis, the wanted tracks already materialized for the current version.
+    failed_earlier : dict
+        Per analysis, the wanted tracks held by a remembered failure (track ID to its
+        ``failed earlier: <reason>`` line): not in ``todo`` on their account.
     """
 
     instance: dg.DagsterInstance
@@ -60,6 +67,17 @@ class RunPlan:
     todo: list[str]
     batches: list[list[str]]
     already_done: dict[str, list[str]] = field(default_factory=dict)
+    failed_earlier: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def would_compute(self) -> dict[str, list[str]]:
+        """Per analysis, the tracks of ``todo`` that the runs would compute (not done, not
+        held): what a dry run reports."""
+        out = {}
+        for name in self.selected:
+            skip = set(self.already_done.get(name, ())) | set(self.failed_earlier.get(name, {}))
+            out[name] = [t for t in self.todo if t not in skip]
+        return out
 
 
 def plan_run(
@@ -72,6 +90,7 @@ def plan_run(
     force: bool,
     dry_run: bool,
     upstream: bool,
+    retry_failed: bool = False,
 ) -> RunPlan:
     """Decide which tracks go in which runs, asking Dagster what is materialized.
 
@@ -79,8 +98,12 @@ def plan_run(
     ----------
     tracks : sequence of str
         The wanted track IDs; empty for every registered track.
-    force, dry_run : bool
-        Every wanted track goes in a run (recomputed, or reported as it would be).
+    force : bool
+        Every wanted track goes in a run (recomputed), failed earlier or not.
+    dry_run : bool
+        Plan only: change nothing (the ledger is not refilled, no failure is forgotten).
+    retry_failed : bool
+        Try the tracks held by a remembered failure again (their failures are forgotten).
     upstream : bool
         Bottom-up: add the upstream analyses missing for some wanted tracks (only when
         assets were named).
@@ -108,14 +131,28 @@ def plan_run(
             catalog, planned, graph, selected, upstream_added, wanted
         )
     already_done: dict[str, list[str]] = {}
+    held: dict[str, dict[str, str]] = {}
+    if retry_failed and not dry_run and selected:
+        forget_failures(catalog, selected, wanted)
     if not selected:  # only catalog tables asked for
         todo: list[str] = []
-    elif force or dry_run:
+    elif force:
         todo = wanted
     else:
+        if not retry_failed:
+            held = held_failures(
+                catalog,
+                planned,
+                selected,
+                wanted,
+                retry_policy(settings, backoff=False),
+                inputs=engine_inputs(settings),
+            )
         todo, already_done = launch.tracks_to_run(instance, storage, planned, selected, wanted)
         todo, already_done = _without_changed_sources(catalog, wanted, todo, already_done)
-        enter_in_ledger(catalog, planned, already_done)
+        todo = _without_held(todo, selected, already_done, held)
+        if not dry_run:
+            enter_in_ledger(catalog, planned, already_done)
     return RunPlan(
         instance=instance,
         selection=selection,
@@ -125,7 +162,23 @@ def plan_run(
         todo=todo,
         batches=launch.contiguous_ranges(ordered, todo, settings.batch_size),
         already_done=already_done,
+        failed_earlier={name: tracks for name, tracks in held.items() if tracks},
     )
+
+
+def _without_held(
+    todo: Sequence[str],
+    selected: Sequence[str],
+    done: Mapping[str, Sequence[str]],
+    held: Mapping[str, Mapping[str, str]],
+) -> list[str]:
+    """The tracks of ``todo`` that some selected analysis still needs, neither done nor held
+    by a remembered failure. (A track that also needs another analysis goes in a run, and the
+    engine tries its failed one again too.)"""
+    if not any(held.values()):
+        return list(todo)
+    finished = {name: set(done.get(name, ())) | set(held.get(name, {})) for name in selected}
+    return [t for t in todo if any(t not in finished[name] for name in selected)]
 
 
 def _with_changed_upstreams(
@@ -200,8 +253,10 @@ def execute_plan(
 
     Parameters
     ----------
-    force, dry_run : bool
+    force : bool
         Passed to every run.
+    dry_run : bool
+        Launch nothing: report the plan's ``would_compute``.
     on_progress : callable, optional
         Called (from a watcher thread, and after each run) with the number of tracks done
         so far over all runs.
@@ -212,7 +267,14 @@ def execute_plan(
         The runs launched, what was found done, the catalog tables' outcome;
         ``wall_seconds`` is left to the caller.
     """
-    invocation = Invocation(selected=plan.selected, already_done=plan.already_done)
+    invocation = Invocation(
+        selected=plan.selected,
+        already_done=plan.already_done,
+        failed_earlier=plan.failed_earlier,
+    )
+    if dry_run:  # a plan, not a run: Dagster records nothing
+        invocation.would_compute = plan.would_compute
+        return invocation
     base = 0
     for batch in plan.batches:
 

@@ -6,15 +6,107 @@ Imports no Dagster: the all-done answer of ``klio-assets run`` reports through i
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from klio_assets.orchestration.invocation import Invocation
 
 #: The order of the status columns in the human table.
-STATUS_ORDER = ("computed", "skipped", "failed", "would_compute", "would_skip")
+STATUS_ORDER = ("computed", "skipped", "failed", "failed_earlier", "would_compute", "would_skip")
+#: Analyses named on a failed track's line before ``+N``.
+NAMES_SHOWN = 3
+
+_UPSTREAM = re.compile(r"^upstream '[^']*' failed for this track: ")
+_EARLIER = "failed earlier: "
+
+
+@dataclass(frozen=True)
+class TrackFailure:
+    """One failed track, its analyses grouped under one reason.
+
+    Attributes
+    ----------
+    track_id : str
+    reason : str
+        The root reason (not "upstream ... failed"), without the ``track 'ID': `` prefix.
+    analyses : list of str
+        Every analysis that failed for the track, in the order given.
+    earlier : bool
+        Held by a remembered failure (not tried in this run).
+    """
+
+    track_id: str
+    reason: str
+    analyses: list[str]
+    earlier: bool = False
+
+    def names(self, shown: int = NAMES_SHOWN) -> str:
+        """``loudness, beats, +8``."""
+        more = len(self.analyses) - shown
+        return ", ".join(self.analyses[:shown]) + (f", +{more}" if more > 0 else "")
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"track_id", "reason", "analyses", "failed_earlier"}``."""
+        return {
+            "track_id": self.track_id,
+            "reason": self.reason,
+            "analyses": self.analyses,
+            "failed_earlier": self.earlier,
+        }
+
+
+def _root_reason(track_id: str, reason: str) -> str:
+    while (found := _UPSTREAM.match(reason)) is not None:
+        reason = reason[found.end() :]
+    for prefix in (f"track {track_id!r}: ", f'track "{track_id}": '):
+        if reason.startswith(prefix):
+            return reason[len(prefix) :]
+    return reason
+
+
+def group_failures(failed: Mapping[str, Mapping[str, str]]) -> list[TrackFailure]:
+    """Per-analysis failures regrouped per track: one entry per failed track.
+
+    Parameters
+    ----------
+    failed : mapping
+        Analysis name (in the order to show) to track ID to the reason; a reason starting
+        ``failed earlier: `` marks a remembered failure.
+
+    Returns
+    -------
+    list of TrackFailure
+        In the order tracks first appear. The reason is that of the first analysis that did
+        not fail only because its upstream did.
+    """
+    per_track: dict[str, list[tuple[str, str]]] = {}
+    for name, tracks in failed.items():
+        for track_id, reason in tracks.items():
+            per_track.setdefault(track_id, []).append((name, reason))
+    out = []
+    for track_id, entries in per_track.items():
+        earlier = all(r.startswith(_EARLIER) for _, r in entries)
+        texts = [r[len(_EARLIER) :] if r.startswith(_EARLIER) else r for _, r in entries]
+        roots = [t for t in texts if not _UPSTREAM.match(t)] or texts
+        out.append(
+            TrackFailure(
+                track_id=track_id,
+                reason=_root_reason(track_id, roots[0]),
+                analyses=[n for n, _ in entries],
+                earlier=earlier,
+            )
+        )
+    return out
+
+
+def _by_analysis(pairs: Iterable[tuple[tuple[str, str], str]]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for (name, track_id), reason in pairs:
+        out.setdefault(name, {})[track_id] = reason
+    return out
 
 
 def _count_rows(selected: Sequence[str], invocation: Invocation) -> dict[str, Counter[str]]:
@@ -22,6 +114,12 @@ def _count_rows(selected: Sequence[str], invocation: Invocation) -> dict[str, Co
     for name, done in invocation.already_done.items():
         if done:
             rows[name]["skipped"] += len(done)
+    for name, held in invocation.failed_earlier.items():
+        if held and name in rows:
+            rows[name]["failed_earlier"] += len(held)
+    for name, todo in invocation.would_compute.items():
+        if todo and name in rows:
+            rows[name]["would_compute"] += len(todo)
     for run in invocation.runs:
         if run.summary:
             for name, counts in run.summary["assets"].items():
@@ -95,6 +193,9 @@ class RunReport:
                     ]
             if run.error:
                 report.errors.append(f"run {run.run_id}: {run.error}")
+        for name, todo in invocation.would_compute.items():  # a dry run's plan
+            for track_id in todo:
+                report.tracks_detail.setdefault(track_id, {})[name] = {"status": "would_compute"}
         report.failed = {
             (name, t): rec.get("reason", "")
             for t, per in report.tracks_detail.items()
@@ -114,6 +215,20 @@ class RunReport:
         """The status columns with a non-zero count, in :data:`STATUS_ORDER` (else ``skipped``)."""
         return [s for s in STATUS_ORDER if any(c[s] for c in self.rows.values())] or ["skipped"]
 
+    @property
+    def failed_tracks(self) -> list[TrackFailure]:
+        """Every failed track, new failures first, then those that failed earlier."""
+        new = group_failures(_by_analysis(self.failed.items()))
+        earlier = group_failures(
+            {
+                name: dict(held)
+                for name, held in self.invocation.failed_earlier.items()
+                if name in self.rows
+            }
+        )
+        seen = {f.track_id for f in new}
+        return new + [f for f in earlier if f.track_id not in seen]
+
     def to_json(self) -> dict[str, Any]:
         """The ``klio-assets run --json`` object.
 
@@ -122,7 +237,9 @@ class RunReport:
         dict
             ``assets``, ``runs``, ``failed`` (``"analysis/track"`` to reason), ``tracks``,
             ``already_materialized``, ``audio_hours``, ``computed_audio_hours``,
-            ``beam_seconds``, ``beam_cpu_seconds``, ``wall_seconds``, ``errors``, ``catalog``.
+            ``beam_seconds``, ``beam_cpu_seconds``, ``wall_seconds``, ``errors``, ``catalog``,
+            and ``failed_earlier`` (``"analysis/track"`` to the reason, for the tracks held by
+            a remembered failure, not tried).
         """
         cpu = self.beam_cpu_seconds
         return {
@@ -138,4 +255,9 @@ class RunReport:
             "wall_seconds": self.invocation.wall_seconds,
             "errors": self.errors,
             "catalog": self.invocation.catalog,
+            "failed_earlier": {
+                f"{n}/{t}": reason
+                for n, held in self.invocation.failed_earlier.items()
+                for t, reason in held.items()
+            },
         }

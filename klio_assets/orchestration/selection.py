@@ -1,20 +1,23 @@
 """What a ``klio-assets run`` asks for, and the answer when all of it is already done.
 
 Imports no Dagster (a test traces it): when the catalog's ledger and the storage show every
-wanted track done, ``klio-assets run`` answers from here in a fraction of a second, without
-the ~1.2 s of ``import dagster`` and without reading Dagster's partitions. Everything else
-goes through :mod:`klio_assets.orchestration.materialize`.
+wanted track done, or failed earlier and not to be retried yet (the catalog's remembered
+failures, :mod:`klio_assets.catalog.failures`), ``klio-assets run`` answers from here in a
+fraction of a second, without the ~1.2 s of ``import dagster`` and without reading Dagster's
+partitions. Everything else goes through :mod:`klio_assets.orchestration.materialize`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from klio_assets.analyses import load_analyses
 from klio_assets.catalog.database import DUPLICATE_GROUPS, TRACK_FEATURES, TrackCatalog
+from klio_assets.catalog.failures import RetryPolicy, held_failures
 from klio_assets.catalog.ledger import all_done
-from klio_assets.errors import ParameterError
+from klio_assets.errors import KlioAssetsError, ParameterError
 from klio_assets.orchestration.lineage import ancestors, inputs
 from klio_assets.settings import Settings
 from klio_assets.worker.plan import PlannedAnalysis, plan_analyses
@@ -35,6 +38,23 @@ def planned_analyses(settings: Settings) -> dict[str, PlannedAnalysis]:
         Analysis name to its :class:`~klio_assets.worker.plan.PlannedAnalysis`.
     """
     return plan_analyses(load_analyses(settings.analysis_modules), settings.params)
+
+
+def retry_policy(settings: Settings, *, backoff: bool = True) -> RetryPolicy:
+    """When the deployment retries a transient failure (``KLIO_ASSETS_MAX_TRANSIENT_RETRIES``,
+    ``KLIO_ASSETS_TRANSIENT_RETRY_BACKOFF_S``).
+
+    Parameters
+    ----------
+    settings : Settings
+    backoff : bool
+        Wait out the backoff (the sensors and the schedule, which come back on their own);
+        ``klio-assets run`` does not: a person asked now, after fixing what failed.
+    """
+    return RetryPolicy(
+        max_transient_retries=settings.max_transient_retries,
+        backoff_s=settings.transient_retry_backoff_s if backoff else 0.0,
+    )
 
 
 def engine_inputs(settings: Settings) -> dict[str, list[str]]:
@@ -124,6 +144,73 @@ def select_assets(settings: Settings, assets: Sequence[str]) -> RunSelection:
     )
 
 
+@dataclass(frozen=True)
+class FastAnswer:
+    """A ``klio-assets run`` answered without Dagster: nothing to do.
+
+    Attributes
+    ----------
+    done : dict
+        Per selected analysis, the wanted tracks done.
+    failed_earlier : dict
+        Per selected analysis, the wanted tracks held by a remembered failure (track ID to
+        its ``failed earlier: <reason>`` line).
+    """
+
+    done: dict[str, list[str]]
+    failed_earlier: dict[str, dict[str, str]]
+
+    @property
+    def tracks(self) -> int:
+        """How many wanted tracks the answer covers."""
+        ids: set[str] = set()
+        for name, done in self.done.items():
+            ids.update(done)
+            ids.update(self.failed_earlier.get(name, {}))
+        return len(ids)
+
+
+#: Where a catalog-level table keeps the feature ``seq`` it reached (its Parquet schema's
+#: metadata; written by :mod:`klio_assets.orchestration.catalog_assets`).
+_TABLE_SEQ_KEY = b"klio_features_seq"
+
+
+def tables_up_to_date(
+    storage: Storage, catalog: TrackCatalog, tables: Sequence[str]
+) -> dict[str, dict[str, Any]] | None:
+    """The catalog-level tables' answer without Dagster when none has anything new to take.
+
+    A table is up to date when it exists and has taken every feature row written since
+    (its recorded ``seq`` is the catalog's latest: of the fingerprints for
+    ``duplicate_groups``, of every analysis for ``track_features``). Then a run whose tracks
+    are all done or failed earlier launches no catalog-tables run either.
+
+    Returns
+    -------
+    dict or None
+        Table name to ``{"status": "materialized", "uri", "features_seq", "unchanged": True}``;
+        None when some table may have something to take (then it is materialized as usual).
+    """
+    import pyarrow.parquet as pq  # noqa: PLC0415 - only when tables are asked for
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in tables:
+        uri = storage.join(name, f"{name}.parquet")
+        try:
+            if not storage.exists(uri):
+                return None
+            with storage.local_copy(uri) as path:
+                metadata = pq.read_schema(path).metadata or {}
+            seq = int(metadata.get(_TABLE_SEQ_KEY, b"0"))
+        except (KlioAssetsError, OSError, ValueError):  # unreadable: let its asset say why
+            return None
+        latest = catalog.latest_feature_seq(["fingerprint"] if name == DUPLICATE_GROUPS else None)
+        if seq < latest:
+            return None
+        out[name] = {"status": "materialized", "uri": uri, "features_seq": seq, "unchanged": True}
+    return out
+
+
 def done_without_dagster(
     settings: Settings,
     catalog: TrackCatalog,
@@ -132,8 +219,8 @@ def done_without_dagster(
     tracks: Sequence[str],
     *,
     with_upstream: bool,
-) -> dict[str, list[str]] | None:
-    """The catalog's ledger and the storage's answer when every wanted track is done, else None.
+) -> FastAnswer | None:
+    """The catalog's answer when every wanted track is done or failed earlier, else None.
 
     Bottom-up runs also need the selected analyses' upstreams present (a ``run beats`` whose
     ``downsampled_audio`` was deleted recomputes it).
@@ -143,32 +230,31 @@ def done_without_dagster(
     tracks : sequence of str
         The wanted track IDs; empty for every registered track.
     with_upstream : bool
-        Also require the selected analyses' upstreams done.
+        Also require the selected analyses' upstreams done (or failed earlier).
 
     Returns
     -------
-    dict or None
-        Per selected analysis, the tracks found done; None when anything may need work
-        (then ask Dagster: :func:`klio_assets.orchestration.materialize.plan_run`).
+    FastAnswer or None
+        None when anything may need work (then ask Dagster:
+        :func:`klio_assets.orchestration.materialize.plan_run`).
     """
     check = list(selection.selected)
     if with_upstream:
         ups = ancestors(engine_inputs(settings), selection.selected)
         check = [n for n in selection.planned if n in ups or n in selection.selected]
-    done = all_done(catalog, storage, selection.planned, check, list(tracks) or None)
-    return None if done is None else {n: done[n] for n in selection.selected}
-
-
-def done_everywhere(done: Mapping[str, Sequence[str]]) -> int:
-    """How many tracks an all-done answer covers (the same for every analysis).
-
-    Parameters
-    ----------
-    done : mapping
-        :func:`done_without_dagster`'s answer.
-
-    Returns
-    -------
-    int
-    """
-    return len(next(iter(done.values())))
+    wanted = list(tracks) or None
+    held = held_failures(
+        catalog,
+        selection.planned,
+        check,
+        wanted,
+        retry_policy(settings, backoff=False),
+        inputs=engine_inputs(settings),
+    )
+    done = all_done(catalog, storage, selection.planned, check, wanted, held=held)
+    if done is None:
+        return None
+    return FastAnswer(
+        done={n: done[n] for n in selection.selected},
+        failed_earlier={n: held[n] for n in selection.selected if held[n]},
+    )

@@ -16,6 +16,7 @@ from klio_assets.catalog.trackids import validate_track_id
 from klio_assets.errors import ParameterError
 from klio_assets.orchestration.launch import materialized_tracks
 from klio_assets.orchestration.partitions import ordered_keys
+from klio_assets.orchestration.run_report import TrackFailure, group_failures
 from klio_assets.orchestration.selection import catalog_tables, planned_analyses
 from klio_assets.settings import Settings
 
@@ -61,6 +62,15 @@ class StatusReport:
     def to_json(self) -> dict[str, Any]:
         """``{"tracks": N, "assets": {name: {"materialized", "missing", "failed"}}}``."""
         return {"tracks": self.tracks, "assets": {n: a.to_json() for n, a in self.assets.items()}}
+
+    def failed_tracks(self) -> list[TrackFailure]:
+        """One entry per failed track, its failed analyses grouped under its reason."""
+        return group_failures({name: a.failed for name, a in self.assets.items()})
+
+    def failed_json(self) -> dict[str, Any]:
+        """The ``klio-assets status --failed --json`` object: ``{"tracks": N, "failed":
+        [{"track_id", "reason", "analyses", "failed_earlier"}, ...]}``, every failed track."""
+        return {"tracks": self.tracks, "failed": [f.to_json() for f in self.failed_tracks()]}
 
 
 def collect_status(settings: Settings) -> StatusReport:

@@ -245,7 +245,7 @@ class Engine:
         except FileNotFoundError:
             self._fail_pending(task, f"track {track_id!r}: {uri}: source file not found")
         except Exception as exc:  # one track's problem, recorded on the track
-            self._fail_pending(task, _reason(exc, track_id, uri, "probe"))
+            self._fail_pending(task, _reason(exc, track_id, uri, "probe"), exc)
         if not self.plan.dry_run:
             self._describe_skipped(task)
         return task
@@ -290,9 +290,11 @@ class Engine:
         record = source_record(self.storage, self.plan.analyses[name], owner)
         return record is not None and record.get("content_hash") == content_hash
 
-    def _fail_pending(self, task: dict[str, Any], reason: str) -> None:
+    def _fail_pending(
+        self, task: dict[str, Any], reason: str, error: BaseException | None = None
+    ) -> None:
         for name in task["pending"]:
-            task["analyses"][name] = _failed(reason)
+            task["analyses"][name] = _failed(reason, error)
         task["pending"] = []
 
     def _describe_skipped(self, task: dict[str, Any]) -> None:
@@ -513,8 +515,9 @@ class Engine:
                     ]
                     if failed_up:
                         up = failed_up[0]
-                        records[name] = _failed(
-                            f"upstream {up!r} failed for this track: {records[up].reason}"
+                        records[name] = AnalysisOutcome.failed(
+                            f"upstream {up!r} failed for this track: {records[up].reason}",
+                            permanent=records[up].permanent,
                         )
                     else:
                         runnable.append(name)
@@ -532,7 +535,7 @@ class Engine:
                         path = ""
                         for name in readers:
                             records[name] = _failed(
-                                _reason(exc, task["track_id"], task["uri"], name)
+                                _reason(exc, task["track_id"], task["uri"], name), exc
                             )
                     if path:
                         records.update(self._decode_with_fallback(context, path, readers, memory))

@@ -237,7 +237,7 @@ def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[T
             result = track_result(task)
             for name in task["pending"]:
                 result.analyses[name] = AnalysisOutcome(
-                    Status.FAILED, reason=reason, error="TrackTimeout"
+                    Status.FAILED, reason=reason, error="TrackTimeout", permanent=False
                 )
             results.append(result)
         return results

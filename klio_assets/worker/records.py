@@ -19,6 +19,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from klio_assets.errors import is_permanent
+
 
 class Status(enum.StrEnum):
     """What happened to one analysis of one track."""
@@ -56,6 +58,7 @@ _ORDER = (
     "sample_rate",
     "channels",
     "metadata",
+    "permanent",
 )
 
 
@@ -82,6 +85,11 @@ class AnalysisOutcome:
         Length (seconds), rate (Hz) and channels of the audio the output describes.
     metadata : dict, optional
         The analysis' own metadata (JSON values).
+    permanent : bool, optional
+        For a failure: whether the same input would fail the same way again (not audio,
+        truncated, over a limit, an exception in the analysis), so that it is remembered and
+        not retried until the file or the analysis' version changes; False for a transient
+        one (storage, timeout, a lost worker), retried a bounded number of times.
     """
 
     status: Status
@@ -95,15 +103,31 @@ class AnalysisOutcome:
     sample_rate: int | None = None
     channels: int | None = None
     metadata: dict[str, Any] | None = None
+    permanent: bool | None = None
 
     @classmethod
-    def failed(cls, reason: str, error: BaseException | None = None) -> AnalysisOutcome:
-        """A failure with its one-line ``reason`` (and the exception's class name)."""
+    def failed(
+        cls, reason: str, error: BaseException | None = None, *, permanent: bool | None = None
+    ) -> AnalysisOutcome:
+        """A failure with its one-line ``reason`` (and the exception's class name).
+
+        Its class (:attr:`permanent`) is ``permanent`` when given, else the exception's
+        (:func:`klio_assets.errors.is_permanent`), else permanent: a failure found without an
+        exception (a missing file, a failed upstream) describes the input.
+        """
+        if permanent is None:
+            permanent = is_permanent(error) if error is not None else True
         return cls(
             status=Status.FAILED,
             reason=reason.replace("\n", " "),
             error=type(error).__name__ if error is not None else None,
+            permanent=permanent,
         )
+
+    @property
+    def transient(self) -> bool:
+        """Whether this is a failure that a later run may not meet (retried, bounded)."""
+        return self.status == Status.FAILED and self.permanent is False
 
     def describe(self, described: Mapping[str, Any]) -> None:
         """Take the standard facts of ``described`` as fields, the rest as ``metadata``."""

@@ -60,30 +60,31 @@ def test_backfill_schedule_selects_missing_failed_and_stale_and_skips_done(
 ):
     instance, storage = backfill_home
     both = ["frame_energy", "source_audio"]
-    # broken failed, wav8k was never run: one fused run over the contiguous range; done tracks absent.
-    runs, _ = tick(instance, 1)
-    assert runs == [(both, "broken", "wav8k")]
+    # broken failed on a file that is not audio: remembered, not requested again (failed
+    # earlier); wav8k was never run; done tracks absent.
+    runs, data = tick(instance, 1)
+    assert runs == [(both, "wav8k", "wav8k")]
     runs, _ = tick(instance, 2)
-    assert runs == [(both, "broken", "wav8k")]  # still missing; no output listing needed to say so
+    assert runs == [(both, "wav8k", "wav8k")]  # still missing; no output listing needed to say so
 
     # A parameter change gives frame_energy a new output version: its two done tracks are stale.
     monkeypatch.setenv("KLIO_ASSETS_PARAMS", '{"frame_energy": {"frame": 1024}}')
+    # broken's frame_energy failure was for the old version: requested once more.
     runs, _ = tick(instance, 3)
-    assert sorted(runs) == sorted(
-        [(both, "broken", "wav8k"), (["frame_energy"], "wav44", "flac48")]
-    )
+    assert sorted(runs) == sorted([(both, "wav8k", "wav8k"), (["frame_energy"], "wav44", "broken")])
     new_state = get_catalog(Settings.from_env().catalog_url).get_state("backfill_versions")
     assert new_state["frame_energy"]["tick"].startswith("2026-01-03")
 
-    # The stale run happens; the next tick asks for the stale tracks no more (scanned once).
-    assert launch.execute_range(
+    # The stale run happens (broken fails again, on the new version); the next tick asks for
+    # the stale tracks no more (scanned once), nor for broken.
+    assert not launch.execute_range(
         instance,
         selected=["frame_energy"],
-        track_ids=["wav44", "flac48"],
+        track_ids=["wav44", "flac48", "broken"],
         storage=Storage(Settings.from_env().storage),
     ).success
     runs, _ = tick(instance, 4)
-    assert runs == [(both, "broken", "wav8k")]
+    assert runs == [(both, "wav8k", "wav8k")]
 
 
 def test_backfill_schedule_rescans_when_its_own_tick_is_evaluated_again(backfill_home, monkeypatch):
@@ -94,9 +95,9 @@ def test_backfill_schedule_rescans_when_its_own_tick_is_evaluated_again(backfill
     # versions it stored the first time.
     again, _ = tick(instance, 5)
     assert sorted(first) == sorted(again)
-    assert (["frame_energy"], "wav44", "flac48") in again
+    assert (["frame_energy"], "wav44", "broken") in again  # broken: failed on the old version
     later, _ = tick(instance, 6)
-    assert (["frame_energy"], "wav44", "flac48") not in later
+    assert (["frame_energy"], "wav44", "broken") not in later
 
 
 def test_backfill_schedule_caps_runs_per_tick(backfill_home, monkeypatch):

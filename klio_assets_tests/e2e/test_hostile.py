@@ -92,12 +92,18 @@ def test_stalled_decoder_is_killed_with_its_children_at_the_timeout(corpus_run):
     assert corpus_run["wall"] < 120
 
 
-def test_rerun_retries_only_the_failed_tracks_and_keeps_the_rest(corpus_run):
+def test_rerun_retries_only_the_transient_failures_and_keeps_the_rest(corpus_run):
     run, _ = cli_json(
-        "run", *ANALYSES, home=corpus_run["home"], env=corpus_run["env"], expect_code=1
+        "run", *ANALYSES, home=corpus_run["home"], env=corpus_run["env"], expect_code=None
     )
     failed = sorted(c.track_id for c in corpus_run["cases"] if c.expect == "failed")
-    assert sorted(run["tracks"]) == failed
+    # A broken file fails the same way again: held (failed earlier). A decoder that timed out
+    # may do better next time: tried again.
+    held = {key.split("/", 1)[1] for key in run["failed_earlier"]}
+    tried = set(run["tracks"])
+    assert sorted(held | tried) == failed and not held & tried
+    hung = next(c for c in corpus_run["cases"] if hostile.HANG_MARKER in c.name)
+    assert hung.track_id in tried and len(held) >= len(failed) - 2
     good = sum(c.expect == "computed" for c in corpus_run["cases"])
     assert all(len(v) == good for v in run["already_materialized"].values())
 

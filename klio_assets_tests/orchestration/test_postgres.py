@@ -5,6 +5,7 @@ import dagster as dg
 import pytest
 
 from klio_assets.catalog.database import get_catalog
+from klio_assets.catalog.failures import remembered
 from klio_assets.orchestration import launch
 from klio_assets.orchestration.partitions import TRACKS, tracks_partitions
 from klio_assets.orchestration.registration import register_tracks
@@ -55,6 +56,8 @@ def test_postgres_instance_records_every_track_in_batches(
             latest = instance.get_latest_materialization_event(key).asset_materialization
             assert latest.partition == "ogg32"  # the asset row follows the last event of its batch
             assert catalog.failures(asset)["broken"].startswith("track 'broken': cannot decode")
+            remembered_failure = remembered(catalog, asset)["broken"]  # on PostgreSQL too
+            assert remembered_failure.permanent and remembered_failure.attempts == 1
         record = instance.fetch_materializations(
             dg.AssetRecordsFilter(
                 asset_key=dg.AssetKey("downsampled_audio"), asset_partitions=["flac48"]

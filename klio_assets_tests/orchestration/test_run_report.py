@@ -4,7 +4,7 @@ import pytest
 
 from klio_assets.errors import ParameterError
 from klio_assets.orchestration.invocation import Invocation, RunOutcome
-from klio_assets.orchestration.run_report import RunReport
+from klio_assets.orchestration.run_report import RunReport, group_failures
 from klio_assets.orchestration.selection import catalog_tables, select_assets
 from klio_assets.settings import Settings
 
@@ -21,6 +21,7 @@ JSON_KEYS = {
     "wall_seconds",
     "errors",
     "catalog",
+    "failed_earlier",
 }
 
 
@@ -88,3 +89,62 @@ def test_unknown_assets_are_refused_with_the_known_ones(monkeypatch, tmp_path):
     assert everything.selected == list(everything.planned) and not everything.named
     assert catalog_tables(["loudness"]) == ["track_features"]
     assert catalog_tables(["fingerprint"]) == ["duplicate_groups", "track_features"]
+
+
+def test_failures_are_grouped_one_line_per_track_with_the_root_reason():
+    failed = {
+        "downsampled_audio": {"t7": "track 't7': /a/notes.wav: not audio"},
+        "loudness": {
+            "t7": "track 't7': /a/notes.wav: not audio",
+            "t9": "track 't9': /a/x.flac: cut",
+        },
+        "beats": {
+            "t7": "upstream 'downsampled_audio' failed for this track: track 't7': /a/notes.wav: not audio"
+        },
+        "mfcc": {"t7": "failed earlier: track 't7': /a/notes.wav: not audio"},
+    }
+    tracks = group_failures(failed)
+    assert [t.track_id for t in tracks] == ["t7", "t9"]
+    seven = tracks[0]
+    assert seven.reason == "/a/notes.wav: not audio"
+    assert seven.analyses == ["downsampled_audio", "loudness", "beats", "mfcc"]
+    assert seven.names() == "downsampled_audio, loudness, beats, +1"
+    assert not seven.earlier
+    upstream_only = group_failures({"beats": failed["beats"]})[0]
+    assert upstream_only.reason == "/a/notes.wav: not audio"
+
+
+def test_failed_earlier_counts_apart_and_does_not_fail_the_command():
+    invocation = Invocation(
+        selected=["loudness", "beats"],
+        already_done={"loudness": ["a"], "beats": ["a"]},
+        failed_earlier={
+            "loudness": {"b": "failed earlier: track 'b': /x/b.wav: not audio"},
+            "beats": {"b": "failed earlier: upstream 'loudness' failed for this track: nope"},
+        },
+    )
+    report = RunReport.from_invocation(invocation, invocation.selected)
+    assert report.failures == 0
+    assert dict(report.rows["loudness"]) == {"skipped": 1, "failed_earlier": 1}
+    assert report.statuses == ["skipped", "failed_earlier"]
+    [track] = report.failed_tracks
+    assert (track.track_id, track.earlier, track.analyses) == ("b", True, ["loudness", "beats"])
+    assert track.reason == "/x/b.wav: not audio"
+    data = report.to_json()
+    assert set(data) == JSON_KEYS and data["failed"] == {}
+    assert data["failed_earlier"]["beats/b"].startswith("failed earlier: ")
+
+
+def test_run_lists_every_failed_track_up_to_the_cap_and_says_how_to_see_the_rest():
+    from rich.console import Console
+
+    from klio_assets.cli import render
+
+    names = [f"a{i}" for i in range(13)]
+    failed = {n: {f"t{k}": f"track 't{k}': /f{k}.wav: broken" for k in range(25)} for n in names}
+    console = Console(width=80, record=True)
+    render.print_failed_tracks(group_failures(failed), console=console)
+    lines = console.export_text().splitlines()
+    assert sum(line.startswith("failed t") for line in lines) == render.FAILED_TRACKS_SHOWN
+    assert all("+10)" in line for line in lines if line.startswith("failed t"))
+    assert "5 more failed tracks not shown" in lines[-1] and "status --failed" in lines[-1]

@@ -58,6 +58,7 @@ def test_a_failure_is_one_line_with_the_exception_class():
         "status": "failed",
         "reason": "track 't': x y",
         "error": "ValueError",
+        "permanent": True,  # a new field: an exception in the analysis fails again
     }
 
 

@@ -27,12 +27,14 @@ from typing import Any
 import dagster as dg
 
 from klio_assets.catalog.database import TrackCatalog
+from klio_assets.catalog.failures import remember_failures
 from klio_assets.errors import BeamJobError, StorageError, one_line
 from klio_assets.orchestration import failures, provenance, reporting
 from klio_assets.orchestration.launcher import BeamPipesClient
 from klio_assets.orchestration.lineage import parents
 from klio_assets.orchestration.run.observe import RunWatch
 from klio_assets.orchestration.run.resolve import RunScope
+from klio_assets.orchestration.run_report import group_failures
 from klio_assets.worker.analysis import Analysis
 from klio_assets.worker.plan import Layout, PlannedAnalysis
 from klio_assets.worker.records import AnalysisOutcome, Status, TrackResult
@@ -197,6 +199,15 @@ class TrackReporter:
                 succeeded=[r.track_id for r in batch if r.track_id not in failed],
                 source_stats={r.track_id: r.source_stat for r in batch if r.source_stat},
             )
+            # Remembered, so that later runs, sensors and backfills do not retry a broken
+            # file (transient failures: a bounded number of times).
+            remember_failures(
+                self.catalog,
+                name,
+                version=version,
+                run_id=self.context.run_id,
+                results=[r for r in batch if r.track_id not in self.scope.unregistered],
+            )
             if self.graph[name].output.kind in reporting.FEATURE_KINDS:
                 rows = {
                     r.track_id: (o.uri or "", reporting.feature_fields(o))
@@ -262,8 +273,11 @@ class TrackReporter:
                 TrackResult(
                     track_id=track_id,
                     uri=uris.get(track_id, ""),
+                    # A lost worker or job says nothing about the file: transient.
                     analyses={
-                        n: AnalysisOutcome(Status.FAILED, reason=reason)
+                        n: AnalysisOutcome.failed(
+                            reason, permanent=track_id in self.scope.unregistered
+                        )
                         for n in self.scope.selected
                     },
                 )
@@ -310,17 +324,16 @@ def _failed_reasons(results: Iterable[TrackResult], name: str) -> dict[str, str]
 def _log_failures(
     context: dg.AssetExecutionContext, failed: Mapping[str, Mapping[str, str]]
 ) -> None:
-    """One warning per failed track and analysis, up to ``MAX_FAILURE_LOG_LINES``."""
-    n_failed = sum(len(v) for v in failed.values())
-    for lines, (name, reason) in enumerate(
-        (n, r) for n, per in failed.items() for r in per.values()
-    ):
-        if lines >= reporting.MAX_FAILURE_LOG_LINES:
-            context.log.warning(
-                f"... and {n_failed - lines} more failed tracks (klio-assets status)"
-            )
-            break
-        context.log.warning(f"{name}: {reason}")
+    """One warning per failed track (its analyses grouped), up to ``MAX_FAILURE_LOG_LINES``
+    tracks; the rest counted."""
+    tracks = group_failures(failed)
+    for failure in tracks[: reporting.MAX_FAILURE_LOG_LINES]:
+        context.log.warning(f"{failure.track_id}  {failure.reason} ({failure.names()})")
+    hidden = len(tracks) - reporting.MAX_FAILURE_LOG_LINES
+    if hidden > 0:
+        context.log.warning(
+            f"... {hidden} more failed tracks not shown (klio-assets status --failed)"
+        )
 
 
 def _run_failure(
