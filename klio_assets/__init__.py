@@ -18,6 +18,8 @@ from klio_assets.worker.analysis import (
     Analysis,
     Audio,
     AudioStream,
+    LoadedModel,
+    OnnxModel,
     Result,
     SourceAudio,
     TrackContext,
@@ -25,7 +27,16 @@ from klio_assets.worker.analysis import (
     analysis,
     param,
 )
-from klio_assets.worker.outputs import AudioFile, AudioFiles, Image, Json, NumpyArray, TableRow
+from klio_assets.worker.models import ModelHandler
+from klio_assets.worker.outputs import (
+    AudioFile,
+    AudioFiles,
+    Image,
+    Json,
+    MidiFile,
+    NumpyArray,
+    TableRow,
+)
 
 __version__ = "0.1.0"
 
@@ -38,7 +49,11 @@ __all__ = [
     "Image",
     "Json",
     "KlioAssetsError",
+    "LoadedModel",
+    "MidiFile",
+    "ModelHandler",
     "NumpyArray",
+    "OnnxModel",
     "Result",
     "SourceAudio",
     "TableRow",
