@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from klio_assets.errors import ParameterError
-from klio_assets.worker.models import LoadedModel, ModelHandler, OnnxModel, identity
+from klio_assets.worker.models import LoadedModel, ModelHandler, OnnxModel, TorchModel, identity
 from klio_assets.worker.outputs import OutputKind
 from klio_assets.worker.values import Audio, AudioStream, Result, TrackContext
 
@@ -50,6 +50,7 @@ __all__ = [
     "Param",
     "Result",
     "SourceAudio",
+    "TorchModel",
     "TrackContext",
     "Upstream",
     "analysis",

@@ -176,9 +176,6 @@ class Engine:
         #: Models this engine holds a lease on (loaded on first use, see :meth:`close`).
         self._models: dict[str, model_cache.LoadedModel] = {}
         self._models_lock = threading.Lock()
-        #: Called with the number of models a first use loaded in this process (a Beam
-        #: counter in the pipeline): loads per job are counted, not assumed.
-        self.on_model_load: Callable[[int], None] | None = None
         if not plan.dry_run:
             self._sweep_content_indexes()
 
@@ -190,11 +187,7 @@ class Engine:
             return None
         with self._models_lock:
             if name not in self._models:
-                before = model_cache.load_count()
                 self._models[name] = model_cache.acquire(handler, self.plan.model_device)
-                loaded = model_cache.load_count() - before
-                if loaded and self.on_model_load is not None:
-                    self.on_model_load(loaded)
             return self._models[name]
 
     def close(self) -> None:

@@ -31,8 +31,9 @@ What the framework does with the declaration:
   where onnxruntime has no CUDA provider is an error naming the fix. On Dataflow the
   declaration's ``accelerator`` and ``min_ram`` become resource hints of the analysis step.
 
-Other runtimes (PyTorch, ...) plug in through :class:`ModelHandler`: a frozen dataclass with
-``version``, ``batch``, :meth:`~ModelHandler.weights_path` and :meth:`~ModelHandler.load`.
+PyTorch models saved as TorchScript run through :class:`TorchModel` (the ``torch`` extra).
+Other runtimes plug in through :class:`ModelHandler`: a frozen dataclass with ``version``,
+``batch``, :meth:`~ModelHandler.weights_path` and :meth:`~ModelHandler.load`.
 This module imports nothing from Dagster; onnxruntime is imported when a model is loaded.
 """
 
@@ -56,11 +57,14 @@ __all__ = [
     "ModelError",
     "ModelHandler",
     "OnnxModel",
+    "TorchModel",
     "acquire",
     "load_count",
     "loaded_models",
     "onnx_providers",
     "release",
+    "torch_device",
+    "unreported_loads",
 ]
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -266,6 +270,86 @@ class _OnnxRunner:
         return list(self.session.run(self.output_names, {self.input_name: batch}))
 
 
+def torch_device(device: str, *, cuda_available: bool | None = None) -> str:
+    """The torch device for ``device``: ``cuda`` where asked (an error without CUDA) or where
+    ``auto`` finds it, else ``cpu``."""
+    if device not in DEVICES:
+        raise ParameterError(f"model device {device!r} is not one of {', '.join(DEVICES)}")
+    if cuda_available is None:
+        import torch  # noqa: PLC0415 - the torch extra
+
+        cuda_available = bool(torch.cuda.is_available())
+    if device == "cuda" and not cuda_available:
+        raise ModelError(
+            "model device 'cuda' asked for (KLIO_ASSETS_MODEL_DEVICE), but torch sees no CUDA "
+            "device: install a CUDA build of torch on a machine with a GPU, or set "
+            "KLIO_ASSETS_MODEL_DEVICE=auto or cpu"
+        )
+    return "cuda" if device in ("cuda", "auto") and cuda_available else "cpu"
+
+
+@dataclass(frozen=True)
+class TorchModel:
+    """A PyTorch model saved as TorchScript (``torch.jit.save``), run under
+    ``torch.inference_mode`` (the ``torch`` extra).
+
+    Parameters
+    ----------
+    path : str
+        The TorchScript file, or ``"package:relative/path.pt"``.
+    version : str
+    batch : int
+    threads : int
+        torch intra-op threads in the worker process (one track per core already).
+    accelerator, min_ram : str, optional
+        Dataflow resource hints, as for :class:`OnnxModel`.
+
+    The model takes one float32 tensor (rows on axis 0) and returns a tensor or a tuple of
+    tensors; :meth:`LoadedModel.infer` gives numpy arrays back.
+    """
+
+    path: str
+    version: str
+    batch: int = 1
+    threads: int = 1
+    accelerator: str | None = None
+    min_ram: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.version or "/" in self.version:
+            raise ParameterError(f"model version {self.version!r} is not valid")
+        if self.batch < 1:
+            raise ParameterError(f"model batch={self.batch} must be positive")
+
+    def weights_path(self) -> str:
+        """The local TorchScript file."""
+        return resolve_weights(self.path)
+
+    def load(self, device: str) -> Callable[[np.ndarray], list[np.ndarray]]:
+        """The TorchScript module on ``device``, as a batch -> outputs function."""
+        try:
+            import torch  # noqa: PLC0415 - the torch extra
+        except ImportError as exc:
+            raise ModelError(
+                f"model {self.version!r} needs PyTorch: install klio-assets[torch]"
+            ) from exc
+        target = torch_device(device)
+        torch.set_num_threads(self.threads)
+        path = self.weights_path()
+        try:
+            module = torch.jit.load(path, map_location=target).eval()
+        except Exception as exc:  # torch raises RuntimeError and others for a bad file
+            raise ModelError(f"model {self.version!r}: cannot load {path}: {exc}") from exc
+
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            with torch.inference_mode():
+                out = module(torch.from_numpy(np.ascontiguousarray(batch)).to(target))
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            return [o.detach().cpu().numpy() for o in outs]
+
+        return run
+
+
 class _Batcher:
     """Gathers rows from every thread of the process into batches of ``size``.
 
@@ -460,6 +544,18 @@ def release(handler: ModelHandler, device: str) -> None:
 def load_count() -> int:
     """Models loaded by this process so far (every load, not only those still held)."""
     return _LOADS
+
+
+_REPORTED = 0
+
+
+def unreported_loads() -> int:
+    """Loads since the last call (each load is handed out once: a Beam counter sums them over
+    the job's worker processes)."""
+    global _REPORTED
+    with _CACHE_LOCK:
+        new, _REPORTED = _LOADS - _REPORTED, _LOADS
+        return new
 
 
 def loaded_models() -> int:

@@ -45,6 +45,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms.combiners import ToList
 
+from klio_assets.worker import models
 from klio_assets.worker.audio import DecodeLimits
 from klio_assets.worker.execution import Engine, track_result
 from klio_assets.worker.models import DEVICES
@@ -171,7 +172,6 @@ class _EngineDoFn(beam.DoFn):
     def setup(self) -> None:
         _limit_native_threads()
         self.engine = Engine(RunPlan.from_json(self._plan_json))
-        self.engine.on_model_load = MODEL_LOADS.inc
 
     def teardown(self) -> None:
         if self.engine is not None:
@@ -215,6 +215,9 @@ class AnalyzeTracks(_EngineDoFn):
             results = self.engine.plan_group(group)
         else:
             results = analyze_with_watchdog(self.engine, group)
+            # counted here, in the DoFn's thread (Beam's metrics context), not in the worker
+            # thread that loaded the model: loads per job are counted, not assumed
+            MODEL_LOADS.inc(models.unreported_loads())
         for result in results:
             yield self.write_result(result)
             self.unmark(result.track_id)
