@@ -16,10 +16,12 @@ What the package's own ``basic_pitch.inference.predict`` does, with the windows 
   length (86 frames per second);
 * the package's own note creation (``basic_pitch.note_creation.model_output_to_notes``, its
   defaults: onset threshold 0.5, frame threshold 0.3, notes of at least 127.7 ms, the melodia
-  trick) turns them into notes. A test checks the notes against ``predict`` itself.
+  trick; pitch bends left out) turns them into notes. A test checks the notes against
+  ``predict`` itself.
 
 The audio is streamed: windows are sent to the model as they fill, so memory holds a batch of
-windows plus the model's outputs (about 150 kB per second of audio), not the decoded track.
+windows plus the note and onset activations (about 60 kB per second of audio: 3.6 MB per
+minute, which the note creation needs whole), not the decoded track.
 """
 
 from __future__ import annotations
@@ -53,8 +55,10 @@ OVERLAP = OVERLAP_FRAMES * FFT_HOP
 HOP = WINDOW - OVERLAP
 FPS = SAMPLE_RATE // FFT_HOP  # ANNOTATIONS_FPS
 MIN_NOTE_MS = 127.70
-#: The model's outputs in the order note (frames), onset, contour.
-OUTPUTS = ("StatefulPartitionedCall:1", "StatefulPartitionedCall:2", "StatefulPartitionedCall:0")
+#: The model's outputs kept: note (frame activations) and onset. The third, the pitch contour,
+#: only gives pitch bends, which note events do not carry; not asking for it saves its
+#: memory (264 of the 440 values per frame).
+OUTPUTS = ("StatefulPartitionedCall:1", "StatefulPartitionedCall:2")
 MODEL = OnnxModel(
     path="basic_pitch:saved_models/icassp_2022/nmp.onnx",
     version="basic-pitch-0.4.0-icassp2022",
@@ -101,9 +105,9 @@ def windows(blocks: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, int]]:
 
 
 def model_output(blocks: Iterator[np.ndarray], model: LoadedModel) -> dict[str, np.ndarray]:
-    """Basic Pitch's frame-level outputs of a stream: ``note``, ``onset`` ``(n, 88)`` and
-    ``contour`` ``(n, 264)``, at 86 frames per second."""
-    parts: dict[str, list[np.ndarray]] = {"note": [], "onset": [], "contour": []}
+    """Basic Pitch's frame-level outputs of a stream: ``note`` and ``onset`` ``(n, 88)``, at
+    86 frames per second (float32: about 60 kB per second of audio)."""
+    parts: dict[str, list[np.ndarray]] = {"note": [], "onset": []}
     pending: list[np.ndarray] = []
     samples = 0
 
@@ -132,15 +136,18 @@ def notes_of(output: dict[str, np.ndarray]) -> list[tuple[float, float, int, flo
     """Basic Pitch's notes (onset s, offset s, MIDI pitch, amplitude) from its model output,
     with the package's own note creation and its ``predict`` defaults."""
     creation = note_creation()
-    if output["note"].shape[0] == 0:
+    frames = output["note"].shape[0]
+    if frames == 0:
         return []
+    # without pitch bends the contour is read only for its length
     _, events = creation.model_output_to_notes(
-        output,
+        {**output, "contour": np.empty((frames, 0), np.float32)},
         onset_thresh=0.5,
         frame_thresh=0.3,
         min_note_len=int(np.round(MIN_NOTE_MS / 1000 * (SAMPLE_RATE / FFT_HOP))),
         min_freq=None,
         max_freq=None,
+        include_pitch_bends=False,
         multiple_pitch_bends=False,
         melodia_trick=True,
         midi_tempo=120,
