@@ -87,8 +87,15 @@ class ModelHandler(Protocol):
         Rows per inference call.
     """
 
-    version: str
-    batch: int
+    @property
+    def version(self) -> str:
+        """The author's name for these weights."""
+        ...
+
+    @property
+    def batch(self) -> int:
+        """Rows per inference call."""
+        ...
 
     def weights_path(self) -> str:
         """The local file holding the weights (hashed into the identity)."""
@@ -337,7 +344,7 @@ class TorchModel:
         torch.set_num_threads(self.threads)
         path = self.weights_path()
         try:
-            module = torch.jit.load(path, map_location=target).eval()
+            module = torch.jit.load(path, map_location=target).eval()  # type: ignore[no-untyped-call]
         except Exception as exc:  # torch raises RuntimeError and others for a bad file
             raise ModelError(f"model {self.version!r}: cannot load {path}: {exc}") from exc
 
