@@ -341,3 +341,42 @@ def _speech():
     from klio_assets.analyses import speech_segments
 
     return speech_segments
+
+
+def test_cuda_asked_through_the_beam_option_fails_only_the_model_tracks(tmp_path, catalog_tracks):
+    """``--model_device=cuda`` (what KLIO_ASSETS_MODEL_DEVICE=cuda passes) on a machine without
+    a GPU: each track's model analysis fails naming the fix; the others in the job compute."""
+    from klio_assets.analyses import key, source_audio, speech_segments
+
+    planned = plan_analyses([source_audio, key, speech_segments])
+    plan = RunPlan(
+        run_id="cuda",
+        storage_root=str(tmp_path / "out"),
+        analyses=planned,
+        selected=["key", "speech_segments"],
+    )
+    options = PipelineOptions(["--runner=FnApiRunner", "--model_device=cuda"])
+    tracks = [catalog_tracks[t] for t in ("wav44", "flac48")]
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, plan, [{"track_id": t.track_id, "uri": t.path} for t in tracks])
+    storage = Storage(str(tmp_path / "out"))
+    folder = Layout(storage).results_folder("cuda")
+    names = storage.list_names(folder)
+    assert len(names) == 2
+    for name in names:
+        analyses = storage.read_json(f"{folder}/{name}")["analyses"]
+        assert analyses["key"]["status"] == "computed"
+        failed = analyses["speech_segments"]
+        assert failed["status"] == "failed"
+        assert "KLIO_ASSETS_MODEL_DEVICE" in failed["reason"] and "track '" in failed["reason"]
+
+
+def test_midi_output_refuses_what_is_not_a_midi_file(tmp_path):
+    from klio_assets.worker.outputs import MidiFile
+
+    with pytest.raises(ParameterError, match="MThd"):
+        MidiFile().write(b"RIFF....", str(tmp_path / "x.mid"))
+    with pytest.raises(ParameterError, match="MIDI bytes"):
+        MidiFile().write(42, str(tmp_path / "x.mid"))
+    header = b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0"
+    assert MidiFile().write(header, str(tmp_path / "y.mid")) == {"size_bytes": 14}
