@@ -21,7 +21,8 @@ RUN apt-get update \
 COPY --from=wheels /wheels /wheels
 # The constraint keeps the image's Beam: a dependency resolution must never replace it.
 RUN echo "apache-beam==${BEAM_VERSION}" > /tmp/constraints.txt \
- && pip install --no-cache-dir -c /tmp/constraints.txt "$(ls /wheels/klio_assets-*.whl)[gcs]" \
+ && pip install --no-cache-dir -c /tmp/constraints.txt "$(ls /wheels/klio_assets-*.whl)[gcs,models]" \
+ && pip install --no-cache-dir --no-deps silero-vad==6.2.3 basic-pitch==0.4.0 \
  && rm -rf /wheels /tmp/constraints.txt
 
 # librosa compiles with numba at first use (~20-30 CPU-s per process cold, 2-3 s warm): compile

@@ -18,14 +18,26 @@ from klio_assets.worker.analysis import (
     Analysis,
     Audio,
     AudioStream,
+    LoadedModel,
+    OnnxModel,
     Result,
     SourceAudio,
+    TorchModel,
     TrackContext,
     Upstream,
     analysis,
     param,
 )
-from klio_assets.worker.outputs import AudioFile, AudioFiles, Image, Json, NumpyArray, TableRow
+from klio_assets.worker.models import ModelHandler
+from klio_assets.worker.outputs import (
+    AudioFile,
+    AudioFiles,
+    Image,
+    Json,
+    MidiFile,
+    NumpyArray,
+    TableRow,
+)
 
 __version__ = "0.1.0"
 
@@ -38,10 +50,15 @@ __all__ = [
     "Image",
     "Json",
     "KlioAssetsError",
+    "LoadedModel",
+    "MidiFile",
+    "ModelHandler",
     "NumpyArray",
+    "OnnxModel",
     "Result",
     "SourceAudio",
     "TableRow",
+    "TorchModel",
     "TrackContext",
     "Upstream",
     "analysis",

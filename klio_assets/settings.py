@@ -201,6 +201,13 @@ class Settings(BaseSettings):
         "are those of `DataflowConfig`.",
         json_schema_extra=_doc(default="none (local Beam)"),
     )
+    model_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where model-based analyses run: `cpu`, `cuda` (an error where onnxruntime "
+        "has no CUDA provider) or `auto` (CUDA where available); on Dataflow, `cuda` also "
+        "asks for the models' accelerators (resource hints). Reaches workers as `--model_device`.",
+        json_schema_extra=_doc(),
+    )
 
     automation: Literal["running", "stopped"] = Field(
         "stopped",
@@ -350,6 +357,9 @@ class Settings(BaseSettings):
             flag = f"--{option}={value}"
             if value is not None and flag not in self.beam_options:
                 self.beam_options.append(flag)
+        device_flag = f"--model_device={self.model_device}"
+        if self.model_device != "auto" and device_flag not in self.beam_options:
+            self.beam_options.append(device_flag)
         return self
 
     # -- reading -------------------------------------------------------------------------

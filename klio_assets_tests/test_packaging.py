@@ -125,16 +125,18 @@ def _requirements(wheel: str) -> dict[str, set[str]]:
 
 
 def test_the_worker_install_carries_no_dagster(wheel):
-    """A Beam worker installs the core plus `gcs` (docker/beam-worker.Dockerfile): no Dagster."""
+    """A Beam worker installs the core plus `gcs` and `models` (docker/beam-worker.Dockerfile):
+    no Dagster."""
     requirements = _requirements(wheel)
-    worker = requirements[""] | requirements["gcs"]
+    worker = requirements[""] | requirements["gcs"] | requirements["models"]
     assert "apache-beam" in worker and "soundfile" in worker
     assert sorted(worker & set(DAGSTER_SIDE)) == []
     assert "klio-assets" not in worker  # no extra pulling the Dagster side in
     assert {"dagster", "click", "sqlalchemy"} <= requirements["dagster"]
     text = open(os.path.join(REPO, "docker", "beam-worker.Dockerfile")).read()
     (install,) = re.findall(r"klio_assets-\*\.whl\)(\[[\w,]*\])", text)
-    assert install == "[gcs]"
+    assert install == "[gcs,models]"
+    assert "onnxruntime" in requirements["models"]
 
 
 def test_a_worker_runs_a_pipeline_with_dagster_unimportable(tmp_path, catalog_tracks):

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # ffmpeg: M4A/AAC/Opus decoding; libchromaprint-tools: fpcalc, the fingerprint analysis.
 want=(ffmpeg libchromaprint-tools)
-extras="[dagster]"
+extras="[dagster,models]"
 if [ "${1:-}" = "--test" ]; then
   want+=(postgresql)
   extras="[test]"
@@ -28,3 +28,12 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".${extras}"
+# The model weights of speech_segments and note_events ship inside these packages; their own
+# dependencies (torch for silero-vad, an old TensorFlow for basic-pitch) are not needed to run
+# the ONNX models, so they are installed without them (the `models` extra has what is needed).
+.venv/bin/python -m pip install -q --no-deps "silero-vad==6.2.3" "basic-pitch==0.4.0"
+if [ "${1:-}" = "--test" ]; then
+  # PyTorch models (TorchModel) are tested with the CPU build; pinned so that pip takes it
+  # from the machine's wheel cache instead of a multi-GB CUDA build.
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+fi

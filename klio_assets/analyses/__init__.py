@@ -21,10 +21,13 @@ if TYPE_CHECKING:
     from klio_assets.analyses.beats import beats
     from klio_assets.analyses.downsampled_audio import downsampled_audio
     from klio_assets.analyses.fingerprint import fingerprint
+    from klio_assets.analyses.key import key
     from klio_assets.analyses.loudness import loudness
-    from klio_assets.analyses.plots import mel_spectrogram_plot, waveform_plot
+    from klio_assets.analyses.note_events import note_events, note_midi
+    from klio_assets.analyses.plots import mel_spectrogram_plot, piano_roll_plot, waveform_plot
     from klio_assets.analyses.source_audio import source_audio
     from klio_assets.analyses.spectrograms import mel_spectrogram, mfcc, spectrogram
+    from klio_assets.analyses.speech_segments import speech_segments
     from klio_assets.analyses.stems import stems
 
     BUILTIN_ANALYSES: tuple[Analysis, ...]
@@ -42,6 +45,11 @@ _BUILTIN_MODULES = {
     "waveform_plot": "plots",
     "stems": "stems",
     "fingerprint": "fingerprint",
+    "key": "key",
+    "speech_segments": "speech_segments",
+    "note_events": "note_events",
+    "note_midi": "note_events",
+    "piano_roll_plot": "plots",
 }
 
 
@@ -113,13 +121,18 @@ __all__ = [
     "beats",
     "downsampled_audio",
     "fingerprint",
+    "key",
     "load_analyses",
     "loudness",
     "mel_spectrogram",
     "mel_spectrogram_plot",
     "mfcc",
+    "note_events",
+    "note_midi",
+    "piano_roll_plot",
     "source_audio",
     "spectrogram",
+    "speech_segments",
     "stems",
     "waveform_plot",
 ]

@@ -1,4 +1,4 @@
-"""``mel_spectrogram_plot`` and ``waveform_plot``: a PNG per track, shown in the Dagster UI.
+"""``mel_spectrogram_plot``, ``waveform_plot`` and ``piano_roll_plot``: a PNG per track, shown in the Dagster UI.
 
 Klio's SpecToPlot/WaveformToPlot wrote plots to a bucket nobody looked at; here each track's
 materialization embeds its plot (Dagster renders it in the asset's partition view), and the
@@ -10,7 +10,7 @@ object-oriented API on an Agg canvas (no pyplot state, safe in worker threads) a
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -122,5 +122,34 @@ def waveform_plot(audio: Audio, params: PlotParams, track: TrackContext) -> byte
     axes.set_xlabel("time (s)", fontsize=8)
     axes.set_ylabel("amplitude", fontsize=8)
     axes.set_title(f"{track.track_id}: waveform", fontsize=9)
+    axes.tick_params(labelsize=7)
+    return _png(figure)
+
+
+@analysis(
+    inputs={"events": Upstream("note_events")},
+    output=Image(),
+    code_version="1",
+    params=PlotParams,
+)
+def piano_roll_plot(events: dict[str, Any], params: PlotParams, track: TrackContext) -> bytes:
+    """The transcribed notes as a piano roll: time in seconds across, MIDI pitch up, shade by
+    amplitude."""
+    from matplotlib.collections import PolyCollection  # noqa: PLC0415 - lazy, heavy
+
+    notes = events["notes"]
+    figure = _figure(params)
+    axes = figure.add_axes((0.08, 0.18, 0.9, 0.72))
+    boxes = [[(s, p - 0.4), (e, p - 0.4), (e, p + 0.4), (s, p + 0.4)] for s, e, p, _ in notes]
+    shades = [min(1.0, max(0.15, float(a))) for *_, a in notes]
+    axes.add_collection(PolyCollection(boxes, facecolors=[(0.12, 0.47, 0.71, s) for s in shades]))
+    end = max((n[1] for n in notes), default=1.0)
+    low = min((n[2] for n in notes), default=48)
+    high = max((n[2] for n in notes), default=72)
+    axes.set_xlim(0.0, max(end, 1e-3))
+    axes.set_ylim(low - 2, high + 2)
+    axes.set_xlabel("time (s)", fontsize=8)
+    axes.set_ylabel("MIDI pitch", fontsize=8)
+    axes.set_title(f"{track.track_id}: piano roll ({len(notes)} notes)", fontsize=9)
     axes.tick_params(labelsize=7)
     return _png(figure)

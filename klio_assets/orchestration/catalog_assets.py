@@ -40,6 +40,9 @@ FEATURE_COLUMNS: dict[str, tuple[str, ...]] = {
     "loudness": ("loudness_lufs", "loudness_range_lu", "true_peak_dbtp", "sample_peak_dbfs"),
     "beats": ("tempo_bpm", "beat_count"),
     "fingerprint": (),
+    "key": ("key", "mode"),
+    "speech_segments": ("speech_ratio",),
+    "note_events": ("note_count",),
 }
 #: Columns every ``track_features`` table has, in this order (a contract).
 BASE_COLUMNS = (
@@ -178,8 +181,9 @@ _FLOAT_COLUMNS = (
     "true_peak_dbtp",
     "tempo_bpm",
     "sample_peak_dbfs",
+    "speech_ratio",
 )
-_INT_COLUMNS = ("sample_rate", "channels", "beat_count")
+_INT_COLUMNS = ("sample_rate", "channels", "beat_count", "note_count")
 
 
 def _typed_columns(frame: pd.DataFrame) -> pd.DataFrame:

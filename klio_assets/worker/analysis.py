@@ -36,6 +36,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from klio_assets.errors import ParameterError
+from klio_assets.worker.models import LoadedModel, ModelHandler, OnnxModel, TorchModel, identity
 from klio_assets.worker.outputs import OutputKind
 from klio_assets.worker.values import Audio, AudioStream, Result, TrackContext
 
@@ -44,9 +45,12 @@ __all__ = [
     "Analysis",
     "Audio",
     "AudioStream",
+    "LoadedModel",
+    "OnnxModel",
     "Param",
     "Result",
     "SourceAudio",
+    "TorchModel",
     "TrackContext",
     "Upstream",
     "analysis",
@@ -133,6 +137,9 @@ class Analysis:
     description : str
     share_by_content : bool
         Tracks with identical source bytes share one computation.
+    model : ModelHandler or None
+        The model the function receives as ``model`` (a :class:`LoadedModel`), loaded once
+        per worker process; its identity is part of the output version.
     """
 
     name: str
@@ -143,6 +150,7 @@ class Analysis:
     params_model: type[BaseModel] | None = None
     description: str = ""
     share_by_content: bool = True
+    model: ModelHandler | None = None
     _wants: frozenset[str] = frozenset()
 
     @property
@@ -202,10 +210,17 @@ class Analysis:
             extra["params"] = params.model_dump(mode="json")
         if self.upstreams:
             extra["upstream"] = {u: upstream_versions[u] for u in self.upstreams}
+        if self.model is not None:  # new weights recompute; the same weights never do
+            extra["model"] = identity(self.model)
         return self.code_version if not extra else f"{self.code_version}-{_digest(extra)}"
 
     def call(
-        self, values: Mapping[str, Any], *, params: BaseModel | None, track: TrackContext
+        self,
+        values: Mapping[str, Any],
+        *,
+        params: BaseModel | None,
+        track: TrackContext,
+        model: LoadedModel | None = None,
     ) -> Result:
         """Run the function on one track's inputs; always returns a :class:`Result`."""
         kwargs = dict(values)
@@ -213,6 +228,10 @@ class Analysis:
             kwargs["params"] = params
         if "track" in self._wants:
             kwargs["track"] = track
+        if self.model is not None:
+            if model is None:
+                raise ParameterError(f"analysis {self.name!r} needs its model loaded")
+            kwargs["model"] = model
         out = self.fn(**kwargs)
         return out if isinstance(out, Result) else Result(out)
 
@@ -225,6 +244,7 @@ def analysis(
     params: type[BaseModel] | None = None,
     name: str | None = None,
     share_by_content: bool = True,
+    model: ModelHandler | None = None,
 ) -> Callable[[Callable[..., Any]], Analysis]:
     """Turn a per-track function into an :class:`Analysis` (an asset and a Beam step).
 
@@ -244,6 +264,12 @@ def analysis(
         Defaults to the function's name.
     share_by_content : bool
         Compute once for tracks whose source bytes are identical.
+    model : ModelHandler, optional
+        A model (:class:`OnnxModel`, or any :class:`~klio_assets.worker.models.ModelHandler`)
+        the function receives as its ``model`` argument, a
+        :class:`~klio_assets.worker.models.LoadedModel` loaded once per worker process and
+        shared by its threads; ``model.infer(rows)`` batches. Its identity (version and the
+        sha256 of its weights) is part of the output version.
 
     Returns
     -------
@@ -275,6 +301,17 @@ def analysis(
                     f"analysis {analysis_name!r}: input {input_name!r} must be SourceAudio or "
                     f"Upstream, got {spec!r}"
                 )
+        if model is not None:
+            if not isinstance(model, ModelHandler):
+                raise ParameterError(
+                    f"analysis {analysis_name!r}: model {model!r} is not a model declaration "
+                    "(OnnxModel or a ModelHandler)"
+                )
+            if "model" not in accepted and not takes_kwargs:
+                raise ParameterError(
+                    f"analysis {analysis_name!r} declares a model: {fn.__name__}() needs a "
+                    "'model' parameter"
+                )
         wants = frozenset(n for n in ("params", "track") if n in accepted)
         return Analysis(
             name=analysis_name,
@@ -285,6 +322,7 @@ def analysis(
             params_model=params,
             description=inspect.getdoc(fn) or "",
             share_by_content=share_by_content,
+            model=model,
             _wants=wants,
         )
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from klio_assets.errors import KlioAssetsError, MissingInputError, TrackError
 from klio_assets.worker import audio as audio_io
+from klio_assets.worker import models as model_cache
 from klio_assets.worker.analysis import (
     Analysis,
     Audio,
@@ -172,8 +173,31 @@ class Engine:
             n: {k: a.resolve_input(spec, self.params[n]) for k, spec in a.inputs.items()}
             for n, a in self.analyses.items()
         }
+        #: Models this engine holds a lease on (loaded on first use, see :meth:`close`).
+        self._models: dict[str, model_cache.LoadedModel] = {}
+        self._models_lock = threading.Lock()
         if not plan.dry_run:
             self._sweep_content_indexes()
+
+    def model(self, name: str) -> model_cache.LoadedModel | None:
+        """Analysis ``name``'s model, loaded once per process and shared (None if it has
+        none)."""
+        handler = self.analyses[name].model
+        if handler is None:
+            return None
+        with self._models_lock:
+            if name not in self._models:
+                self._models[name] = model_cache.acquire(handler, self.plan.model_device)
+            return self._models[name]
+
+    def close(self) -> None:
+        """Release the models this engine holds (the last lease in the process drops them)."""
+        with self._models_lock:
+            for name in self._models:
+                handler = self.analyses[name].model
+                assert handler is not None
+                model_cache.release(handler, self.plan.model_device)
+            self._models.clear()
 
     def _sweep_content_indexes(self) -> None:
         """Remove index entries half-written by a killed run. A track whose output was
@@ -708,7 +732,9 @@ class Engine:
                 for key, spec in self.inputs[name].items():
                     if isinstance(spec, Upstream):
                         values[key] = self._upstream_value(context, spec, memory, stack)
-                result = analysis.call(values, params=self.params[name], track=context)
+                result = analysis.call(
+                    values, params=self.params[name], track=context, model=self.model(name)
+                )
                 described = analysis.output.commit(self.storage, out, result.value)
             if not isinstance(result.value, (AudioStream, Audio)) and analysis.output.kind in (
                 "json",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import io
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from klio_assets.worker.storage import Storage
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_MIDI_SIGNATURE = b"MThd"
 _AUDIO_EXTENSIONS = {"FLAC": "flac", "WAV": "wav", "OGG": "ogg", "AIFF": "aiff"}
 #: At most this many top-level scalars of a JSON result are copied into Dagster metadata.
 MAX_METADATA_SCALARS = 24
@@ -306,6 +308,37 @@ class Image(OutputKind):
                 f"an Image output needs PNG bytes or a figure, got {type(value).__name__}"
             )
         return {}
+
+    def read(self, path: str, *, stream: bool = False) -> Any:
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+@dataclass(frozen=True)
+class MidiFile(OutputKind):
+    """A standard MIDI file per track: the SMF bytes, or an object with ``write(file)``
+    (``pretty_midi.PrettyMIDI``, ``mido.MidiFile``...)."""
+
+    kind = "midi"
+    extension = "mid"
+
+    def write(self, value: Any, path: str) -> dict[str, Any]:
+        if isinstance(value, (bytes, bytearray)):
+            data = bytes(value)
+        elif hasattr(value, "write"):
+            buffer = io.BytesIO()
+            value.write(buffer)
+            data = buffer.getvalue()
+        else:
+            raise ParameterError(
+                f"a MidiFile output needs MIDI bytes or an object with write(), got "
+                f"{type(value).__name__}"
+            )
+        if not data.startswith(_MIDI_SIGNATURE):
+            raise ParameterError("a MidiFile output must be a standard MIDI file (MThd header)")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return {"size_bytes": len(data)}
 
     def read(self, path: str, *, stream: bool = False) -> Any:
         with open(path, "rb") as fh:

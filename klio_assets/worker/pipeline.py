@@ -45,8 +45,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms.combiners import ToList
 
+from klio_assets.worker import models
 from klio_assets.worker.audio import DecodeLimits
 from klio_assets.worker.execution import Engine, track_result
+from klio_assets.worker.models import DEVICES
 from klio_assets.worker.plan import RunPlan
 from klio_assets.worker.records import AnalysisOutcome, Status, TrackResult
 
@@ -64,6 +66,9 @@ LIMIT_OPTIONS = {
 }
 
 _DONE = "done"
+#: Models loaded by the job's worker processes (one per model and process, when the cache
+#: works): read by the benchmark from the pipeline result.
+MODEL_LOADS = beam.metrics.Metrics.counter("klio_assets", "model_loads")
 
 
 def _limit_native_threads() -> None:
@@ -98,6 +103,23 @@ class TrackLimitsOptions(PipelineOptions):
         parser.add_argument(
             "--max_sample_rate", type=int, default=None, help="Highest sample rate accepted, Hz."
         )
+
+
+class ModelOptions(PipelineOptions):
+    """Where models run (``KLIO_ASSETS_MODEL_DEVICE`` becomes ``--model_device``)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--model_device", choices=DEVICES, default=None,
+            help="cpu, cuda or auto (CUDA where onnxruntime offers it); unset keeps the plan's.",
+        )  # fmt: skip
+
+
+def with_model_options(plan: RunPlan, options: PipelineOptions | None) -> RunPlan:
+    """``plan`` with ``--model_device`` (:class:`ModelOptions`) applied."""
+    device = None if options is None else options.view_as(ModelOptions).model_device
+    return plan if device is None else dataclasses.replace(plan, model_device=device)
 
 
 def with_limit_options(plan: RunPlan, options: PipelineOptions | None) -> RunPlan:
@@ -151,6 +173,10 @@ class _EngineDoFn(beam.DoFn):
         _limit_native_threads()
         self.engine = Engine(RunPlan.from_json(self._plan_json))
 
+    def teardown(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
     def write_result(self, result: TrackResult) -> str:
         """Write one track's result into the run's results folder, as soon as it is known
         (the launcher reads these files while the job runs)."""
@@ -189,6 +215,9 @@ class AnalyzeTracks(_EngineDoFn):
             results = self.engine.plan_group(group)
         else:
             results = analyze_with_watchdog(self.engine, group)
+            # counted here, in the DoFn's thread (Beam's metrics context), not in the worker
+            # thread that loaded the model: loads per job are counted, not assumed
+            MODEL_LOADS.inc(models.unreported_loads())
         for result in results:
             yield self.write_result(result)
             self.unmark(result.track_id)
@@ -356,7 +385,9 @@ def build_pipeline(
     PCollection of str
         The track IDs whose results were written.
     """
-    plan_json = with_limit_options(plan, getattr(pipeline, "options", None)).to_json()
+    options = getattr(pipeline, "options", None)
+    plan = with_model_options(with_limit_options(plan, options), options)
+    plan_json = plan.to_json()
     refs = [{"track_id": t["track_id"], "uri": t["uri"], "order": i} for i, t in enumerate(tracks)]
     # Typed: otherwise Beam infers the type of every element (~0.3 s per 1000 tracks).
     listed = pipeline | "ListTracks" >> beam.Create(refs, reshuffle=False).with_output_types(
@@ -373,10 +404,20 @@ def build_pipeline(
         | "GroupByContent" >> beam.GroupByKey()
         | "DropKeys" >> beam.Map(lambda kv: list(kv[1]))
         | "Balance" >> Balance(plan.lanes)
-        | "AnalyzeTracks" >> beam.ParDo(AnalyzeTracks(plan_json, inflight_dir))
+        | "AnalyzeTracks" >> analyze_step(plan, plan_json, inflight_dir)
     )
     reported: PCollection[str] = (checked[_DONE], analyzed) | "ReportedTracks" >> beam.Flatten()
     return reported
+
+
+def analyze_step(
+    plan: RunPlan, plan_json: str, inflight_dir: str | None = None
+) -> beam.PTransform[Any, Any]:
+    """The ``AnalyzeTracks`` step, with its models' resource hints (accelerator, minimum
+    RAM: Dataflow provisions workers for them; local runners ignore them)."""
+    step = beam.ParDo(AnalyzeTracks(plan_json, inflight_dir))
+    hints = plan.resource_hints()
+    return step.with_resource_hints(**hints) if hints else step
 
 
 def _exit_with_parent(pid: int, *, interval_s: float = 0.1) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from klio_assets.errors import ParameterError
 from klio_assets.worker.analysis import Analysis
 from klio_assets.worker.audio import DecodeLimits
+from klio_assets.worker.models import DEVICES
 from klio_assets.worker.storage import Storage, shard_of
 
 RESULTS_FOLDER = "_runs"
@@ -42,6 +43,8 @@ class PlannedAnalysis:
         Parameter overrides for this deployment.
     extension : str
         Output file extension.
+    accelerator, min_ram : str or None
+        Resource hints of the analysis' model (Dataflow), when it declares any.
     """
 
     name: str
@@ -50,6 +53,8 @@ class PlannedAnalysis:
     version: str
     params: dict[str, Any]
     extension: str
+    accelerator: str | None = None
+    min_ram: str | None = None
 
 
 def sort_topologically(analyses: Mapping[str, Analysis]) -> list[str]:
@@ -115,6 +120,8 @@ def plan_analyses(
             version=version,
             params=dict(overrides.get(name) or {}),
             extension=a.output.extension,
+            accelerator=getattr(a.model, "accelerator", None),
+            min_ram=getattr(a.model, "min_ram", None),
         )
     return planned
 
@@ -134,6 +141,23 @@ def import_analysis(planned: PlannedAnalysis) -> Analysis:
             f"{planned.module}.{planned.attr} is not the analysis {planned.name!r}"
         )
     return found
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20}
+_UNITS.update({"GIB": 2**30, "TB": 10**12, "TIB": 2**40})
+
+
+def _bytes(size: str) -> float:
+    """``"8GB"``, ``"512MiB"``, ``"1e9"`` as bytes (Beam's own notation for ``min_ram``)."""
+    text = size.strip().upper()
+    number = text.rstrip("KMGTIB")
+    unit = text[len(number) :]
+    if unit not in _UNITS:
+        raise ParameterError(f"min_ram {size!r}: unknown unit {unit!r}")
+    try:
+        return float(number) * _UNITS[unit]
+    except ValueError as exc:
+        raise ParameterError(f"min_ram {size!r} is not a size such as '8GB'") from exc
 
 
 @dataclass(frozen=True)
@@ -160,6 +184,8 @@ class RunPlan:
         :class:`~klio_assets.worker.audio.DecodeLimits` fields.
     source_options : dict
         fsspec options for remote source URIs.
+    model_device : {"auto", "cpu", "cuda"}
+        Where models run (``KLIO_ASSETS_MODEL_DEVICE``, passed as ``--model_device``).
     """
 
     run_id: str
@@ -172,11 +198,30 @@ class RunPlan:
     lanes: int = 0
     limits: dict[str, Any] = field(default_factory=dict)
     source_options: dict[str, Any] = field(default_factory=dict)
+    model_device: str = "auto"
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.selected if n not in self.analyses]
         if unknown:
             raise ParameterError(f"selected analyses {unknown} are not in the plan")
+        if self.model_device not in DEVICES:
+            raise ParameterError(
+                f"model device {self.model_device!r} is not one of {', '.join(DEVICES)}"
+            )
+
+    def resource_hints(self, names: Iterable[str] | None = None) -> dict[str, str]:
+        """Beam resource hints for the step computing ``names`` (default: every analysis):
+        the largest ``min_ram`` and the first ``accelerator`` their models declare. The
+        accelerator is asked for only when the run asks for a GPU (device ``cuda``): a
+        GPU worker costs several CPU workers, so ``auto`` never provisions one."""
+        hints: dict[str, str] = {}
+        for name in names if names is not None else self.analyses:
+            planned = self.analyses[name]
+            if planned.accelerator and self.model_device == "cuda":
+                hints.setdefault("accelerator", planned.accelerator)
+            if planned.min_ram and _bytes(planned.min_ram) > _bytes(hints.get("min_ram", "0")):
+                hints["min_ram"] = planned.min_ram
+        return hints
 
     def decode_limits(self) -> DecodeLimits:
         """The decode limits of this run."""

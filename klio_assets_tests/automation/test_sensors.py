@@ -33,6 +33,11 @@ ALL = [
     "waveform_plot",
     "stems",
     "fingerprint",
+    "key",
+    "speech_segments",
+    "note_events",
+    "note_midi",
+    "piano_roll_plot",
 ]
 
 

@@ -1,0 +1,339 @@
+"""Model analyses (issue 14): loads per job, throughput against a plain onnxruntime loop, memory
+in track length, decodes when fused with the DSP analyses.
+
+1. **Loads per Beam job**: ``speech_segments`` and ``note_events`` over ``--tracks`` tracks in
+   one job with two worker processes (``multi_processing``); the job's ``model_loads`` counter
+   (summed over its workers) against models x processes. Target: loads <= models x processes,
+   not one per track.
+2. **Throughput**: ``klio-assets run speech_segments`` and ``klio-assets run note_events`` on a
+   fresh home (wall from process start, Dagster and Beam start-up included; the Beam job's own
+   seconds beside it) against a plain loop over the same files on the same cores
+   (a ``multiprocessing`` pool of one process per core): soundfile + soxr decode, onnxruntime
+   with the same batch size (Silero 1, Basic Pitch 8), the same post-processing. Target:
+   klio >= 0.9x the plain loop's audio-seconds per second.
+3. **Peak RSS per worker** of a standalone worker job (one process) computing each model
+   analysis on a short cut and on a joined track ``--long-minutes`` long. Target: the long
+   track's peak within 1.5x the short one's. ``note_events`` is not flat: Basic Pitch's own note
+   creation works on the whole track's activations (and copies of them).
+4. **Decodes**: ``loudness``, ``downsampled_audio``, ``key``, ``speech_segments`` and
+   ``note_events`` fused, each track's decodes counted. Target: 1 per track.
+
+Usage (from the repo root)::
+
+    python benchmarks/models.py [--tracks 4] [--max-seconds 200] [--long-minutes 20]
+                                [--parts loads,throughput,rss,decodes]
+
+Prints figures and the load average (the machine is shared), then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness
+
+MODELS = ("speech_segments", "note_events")
+THROUGHPUT_TARGET = 0.9
+RSS_TARGET = 1.5
+
+
+def pick_tracks(count: int, max_s: float) -> list[tuple[str, str, float]]:
+    chosen = [(p, d) for p, d in harness.music_tracks() if 30 <= d <= max_s][:count]
+    if len(chosen) < count:
+        sys.exit(f"need {count} corpus music tracks of 30-{max_s:g} s, found {len(chosen)}")
+    return [(f"m{i:02d}", p, d) for i, (p, d) in enumerate(chosen)]
+
+
+# -- 1. loads per job ----------------------------------------------------------------------------
+
+
+def loads_per_job(tracks: list[tuple[str, str, float]], scratch: str) -> dict[str, object]:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from klio_assets.analyses import note_events, source_audio, speech_segments
+    from klio_assets.worker.pipeline import build_pipeline
+    from klio_assets.worker.plan import RunPlan, plan_analyses
+
+    processes = 2
+    plan = RunPlan(
+        run_id="loads",
+        storage_root=os.path.join(scratch, "loads"),
+        analyses=plan_analyses([source_audio, speech_segments, note_events]),
+        selected=list(MODELS),
+        force=True,
+        lanes=processes,
+    )
+    options = PipelineOptions(
+        [
+            "--runner=FnApiRunner",
+            "--direct_running_mode=multi_processing",
+            f"--direct_num_workers={processes}",
+        ]
+    )
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, plan, [{"track_id": t, "uri": p} for t, p, _ in tracks])
+    started = time.perf_counter()
+    result = pipeline.run()
+    result.wait_until_finish()
+    wall = time.perf_counter() - started
+    query = result.metrics().query(beam.metrics.MetricsFilter().with_name("model_loads"))
+    loads = int(sum(c.committed for c in query["counters"]))
+    bound = len(MODELS) * processes
+    print(
+        f"1. loads: {loads} model loads in one job of {len(tracks)} tracks, {processes} worker "
+        f"processes, {len(MODELS)} models (bound {bound}; per track would be "
+        f"{len(MODELS) * len(tracks)}); job {wall:.1f} s; load {harness.load_average()}"
+    )
+    return {
+        "model_loads": loads,
+        "worker_processes": processes,
+        "models": len(MODELS),
+        "tracks": len(tracks),
+        "verdict": "met" if 1 <= loads <= bound else "missed",
+    }
+
+
+# -- 2. throughput -------------------------------------------------------------------------------
+
+
+def _decode(path: str, rate: int):
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    y, sr = sf.read(path, dtype="float32", always_2d=True)
+    mono = (y[:, 0] + y[:, 1]) * 0.5 if y.shape[1] == 2 else y.mean(axis=1)
+    return np.ascontiguousarray(soxr.resample(mono, sr, rate, quality="HQ"), dtype=np.float32)
+
+
+def _session(path: str):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _plain_speech(path: str) -> int:
+    """Silero VAD over one file, one window per call, as a plain loop would."""
+    import numpy as np
+
+    from klio_assets.analyses.speech_segments import MODEL, speech_timestamps
+    from klio_assets.worker.models import resolve_weights
+
+    session = _session(resolve_weights(MODEL.path))
+    y = _decode(path, 16000)
+    state = np.zeros((2, 1, 128), np.float32)
+    context = np.zeros((1, 64), np.float32)
+    sr = np.array(16000, dtype=np.int64)
+    probs = []
+    for start in range(0, len(y), 512):
+        chunk = y[start : start + 512]
+        if len(chunk) < 512:
+            chunk = np.pad(chunk, (0, 512 - len(chunk)))
+        x = np.concatenate([context, chunk[None, :]], axis=1)
+        out, state = session.run(None, {"input": x, "state": state, "sr": sr})
+        probs.append(float(out[0, 0]))
+        context = x[:, -64:]
+    return len(speech_timestamps(probs, samples=len(y)))
+
+
+def _plain_notes(path: str) -> int:
+    """Basic Pitch over one file: windows in batches of 8, the package's note creation."""
+    import importlib
+
+    import numpy as np
+
+    from klio_assets.worker.models import resolve_weights
+
+    # the module (``from klio_assets.analyses import note_events`` gives the analysis)
+    module = importlib.import_module("klio_assets.analyses.note_events")
+
+    session = _session(resolve_weights(module.MODEL.path))
+    y = np.concatenate([np.zeros(module.OVERLAP // 2, np.float32), _decode(path, 22050)])
+    windows = [
+        np.pad(y[i : i + module.WINDOW], (0, max(0, module.WINDOW - len(y[i : i + module.WINDOW]))))
+        for i in range(0, len(y), module.HOP)
+    ]
+    note, onset = [], []
+    for i in range(0, len(windows), module.MODEL.batch):
+        batch = np.stack(windows[i : i + module.MODEL.batch])[:, :, None]
+        n, o = session.run(list(module.OUTPUTS), {"serving_default_input_2:0": batch})
+        note.append(n[:, 15:-15])
+        onset.append(o[:, 15:-15])
+    frames = int(np.floor((len(y) - module.OVERLAP // 2) * module.FPS / 22050))
+    output = {
+        "note": np.concatenate(note).reshape(-1, 88)[:frames],
+        "onset": np.concatenate(onset).reshape(-1, 88)[:frames],
+    }
+    return len(module.notes_of(output))
+
+
+def throughput(tracks: list[tuple[str, str, float]], scratch: str) -> dict[str, object]:
+    audio_s = sum(d for _, _, d in tracks)
+    harness.warm_page_cache([p for _, p, _ in tracks])
+    figures: dict[str, object] = {"audio_s": round(audio_s, 1), "cores": harness.cores()}
+    for name, plain in (("speech_segments", _plain_speech), ("note_events", _plain_notes)):
+        started = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(harness.cores()) as pool:
+            pool.map(plain, [p for _, p, _ in tracks], chunksize=1)
+        plain_wall = time.perf_counter() - started
+        env = harness.klio_home(
+            os.path.join(scratch, f"home-{name}"), [(t, p) for t, p, _ in tracks]
+        )
+        wall, cpu, done = harness.klio_run([name], env)
+        computed = done["assets"].get(name, {}).get("computed", 0)
+        ratio = plain_wall / wall
+        job_ratio = plain_wall / done["beam_seconds"] if done.get("beam_seconds") else None
+        print(
+            f"2. {name}: plain loop {audio_s / plain_wall:6.1f} audio-s/s ({plain_wall:.1f} s); "
+            f"klio-assets run {audio_s / wall:6.1f} audio-s/s ({wall:.1f} s from start, Beam job "
+            f"{done.get('beam_seconds', 0):.1f} s, {computed} computed) -> {ratio:.2f}x "
+            f"(Beam job alone {job_ratio or 0:.2f}x); load {harness.load_average()}"
+        )
+        figures[name] = {
+            "plain_wall_s": round(plain_wall, 2),
+            "klio_wall_s": round(wall, 2),
+            "klio_cpu_s": round(cpu, 2),
+            "beam_s": done.get("beam_seconds"),
+            "klio_over_plain": round(ratio, 3),
+            "beam_job_over_plain": round(job_ratio, 3) if job_ratio else None,
+            "verdict": "met" if ratio >= THROUGHPUT_TARGET else "missed",
+        }
+    return figures
+
+
+# -- 3. peak RSS in track length ----------------------------------------------------------------
+
+
+def peak_rss(short: str, long: str, scratch: str) -> dict[str, object]:
+    """Peak RSS of a one-process worker job per model analysis, short track against long."""
+    import soundfile as sf
+
+    out: dict[str, object] = {}
+    for name in MODELS:
+        figures: dict[str, dict[str, float]] = {}
+        for label, path in (("short", short), ("long", long)):
+            plan, tracks, _ = harness.worker_plan(
+                os.path.join(scratch, f"rss-{name}-{label}"), [(label, path)],
+                run_id=f"rss-{name}-{label}", selected=(name,),
+            )  # fmt: skip
+            child = harness.run_child(
+                [sys.executable, "-m", "klio_assets.worker.pipeline", "--plan", plan,
+                 "--tracks", tracks, "--runner=FnApiRunner"],
+                env=harness.clean_env(),
+            )  # fmt: skip
+            if child["returncode"]:
+                sys.exit(f"worker job failed: {child['stderr'][-2000:]}")
+            minutes = sf.info(path).duration / 60
+            figures[label] = {
+                "minutes": round(minutes, 1),
+                "peak_rss_mb": round(child["peak_rss_mb"], 1),
+            }
+            print(
+                f"3. peak RSS of one worker process, {name}, {minutes:5.1f} min track: "
+                f"{child['peak_rss_mb']:.0f} MB ({child['wall_s']:.1f} s)"
+            )
+        ratio = figures["long"]["peak_rss_mb"] / figures["short"]["peak_rss_mb"]
+        per_minute = (figures["long"]["peak_rss_mb"] - figures["short"]["peak_rss_mb"]) / (
+            figures["long"]["minutes"] - figures["short"]["minutes"]
+        )
+        out[name] = {
+            **figures,
+            "long_over_short": round(ratio, 3),
+            "mb_per_audio_minute": round(per_minute, 1),
+            "verdict": "met" if ratio <= RSS_TARGET else "missed",
+        }
+    return out
+
+
+# -- 4. decodes when fused ---------------------------------------------------------------------
+
+
+def decodes(tracks: list[tuple[str, str, float]], scratch: str) -> dict[str, object]:
+    from klio_assets.analyses import load_analyses
+    from klio_assets.worker import execution
+    from klio_assets.worker.plan import RunPlan, plan_analyses, planned_for
+
+    counts: dict[str, int] = {}
+    real = execution.SourceDecoder
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def __init__(self, path, info, *, track_id, **kw):
+            counts[track_id] = counts.get(track_id, 0) + 1
+            super().__init__(path, info, track_id=track_id, **kw)
+
+    execution.SourceDecoder = Counting  # type: ignore[misc]
+    try:
+        selected = ["loudness", "downsampled_audio", "key", *MODELS]
+        analyses = load_analyses()
+        graph = {a.name: a for a in analyses}
+        plan = RunPlan(
+            run_id="decodes",
+            storage_root=os.path.join(scratch, "decodes"),
+            analyses=planned_for(selected, plan_analyses(analyses), graph),
+            selected=selected,
+            force=True,
+        )
+        engine = execution.Engine(plan)
+        statuses = []
+        for i, (track_id, path, _) in enumerate(tracks[:2]):
+            task = engine.check({"track_id": track_id, "uri": path, "order": i})
+            for result in engine.analyze([task]):
+                statuses += [o.status.value for o in result.analyses.values()]
+        engine.close()
+    finally:
+        execution.SourceDecoder = real  # type: ignore[misc]
+    per_track = sorted(set(counts.values()))
+    print(
+        f"4. decodes per track, {len(selected)} analyses fused: {counts} ({statuses.count('computed')} computed)"
+    )
+    return {"decodes_per_track": per_track, "verdict": "met" if per_track == [1] else "missed"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=4)
+    parser.add_argument("--max-seconds", type=float, default=200)
+    parser.add_argument("--long-minutes", type=float, default=20)
+    parser.add_argument(
+        "--parts", default="loads,throughput,rss,decodes", help="comma-separated parts to run"
+    )
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    tracks = pick_tracks(args.tracks, args.max_seconds)
+    print(f"{len(tracks)} tracks, {sum(d for *_, d in tracks) / 60:.1f} min of audio; "
+          f"{harness.cores()} cores; load {harness.load_average()}")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="klio-models-") as scratch:
+        figures: dict[str, object] = {}
+        if "loads" in parts:
+            figures["loads"] = loads_per_job(tracks, scratch)
+        if "throughput" in parts:
+            figures["throughput"] = throughput(tracks, scratch)
+        if "rss" in parts:
+            short, long = harness.short_cuts(1, 60)[0], harness.joined_track(args.long_minutes)
+            figures["peak_rss"] = peak_rss(short, long, scratch)
+        if "decodes" in parts:
+            figures["decodes"] = decodes(tracks, scratch)
+    figures["load_average"] = harness.load_average()
+    figures["targets"] = {
+        "model_loads": "<= models x worker processes",
+        "klio_over_plain": THROUGHPUT_TARGET,
+        "rss_long_over_short": RSS_TARGET,
+        "decodes_per_track": 1,
+    }
+    harness.final_json("models", figures)
+
+
+if __name__ == "__main__":
+    main()
