@@ -3,8 +3,8 @@
 Beam's FnApiRunner runs a job inside the process that submits it. Run there, a segfault in a
 native decoder or the OOM killer would take the Dagster step with it: the good tracks of the
 batch never recorded, the run left STARTED. :class:`WorkerProcessJob` runs the job in a child
-instead (``python -m klio_assets.worker.pipeline``, the standalone worker entry point: no
-Dagster imported), in its own process group, with the same interface as
+instead (``python -m klio_assets.worker``, the standalone worker entry point: no
+Dagster imported, and Beam without the pandas, pyarrow and cloud clients it never uses there), in its own process group, with the same interface as
 :class:`~klio_assets.resources.beam.BeamJob`. Results still stream through the run's results
 folder; the child marks each track in flight (one empty file per track in ``inflight/`` of its
 work folder) while it checks or analyses it, so the launcher can tell which tracks a dead
@@ -37,7 +37,7 @@ def _children_cpu_s() -> float:
 
 
 class WorkerProcessJob:
-    """A Beam job run by a child ``python -m klio_assets.worker.pipeline`` process.
+    """A Beam job run by a child ``python -m klio_assets.worker`` process.
 
     Parameters
     ----------
@@ -71,7 +71,7 @@ class WorkerProcessJob:
         with open(tracks_path, "w") as fh:
             fh.writelines(json.dumps(dict(t)) + "\n" for t in tracks)
         self.command = [
-            sys.executable, "-m", "klio_assets.worker.pipeline", "--plan", plan_path,
+            sys.executable, "-m", "klio_assets.worker", "--plan", plan_path,
             "--tracks", tracks_path, "--inflight-dir", self.inflight_dir, *beam_args,
         ]  # fmt: skip
         self._stderr_path = os.path.join(self.workdir, "stderr.log")
