@@ -2,9 +2,10 @@
 
 import os
 
-from klio_assets.analyses import downsampled_audio
 from klio_assets.resources import worker_process
 from klio_assets.resources.worker_process import WorkerProcessJob, prestart
+
+from klio_assets.analyses import downsampled_audio
 from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
 from klio_assets.worker.storage import Storage
 from klio_assets_tests.support import synth
