@@ -23,7 +23,6 @@ def main() -> None:
     from klio_assets.worker.beam_imports import import_beam_without_extras  # noqa: PLC0415
 
     import_beam_without_extras()
-    import klio_assets.analyses  # noqa: F401, PLC0415 - the built-in analyses, imported now
     from klio_assets.worker.pipeline import run  # noqa: PLC0415 - after the lean import
 
     if sys.argv[1:] == ["--wait"]:

@@ -297,7 +297,7 @@ def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[T
 
 
 def _group_cost(group: list[dict[str, Any]]) -> float:
-    return max(t.get("cost", 0.0) for t in group)
+    return max(float(t.get("cost", 0.0)) for t in group)
 
 
 def share_queue(
