@@ -13,7 +13,6 @@ child was working on.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -28,86 +27,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from klio_assets.errors import BeamJobError, one_line
+from klio_assets.worker.spare import take_spare
 
 #: Lines of the child's stderr kept to say why it failed.
 _STDERR_TAIL_BYTES = 8192
-
-
-class _Spare:
-    """A worker process started ahead of its job (``python -m klio_assets.worker --wait``),
-    importing Python, the engine and Beam while the launcher plans the run."""
-
-    def __init__(self) -> None:
-        self.workdir = tempfile.mkdtemp(prefix="klio-worker-")
-        self.stderr_path = os.path.join(self.workdir, "stderr.log")
-        self.environ = _worker_environ()
-        self.parent = os.getpid()
-        self.adopted = False
-        with open(self.stderr_path, "wb") as err:
-            self.proc: subprocess.Popen[bytes] = subprocess.Popen(
-                [sys.executable, "-m", "klio_assets.worker", "--wait"],
-                stdin=subprocess.PIPE, stdout=err, stderr=err,
-                env={**os.environ, "TMPDIR": self.workdir},
-            )  # fmt: skip
-
-    def usable(self) -> bool:
-        """Still waiting, started by this process, with the environment of now."""
-        return (
-            self.proc.poll() is None
-            and self.parent == os.getpid()
-            and self.environ == _worker_environ()
-        )
-
-    def discard(self) -> None:
-        """End it (its end of input makes it exit) and remove its folder, unless a job has
-        adopted it."""
-        if self.adopted:
-            return
-        with contextlib.suppress(OSError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-_spare: _Spare | None = None
-
-
-def _worker_environ() -> dict[str, str]:
-    """The environment a worker process depends on (it imports nothing of Dagster)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
-
-
-def prestart() -> None:
-    """Start the next local worker process now (a no-op if one is waiting).
-
-    A worker process spends about a second importing Python, the engine and Beam before it
-    reads its plan; a launcher that calls this before it plans the run (imports Dagster,
-    opens the instance, builds the job) overlaps the two. The next :class:`WorkerProcessJob`
-    of this process adopts it; unused, it exits when this process ends.
-    """
-    global _spare
-    if _spare is None or not _spare.usable():
-        if _spare is not None:
-            _spare.discard()
-        _spare = _Spare()
-        atexit.register(_spare.discard)
-
-
-def _take_spare() -> _Spare | None:
-    """The waiting worker process, if it can run the next job (then no longer spare)."""
-    global _spare
-    spare, _spare = _spare, None
-    if spare is not None and not spare.usable():
-        spare.discard()
-        return None
-    if spare is not None:
-        spare.adopted = True
-    return spare
 
 
 def _children_cpu_s() -> float:
@@ -138,7 +61,7 @@ class WorkerProcessJob:
         job_name: str,
     ):  # fmt: skip
         self.job_name = job_name
-        self._spare = _take_spare()
+        self._spare = take_spare()
         self.workdir = (
             self._spare.workdir if self._spare else tempfile.mkdtemp(prefix="klio-worker-")
         )

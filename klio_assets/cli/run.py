@@ -131,7 +131,7 @@ def _materialize(
     """Plan the runs with Dagster, say what will run, launch them under a progress bar."""
     if not dry_run and not settings.dataflow and _option_runner(settings) == "FnApiRunner":
         # The local worker process imports Beam while this one imports Dagster and plans.
-        from klio_assets.resources.worker_process import prestart  # noqa: PLC0415
+        from klio_assets.worker.spare import prestart  # noqa: PLC0415
 
         prestart()
     # Imports Dagster (~1.2 s): only here, past the all-done answer of `run`, which must not.

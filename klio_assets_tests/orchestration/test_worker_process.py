@@ -2,11 +2,12 @@
 
 import os
 
-from klio_assets.resources import worker_process
-from klio_assets.resources.worker_process import WorkerProcessJob, prestart
+from klio_assets.resources.worker_process import WorkerProcessJob
 
 from klio_assets.analyses import downsampled_audio
+from klio_assets.worker import spare as worker_spare
 from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
+from klio_assets.worker.spare import prestart
 from klio_assets.worker.storage import Storage
 from klio_assets_tests.support import synth
 
@@ -32,7 +33,7 @@ def test_a_prestarted_worker_process_runs_the_next_job(tmp_path):
         tracks.append({"track_id": f"a{i}", "uri": path})
     root = str(tmp_path / "out")
     prestart()
-    spare = worker_process._spare
+    spare = worker_spare._spare
     assert spare is not None
     job = WorkerProcessJob(_plan(root).to_json(), tracks, _ARGS, job_name="t").start()
     try:
@@ -42,14 +43,14 @@ def test_a_prestarted_worker_process_runs_the_next_job(tmp_path):
         assert sorted(os.listdir(folder)) == ["a0.json", "a1.json"]
     finally:
         job.cleanup()
-    assert worker_process._spare is None
+    assert worker_spare._spare is None
 
 
 def test_an_unused_prestarted_worker_process_exits_and_leaves_nothing():
     prestart()
-    spare = worker_process._spare
+    spare = worker_spare._spare
     assert spare is not None
-    worker_process._spare = None
+    worker_spare._spare = None
     spare.discard()
     assert spare.proc.returncode == 0  # it read the end of its input and left
     assert not os.path.exists(spare.workdir)
