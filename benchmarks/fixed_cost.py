@@ -23,6 +23,7 @@ Prints figures, then one JSON line.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -35,6 +36,35 @@ import harness
 from corpus import DEFAULT_CORPUS, bench_files, warm
 
 TARGET_S = 2.0
+
+#: One more ``klio-assets run`` under cProfile: cumulative seconds of the phases of the run's
+#: process (the worker process is measured by the imports above and the Beam job's wall).
+_PHASES = {
+    "Dagster import": ("dagster/__init__.py", "<module>"),
+    "plan the run (instance, partitions)": ("orchestration/materialize.py", "plan_run"),
+    "open the Dagster instance": ("dagster/_core/instance/instance.py", "get"),
+    "execute_job (all of it)": ("dagster/_core/execution/api.py", "execute_job"),
+    "the asset's step (Beam job + reporting)": ("orchestration/run/__init__.py", "run_batch"),
+    "waiting for the worker process": ("resources/worker_process.py", "join"),
+    "report the tracks to Dagster": ("orchestration/run/report.py", "finish"),
+}
+
+_PROFILED = """
+import cProfile, json, pstats, runpy, sys
+phases = json.loads(sys.argv[1])
+sys.argv = ["klio-assets", *sys.argv[2:]]
+profiler = cProfile.Profile()
+try:
+    profiler.runcall(runpy.run_module, "klio_assets.cli", run_name="__main__")
+except SystemExit:
+    pass
+stats = pstats.Stats(profiler).stats
+out = {}
+for label, (suffix, name) in phases.items():
+    out[label] = round(max([v[3] for (f, _, n), v in stats.items()
+                            if f.endswith(suffix) and n == name] or [0.0]), 2)
+print("PHASES " + json.dumps(out), file=sys.stderr)
+"""
 
 #: Seconds to import ``modules`` in a fresh process (after Python's own start).
 _IMPORT_CHILD = """
@@ -95,6 +125,16 @@ def main() -> None:
             runs.append(wall)
             beam.append(summary.get("beam_seconds") or 0.0)
             outside.append(wall - (summary.get("beam_seconds") or 0.0))
+        profiled = harness.timed(
+            [
+                sys.executable, "-c", _PROFILED, json.dumps(_PHASES),
+                "run", "downsampled_audio", "--force", "--json",
+            ],
+            env,
+        )[2]  # fmt: skip
+        phases = json.loads(
+            next(ln for ln in profiled.stderr.splitlines() if ln.startswith("PHASES "))[7:]
+        )
         python_start = [
             harness.timed([sys.executable, "-c", "pass"], harness.clean_env())[0]
             for _ in range(args.repeat)
@@ -122,6 +162,7 @@ def main() -> None:
         "outside_beam_job_s": _best_and_median(outside),
         "python_start_s": _best_and_median(python_start),
         "imports_s": imports,
+        "phases_s": phases,
         "load_after": harness.load_average(),
     }
     figures["targets"] = {
@@ -142,6 +183,9 @@ def main() -> None:
     )
     for label, value in imports.items():
         print(f"  {label:34s} {value['best']:.2f} s (median {value['median']:.2f})")
+    print("one more run under cProfile (inflated by the profiler), cumulative seconds:")
+    for label, value in phases.items():
+        print(f"  {label:40s} {value:.2f} s")
     harness.final_json("fixed_cost", figures)
 
 
