@@ -214,16 +214,22 @@ class WorkQueue:
 
     A claim is a file created with ``O_EXCL`` in ``claims_dir`` (a folder on the machine
     that runs the job, made when the pipeline is built): it works between the threads of
-    ``multi_threading`` and the processes of ``multi_processing`` alike.
+    ``multi_threading`` and the processes of ``multi_processing`` alike. A worker that cannot
+    see that folder (lanes forced on a runner whose workers run elsewhere) takes every
+    ``lanes``-th group from its own, ``lane``, on: a static split, as before.
 
     Parameters
     ----------
     claims_dir : str
     groups : list of list of dict
+    lane, lanes : int
+        This queue's lane, and how many there are.
     """
 
     claims_dir: str
     groups: list[list[dict[str, Any]]]
+    lane: int = 0
+    lanes: int = 1
 
     def claim(self, index: int) -> bool:
         """Whether this lane takes group ``index`` (False: another lane has)."""
@@ -233,6 +239,8 @@ class WorkQueue:
             )
         except FileExistsError:
             return False
+        except FileNotFoundError:  # not the machine that built the pipeline
+            return index % self.lanes == self.lane
         os.close(fd)
         return True
 
@@ -242,58 +250,6 @@ class WorkQueue:
         for index, group in enumerate(self.groups):
             if self.claim(index):
                 yield group
-
-
-#: A group's analyses get this many times the decode limit (``timeout_s``) before the worker
-#: gives up on them: streamed analyses are already bounded by the decode deadline, whole-array
-#: ones run after the decode and get as long again.
-WATCHDOG_FACTOR = 2.0
-
-
-def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[TrackResult]:
-    """:meth:`Engine.analyze` with a time limit, so that one stuck analysis cannot stall a batch.
-
-    A decoder that hangs is killed by its own deadline; an analysis can hang too (a helper
-    process that stops reading, a loop that never ends) and a Python thread cannot be killed.
-    The group then runs in a thread of its own; when it outlives ``WATCHDOG_FACTOR x
-    timeout_s``, its tracks' pending analyses are reported failed with that reason and the
-    worker moves on (the abandoned thread can only ever commit whole outputs).
-
-    Returns
-    -------
-    list of TrackResult
-        One result per track of ``group``, as :meth:`Engine.analyze` returns them.
-    """
-    limit = WATCHDOG_FACTOR * engine.limits.timeout_s
-    done: list[TrackResult] = []
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            done.extend(engine.analyze(group))
-        except BaseException as exc:  # re-raised in the DoFn's thread below
-            errors.append(exc)
-
-    thread = threading.Thread(target=work, name=f"klio-analyze-{group[0]['track_id']}", daemon=True)
-    thread.start()
-    thread.join(limit)
-    if thread.is_alive():
-        results = []
-        for task in group:
-            reason = (
-                f"track {task['track_id']!r}: {task['uri']}: analyses did not finish within "
-                f"{limit:g} s ({WATCHDOG_FACTOR:g} x timeout_s); the worker gave up on them"
-            )
-            result = track_result(task)
-            for name in task["pending"]:
-                result.analyses[name] = AnalysisOutcome(
-                    Status.FAILED, reason=reason, error="TrackTimeout"
-                )
-            results.append(result)
-        return results
-    if errors:
-        raise errors[0]
-    return done
 
 
 def _group_cost(group: list[dict[str, Any]]) -> float:
@@ -308,10 +264,11 @@ def share_queue(
     Returns
     -------
     list of (int, WorkQueue)
-        ``(lane, queue)`` pairs, the same queue for every lane.
+        ``(lane, queue)`` pairs, the same groups in every lane's queue.
     """
-    queue = WorkQueue(claims_dir, sorted(groups, key=lambda g: -_group_cost(g)))
-    return [(lane, queue) for lane in range(max(1, lanes))]
+    ordered = sorted(groups, key=lambda g: -_group_cost(g))
+    lanes = max(1, lanes)
+    return [(lane, WorkQueue(claims_dir, ordered, lane, lanes)) for lane in range(lanes)]
 
 
 #: Track references dealt to lanes: ``(lane, refs of that lane)``.

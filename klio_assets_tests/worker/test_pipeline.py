@@ -253,6 +253,13 @@ def test_lanes_share_one_queue_and_a_free_lane_takes_the_next_group(tmp_path):
     assert list(busy) == []  # each group is claimed once
 
 
+def test_lanes_that_cannot_see_the_claims_folder_split_the_queue_statically(tmp_path):
+    groups = [[{"track_id": f"t{i}", "cost": float(i)}] for i in range(5)]
+    lanes = share_queue(groups, 2, str(tmp_path / "elsewhere"))
+    taken = [[g[0]["track_id"] for g in queue.claimed()] for _, queue in lanes]
+    assert taken == [["t4", "t2", "t0"], ["t3", "t1"]]
+
+
 def test_cost_estimate_knows_flac_from_wav_and_counts_each_track():
     """libsndfile reports FLAC's codec as PCM_16, like WAV's; FLAC decodes at about half the
     speed, and a 60-minute FLAC measured 8.5-10 CPU-s against 0.045 for a 10-second Vorbis."""
