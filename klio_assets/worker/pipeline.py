@@ -252,6 +252,58 @@ class WorkQueue:
                 yield group
 
 
+#: A group's analyses get this many times the decode limit (``timeout_s``) before the worker
+#: gives up on them: streamed analyses are already bounded by the decode deadline, whole-array
+#: ones run after the decode and get as long again.
+WATCHDOG_FACTOR = 2.0
+
+
+def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[TrackResult]:
+    """:meth:`Engine.analyze` with a time limit, so that one stuck analysis cannot stall a batch.
+
+    A decoder that hangs is killed by its own deadline; an analysis can hang too (a helper
+    process that stops reading, a loop that never ends) and a Python thread cannot be killed.
+    The group then runs in a thread of its own; when it outlives ``WATCHDOG_FACTOR x
+    timeout_s``, its tracks' pending analyses are reported failed with that reason and the
+    worker moves on (the abandoned thread can only ever commit whole outputs).
+
+    Returns
+    -------
+    list of TrackResult
+        One result per track of ``group``, as :meth:`Engine.analyze` returns them.
+    """
+    limit = WATCHDOG_FACTOR * engine.limits.timeout_s
+    done: list[TrackResult] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            done.extend(engine.analyze(group))
+        except BaseException as exc:  # re-raised in the DoFn's thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, name=f"klio-analyze-{group[0]['track_id']}", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        results = []
+        for task in group:
+            reason = (
+                f"track {task['track_id']!r}: {task['uri']}: analyses did not finish within "
+                f"{limit:g} s ({WATCHDOG_FACTOR:g} x timeout_s); the worker gave up on them"
+            )
+            result = track_result(task)
+            for name in task["pending"]:
+                result.analyses[name] = AnalysisOutcome(
+                    Status.FAILED, reason=reason, error="TrackTimeout"
+                )
+            results.append(result)
+        return results
+    if errors:
+        raise errors[0]
+    return done
+
+
 def _group_cost(group: list[dict[str, Any]]) -> float:
     return max(float(t.get("cost", 0.0)) for t in group)
 
