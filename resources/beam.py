@@ -235,15 +235,15 @@ class BeamRunnerResource(dg.ConfigurableResource):
     )
     balance: Literal["auto", "lanes", "reshuffle"] = Field(
         "auto",
-        description="How work is spread: 'lanes' (longest first over a fixed number of workers, "
-        "for runners that split statically), 'reshuffle' (for runners that rebalance), or "
+        description="How work is spread: 'lanes' (a fixed number of workers sharing one queue, "
+        "longest first, for runners that split statically), 'reshuffle' (for runners that rebalance), or "
         "'auto' (lanes for the local runner).",
     )
     poll_interval_s: float = Field(1.0, gt=0, description="Seconds between job status polls.")
     isolate_local: bool = Field(
         True,
         description="Local runner: run each job in a child process (python -m "
-        "klio_assets.worker.pipeline), so that a crash of a native decoder or the OOM killer "
+        "klio_assets.worker), so that a crash of a native decoder or the OOM killer "
         "costs only the track it hit, not the Dagster step.",
     )
     dataflow: DataflowConfig | None = Field(

@@ -3,8 +3,8 @@
 Beam's FnApiRunner runs a job inside the process that submits it. Run there, a segfault in a
 native decoder or the OOM killer would take the Dagster step with it: the good tracks of the
 batch never recorded, the run left STARTED. :class:`WorkerProcessJob` runs the job in a child
-instead (``python -m klio_assets.worker.pipeline``, the standalone worker entry point: no
-Dagster imported), in its own process group, with the same interface as
+instead (``python -m klio_assets.worker``, the standalone worker entry point: no
+Dagster imported, and Beam without the pandas, pyarrow and cloud clients it never uses there), in its own process group, with the same interface as
 :class:`~klio_assets.resources.beam.BeamJob`. Results still stream through the run's results
 folder; the child marks each track in flight (one empty file per track in ``inflight/`` of its
 work folder) while it checks or analyses it, so the launcher can tell which tracks a dead
@@ -14,6 +14,7 @@ child was working on.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import shutil
@@ -27,6 +28,7 @@ from typing import Any
 
 from klio_assets.errors import BeamJobError, one_line
 from klio_assets.worker.decoder_log import VERBOSE_ENV
+from klio_assets.worker.spare import take_spare
 
 #: Lines of the child's stderr kept to say why it failed.
 _STDERR_TAIL_BYTES = 8192
@@ -38,7 +40,7 @@ def _children_cpu_s() -> float:
 
 
 class WorkerProcessJob:
-    """A Beam job run by a child ``python -m klio_assets.worker.pipeline`` process.
+    """A Beam job run by a child ``python -m klio_assets.worker`` process.
 
     Parameters
     ----------
@@ -60,19 +62,20 @@ class WorkerProcessJob:
         job_name: str,
     ):  # fmt: skip
         self.job_name = job_name
-        self.workdir = tempfile.mkdtemp(prefix="klio-worker-")
+        self._spare = take_spare()
+        self.workdir = (
+            self._spare.workdir if self._spare else tempfile.mkdtemp(prefix="klio-worker-")
+        )
         self.inflight_dir = os.path.join(self.workdir, "inflight")
         os.mkdir(self.inflight_dir)
         plan_path = os.path.join(self.workdir, "plan.json")
         tracks_path = os.path.join(self.workdir, "tracks.jsonl")
         with open(plan_path, "w") as fh:
             fh.write(plan_json)
-        import json  # noqa: PLC0415 - only here
-
         with open(tracks_path, "w") as fh:
             fh.writelines(json.dumps(dict(t)) + "\n" for t in tracks)
         self.command = [
-            sys.executable, "-m", "klio_assets.worker.pipeline", "--plan", plan_path,
+            sys.executable, "-m", "klio_assets.worker", "--plan", plan_path,
             "--tracks", tracks_path, "--inflight-dir", self.inflight_dir, *beam_args,
         ]  # fmt: skip
         self._stderr_path = os.path.join(self.workdir, "stderr.log")
@@ -99,12 +102,23 @@ class WorkerProcessJob:
         Ctrl-C, ``kill -- -PGID``, a container stop) kills it too; and it exits by itself
         when this process disappears (``--exit-with-parent``: a SIGKILL of this process
         alone, the OOM killer choosing it)."""
+        args = [*self.command, f"--exit-with-parent={os.getpid()}"]
+        spare, self._spare = self._spare, None
+        if spare is not None:  # started ahead (prestart): it reads its arguments now
+            assert spare.proc.stdin is not None
+            try:
+                spare.proc.stdin.write(json.dumps(args[3:]).encode() + b"\n")
+                spare.proc.stdin.close()
+            except OSError:  # it died waiting: start one the usual way
+                spare.proc.wait()
+            else:
+                self.proc = spare.proc
+                return self
         env = {**os.environ, "TMPDIR": self.workdir}
         with open(self._stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [*self.command, f"--exit-with-parent={os.getpid()}"],
-                stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
-            )  # fmt: skip
+                args, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env
+            )
         return self
 
     @property

@@ -13,7 +13,8 @@ from klio_assets.worker.outputs import Json
 def source_audio(audio: AudioStream, track: TrackContext) -> dict[str, Any]:
     """Probe of the source: container, codec, sample rate, channels, exact frames and
     duration (counted by a full decode, so truncation is caught), sample peak, and the
-    sha256 of its bytes (which content deduplication uses)."""
+    BLAKE3 hash of its bytes (``blake3:<hex>``, which content deduplication uses;
+    outputs written before carry ``sha256:<hex>``)."""
     peak = 0.0
     for block in audio:
         if block.size:

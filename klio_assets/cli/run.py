@@ -169,6 +169,11 @@ def _materialize(
     console: Console,
 ) -> Invocation:
     """Plan the runs with Dagster, say what will run, launch them under a progress bar."""
+    if not dry_run and not settings.dataflow and _option_runner(settings) == "FnApiRunner":
+        # The local worker process imports Beam while this one imports Dagster and plans.
+        from klio_assets.worker.spare import prestart  # noqa: PLC0415
+
+        prestart()
     # Imports Dagster (~1.2 s): only here, past the all-done answer of `run`, which must not.
     from klio_assets.orchestration.materialize import execute_plan, plan_run  # noqa: PLC0415
 
@@ -242,3 +247,9 @@ def _report(invocation: Invocation, *, dry_run: bool, as_json: bool, console: Co
     report = RunReport.from_invocation(invocation, invocation.selected)
     render.print_run(report, dry_run=dry_run, as_json=as_json, console=console)
     sys.exit(1 if report.failures else 0)
+
+
+def _option_runner(settings: Settings) -> str:
+    """The Beam runner ``settings.beam_options`` name (the local FnApiRunner by default)."""
+    runners = [o.split("=", 1)[1] for o in settings.beam_options if o.startswith("--runner=")]
+    return runners[-1] if runners else "FnApiRunner"

@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
 from klio_assets.catalog.database import DUPLICATE_GROUPS, TRACK_FEATURES, FeatureRow, TrackCatalog
 from klio_assets.errors import KlioAssetsError
@@ -31,6 +30,8 @@ from klio_assets.worker.analysis import Analysis
 from klio_assets.worker.storage import Storage
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from klio_assets.catalog.duplicates import FingerprintIndex
 
 GROUP_NAME = "catalog"
@@ -74,15 +75,17 @@ def _read_seq(store: Storage, uri: str) -> int:
     return int(metadata.get(_SEQ_KEY, b"0"))
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def _markdown(frame: "pd.DataFrame") -> str:
     """A small DataFrame as a Markdown table."""
+    import pandas as pd  # noqa: PLC0415 - keeps pandas out of runs that do not need it
+
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
     return "\n".join(lines)
 
 
-def _read_table(store: Storage, uri: str) -> tuple[pd.DataFrame | None, int]:
+def _read_table(store: Storage, uri: str) -> tuple["pd.DataFrame | None", int]:
     """The previous table and the features sequence number it reached (0 if none)."""
     import pyarrow.parquet as pq  # noqa: PLC0415 - pandas' Parquet engine
 
@@ -94,7 +97,7 @@ def _read_table(store: Storage, uri: str) -> tuple[pd.DataFrame | None, int]:
     return table.to_pandas(), seq
 
 
-def _write_table(store: Storage, uri: str, frame: pd.DataFrame, seq: int) -> None:
+def _write_table(store: Storage, uri: str, frame: "pd.DataFrame", seq: int) -> None:
     """Write ``frame`` as Parquet at ``uri`` atomically, with ``seq`` in its metadata."""
     import pyarrow as pa  # noqa: PLC0415
     import pyarrow.parquet as pq  # noqa: PLC0415
@@ -108,8 +111,8 @@ def _write_table(store: Storage, uri: str, frame: pd.DataFrame, seq: int) -> Non
 
 
 def merge_features(
-    previous: pd.DataFrame | None, rows: Sequence[FeatureRow], groups: Mapping[str, str]
-) -> pd.DataFrame:
+    previous: "pd.DataFrame | None", rows: Sequence[FeatureRow], groups: Mapping[str, str]
+) -> "pd.DataFrame":
     """``previous`` with the changed ``rows`` applied and every track's duplicate group.
 
     Parameters
@@ -121,6 +124,8 @@ def merge_features(
     groups : mapping of str to str
         Track ID to duplicate group.
     """
+    import pandas as pd  # noqa: PLC0415 - keeps pandas out of runs that do not need it
+
     frame = (
         previous.set_index("track_id") if previous is not None and len(previous) else pd.DataFrame()
     )
@@ -147,8 +152,10 @@ def merge_features(
     return _typed_columns(frame)
 
 
-def _changed_rows(rows: Sequence[FeatureRow]) -> pd.DataFrame | None:
+def _changed_rows(rows: Sequence[FeatureRow]) -> "pd.DataFrame | None":
     """One row per changed track (a later row of a track wins), indexed by track ID."""
+    import pandas as pd  # noqa: PLC0415 - keeps pandas out of runs that do not need it
+
     updates: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry = updates.setdefault(row.track_id, {})
@@ -186,7 +193,9 @@ _FLOAT_COLUMNS = (
 _INT_COLUMNS = ("sample_rate", "channels", "beat_count", "note_count")
 
 
-def _typed_columns(frame: pd.DataFrame) -> pd.DataFrame:
+def _typed_columns(frame: "pd.DataFrame") -> "pd.DataFrame":
+    import pandas as pd  # noqa: PLC0415 - keeps pandas out of runs that do not need it
+
     for column in _FLOAT_COLUMNS:
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")

@@ -13,9 +13,11 @@
 * ``GroupByContent`` puts tracks with identical source bytes together: one is computed,
   the others share its outputs.
 * ``Balance`` spreads work evenly. Beam's local FnApiRunner splits a stage statically into
-  ``direct_num_workers`` parts with no work stealing, so the groups are assigned to that many
-  lanes, longest first (LPT), using a cost estimate from the header. Distributed runners
-  rebalance dynamically; there the step is a plain ``Reshuffle``.
+  ``direct_num_workers`` parts with no work stealing, so every lane is handed the same queue
+  of all groups, longest first (by a cost estimate from the header), and each lane claims the
+  next unclaimed group when it is free (one claim file per group in a folder local to the
+  job): the lanes end within one group of each other whatever the estimate got wrong.
+  Distributed runners rebalance dynamically; there the step is a plain ``Reshuffle``.
 * ``AnalyzeTracks`` decodes each source once and runs every selected analysis on it.
 * Each track's :class:`~klio_assets.worker.records.TrackResult` is written as soon as it is
   known, one JSON file per track under ``_runs/<run_id>/results/``: the one results channel,
@@ -29,12 +31,14 @@ tracks.jsonl [Beam options]``. This module imports nothing from Dagster.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
-import heapq
 import json
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -206,9 +210,18 @@ class CheckOutputs(_EngineDoFn):
 
 class AnalyzeTracks(_EngineDoFn):
     """Compute each group of identical sources once (or plan it, in a dry run), and report
-    each track as soon as its group is done."""
+    each track as soon as its group is done.
 
-    def process(self, group: list[dict[str, Any]]) -> Iterator[str]:
+    An element is one group, or a lane's :class:`WorkQueue` (``Balance`` on a local runner):
+    then the groups of the queue that no other lane has claimed yet.
+    """
+
+    def process(self, element: list[dict[str, Any]] | WorkQueue) -> Iterator[str]:
+        groups = element.claimed() if isinstance(element, WorkQueue) else [element]
+        for group in groups:
+            yield from self._analyze(group)
+
+    def _analyze(self, group: list[dict[str, Any]]) -> Iterator[str]:
         assert self.engine is not None
         self.mark(task["track_id"] for task in group)
         if self.engine.plan.dry_run:
@@ -221,6 +234,51 @@ class AnalyzeTracks(_EngineDoFn):
         for result in results:
             yield self.write_result(result)
             self.unmark(result.track_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkQueue:
+    """Every group of a job, in the order they should start (longest first), shared by the
+    lanes of a local runner: each lane claims the next group no lane has taken yet.
+
+    A claim is a file created with ``O_EXCL`` in ``claims_dir`` (a folder on the machine
+    that runs the job, made when the pipeline is built): it works between the threads of
+    ``multi_threading`` and the processes of ``multi_processing`` alike. A worker that cannot
+    see that folder (lanes forced on a runner whose workers run elsewhere) takes every
+    ``lanes``-th group from its own, ``lane``, on: a static split, as before.
+
+    Parameters
+    ----------
+    claims_dir : str
+    groups : list of list of dict
+    lane, lanes : int
+        This queue's lane, and how many there are.
+    """
+
+    claims_dir: str
+    groups: list[list[dict[str, Any]]]
+    lane: int = 0
+    lanes: int = 1
+
+    def claim(self, index: int) -> bool:
+        """Whether this lane takes group ``index`` (False: another lane has)."""
+        try:
+            fd = os.open(
+                os.path.join(self.claims_dir, str(index)), os.O_CREAT | os.O_EXCL | os.O_WRONLY
+            )
+        except FileExistsError:
+            return False
+        except FileNotFoundError:  # not the machine that built the pipeline
+            return index % self.lanes == self.lane
+        os.close(fd)
+        return True
+
+    def claimed(self) -> Iterator[list[dict[str, Any]]]:
+        """The groups this lane claims, one at a time (each claimed when the previous one is
+        done, so that a free lane takes the next group)."""
+        for index, group in enumerate(self.groups):
+            if self.claim(index):
+                yield group
 
 
 #: A group's analyses get this many times the decode limit (``timeout_s``) before the worker
@@ -275,29 +333,23 @@ def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[T
     return done
 
 
-def assign_lanes(
-    groups: Sequence[list[dict[str, Any]]], lanes: int
-) -> list[tuple[int, list[dict[str, Any]]]]:
-    """Longest-processing-time-first assignment of work groups to ``lanes`` lanes.
+def _group_cost(group: list[dict[str, Any]]) -> float:
+    return max(float(t.get("cost", 0.0)) for t in group)
 
-    Parameters
-    ----------
-    groups : sequence of list of dict
-        Tasks grouped by content; a group costs its first task's ``cost``.
-    lanes : int
+
+def share_queue(
+    groups: Sequence[list[dict[str, Any]]], lanes: int, claims_dir: str
+) -> list[tuple[int, WorkQueue]]:
+    """One :class:`WorkQueue` of all ``groups`` (longest first) for each of ``lanes`` lanes.
 
     Returns
     -------
-    list of (int, list of dict)
-        ``(lane, group)`` pairs; every lane that gets work appears.
+    list of (int, WorkQueue)
+        ``(lane, queue)`` pairs, the same groups in every lane's queue.
     """
-    heap = [(0.0, lane) for lane in range(max(1, lanes))]
-    out = []
-    for group in sorted(groups, key=lambda g: -max(t.get("cost", 0.0) for t in g)):
-        load, lane = heapq.heappop(heap)
-        out.append((lane, group))
-        heapq.heappush(heap, (load + max(t.get("cost", 0.0) for t in group), lane))
-    return out
+    ordered = sorted(groups, key=lambda g: -_group_cost(g))
+    lanes = max(1, lanes)
+    return [(lane, WorkQueue(claims_dir, ordered, lane, lanes)) for lane in range(lanes)]
 
 
 #: Track references dealt to lanes: ``(lane, refs of that lane)``.
@@ -339,22 +391,25 @@ class SpreadTracks(beam.PTransform[_Refs, _Refs]):
         return spread
 
 
-class Balance(beam.PTransform[_Groups, _Groups]):
-    """Spread groups of work over the workers (see the module docstring)."""
+class Balance(beam.PTransform[_Groups, PCollection[Any]]):
+    """Spread groups of work over the workers (see the module docstring): with ``lanes``, one
+    :class:`WorkQueue` per lane, its claims in ``claims_dir``; without, a ``Reshuffle``."""
 
-    def __init__(self, lanes: int):
+    def __init__(self, lanes: int, claims_dir: str | None = None):
         super().__init__()
         self.lanes = lanes
+        self.claims_dir = claims_dir
 
-    def expand(self, groups: _Groups) -> _Groups:
-        if self.lanes <= 0:
+    def expand(self, groups: _Groups) -> PCollection[Any]:
+        if self.lanes <= 0 or self.claims_dir is None:
             reshuffled: _Groups = groups | "Reshuffle" >> beam.Reshuffle()
             return reshuffled
-        lanes = self.lanes
-        balanced: _Groups = (
+        lanes, claims_dir = self.lanes, self.claims_dir
+        balanced: PCollection[WorkQueue] = (
             groups
             | "CollectGroups" >> ToList()
-            | "AssignLanes" >> beam.FlatMap(lambda all_groups: assign_lanes(all_groups, lanes))
+            | "ShareQueue"
+            >> beam.FlatMap(lambda all_groups: share_queue(all_groups, lanes, claims_dir))
             | "GroupByLane" >> beam.GroupByKey()
             | "UnpackLane" >> beam.FlatMap(lambda kv: list(kv[1]))
         )
@@ -393,8 +448,13 @@ def build_pipeline(
     listed = pipeline | "ListTracks" >> beam.Create(refs, reshuffle=False).with_output_types(
         dict[str, Any]
     )
+    claims_dir = None
     if plan.lanes > 0:
         listed = listed | "SpreadTracks" >> SpreadTracks(plan.lanes)
+        # Local runners only (lanes): the job runs on this machine. Under TMPDIR, which a
+        # worker process's launcher points into its own work folder.
+        claims_dir = tempfile.mkdtemp(prefix="klio-claims-")
+        atexit.register(shutil.rmtree, claims_dir, ignore_errors=True)
     checked = listed | "CheckOutputs" >> beam.ParDo(
         CheckOutputs(plan_json, inflight_dir)
     ).with_outputs(_DONE, main="pending")
@@ -403,7 +463,7 @@ def build_pipeline(
         | "KeyByContent" >> beam.Map(lambda task: (task["content_hash"], task))
         | "GroupByContent" >> beam.GroupByKey()
         | "DropKeys" >> beam.Map(lambda kv: list(kv[1]))
-        | "Balance" >> Balance(plan.lanes)
+        | "Balance" >> Balance(plan.lanes, claims_dir)
         | "AnalyzeTracks" >> analyze_step(plan, plan_json, inflight_dir)
     )
     reported: PCollection[str] = (checked[_DONE], analyzed) | "ReportedTracks" >> beam.Flatten()

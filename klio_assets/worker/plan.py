@@ -243,7 +243,7 @@ class Layout:
     """Where things go under a storage root.
 
     ``<root>/<analysis>/v<version>/<shard>/<track_id>.<ext>`` for outputs,
-    ``<root>/<analysis>/v<version>/_content/<hh>/<sha256>.json`` for the content index, and
+    ``<root>/<analysis>/v<version>/_content/<hh>/<blake3>.json`` for the content index, and
     ``<root>/_runs/<run_id>/`` for a run's per-track results.
     """
 

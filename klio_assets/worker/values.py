@@ -118,7 +118,7 @@ class TrackContext:
     source : SourceInfo or None
         The source's header, when the source was probed in this run.
     content_hash : str or None
-        ``sha256:<hex>`` of the source bytes.
+        ``blake3:<hex>`` of the source bytes (``sha256:<hex>`` in records written before).
     size_bytes : int or None
     """
 

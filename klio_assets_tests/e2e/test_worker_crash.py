@@ -98,7 +98,7 @@ def _worker_of(parent: int) -> int | None:
                 ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == parent and b"klio_assets.worker.pipeline" in cmdline:
+        if ppid == parent and b"-m\0klio_assets.worker" in cmdline:
             return int(pid)
     return None
 

@@ -16,7 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from klio_assets.analyses import downsampled_audio, source_audio
 from klio_assets.worker.execution import estimate_cost
-from klio_assets.worker.pipeline import DealToLanes, SpreadTracks, assign_lanes, build_pipeline
+from klio_assets.worker.pipeline import DealToLanes, SpreadTracks, build_pipeline, share_queue
 from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
 from klio_assets.worker.storage import Storage
 from klio_assets_tests.support import sample_analyses, synth
@@ -240,13 +240,24 @@ def test_consumer_that_stops_early_does_not_block_the_shared_decode(tmp_path, ca
     )
 
 
-def test_lanes_balance_long_and_short_work():
-    groups = [[{"cost": 100.0}]] + [[{"cost": 1.0}] for _ in range(100)]
-    lanes = assign_lanes(groups, 2)
-    load = [0.0, 0.0]
-    for lane, group in lanes:
-        load[lane] += group[0]["cost"]
-    assert sorted(load) == [100.0, 100.0]
+def test_lanes_share_one_queue_and_a_free_lane_takes_the_next_group(tmp_path):
+    """Work stealing on a static-splitting runner: every lane gets the same queue, longest
+    group first, and claims the next group whenever it is free, so a lane held up by a long
+    (or underestimated) group leaves the rest to the others."""
+    groups = [[{"track_id": f"t{i}", "cost": float(i)}] for i in range(10)]
+    lanes = share_queue(groups, 2, str(tmp_path))
+    assert [lane for lane, _ in lanes] == [0, 1]
+    busy, free = (queue.claimed() for _, queue in lanes)
+    assert next(busy)[0]["track_id"] == "t9"  # the longest first
+    assert [g[0]["track_id"] for g in free] == [f"t{i}" for i in range(8, -1, -1)]
+    assert list(busy) == []  # each group is claimed once
+
+
+def test_lanes_that_cannot_see_the_claims_folder_split_the_queue_statically(tmp_path):
+    groups = [[{"track_id": f"t{i}", "cost": float(i)}] for i in range(5)]
+    lanes = share_queue(groups, 2, str(tmp_path / "elsewhere"))
+    taken = [[g[0]["track_id"] for g in queue.claimed()] for _, queue in lanes]
+    assert taken == [["t4", "t2", "t0"], ["t3", "t1"]]
 
 
 def test_cost_estimate_knows_flac_from_wav_and_counts_each_track():

@@ -1,0 +1,82 @@
+"""Import Apache Beam without the optional parts a local worker never uses.
+
+``import apache_beam`` brings in pandas and pyarrow (DataFrame type hints), the Google Cloud
+Storage, BigQuery and Pub/Sub clients (its own I/O connectors) and apitools: 119 MB of the
+248 MB a worker holds once its imports are done. Beam imports each of them inside
+``try: ... except ImportError``, so a worker process that refuses them while Beam is imported
+gets a working Beam without them. Only the local worker process (``python -m
+klio_assets.worker``) does this, before anything else imports Beam; a process that launches
+Dataflow jobs needs Beam's GCS file system to stage, and gets the whole of Beam.
+
+After Beam is imported nothing is refused any more: an analysis that imports pandas gets it.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+#: Modules refused while Beam is imported (with their submodules). Beam's connectors to
+#: BigQuery, Pub/Sub and GCS are refused at their Beam module, so that Beam skips them
+#: silently (it warns about a client library that fails below its own module).
+BEAM_EXTRAS: tuple[str, ...] = (
+    "pandas",
+    "pyarrow",
+    "apache_beam.io.gcp.bigquery",
+    "apache_beam.io.gcp.gcsfilesystem",
+    "apache_beam.io.gcp.pubsub",
+    "apache_beam.io.gcp.gcsio",
+    "apache_beam.transforms.xlang.io",
+    "google.cloud.storage",
+    "google.cloud.bigquery",
+    "apitools",
+)
+
+
+class _Refuse(importlib.abc.MetaPathFinder):
+    """A finder that answers "no such module" for ``names`` and their submodules."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = tuple(names)
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None = None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if any(fullname == n or fullname.startswith(n + ".") for n in self.names):
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+
+
+def import_beam_without_extras(extras: Sequence[str] = BEAM_EXTRAS) -> ModuleType:
+    """Import ``apache_beam`` with the modules of ``extras`` refused, and return it.
+
+    Nothing changes when Beam (or one of ``extras``) was imported already.
+
+    Parameters
+    ----------
+    extras : sequence of str
+        Fully qualified module names refused while Beam is imported.
+
+    Returns
+    -------
+    module
+        ``apache_beam``.
+    """
+    if "apache_beam" in sys.modules or any(name in sys.modules for name in extras):
+        import apache_beam  # noqa: PLC0415 - already there
+
+        return apache_beam
+    finder = _Refuse(extras)
+    sys.meta_path.insert(0, finder)
+    try:
+        import apache_beam  # noqa: PLC0415 - imported under the finder
+        import apache_beam.runners.portability.fn_api_runner  # noqa: PLC0415 - the runner
+    finally:
+        sys.meta_path.remove(finder)
+    return apache_beam

@@ -1,0 +1,40 @@
+"""What a local worker process and a run's Dagster side import (their memory is mostly imports)."""
+
+import json
+import subprocess
+import sys
+
+_PROBE = """
+import json, sys
+{setup}
+print(json.dumps(sorted(m for m in ("pandas", "pyarrow", "google.cloud.storage",
+      "apache_beam.io.gcp.gcsio", "apache_beam.io.gcp.bigquery") if m in sys.modules)))
+"""
+
+
+def _imported(setup: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(setup=setup)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Failed to import" not in done.stderr and "not found" not in done.stderr, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_local_worker_imports_beam_without_pandas_pyarrow_or_cloud_clients():
+    setup = (
+        "from klio_assets.worker.beam_imports import import_beam_without_extras\n"
+        "import_beam_without_extras()\n"
+        "import klio_assets.worker.pipeline\n"
+        "from apache_beam.runners.portability.fn_api_runner import FnApiRunner\n"
+    )
+    assert _imported(setup) == []
+
+
+def test_after_the_lean_beam_import_an_analysis_can_still_import_pandas():
+    setup = (
+        "from klio_assets.worker.beam_imports import import_beam_without_extras\n"
+        "import_beam_without_extras()\n"
+        "import pandas\n"
+    )
+    assert "pandas" in _imported(setup)
