@@ -8,7 +8,7 @@ it read (``dagster/input_event_pointer/<dep>``); a dependency materialized since
 data version makes it stale. A materialization without those tags "has a new dependency" on
 each of its parents, forever. So each per-track materialization carries them:
 
-* ``source_audio``'s data version is the sha256 of the source's bytes (the content hash the
+* ``source_audio``'s data version is the content hash of the source's bytes (BLAKE3, the one the
   engine computes), so only a file whose content changed gives it a new one;
 * every other analysis' data version is Dagster's own logical version: a hash of its code
   version and its inputs' data versions (:func:`logical_version`), so a skipped track
