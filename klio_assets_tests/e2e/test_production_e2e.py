@@ -125,7 +125,7 @@ def test_core_run_on_production_parts(deployment, home, tmp_path, monkeypatch, c
                 "flac48": "computed",
                 "ogg32": "computed",
                 "broken": "failed",
-            }
+            }, {t: detail[t]["downsampled_audio"].get("reason") for t in ORDER}
             assert "cannot decode" in detail["broken"]["downsampled_audio"]["reason"]
             for name in SELECTED:
                 assert set(instance.get_materialized_partitions(dg.AssetKey(name))) == set(GOOD)
