@@ -171,11 +171,16 @@ def _plain_notes(path: str) -> int:
         note.append(n[:, 15:-15])
         onset.append(o[:, 15:-15])
     frames = int(np.floor((len(y) - module.OVERLAP // 2) * module.FPS / 22050))
-    output = {
-        "note": np.concatenate(note).reshape(-1, 88)[:frames],
-        "onset": np.concatenate(onset).reshape(-1, 88)[:frames],
-    }
-    return len(module.notes_of(output))
+    note_array = np.concatenate(note).reshape(-1, 88)[:frames]
+    onset_array = np.concatenate(onset).reshape(-1, 88)[:frames]
+    # the package's own note creation, as a plain loop would call it
+    _, events = module.note_creation().model_output_to_notes(
+        {"note": note_array, "onset": onset_array, "contour": np.empty((frames, 0), np.float32)},
+        onset_thresh=0.5, frame_thresh=0.3,
+        min_note_len=int(np.round(module.MIN_NOTE_MS / 1000 * (22050 / module.FFT_HOP))),
+        include_pitch_bends=False, melodia_trick=True,
+    )  # fmt: skip
+    return len(events)
 
 
 def throughput(tracks: list[tuple[str, str, float]], scratch: str) -> dict[str, object]:
