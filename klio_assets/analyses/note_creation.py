@@ -54,7 +54,7 @@ class ActivationFiles:
     def __init__(self, parent: str | None = None):
         self.dir = tempfile.mkdtemp(prefix="klio-notes-", dir=parent)
         self.paths = {name: os.path.join(self.dir, f"{name}.f32") for name in ("note", "onset")}
-        self._files = {name: open(path, "wb") for name, path in self.paths.items()}  # noqa: SIM115
+        self._files = {name: open(path, "wb") for name, path in self.paths.items()}
         self.rows = 0
 
     def append(self, note: np.ndarray, onset: np.ndarray) -> None:
@@ -75,7 +75,9 @@ class ActivationFiles:
         start, stop = max(0, start), min(self.rows, stop)
         if stop <= start:
             return np.zeros((0, BINS), np.float32)
-        data = np.fromfile(self.paths[name], np.float32, (stop - start) * BINS, offset=start * _ITEM)
+        data = np.fromfile(
+            self.paths[name], np.float32, (stop - start) * BINS, offset=start * _ITEM
+        )
         return data.reshape(-1, BINS)
 
     def close(self) -> None:
@@ -152,7 +154,7 @@ class _Energy:
         self.rows = files.rows
         self.path = os.path.join(files.dir, "energy.f32")
         shutil.copyfile(files.paths["note"], self.path)
-        self.fh = open(self.path, "r+b")  # noqa: SIM115 - closed in close()
+        self.fh = open(self.path, "r+b")
         self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.dirty: set[int] = set()
         count = (self.rows + CHUNK - 1) // CHUNK
@@ -236,7 +238,9 @@ def _amplitude(files: ActivationFiles, start: int, stop: int, f: int) -> float:
     return float(np.mean(files.read("note", start, stop)[:, f]))
 
 
-def _scan(values: Iterator[float], first: int, bound: int, step: int, thresh: float) -> tuple[int, int]:
+def _scan(
+    values: Iterator[float], first: int, bound: int, step: int, thresh: float
+) -> tuple[int, int]:
     """The package's ``while i < bound and k < energy_tol`` walk: the final ``i`` and ``k``."""
     i, k = first, 0
     for value in values:
@@ -289,7 +293,9 @@ def notes_from_files(
                 i_start = i + 1 + k
                 if i_end - i_start <= min_note_len:
                     continue
-                notes.append((i_start, i_end, f + MIDI_OFFSET, _amplitude(files, i_start, i_end, f)))
+                notes.append(
+                    (i_start, i_end, f + MIDI_OFFSET, _amplitude(files, i_start, i_end, f))
+                )
     finally:
         energy.close()
     return notes
