@@ -9,6 +9,7 @@ evicts (and writes back) chunks.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 
 import numpy as np
 import pytest
@@ -116,3 +117,24 @@ def test_notes_equal_the_package_on_edge_cases(tmp_path, monkeypatch):
         finally:
             files.close()
     assert not list(tmp_path.iterdir()), "the activation files are removed"
+
+
+def test_activation_files_are_removed_when_the_stream_fails(tmp_path, monkeypatch):
+    """A decode that fails halfway leaves no activation files behind."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def blocks():
+        yield np.zeros(22050 * 5, np.float32)
+        raise RuntimeError("the decoder failed")
+
+    model = models.acquire(note_events_asset.model, "cpu")
+    try:
+        with pytest.raises(RuntimeError, match="decoder failed"):
+            module.model_output(blocks(), model)
+        files = module.model_output(iter([np.zeros(22050 * 5, np.float32)]), model)
+        assert files.rows == int(5 * module.FPS)
+        assert [p.name.startswith("klio-notes-") for p in tmp_path.iterdir()] == [True]
+        files.close()
+    finally:
+        models.release(note_events_asset.model, "cpu")
+    assert not list(tmp_path.iterdir())
