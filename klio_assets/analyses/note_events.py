@@ -12,16 +12,17 @@ What the package's own ``basic_pitch.inference.predict`` does, with the windows 
   43844-sample windows every 36164 samples (the last zero-padded);
 * the windows go to the model ``batch`` at a time, shared with the other tracks the worker
   process is transcribing (:meth:`~klio_assets.worker.models.LoadedModel.infer`);
-* each window's outputs lose 15 frames at each end, are joined and trimmed to the track's
-  length (86 frames per second);
-* the package's own note creation (``basic_pitch.note_creation.model_output_to_notes``, its
+* each window's outputs lose 15 frames at each end, are joined (in float32 files in a
+  temporary folder) and trimmed to the track's length (86 frames per second);
+* the package's note creation (``basic_pitch.note_creation.model_output_to_notes``, its
   defaults: onset threshold 0.5, frame threshold 0.3, notes of at least 127.7 ms, the melodia
-  trick; pitch bends left out) turns them into notes. A test checks the notes against
-  ``predict`` itself.
+  trick; pitch bends left out) turns them into notes, computed chunk by chunk from the files
+  by :mod:`klio_assets.analyses.note_creation`. Tests check the notes against ``predict``
+  itself, and against the package's note creation on a long track.
 
-The audio is streamed: windows are sent to the model as they fill, so memory holds a batch of
-windows plus the note and onset activations (about 60 kB per second of audio: 3.6 MB per
-minute, which the note creation needs whole), not the decoded track.
+The audio is streamed and the activations are kept on disk: memory holds a batch of windows
+and a few chunks of activations, flat in track length (peak RSS of a worker 635, 591 and
+640 MB for 1, 15 and 60 minutes: ``benchmarks/models.py``).
 """
 
 from __future__ import annotations
