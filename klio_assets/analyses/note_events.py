@@ -12,16 +12,17 @@ What the package's own ``basic_pitch.inference.predict`` does, with the windows 
   43844-sample windows every 36164 samples (the last zero-padded);
 * the windows go to the model ``batch`` at a time, shared with the other tracks the worker
   process is transcribing (:meth:`~klio_assets.worker.models.LoadedModel.infer`);
-* each window's outputs lose 15 frames at each end, are joined and trimmed to the track's
-  length (86 frames per second);
-* the package's own note creation (``basic_pitch.note_creation.model_output_to_notes``, its
+* each window's outputs lose 15 frames at each end, are joined (in float32 files in a
+  temporary folder) and trimmed to the track's length (86 frames per second);
+* the package's note creation (``basic_pitch.note_creation.model_output_to_notes``, its
   defaults: onset threshold 0.5, frame threshold 0.3, notes of at least 127.7 ms, the melodia
-  trick; pitch bends left out) turns them into notes. A test checks the notes against
-  ``predict`` itself.
+  trick; pitch bends left out) turns them into notes, computed chunk by chunk from the files
+  by :mod:`klio_assets.analyses.note_creation`. Tests check the notes against ``predict``
+  itself, and against the package's note creation on a long track.
 
-The audio is streamed: windows are sent to the model as they fill, so memory holds a batch of
-windows plus the note and onset activations (about 60 kB per second of audio: 3.6 MB per
-minute, which the note creation needs whole), not the decoded track.
+The audio is streamed and the activations are kept on disk: memory holds a batch of windows
+and a few chunks of activations, flat in track length (peak RSS of a worker 635, 591 and
+640 MB for 1, 15 and 60 minutes: ``benchmarks/models.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from klio_assets.analyses.note_creation import ActivationFiles, notes_from_files
 from klio_assets.worker.analysis import (
     AudioStream,
     LoadedModel,
@@ -104,55 +106,76 @@ def windows(blocks: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, int]]:
         buffer = buffer[HOP:]
 
 
-def model_output(blocks: Iterator[np.ndarray], model: LoadedModel) -> dict[str, np.ndarray]:
-    """Basic Pitch's frame-level outputs of a stream: ``note`` and ``onset`` ``(n, 88)``, at
-    86 frames per second (float32: about 60 kB per second of audio)."""
-    parts: dict[str, list[np.ndarray]] = {"note": [], "onset": []}
+def model_output(blocks: Iterator[np.ndarray], model: LoadedModel) -> ActivationFiles:
+    """Basic Pitch's frame-level outputs of a stream, ``note`` and ``onset`` ``(n, 88)`` at
+    86 frames per second, written to float32 files as the batches come back (the caller
+    closes them): memory holds one batch, not the track."""
+    files = ActivationFiles()
     pending: list[np.ndarray] = []
     samples = 0
 
     def flush() -> None:
-        outputs = model.infer(np.stack(pending)[:, :, None])
-        for name, array in zip(parts, outputs, strict=True):
-            parts[name].append(array[:, OVERLAP_FRAMES // 2 : -(OVERLAP_FRAMES // 2), :])
+        note, onset = model.infer(np.stack(pending)[:, :, None])
+        trim = slice(OVERLAP_FRAMES // 2, -(OVERLAP_FRAMES // 2))
+        files.append(
+            note[:, trim, :].reshape(-1, note.shape[-1]),
+            onset[:, trim, :].reshape(-1, onset.shape[-1]),
+        )
         pending.clear()
 
-    for window, seen in windows(blocks):
-        samples = seen
-        pending.append(window)
-        if len(pending) >= model.handler.batch:
+    try:
+        for window, seen in windows(blocks):
+            samples = seen
+            pending.append(window)
+            if len(pending) >= model.handler.batch:
+                flush()
+        if pending:
             flush()
-    if pending:
-        flush()
-    frames = int(np.floor(samples * (FPS / SAMPLE_RATE)))
-    out = {}
-    for name, chunks in parts.items():
-        joined = np.concatenate(chunks) if chunks else np.zeros((0, 1, 1), np.float32)
-        out[name] = joined.reshape(-1, joined.shape[-1])[:frames]
-    return out
+        files.finish(int(np.floor(samples * (FPS / SAMPLE_RATE))))
+    except BaseException:
+        files.close()
+        raise
+    return files
 
 
-def notes_of(output: dict[str, np.ndarray]) -> list[tuple[float, float, int, float]]:
+def frame_times(frames: np.ndarray) -> np.ndarray:
+    """``basic_pitch.note_creation.model_frames_to_time`` of the given frame indices (the
+    package computes it for every frame of the track; it is elementwise)."""
+    import librosa  # noqa: PLC0415 - the models extra (basic-pitch's own dependency)
+    from basic_pitch.constants import (  # noqa: PLC0415 - the models extra
+        ANNOT_N_FRAMES,
+        AUDIO_N_SAMPLES,
+        AUDIO_SAMPLE_RATE,
+    )
+
+    original = librosa.core.frames_to_time(frames, sr=AUDIO_SAMPLE_RATE, hop_length=FFT_HOP)
+    window_numbers = np.floor(frames / ANNOT_N_FRAMES)
+    window_offset = (FFT_HOP / AUDIO_SAMPLE_RATE) * (
+        ANNOT_N_FRAMES - (AUDIO_N_SAMPLES / FFT_HOP)
+    ) + 0.0018
+    return np.asarray(original - (window_offset * window_numbers))
+
+
+def notes_of(files: ActivationFiles) -> list[tuple[float, float, int, float]]:
     """Basic Pitch's notes (onset s, offset s, MIDI pitch, amplitude) from its model output,
-    with the package's own note creation and its ``predict`` defaults."""
-    creation = note_creation()
-    frames = output["note"].shape[0]
-    if frames == 0:
-        return []
-    # without pitch bends the contour is read only for its length
-    _, events = creation.model_output_to_notes(
-        {**output, "contour": np.empty((frames, 0), np.float32)},
+    as the package's ``model_output_to_notes`` makes them with its ``predict`` defaults,
+    computed with memory flat in track length (:mod:`.note_creation`)."""
+    note_creation()  # the package's constants, without its runtime warnings
+    events = notes_from_files(
+        files,
         onset_thresh=0.5,
         frame_thresh=0.3,
         min_note_len=int(np.round(MIN_NOTE_MS / 1000 * (SAMPLE_RATE / FFT_HOP))),
-        min_freq=None,
-        max_freq=None,
-        include_pitch_bends=False,
-        multiple_pitch_bends=False,
         melodia_trick=True,
-        midi_tempo=120,
     )
-    return [(float(s), float(e), int(p), float(a)) for s, e, p, a, _ in events]
+    if not events:
+        return []
+    starts = frame_times(np.array([e[0] for e in events]))
+    ends = frame_times(np.array([e[1] for e in events]))
+    return [
+        (float(s), float(e), int(ev[2]), float(ev[3]))
+        for s, e, ev in zip(starts, ends, events, strict=True)
+    ]
 
 
 @analysis(
@@ -164,7 +187,11 @@ def notes_of(output: dict[str, np.ndarray]) -> list[tuple[float, float, int, flo
 def note_events(audio: AudioStream, model: LoadedModel) -> dict[str, Any]:
     """Notes (onset and offset in seconds, MIDI pitch, amplitude) transcribed by Spotify's
     Basic Pitch (ONNX, 22.05 kHz mono), in onset order."""
-    notes = sorted(notes_of(model_output(iter(audio), model)))
+    files = model_output(iter(audio), model)
+    try:
+        notes = sorted(notes_of(files))
+    finally:
+        files.close()
     return {
         "notes": [[round(s, 4), round(e, 4), p, round(a, 4)] for s, e, p, a in notes],
         "note_count": len(notes),
