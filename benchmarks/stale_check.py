@@ -25,19 +25,19 @@ sys.path[:0] = [
     os.path.dirname(__file__),
 ]
 
-import dagster as dg  # noqa: E402
-from common import fresh_home, write_clips  # noqa: E402
-from harness import final_json  # noqa: E402
+import dagster as dg
+from common import fresh_home, write_clips
+from harness import final_json
 
-from klio_assets.analyses import load_analyses  # noqa: E402
-from klio_assets.catalog.database import get_catalog  # noqa: E402
-from klio_assets.orchestration import launch, staleness  # noqa: E402
-from klio_assets.orchestration.assets import build_analysis_assets  # noqa: E402
-from klio_assets.orchestration.dagster_internals.stale_status import stale_statuses  # noqa: E402
-from klio_assets.orchestration.lineage import parents  # noqa: E402
-from klio_assets.orchestration.registration import register_tracks  # noqa: E402
-from klio_assets.settings import Settings  # noqa: E402
-from klio_assets.worker.storage import Storage  # noqa: E402
+from klio_assets.analyses import load_analyses
+from klio_assets.catalog.database import get_catalog
+from klio_assets.orchestration import launch, staleness
+from klio_assets.orchestration.assets import build_analysis_assets
+from klio_assets.orchestration.dagster_internals.stale_status import stale_statuses
+from klio_assets.orchestration.lineage import parents
+from klio_assets.orchestration.registration import register_tracks
+from klio_assets.settings import Settings
+from klio_assets.worker.storage import Storage
 
 NAMES = ["source_audio", "downsampled_audio", "loudness"]
 

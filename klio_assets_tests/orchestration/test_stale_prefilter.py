@@ -23,7 +23,9 @@ def _both(settings, instance, monkeypatch):
     """(pre-filtered statuses, the resolver's for every partition, partitions the pre-filtered
     path asked the resolver about)."""
     analyses = load_analyses(settings.analysis_modules)
-    graph = [build_analysis_assets(analyses, batch_size=settings.batch_size, params=settings.params)]
+    graph = [
+        build_analysis_assets(analyses, batch_size=settings.batch_size, params=settings.params)
+    ]
     asked = []
     real = stale_status.stale_statuses
 
@@ -33,9 +35,7 @@ def _both(settings, instance, monkeypatch):
 
     monkeypatch.setattr(staleness, "stale_statuses", counting)
     catalog = get_catalog(settings.catalog_url)
-    fast = staleness.candidate_statuses(
-        instance, catalog, graph, parents(analyses), CHAIN, TRACKS
-    )
+    fast = staleness.candidate_statuses(instance, catalog, graph, parents(analyses), CHAIN, TRACKS)
     full = real(instance, build_definitions(settings).resolve_asset_graph(), CHAIN, TRACKS)
     return fast, full, asked
 
