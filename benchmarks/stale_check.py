@@ -32,10 +32,11 @@ from harness import final_json
 from klio_assets.analyses import load_analyses
 from klio_assets.catalog.database import get_catalog
 from klio_assets.orchestration import launch, staleness
-from klio_assets.orchestration.assets import build_analysis_assets
+from klio_assets.orchestration.assets import GROUP_NAME, build_analysis_assets
 from klio_assets.orchestration.dagster_internals.stale_status import stale_statuses
 from klio_assets.orchestration.lineage import parents
 from klio_assets.orchestration.registration import register_tracks
+from klio_assets.orchestration.source_files import source_files_spec
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage
 
@@ -45,7 +46,8 @@ NAMES = ["source_audio", "downsampled_audio", "loudness"]
 def _measure(settings: Settings, instance: dg.DagsterInstance, ids: list[str]) -> dict[str, float]:
     analyses = load_analyses(settings.analysis_modules)
     graph = [
-        build_analysis_assets(analyses, batch_size=settings.batch_size, params=settings.params)
+        source_files_spec(GROUP_NAME),
+        build_analysis_assets(analyses, batch_size=settings.batch_size, params=settings.params),
     ]
     catalog = get_catalog(settings.catalog_url)
     started = time.perf_counter()

@@ -4,9 +4,10 @@ Dagster's stale-status resolver (the one behind the UI's "Unsynced" and "Materia
 unsynced") is asked, per analysis and track, which partitions are stale: a code version or
 parameters changed since (the analysis and, because versions chain, its descendants), or an
 input was materialized again with new data. Dagster 1.13 flags only the direct children of new
-data (its resolver has no transitive cause), and it cannot see a source file that changed on
-disk (``source_audio`` has no upstream in Dagster); so a track's stale analyses are completed
-with their descendants, and the tracks whose source changed since their outputs were made (the
+data (its resolver has no transitive cause); a source file changed on disk is seen through
+the external ``source_files`` asset, observed first (:mod:`klio_assets.orchestration.source_files`:
+its track's ``source_audio`` is then stale). So a track's stale analyses are completed with
+their descendants, and the tracks whose source changed since their outputs were made (the
 catalog's recorded stat, one stat per track) count as stale for every analysis. Tracks stale
 for the same analyses go in one plan, forced (an output may exist for the current version and
 still be stale by its inputs), without adding upstreams: nothing else is recomputed. Missing
@@ -34,7 +35,7 @@ from klio_assets.analyses import load_analyses
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.catalog.ledger import changed_sources
 from klio_assets.orchestration import launch
-from klio_assets.orchestration.assets import build_analysis_assets
+from klio_assets.orchestration.assets import GROUP_NAME, build_analysis_assets
 from klio_assets.orchestration.dagster_internals.latest_versions import (
     LatestVersion,
     latest_versions,
@@ -45,7 +46,13 @@ from klio_assets.orchestration.lineage import descendants, parents
 from klio_assets.orchestration.materialize import execute_plan, plan_run
 from klio_assets.orchestration.provenance import NULL_DATA_VERSION, logical_version
 from klio_assets.orchestration.selection import select_assets
+from klio_assets.orchestration.source_files import (
+    SOURCE_FILES,
+    observe_sources,
+    source_files_spec,
+)
 from klio_assets.settings import Settings
+from klio_assets.worker.plan import SOURCE_ASSET
 from klio_assets.worker.storage import Storage
 
 
@@ -71,11 +78,13 @@ def stale_groups(
         A track ID is invalid or not registered.
     """
     analyses = load_analyses(settings.analysis_modules)
-    graph = [
-        build_analysis_assets(analyses, batch_size=settings.batch_size, params=settings.params)
+    graph: list[dg.AssetsDefinition | dg.AssetSpec] = [
+        source_files_spec(GROUP_NAME),
+        build_analysis_assets(analyses, batch_size=settings.batch_size, params=settings.params),
     ]
     names = [a.name for a in analyses if not assets or a.name in assets]
     _, wanted = launch.resolve_tracks(instance, tracks)
+    observe_sources(instance, catalog, wanted)  # files changed on disk: a new data version
     lineage = parents(analyses)
     statuses = candidate_statuses(instance, catalog, graph, lineage, names, wanted)
     changed = changed_sources(catalog, {name: wanted for name in names})
@@ -101,7 +110,7 @@ def stale_groups(
 def candidate_statuses(
     instance: dg.DagsterInstance,
     catalog: TrackCatalog,
-    graph: Sequence[dg.AssetsDefinition],
+    graph: Sequence[dg.AssetsDefinition | dg.AssetSpec],
     lineage: Mapping[str, Sequence[str]],
     names: Sequence[str],
     tracks: Sequence[str],
@@ -119,6 +128,7 @@ def candidate_statuses(
     code_versions = {
         key.to_user_string(): version
         for assets_def in graph
+        if isinstance(assets_def, dg.AssetsDefinition)
         for key, version in assets_def.code_versions_by_key.items()
     }
     read: dict[str, dict[str, LatestVersion]] = {}
@@ -137,10 +147,17 @@ def candidate_statuses(
         deps = lineage.get(name, ())
         if code_version is None:  # no versions to compare: the resolver decides
             candidates[name] = list(mine)
-        elif not deps:  # the data version is the content's: the ledger knows the version
+        elif name == SOURCE_ASSET or not deps:
+            # its data version is the content's: the ledger knows the code version, and the
+            # source file observed after it was computed may have changed
             outdated = set(catalog.not_materialized(name, code_version, list(mine)))
+            observed = latest_versions(instance, SOURCE_FILES, list(mine), observations=True)
             candidates[name] = [
-                t for t, v in mine.items() if v.data_version is None or t in outdated
+                t
+                for t, v in mine.items()
+                if v.data_version is None
+                or t in outdated
+                or (t in observed and observed[t].storage_id > v.storage_id)
             ]
         else:
             inputs = {dep: latest(dep) for dep in deps}

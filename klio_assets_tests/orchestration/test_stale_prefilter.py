@@ -8,9 +8,10 @@ from klio_assets.analyses import load_analyses
 from klio_assets.catalog.database import get_catalog
 from klio_assets.definitions import build_definitions
 from klio_assets.orchestration import launch, staleness
-from klio_assets.orchestration.assets import build_analysis_assets
+from klio_assets.orchestration.assets import GROUP_NAME, build_analysis_assets
 from klio_assets.orchestration.dagster_internals import stale_status
 from klio_assets.orchestration.lineage import parents
+from klio_assets.orchestration.source_files import source_files_spec
 from klio_assets.settings import Settings
 from klio_assets_tests.orchestration.test_staleness import CHAIN, TRACKS, _run, env
 
@@ -24,7 +25,8 @@ def _both(settings, instance, monkeypatch):
     path asked the resolver about)."""
     analyses = load_analyses(settings.analysis_modules)
     graph = [
-        build_analysis_assets(analyses, batch_size=settings.batch_size, params=settings.params)
+        source_files_spec(GROUP_NAME),
+        build_analysis_assets(analyses, batch_size=settings.batch_size, params=settings.params),
     ]
     asked = []
     real = stale_status.stale_statuses

@@ -26,8 +26,8 @@ def stale_statuses(
     Parameters
     ----------
     asset_graph : dagster asset graph, or sequence of dg.AssetsDefinition
-        ``Definitions.resolve_asset_graph()`` of the code location, or the assets to build
-        one from (without their resources).
+        ``Definitions.resolve_asset_graph()`` of the code location, or the assets (and
+        specs) to build one from (without their resources).
     assets : sequence of str, or mapping of str to sequence of str
         Asset names (each asked about ``partitions``), or each asset name to the partitions
         to ask about.
@@ -50,8 +50,13 @@ def stale_statuses(
         raise KlioAssetsError(
             f"this Dagster has no stale-status resolver where klio-assets looks for it: {exc}"
         ) from exc
-    if isinstance(asset_graph, (list, tuple)):
-        asset_graph = AssetGraph.from_assets(asset_graph)
+    if isinstance(asset_graph, (list, tuple)):  # specs become external assets
+        asset_graph = AssetGraph.from_assets(
+            [
+                dg.AssetsDefinition(specs=[a]) if isinstance(a, dg.AssetSpec) else a
+                for a in asset_graph
+            ]
+        )
     resolver = CachingStaleStatusResolver(
         instance,
         asset_graph,  # type: ignore[arg-type]
