@@ -11,9 +11,10 @@ from __future__ import annotations
 import dagster as dg
 
 from klio_assets.analyses import load_analyses
-from klio_assets.orchestration.assets import build_analysis_assets
+from klio_assets.orchestration.assets import GROUP_NAME, build_analysis_assets
 from klio_assets.orchestration.catalog_assets import build_catalog_assets
 from klio_assets.orchestration.partitions import tracks_partitions
+from klio_assets.orchestration.source_files import source_files_spec
 from klio_assets.resources import (
     BeamRunnerResource,
     CatalogResource,
@@ -68,7 +69,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         "their last update (cost follows what changed).",
     )
     return dg.Definitions(
-        assets=[analyses_asset, *catalog_assets],
+        assets=[source_files_spec(GROUP_NAME), analyses_asset, *catalog_assets],
         jobs=[job, catalog_job],
         sensors=[*SENSORS, *auto_sensors],
         schedules=[*SCHEDULES, *auto_schedules, catalog_schedule],

@@ -28,6 +28,9 @@ from klio_assets.worker.records import SourceStat
 #: The catalog-level assets built from this database (:mod:`klio_assets.orchestration.catalog_assets`).
 DUPLICATE_GROUPS = "duplicate_groups"
 TRACK_FEATURES = "track_features"
+#: The features rows' asset of a removal: ``klio-assets remove`` writes one per removed track,
+#: so that the catalog-level tables, which read only what changed, drop the track.
+REMOVED = "_removed"
 
 _METADATA = sa.MetaData()
 TRACKS = sa.Table(
@@ -63,6 +66,8 @@ FEATURES = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.UniqueConstraint("asset", "track_id", name="uq_klio_features_asset_track"),
     sa.Index("ix_klio_features_asset_seq", "asset", "seq"),
+    # seqs never reused (SQLite's rowid is max + 1: a rewritten last row would keep its seq)
+    sqlite_autoincrement=True,
 )
 #: The ledger of what Dagster has materialized: per analysis and track, the version of the
 #: output that was last reported materialized. Written in the same step as the
@@ -490,10 +495,11 @@ class TrackCatalog:
         return found
 
     def features_since(self, assets: Sequence[str], after_seq: int = 0) -> list[FeatureRow]:
-        """Rows of ``assets`` written after ``after_seq``, in ``seq`` order."""
+        """Rows of ``assets`` written after ``after_seq``, and the removals (asset
+        :data:`REMOVED`) since, in ``seq`` order."""
         query = (
             sa.select(FEATURES)
-            .where(FEATURES.c.asset.in_(list(assets)), FEATURES.c.seq > after_seq)
+            .where(FEATURES.c.asset.in_([*assets, REMOVED]), FEATURES.c.seq > after_seq)
             .order_by(FEATURES.c.seq)
         )
         with self.engine.connect() as conn:
@@ -503,10 +509,11 @@ class TrackCatalog:
             ]
 
     def latest_feature_seq(self, assets: Sequence[str] | None = None) -> int:
-        """The highest ``seq`` of the feature rows (of ``assets``, or of all); 0 if none."""
+        """The highest ``seq`` of the feature rows (of ``assets`` and removals, or of all); 0
+        if none."""
         query = sa.select(sa.func.max(FEATURES.c.seq))
         if assets is not None:
-            query = query.where(FEATURES.c.asset.in_(list(assets)))
+            query = query.where(FEATURES.c.asset.in_([*assets, REMOVED]))
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
 
@@ -600,19 +607,32 @@ class TrackCatalog:
     def remove(self, track_ids: Sequence[str]) -> list[str]:
         """Forget ``track_ids``: their registration and every row kept about them (failures,
         ledger, source stats, features, and any other table keyed by track). Returns those
-        that were registered."""
+        that were registered.
+
+        Each removed track leaves one features row of asset :data:`REMOVED` (a new ``seq``):
+        the next ``track_features`` and ``duplicate_groups`` updates see it and drop the track
+        (from the table, and from the fingerprint index).
+        """
         ids = list(dict.fromkeys(track_ids))
         removed: list[str] = []
         with self.engine.begin() as conn:
             for chunk in _chunks(ids):
-                removed.extend(
+                found = list(
                     conn.execute(
                         sa.select(TRACKS.c.track_id).where(TRACKS.c.track_id.in_(chunk))
                     ).scalars()
                 )
+                removed.extend(found)
+                # the removal rows first: inserted after the deletes, SQLite (without
+                # AUTOINCREMENT) could reuse a deleted row's seq, one a reader has passed
+                tombstone = {"version": "", "uri": "", "fields": "{}", "updated_at": time.time()}
+                _replace_rows(conn, FEATURES, REMOVED, dict.fromkeys(found, tombstone))
                 for table in _METADATA.sorted_tables:
                     if "track_id" in table.c:
-                        conn.execute(table.delete().where(table.c.track_id.in_(chunk)))
+                        query = table.delete().where(table.c.track_id.in_(chunk))
+                        if table is FEATURES:
+                            query = query.where(FEATURES.c.asset != REMOVED)
+                        conn.execute(query)
         return [t for t in ids if t in set(removed)]
 
 

@@ -350,6 +350,38 @@ class FingerprintIndex:
                 next_analyze *= 2
         return changed
 
+    def remove(self, track_ids: Iterable[str]) -> list[str]:
+        """Take tracks out of the index (their keys too); returns those that were indexed.
+
+        A group named after a removed track is renamed after its oldest remaining member
+        (groups are named after their first-indexed track).
+        """
+        ids = list(dict.fromkeys(track_ids))
+        removed: list[str] = []
+        with self.engine.begin() as conn:
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    sa.select(TRACKS.c.seq, TRACKS.c.track_id).where(TRACKS.c.track_id.in_(chunk))
+                ).all()
+                if not rows:
+                    continue
+                seqs = [r.seq for r in rows]
+                conn.execute(KEYS.delete().where(KEYS.c.seq.in_(seqs)))
+                conn.execute(TRACKS.delete().where(TRACKS.c.seq.in_(seqs)))
+                removed.extend(r.track_id for r in rows)
+            for group in removed:  # only groups named after a removed track change name
+                heir = conn.execute(
+                    sa.select(TRACKS.c.track_id)
+                    .where(TRACKS.c.group_id == group)
+                    .order_by(TRACKS.c.seq)
+                    .limit(1)
+                ).scalar()
+                if heir is not None:
+                    conn.execute(
+                        TRACKS.update().where(TRACKS.c.group_id == group).values(group_id=heir)
+                    )
+        return removed
+
     @staticmethod
     def _analyze(conn: sa.Connection) -> None:
         """Refresh PostgreSQL's statistics after a large load.

@@ -16,11 +16,12 @@ from klio_assets.orchestration import reporting
 from klio_assets.orchestration.lineage import parents
 from klio_assets.orchestration.partitions import tracks_partitions
 from klio_assets.orchestration.run import OP_NAME, AnalysisRunConfig, run_batch
+from klio_assets.orchestration.source_files import SOURCE_FILES
 from klio_assets.resources.beam import BeamRunnerResource
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
 from klio_assets.worker.analysis import Analysis
-from klio_assets.worker.plan import PlannedAnalysis, plan_analyses
+from klio_assets.worker.plan import SOURCE_ASSET, PlannedAnalysis, plan_analyses
 
 __all__ = ["GROUP_NAME", "OP_NAME", "build_analysis_assets"]
 
@@ -91,7 +92,8 @@ def _specs(
     return [
         dg.AssetSpec(
             key=name,
-            deps=lineage[name],
+            # the source file, observed (its stat): a changed file makes source_audio stale
+            deps=[SOURCE_FILES, *lineage[name]] if name == SOURCE_ASSET else lineage[name],
             partitions_def=tracks_partitions,
             code_version=planned[name].version,
             skippable=True,

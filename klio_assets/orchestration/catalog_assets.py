@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from klio_assets.catalog.database import DUPLICATE_GROUPS, TRACK_FEATURES, FeatureRow, TrackCatalog
+from klio_assets.catalog.database import (
+    DUPLICATE_GROUPS,
+    REMOVED,
+    TRACK_FEATURES,
+    FeatureRow,
+    TrackCatalog,
+)
 from klio_assets.errors import KlioAssetsError
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
@@ -120,7 +126,8 @@ def merge_features(
     previous : DataFrame or None
         The last table (``track_id`` column), or None for the first.
     rows : sequence of FeatureRow
-        Rows written since, in sequence order (a later row of a track wins).
+        Rows written since, in sequence order (a later row of a track wins; a removal,
+        asset :data:`~klio_assets.catalog.database.REMOVED`, drops the track's earlier row).
     groups : mapping of str to str
         Track ID to duplicate group.
     """
@@ -129,6 +136,9 @@ def merge_features(
     frame = (
         previous.set_index("track_id") if previous is not None and len(previous) else pd.DataFrame()
     )
+    removed = {row.track_id for row in rows if row.asset == REMOVED}
+    if removed and len(frame):
+        frame = frame.drop(index=[t for t in frame.index if t in removed])
     changed = _changed_rows(rows)
     if changed is not None:
         frame = frame.reindex(frame.index.union(changed.index))
@@ -158,6 +168,9 @@ def _changed_rows(rows: Sequence[FeatureRow]) -> "pd.DataFrame | None":
 
     updates: dict[str, dict[str, Any]] = {}
     for row in rows:
+        if row.asset == REMOVED:  # what a removed track had is gone; later rows start anew
+            updates.pop(row.track_id, None)
+            continue
         entry = updates.setdefault(row.track_id, {})
         for column in FEATURE_COLUMNS.get(row.asset, ()):
             entry[column] = row.fields.get(column)
@@ -229,7 +242,10 @@ def update_duplicate_groups(store: Storage, catalog: TrackCatalog) -> dict[str, 
     after_seq = _read_seq(store, uri)
     index = _fingerprint_index(catalog)
     rows = catalog.features_since(["fingerprint"], after_seq)
-    latest: dict[str, FeatureRow] = {row.track_id: row for row in rows}
+    # removed tracks leave the index first (a fingerprint row of the same ID is newer: `remove`
+    # deleted the older ones, so it is a track registered again and is indexed anew)
+    dropped = index.remove(sorted({row.track_id for row in rows if row.asset == REMOVED}))
+    latest = {row.track_id: row for row in rows if row.asset != REMOVED}
     known = index.known(list(latest))
     items = []
     unreadable: dict[str, str] = {}
@@ -252,6 +268,7 @@ def update_duplicate_groups(store: Storage, catalog: TrackCatalog) -> dict[str, 
         "uri": dg.MetadataValue.path(uri),
         "features_seq": reached,
         "new_tracks": len(items),
+        "removed_tracks": len(dropped),
         "tracks_indexed": len(groups),
         "groups_with_duplicates": int(shared["duplicate_group"].nunique()) if len(shared) else 0,
         "tracks_in_shared_groups": len(shared),

@@ -8,8 +8,11 @@ it read (``dagster/input_event_pointer/<dep>``); a dependency materialized since
 data version makes it stale. A materialization without those tags "has a new dependency" on
 each of its parents, forever. So each per-track materialization carries them:
 
-* ``source_audio``'s data version is the content hash of the source's bytes (BLAKE3, the one the
-  engine computes), so only a file whose content changed gives it a new one;
+* ``source_audio``'s data version is the content hash of the source's bytes (BLAKE3, the one
+  the engine computes), so only a file whose content changed gives it a new one; its input is
+  the external ``source_files`` (:mod:`klio_assets.orchestration.source_files`), whose latest
+  observation (the file's stat) it records, so a file changed on disk and observed makes it
+  stale;
 * every other analysis' data version is Dagster's own logical version: a hash of its code
   version and its inputs' data versions (:func:`logical_version`), so a skipped track
   materialized again keeps its data version and its children stay fresh;
@@ -33,6 +36,7 @@ from klio_assets.orchestration.dagster_internals.latest_versions import (
     LatestVersion,
     latest_versions,
 )
+from klio_assets.orchestration.source_files import SOURCE_FILES
 from klio_assets.worker.plan import SOURCE_ASSET
 from klio_assets.worker.records import AnalysisOutcome, TrackResult
 
@@ -124,10 +128,14 @@ class InputVersions:
         self._read: dict[str, dict[str, LatestVersion]] = {}
 
     def of(self, name: str, track_id: str) -> dict[str, LatestVersion | None]:
-        """Each dependency of ``name`` to its latest materialization for ``track_id``."""
+        """Each dependency of ``name`` to its latest materialization for ``track_id``
+        (``source_audio``'s ``source_files``: its latest observation)."""
         out: dict[str, LatestVersion | None] = {}
-        for dep in self.parents.get(name, ()):
+        deps = [SOURCE_FILES] if name == SOURCE_ASSET else []
+        for dep in [*deps, *self.parents.get(name, ())]:
             if dep not in self._read:
-                self._read[dep] = latest_versions(self.instance, dep, self.track_ids)
+                self._read[dep] = latest_versions(
+                    self.instance, dep, self.track_ids, observations=dep == SOURCE_FILES
+                )
             out[dep] = self._read[dep].get(track_id)
         return out

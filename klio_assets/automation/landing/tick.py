@@ -26,7 +26,7 @@ they would come back forever.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -43,6 +43,7 @@ from klio_assets.automation.landing.pubsub import (
 )
 from klio_assets.automation.runs import run_requests
 from klio_assets.catalog.database import TrackCatalog
+from klio_assets.catalog.trackids import alternate_track_id
 from klio_assets.orchestration.ranges import partition_ranges
 from klio_assets.orchestration.registration import register_tracks
 
@@ -137,7 +138,11 @@ def landing_tick(
         inbox.release(tick)
         return tick
     if tracks:
-        outcome = register_tracks(instance, catalog, _unique(tracks, tick.refused))
+        # same-stem files (hello.wav, hello.opus) get distinct IDs, as with `klio-assets add`
+        alternates = {f.uri: (f.track_id, alternate_track_id(f.uri)) for f in tick.files}
+        outcome = register_tracks(
+            instance, catalog, _unique(tracks, tick.refused, alternates), alternates=alternates
+        )
         tick.new, tick.known = outcome.added, outcome.known
         tick.refused.extend((track_id, reason) for track_id, reason in outcome.conflicts.items())
     inbox.acknowledge(tick)  # registered (or refused for good) above: Pub/Sub may forget them
@@ -262,12 +267,17 @@ def _next_cursor(tick: LandingTick, listing: Listing, state: LandingCursor) -> L
 
 
 def _unique(
-    tracks: Sequence[tuple[str, str]], refused: list[tuple[str, str]]
+    tracks: Sequence[tuple[str, str]],
+    refused: list[tuple[str, str]],
+    alternates: Mapping[str, tuple[str, str]] | None = None,
 ) -> list[tuple[str, str]]:
-    """Drop exact repeats; two URIs landing under one track ID: the first wins, the other is refused."""
+    """Drop exact repeats; two URIs landing under one track ID: the first wins, the other
+    takes its alternate ID if it has a free one (``alternates``), or is refused."""
     first: dict[str, str] = {}
     out = []
     for track_id, uri in tracks:
+        if first.get(track_id, uri) != uri and alternates and uri in alternates:
+            track_id = next((c for c in alternates[uri] if first.get(c, uri) == uri), track_id)
         if track_id not in first:
             first[track_id] = uri
             out.append((track_id, uri))

@@ -8,6 +8,7 @@
 * :mod:`.latest_versions`: the latest materialization's storage ID and data version of many
   partitions in one query (the inputs' provenance);
 * :mod:`.stale_status`: Dagster's stale-status resolver (``run --stale``);
+* :mod:`.observations`: run-less observations (``source_files``) stored in batches;
 * :mod:`.sqlite_events`, :mod:`.postgres_events`: event logs with cheaper batched writes (the
   classes ``dagster.yaml`` names, through the shims ``klio_assets.sqlite_events`` and
   ``klio_assets.postgres_events``).

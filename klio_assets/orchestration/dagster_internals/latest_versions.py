@@ -45,10 +45,14 @@ def _tables() -> tuple[Any, Any, Any] | None:
 
 
 def latest_versions(
-    instance: dg.DagsterInstance, asset: str, partitions: Sequence[str]
+    instance: dg.DagsterInstance,
+    asset: str,
+    partitions: Sequence[str],
+    *,
+    observations: bool = False,
 ) -> dict[str, LatestVersion]:
-    """Partition to its latest materialization of ``asset``, for those of ``partitions`` that
-    have one.
+    """Partition to its latest materialization of ``asset`` (its latest observation, with
+    ``observations``: an external asset), for those of ``partitions`` that have one.
 
     Falls back to ``instance.get_latest_data_version_record`` per partition when the event log
     is not Dagster's SQL storage.
@@ -56,7 +60,8 @@ def latest_versions(
     tables = _tables()
     connect = getattr(instance.event_log_storage, "index_connection", None)
     if tables is None or connect is None:
-        return _public(instance, asset, partitions)
+        return _public(instance, asset, partitions, observations=observations)
+    event_type = "ASSET_OBSERVATION" if observations else "ASSET_MATERIALIZATION"
     sa, events, tags = tables
     key = dg.AssetKey(asset).to_string()
     out: dict[str, LatestVersion] = {}
@@ -66,7 +71,7 @@ def latest_versions(
             sa.select(events.c.partition, sa.func.max(events.c.id).label("id"))
             .where(
                 events.c.asset_key == key,
-                events.c.dagster_event_type == "ASSET_MATERIALIZATION",
+                events.c.dagster_event_type == event_type,
                 events.c.partition.in_(chunk),
             )
             .group_by(events.c.partition)
@@ -82,12 +87,16 @@ def latest_versions(
 
 
 def _public(
-    instance: dg.DagsterInstance, asset: str, partitions: Sequence[str]
+    instance: dg.DagsterInstance,
+    asset: str,
+    partitions: Sequence[str],
+    *,
+    observations: bool = False,
 ) -> dict[str, LatestVersion]:
     out: dict[str, LatestVersion] = {}
     for partition in partitions:
         record = instance.get_latest_data_version_record(
-            dg.AssetKey(asset), False, partition_key=partition
+            dg.AssetKey(asset), observations, partition_key=partition
         )
         if record is not None:
             tags = record.event_log_entry.tags or {}

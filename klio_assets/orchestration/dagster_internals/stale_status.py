@@ -8,7 +8,7 @@ so that it recomputes exactly what the UI calls unsynced.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
@@ -18,17 +18,19 @@ from klio_assets.errors import KlioAssetsError
 def stale_statuses(
     instance: dg.DagsterInstance,
     asset_graph: object,
-    assets: Sequence[str],
-    partitions: Sequence[str],
+    assets: Sequence[str] | Mapping[str, Sequence[str]],
+    partitions: Sequence[str] = (),
 ) -> dict[str, dict[str, str]]:
     """Asset name to each partition's stale status: ``FRESH``, ``STALE`` or ``MISSING``.
 
     Parameters
     ----------
     asset_graph : dagster asset graph, or sequence of dg.AssetsDefinition
-        ``Definitions.resolve_asset_graph()`` of the code location, or the assets to build
-        one from (without their resources).
-    assets : sequence of str
+        ``Definitions.resolve_asset_graph()`` of the code location, or the assets (and
+        specs) to build one from (without their resources).
+    assets : sequence of str, or mapping of str to sequence of str
+        Asset names (each asked about ``partitions``), or each asset name to the partitions
+        to ask about.
     partitions : sequence of str
 
     Raises
@@ -48,18 +50,24 @@ def stale_statuses(
         raise KlioAssetsError(
             f"this Dagster has no stale-status resolver where klio-assets looks for it: {exc}"
         ) from exc
-    if isinstance(asset_graph, (list, tuple)):
-        asset_graph = AssetGraph.from_assets(asset_graph)
+    if isinstance(asset_graph, (list, tuple)):  # specs become external assets
+        asset_graph = AssetGraph.from_assets(
+            [
+                dg.AssetsDefinition(specs=[a]) if isinstance(a, dg.AssetSpec) else a
+                for a in asset_graph
+            ]
+        )
     resolver = CachingStaleStatusResolver(
         instance,
         asset_graph,  # type: ignore[arg-type]
         # the plain loading context (its name says "test": it is the one without a workspace)
         LoadingContextForTest(instance),
     )
+    wanted = assets if isinstance(assets, Mapping) else dict.fromkeys(assets, partitions)
     # StaleStatus by name: "FRESH", "STALE", "MISSING"
     return {
-        name: {p: resolver.get_status(dg.AssetKey(name), p).value for p in partitions}
-        for name in assets
+        name: {p: resolver.get_status(dg.AssetKey(name), p).value for p in keys}
+        for name, keys in wanted.items()
     }
 
 
