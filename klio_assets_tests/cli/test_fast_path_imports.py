@@ -74,3 +74,18 @@ def test_all_done_run_imports_no_dagster_no_rich_no_pyarrow(tmp_path, catalog_tr
     assert "klio_assets.catalog.database" in imported  # the trace works
     assert again["runs"] == [] and again["assets"]["downsampled_audio"] == {"skipped": 1}
     assert sorted(m for m in NOT_ON_THE_FAST_PATH if m in imported) == []
+
+
+def test_the_package_exports_its_authoring_api_on_first_use():
+    """``import klio_assets.<anything>`` runs the package's __init__: it imports no numpy."""
+    probe = (
+        "import sys, klio_assets.errors, klio_assets.settings\n"
+        "print(sorted(m for m in ('numpy', 'soundfile', 'klio_assets.worker.analysis') "
+        "if m in sys.modules))\n"
+        "import klio_assets\n"
+        "from klio_assets import Json, ModelHandler, analysis\n"
+        "print(all(getattr(klio_assets, n) is not None for n in klio_assets.__all__))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "True"]
