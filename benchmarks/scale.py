@@ -20,6 +20,8 @@ Per backend, in a fresh ``KLIO_ASSETS_HOME`` (PostgreSQL: a throwaway server fro
 5. with ``--landing-register``: a second fresh home whose whole catalog arrives through the
    landing sensor over ``--registered`` empty files, ticks of at most 100,000 new tracks (the
    largest cap the settings accept) until the folder is drained, then idle ticks over it.
+   ``--landing-only`` runs this step alone (``--landing-folder``: over an existing folder of
+   files, e.g. one kept from an earlier run, instead of writing ``--registered`` new ones).
 
 Human-readable figures go to stdout; the last line is one JSON object with every figure and,
 per target, the value, the target and whether it is met. Load averages are recorded: other
@@ -29,6 +31,7 @@ Usage, from the repository root::
 
     python benchmarks/scale.py [--registered 1000000] [--run-tracks 1000] [--new 1000]
         [--backends sqlite,postgres] [--landing-register] [--repeat 5] [--keep]
+    python benchmarks/scale.py --landing-only [--landing-folder DIR] [--backends sqlite]
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from common import (
     write_clips,
 )
 
+from klio_assets.automation.landing import tick as landing_tick_module
 from klio_assets.catalog.database import get_catalog
 from klio_assets.catalog.discovery import discover
 from klio_assets.definitions import build_definitions
@@ -262,8 +266,9 @@ def bench_landing(
     with dg.DagsterInstance.get() as instance:
         phases = PhaseTimer()
         cursor, ticks, runs, total = None, [], 0, 0.0
-        with phases.wrap_all(REGISTER_PHASES):
-            while True:  # each tick lists the folder and takes the next `cap` files
+        listing = [(landing_tick_module, "scan_landing", "listing")]
+        with phases.wrap_all(REGISTER_PHASES + listing):
+            while True:  # each tick lists (or recalls) the folder and takes the next `cap` files
                 seconds, tick = sensor_tick(defs, instance, "landing_sensor", cursor)
                 if not tick.run_requests:
                     break
@@ -321,6 +326,12 @@ def print_report(results: dict[str, Any]) -> None:
     )
     for backend, f in results["backends"].items():
         print(f"\n== {backend}")
+        if "register_s" not in f:  # --landing-only
+            print(
+                f"  register through landing ticks of {f['landing_cap']}: {f['landing_register_s']:.1f} s "
+                f"({f['landing_register_phases_s']}); ticks {f['landing_register_ticks_s']}"
+            )
+            continue
         print(
             f"  register (klio-assets add --manifest): {f['register_s']:.1f} s = discover "
             f"{f['discover_s']:.1f} s + register_tracks {f['register_tracks_s']:.1f} s "
@@ -373,7 +384,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also register the whole catalog through landing ticks (another home)",
     )
+    parser.add_argument(
+        "--landing-only",
+        action="store_true",
+        help="only step 5: register the whole catalog through landing ticks",
+    )
+    parser.add_argument(
+        "--landing-folder",
+        help="an existing folder of landing files for step 5 (default: write --registered)",
+    )
     args = parser.parse_args(argv)
+    args.landing_register = args.landing_register or args.landing_only
     backends = checked_backends(parser, args)
 
     workdir = tempfile.mkdtemp(prefix="klio-scale-", dir=os.environ.get("TMPDIR", "/tmp"))
@@ -386,20 +407,21 @@ def main(argv: list[str] | None = None) -> int:
         "backends": {},
     }
     try:
-        clips = write_clips(os.path.join(workdir, "audio"), args.run_tracks)
-        offset = (args.registered - args.run_tracks) // 2  # a range in the middle of the keys
-        ids = [f"bench-{i:07d}" for i in range(args.registered)]
-        run_ids = ids[offset : offset + args.run_tracks]
-        manifest = os.path.join(workdir, "tracks.csv")
-        write_manifest(
-            manifest,
-            ids,
-            dict(zip(run_ids, clips, strict=True)),
-            os.path.join(workdir, "not-there"),
-        )
-        del ids
-        full_folder = os.path.join(workdir, "landing-full")
-        if args.landing_register:
+        manifest, run_ids = os.path.join(workdir, "tracks.csv"), []
+        if not args.landing_only:
+            clips = write_clips(os.path.join(workdir, "audio"), args.run_tracks)
+            offset = (args.registered - args.run_tracks) // 2  # a range in the middle of the keys
+            ids = [f"bench-{i:07d}" for i in range(args.registered)]
+            run_ids = ids[offset : offset + args.run_tracks]
+            write_manifest(
+                manifest,
+                ids,
+                dict(zip(run_ids, clips, strict=True)),
+                os.path.join(workdir, "not-there"),
+            )
+            del ids
+        full_folder = args.landing_folder or os.path.join(workdir, "landing-full")
+        if args.landing_register and not args.landing_folder:
             seconds, _ = timed(touch_files, full_folder, "catalog", args.registered)
             print(f"{args.registered} landing files written in {seconds:.1f} s", flush=True)
         warm_up()
@@ -408,8 +430,17 @@ def main(argv: list[str] | None = None) -> int:
                 stack.enter_context(running_postgres(workdir)) if "postgres" in backends else None
             )
             for backend in backends:
-                figures = bench_main(
-                    backend, workdir, args, postgres=postgres, manifest=manifest, run_ids=run_ids
+                figures = (
+                    {}
+                    if args.landing_only
+                    else bench_main(
+                        backend,
+                        workdir,
+                        args,
+                        postgres=postgres,
+                        manifest=manifest,
+                        run_ids=run_ids,
+                    )
                 )
                 if args.landing_register:
                     figures.update(
@@ -430,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = verdicts(results)
     print_report(results)
     print(json.dumps(results, sort_keys=True))
-    runs = [r[k] for r in results["backends"].values() for k in ("first", "again")]
+    runs = [r[k] for r in results["backends"].values() for k in ("first", "again") if k in r]
     return 0 if all(run["materialized_as_expected"] for run in runs) else 1
 
 

@@ -11,15 +11,17 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from klio_assets.cli.common import self_command
 from klio_assets.cli.text import shown
 from klio_assets.orchestration.run_report import NAMES_SHOWN, RunReport, TrackFailure
 
-if TYPE_CHECKING:  # the module imports Dagster, which the all-done `run` must not
+if TYPE_CHECKING:
+    # rich is imported where it prints (a `run --json` that finds everything done prints
+    # no table and no bar); the status module imports Dagster, which that `run` must not.
+    from rich.console import Console
+    from rich.progress import Progress
+
     from klio_assets.orchestration.status import StatusReport
 
 
@@ -30,11 +32,21 @@ def print_json(data: Any) -> None:
 
 def stderr_console(*, quiet: bool = False) -> Console:
     """The console for messages and progress: stderr, so that ``--json`` keeps stdout clean."""
+    from rich.console import Console  # noqa: PLC0415 - see the imports
+
     return Console(stderr=True, quiet=quiet)
 
 
 def run_progress(console: Console, *, disable: bool) -> Progress:
     """The ``klio-assets run`` progress bar (tracks done over all runs)."""
+    from rich.progress import (  # noqa: PLC0415 - see the imports
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -153,6 +165,8 @@ def _plan_lines(report: RunReport, *, console: Console, limit: int = FAILED_TRAC
 
 def _run_tables(report: RunReport, *, dry_run: bool, console: Console) -> None:
     """The per analysis counts, and in a dry run the tracks it would compute."""
+    from rich.table import Table  # noqa: PLC0415 - see the imports
+
     statuses = report.statuses
     table = Table(title="dry run: nothing computed" if dry_run else "klio-assets run")
     table.add_column("analysis")
@@ -165,7 +179,9 @@ def _run_tables(report: RunReport, *, dry_run: bool, console: Console) -> None:
         _plan_lines(report, console=console)
 
 
-def print_run(report: RunReport, *, dry_run: bool, as_json: bool, console: Console) -> None:
+def print_run(
+    report: RunReport, *, dry_run: bool, as_json: bool, console: Console | None = None
+) -> None:
     """The outcome of ``klio-assets run``: JSON on stdout, or tables and lines on ``console``.
 
     Parameters
@@ -176,12 +192,13 @@ def print_run(report: RunReport, *, dry_run: bool, as_json: bool, console: Conso
         Title the table as a dry run and add the per track table (first 200 tracks).
     as_json : bool
         Print :meth:`RunReport.to_json` instead.
-    console : rich.console.Console
-        Where the human form goes (stderr).
+    console : rich.console.Console, optional
+        Where the human form goes (default: a new :func:`stderr_console`).
     """
     if as_json:
         print_json(report.to_json())
         return
+    console = console or stderr_console()
     _run_tables(report, dry_run=dry_run, console=console)
     invocation = report.invocation
     rate = (
@@ -218,6 +235,9 @@ def print_run(report: RunReport, *, dry_run: bool, as_json: bool, console: Conso
 def print_status(state: StatusReport, *, failed_only: bool = False) -> None:
     """``klio-assets status``: one row per analysis, then one line per failed track (the
     first :data:`FAILED_TRACKS_SHOWN`; all of them with ``failed_only``, without the table)."""
+    from rich.console import Console  # noqa: PLC0415 - see the imports
+    from rich.table import Table  # noqa: PLC0415
+
     console = Console()
     failures = state.failed_tracks()
     if failed_only:

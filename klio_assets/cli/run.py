@@ -10,10 +10,9 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
-from rich.console import Console
 
 from klio_assets.catalog.database import TrackCatalog, get_catalog
 from klio_assets.cli import render
@@ -29,6 +28,9 @@ from klio_assets.orchestration.selection import (
 )
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage
+
+if TYPE_CHECKING:  # rich is imported when something is printed to the console (not by --json)
+    from rich.console import Console
 
 
 @click.command()
@@ -104,11 +106,10 @@ def run(
     except KlioAssetsError as exc:
         fail(str(exc))
     catalog = get_catalog(settings.catalog_url)
-    console = render.stderr_console()
     if stale:
         invocation = _run_stale(settings, catalog, storage, selection, assets, tracks, dry_run)
         invocation.wall_seconds = round(time.perf_counter() - started, 3)
-        _report(invocation, dry_run=dry_run, as_json=as_json, console=console)
+        _report(invocation, dry_run=dry_run, as_json=as_json, console=None)
     if not (force or retry_failed or check_dagster):
         answer = done_without_dagster(
             settings,
@@ -128,7 +129,8 @@ def run(
                 catalog=tables,
             )
             invocation.wall_seconds = round(time.perf_counter() - started, 3)
-            if not as_json:
+            console = None if as_json else render.stderr_console()
+            if console is not None:
                 console.print(
                     render.all_done_line(
                         answer.tracks,
@@ -137,6 +139,7 @@ def run(
                     )
                 )
             _report(invocation, dry_run=dry_run, as_json=as_json, console=console)
+    console = render.stderr_console()
     invocation = _materialize(
         settings,
         catalog,
@@ -241,7 +244,9 @@ def _run_stale(
         fail(str(exc))
 
 
-def _report(invocation: Invocation, *, dry_run: bool, as_json: bool, console: Console) -> NoReturn:
+def _report(
+    invocation: Invocation, *, dry_run: bool, as_json: bool, console: Console | None
+) -> NoReturn:
     """Print the outcome and exit: 1 if any track or catalog table failed in this invocation
     (tracks that failed earlier and were not tried do not count)."""
     report = RunReport.from_invocation(invocation, invocation.selected)

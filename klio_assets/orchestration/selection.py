@@ -191,7 +191,9 @@ def tables_up_to_date(
         Table name to ``{"status": "materialized", "uri", "features_seq", "unchanged": True}``;
         None when some table may have something to take (then it is materialized as usual).
     """
-    import pyarrow.parquet as pq  # noqa: PLC0415 - only when tables are asked for
+    if not tables:
+        return {}
+    import pyarrow.parquet as pq  # noqa: PLC0415 - only when tables are asked for (~45 ms)
 
     out: dict[str, dict[str, Any]] = {}
     for name in tables:

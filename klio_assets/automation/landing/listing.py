@@ -11,21 +11,27 @@ On ``gs://`` the object's creation time plays that role (an overwrite is a new o
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from klio_assets.automation.landing.folder import list_folder
+from klio_assets.automation.landing.folder import (
+    CLOCK_MARGIN_S,
+    forget,
+    scan_folder,
+    verify_taken,
+)
 from klio_assets.automation.landing.objects import list_objects
 from klio_assets.catalog.trackids import track_id_from_name
 
-#: File timestamps come from the kernel's coarse clock, which lags ``time.time()`` by up to
-#: one timer tick (1-10 ms; measured 3.8 ms here): a file changed just after a listing can
-#: carry a ctime just before it. Every listing's limit is moved back by this margin on top
-#: of the settle time. (Network filesystems stamp with the server's clock: there the settle
-#: time must cover the skew too.)
-CLOCK_MARGIN_S = 0.1
+# CLOCK_MARGIN_S: a file changed just after a listing can carry a ctime just before it (the
+# kernel's coarse clock). Every listing's limit is moved back by this margin on top of the
+# settle time. (Network filesystems stamp with the server's clock: there the settle time must
+# cover the skew too.)
+__all__ = ["CLOCK_MARGIN_S", "Landed", "Listing", "list_landing", "scan_landing"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,9 @@ def scan_landing(
     all (about 1 s per 100k files here). A folder's ctime changes whenever an entry is added,
     removed or renamed in it; so a folder listed last time (``known_folders``), when nothing
     was left unsettled or over the cap, whose ctime is still before that listing's limit
-    (``unchanged_before``) holds nothing new and is not listed again.
+    (``unchanged_before``) holds nothing new and is not listed again. A listing that leaves a
+    backlog is remembered for the next tick in this process, folder by folder
+    (:mod:`klio_assets.automation.landing.folder`), so draining a million files lists them once.
 
     Raises
     ------
@@ -104,21 +112,63 @@ def scan_landing(
     """
     now = time.time() if now is None else now
     limit_ns = int((now - settle_s - CLOCK_MARGIN_S) * 1e9)
-    folders: list[str] | None = None
     if "://" in location:
-        found = list_objects(location)
+        found = sorted(list_objects(location))
+        return _taken([found], limit_ns, after, max_files, folders=None)
+    scan = scan_folder(
+        location,
+        unchanged_before=unchanged_before,
+        known_folders=known_folders,
+        after=after,
+        settled_before=limit_ns,
+    )
+    listing = _taken(scan.groups, limit_ns, after, max_files, folders=scan.folders)
+    if listing.pending > len(listing.files) or listing.unsettled:
+        if scan.reused and not verify_taken([f.key for f in listing.files]):
+            forget(location)  # a file changed in place since it was listed: list again
+            return scan_landing(
+                location,
+                now=now,
+                settle_s=settle_s,
+                after=after,
+                unchanged_before=unchanged_before,
+                known_folders=known_folders,
+                max_files=max_files,
+            )
     else:
-        found, folders = list_folder(
-            location, unchanged_before=unchanged_before, known_folders=known_folders
-        )
-    unsettled = sum(1 for k in found if k[0] > limit_ns)
-    candidates = [k for k in found if k[0] <= limit_ns and (after is None or k > after)]
-    if max_files is not None and max_files < len(candidates):
-        taken = heapq.nsmallest(max_files, candidates)
+        forget(location)  # no backlog: the cursor's known folders serve the idle ticks
+    return listing
+
+
+def _taken(
+    groups: Sequence[Sequence[tuple[int, str]]],
+    limit_ns: int,
+    after: tuple[int, str] | None,
+    max_files: int | None,
+    *,
+    folders: list[str] | None,
+) -> Listing:
+    """The first ``max_files`` files past ``after`` and settled, from lists in cursor order.
+
+    Each list is cut by bisection (past the cursor, up to the limit), and only the first
+    ``max_files`` of each are merged: a tick over a backlog costs what it takes.
+    """
+    unsettled = pending = 0
+    slices: list[Sequence[tuple[int, str]]] = []
+    for group in groups:
+        start = bisect.bisect_right(group, after) if after is not None else 0
+        end = bisect.bisect_right(group, limit_ns, key=lambda k: k[0])
+        unsettled += len(group) - end
+        if end > start:
+            pending += end - start
+            stop = end if max_files is None else min(end, start + max_files)
+            slices.append(group[start:stop])
+    if len(slices) == 1:
+        taken = list(slices[0])
     else:
-        taken = sorted(candidates)
+        taken = list(itertools.islice(heapq.merge(*slices), max_files))
     files = [Landed(ctime, uri, track_id_from_name(uri.rsplit("/", 1)[-1])) for ctime, uri in taken]
-    return Listing(files, unsettled, limit_ns, folders, pending=len(candidates))
+    return Listing(files, unsettled, limit_ns, folders, pending=pending)
 
 
 def list_landing(
