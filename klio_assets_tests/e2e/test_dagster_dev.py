@@ -1,6 +1,7 @@
 """End to end through the UI's path: ``klio-assets dev`` (webserver + daemon), a run launched over
 GraphQL exactly as the UI launches one, executed by the daemon in its own process."""
 
+import contextlib
 import json
 import os
 import socket
@@ -46,14 +47,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def dev_server(tmp_path, catalog_tracks):
-    home = str(tmp_path / "home")
-    folder = tmp_path / "music"
-    folder.mkdir()
-    for key in ("wav44", "flac48", "ogg32"):
-        os.symlink(catalog_tracks[key].path, folder / os.path.basename(catalog_tracks[key].path))
-    run_cli("add", str(folder), "--follow-symlinks", home=home, check=True)
+@contextlib.contextmanager
+def serve_ui(home):
+    """``klio-assets dev`` serving ``home`` on a free port, once its GraphQL answers; yields
+    the port and stops the server's process group afterwards."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KLIO_ASSETS_", "DAGSTER_"))}
     env["KLIO_ASSETS_HOME"] = home
@@ -69,17 +66,29 @@ def dev_server(tmp_path, catalog_tracks):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if graphql(port, GRAPH)["data"]["assetNodes"]:
+                if graphql(port, "{ assetNodes { id } }")["data"]["assetNodes"]:
                     break
             except OSError:
                 pass
             assert proc.poll() is None, proc.stdout.read().decode()
             time.sleep(1)
         else:
-            raise AssertionError("dagster dev did not come up in 120 s")
-        yield port, home
+            raise AssertionError("klio-assets dev did not come up in 120 s")
+        yield port
     finally:
         stop_process_group(proc)
+
+
+@pytest.fixture
+def dev_server(tmp_path, catalog_tracks):
+    home = str(tmp_path / "home")
+    folder = tmp_path / "music"
+    folder.mkdir()
+    for key in ("wav44", "flac48", "ogg32"):
+        os.symlink(catalog_tracks[key].path, folder / os.path.basename(catalog_tracks[key].path))
+    run_cli("add", str(folder), "--follow-symlinks", home=home, check=True)
+    with serve_ui(home) as port:
+        yield port, home
 
 
 def test_ui_launched_run_materializes_a_partition_range(dev_server):

@@ -3,15 +3,11 @@
 partition with its reason, plots rendered in the materialization's description."""
 
 import os
-import subprocess
-import sys
-import time
 
 import pytest
 
 from klio_assets_tests.conftest import run_cli
-from klio_assets_tests.e2e.test_dagster_dev import REPO, free_port, graphql
-from klio_assets_tests.support.services import stop_process_group
+from klio_assets_tests.e2e.test_dagster_dev import graphql, serve_ui
 
 pytestmark = pytest.mark.e2e
 CHAIN = ["source_audio", "downsampled_audio", "loudness", "waveform_plot"]
@@ -54,32 +50,8 @@ def ui_after_run(tmp_path, catalog_tracks):
     run_cli("add", str(folder), "--follow-symlinks", home=home, check=True)
     done = run_cli("run", *CHAIN, home=home)
     assert done.returncode in (0, 1), done.stderr
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KLIO_ASSETS_", "DAGSTER_"))}
-    env["KLIO_ASSETS_HOME"] = home
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "klio_assets.cli", "dev", "-p", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if graphql(port, "{ assetNodes { id } }")["data"]["assetNodes"]:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()
-            time.sleep(1)
-        else:
-            raise AssertionError("klio-assets dev did not come up in 120 s")
+    with serve_ui(home) as port:
         yield port
-    finally:
-        stop_process_group(proc)
 
 
 def test_ui_shows_fresh_tracks_fresh_and_the_broken_one_failed_with_its_reason(ui_after_run):
