@@ -406,6 +406,9 @@ class Storage:
                 return []
 
         def _ls() -> list[str]:
+            # gcsfs and s3fs cache listings: a folder listed again (the results channel
+            # polls one) must show what was written since
+            self.fs.invalidate_cache(folder_uri)
             try:
                 entries = self.fs.ls(folder_uri, detail=False)
             except FileNotFoundError:

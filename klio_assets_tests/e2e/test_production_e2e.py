@@ -159,6 +159,9 @@ def test_core_run_on_production_parts(deployment, home, tmp_path, monkeypatch, c
                 "flac48": "skipped",
                 "ogg32": "skipped",
                 "broken": "failed",
+            }, {
+                t: again.summary["tracks_detail"][t]["downsampled_audio"].get("reason")
+                for t in ORDER
             }
         finally:
             instance.dispose()
