@@ -61,13 +61,22 @@ _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs on this host. A zombie (killed, not yet reaped: in
+    a container whose first process does not reap orphans it may stay so) has stopped
+    writing, so it counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, someone else's
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:  # no procfs (macOS): trust kill()
+        return True
+    # the state follows the command name, which is in parentheses and may hold any byte
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 #: Seconds :meth:`Storage.check_reachable` waits for a remote root's first answer.

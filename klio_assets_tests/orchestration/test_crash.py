@@ -60,6 +60,26 @@ def check_output(path: str) -> None:
         assert facts["frames"] == int(SECONDS * RATE) and facts["sample_rate"] == RATE
 
 
+def wait_for_group_to_exit(pgid: int, timeout_s: float = 60.0) -> None:
+    """Wait until no process of group ``pgid`` runs (zombies left unreaped count as gone)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+                running.append(pid)
+        if not running:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes of the killed run still running: {running}")
+
+
 def test_run_killed_midway_leaves_only_whole_outputs_and_a_rerun_finishes_the_rest(tmp_path):
     library = tmp_path / "library"
     for i in range(N_TRACKS):  # distinct content: no sharing between tracks
@@ -84,6 +104,7 @@ def test_run_killed_midway_leaves_only_whole_outputs_and_a_rerun_finishes_the_re
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    wait_for_group_to_exit(proc.pid)  # as a user rerunning after a crash: its workers are gone
 
     survivors = committed_outputs(outputs)
     assert N_TRACKS // 2 <= len(survivors) < 2 * N_TRACKS, "killed too late to test anything"

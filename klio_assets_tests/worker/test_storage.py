@@ -293,6 +293,31 @@ def test_temporaries_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
     assert sorted(os.listdir(folder)) == sorted([live.name, other_host.name, "out.json"])
 
 
+def test_temporaries_of_a_killed_writer_not_yet_reaped_are_swept(tmp_path):
+    """A killed worker whose parent died too stays a zombie until something reaps it (in a
+    container whose first process does not, for ever): it writes nothing more, so its
+    temporaries are garbage although kill(pid, 0) still succeeds."""
+    import subprocess
+    import time
+
+    from klio_assets.worker import storage as storage_module
+
+    zombie = subprocess.Popen(["true"])  # exits at once; not waited for, so a zombie
+    deadline = time.monotonic() + 10
+    while b") Z " not in open(f"/proc/{zombie.pid}/stat", "rb").read():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(zombie.pid, 0)  # still "exists" for kill()
+    folder = tmp_path / "root" / "a"
+    folder.mkdir(parents=True)
+    stale = folder / f".x.flac.tmp-{storage_module._HOST}-{zombie.pid}-deadbeef"
+    stale.write_bytes(b"partial")
+    storage = Storage(str(tmp_path / "root"))
+    storage.write_bytes(storage.join("a", "out.json"), b"{}")
+    zombie.wait()
+    assert os.listdir(folder) == ["out.json"]
+
+
 def test_an_unreachable_remote_root_fails_fast_in_one_line(monkeypatch):
     """gcsfs retries every request six times inside our own retries: an unreachable gs://
     root once took 5+ minutes and thousands of log lines. The probe answers within its limit."""
