@@ -126,6 +126,7 @@ class InputVersions:
         self.parents = parents
         self.track_ids = list(track_ids)
         self._read: dict[str, dict[str, LatestVersion]] = {}
+        self._cursor: int | None = None
 
     def of(self, name: str, track_id: str) -> dict[str, LatestVersion | None]:
         """Each dependency of ``name`` to its latest materialization for ``track_id``
@@ -137,5 +138,20 @@ class InputVersions:
                 self._read[dep] = latest_versions(
                     self.instance, dep, self.track_ids, observations=dep == SOURCE_FILES
                 )
-            out[dep] = self._read[dep].get(track_id)
+            latest = self._read[dep].get(track_id)
+            if latest is None and dep == SOURCE_FILES:
+                latest = self._unobserved_source()
+            out[dep] = latest
         return out
+
+    def _unobserved_source(self) -> LatestVersion:
+        """The input of a source never observed (an unchanged file is not, see
+        :mod:`~klio_assets.orchestration.source_files`): no data version, and as event pointer
+        the event log's last storage ID now. Dagster reads a partitioned input as changed when
+        an event of it came after the pointer with another data version than the one at or
+        before it: with a ``NULL`` pointer it finds none before, the same event both times,
+        so the first observation of a changed file would never make ``source_audio`` stale;
+        with this one, it finds none at or before and the new one after: stale."""
+        if self._cursor is None:
+            self._cursor = self.instance.event_log_storage.get_maximum_record_id() or 0
+        return LatestVersion(storage_id=self._cursor, data_version=NULL_DATA_VERSION)

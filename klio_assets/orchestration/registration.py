@@ -16,7 +16,6 @@ from klio_assets.catalog.database import Registration, TrackCatalog, registered_
 from klio_assets.catalog.trackids import validate_track_id
 from klio_assets.orchestration.home import home_lock
 from klio_assets.orchestration.partitions import TRACKS, add_track_partitions
-from klio_assets.orchestration.source_files import observe_sources
 from klio_assets.worker.plan import Layout, PlannedAnalysis
 from klio_assets.worker.storage import Storage
 
@@ -51,8 +50,6 @@ def register_tracks(
         outcome = catalog.register(tracks)
         keys = [t for t, _ in tracks if t not in outcome.conflicts]
         add_track_partitions(instance, keys)
-        # the sources' stat, so that a file changed later shows its track stale in the UI
-        observe_sources(instance, catalog, keys)
     return outcome
 
 
