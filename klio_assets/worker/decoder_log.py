@@ -4,7 +4,9 @@ libsndfile's MP3 decoder (libmpg123) writes its complaints straight to file desc
 (``[src/libmpg123/layer3.c:...] error: part2_3_length ...``, ``Warning: Xing stream size
 off``, ``Note: Trying to resync...``): Python's ``sys.stderr`` never sees them, so they can
 only be caught at the descriptor. :func:`capture` does that around each call into libsndfile
-(opening a file, reading one block), never around the code that consumes the blocks:
+(opening a file, reading one block), never around the code that consumes the blocks. Only
+decodes by a library that prints (:data:`PRINTING_CODECS`: MP3) are captured block by block;
+every probe (``sf.info``, which may try the MP3 reader on any file) is one window:
 
 * while any capture window is open, fd 2 points at a pipe (dup2, reference-counted under a
   lock); when the last one closes it points at the real stderr again, so a crash report or a
@@ -32,6 +34,10 @@ import re
 import threading
 from collections.abc import Iterator
 
+#: libsndfile subtypes decoded by a library that prints on fd 2 (libmpg123). libFLAC,
+#: libvorbis, libopus and libsndfile's own readers report through return codes (libsndfile
+#: keeps its messages in an internal log): their decodes are not captured block by block.
+PRINTING_CODECS = frozenset({"MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III"})
 #: Lines kept per decode (a corrupt file can make libmpg123 complain once per frame).
 MAX_LINES = 50
 #: Longest line kept, in characters.
@@ -162,6 +168,13 @@ def _dispatch(raw: bytes, active: set[int]) -> None:
         kept = _lines.get(token)
         if kept is not None and len(kept) < MAX_LINES:
             kept.append(text[:MAX_LINE])
+
+
+@contextlib.contextmanager
+def no_capture() -> Iterator[Capture]:
+    """Like :func:`capture` for a decoder that prints nothing: windows cost nothing, no
+    lines."""
+    yield Capture(0)
 
 
 @contextlib.contextmanager
