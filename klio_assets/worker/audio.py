@@ -503,11 +503,8 @@ class SourceDecoder:
 
     def _soundfile(self) -> Iterator[np.ndarray]:
         log: decoder_log.Capture | None = None
-        # A window costs two pipe writes and a wake of the reader thread per block (~8 % of
-        # the CPU of a FLAC or Vorbis decode): only decoders that print are captured.
-        chatty = self.info.codec in decoder_log.PRINTING_CODECS
         try:
-            with decoder_log.capture() if chatty else decoder_log.no_capture() as log:
+            with decoder_log.capture() as log:
                 # Only the library calls are inside a window, never the consumer's code.
                 with log.window():
                     fh = sf.SoundFile(self.path)

@@ -4,16 +4,19 @@ libsndfile's MP3 decoder (libmpg123) writes its complaints straight to file desc
 (``[src/libmpg123/layer3.c:...] error: part2_3_length ...``, ``Warning: Xing stream size
 off``, ``Note: Trying to resync...``): Python's ``sys.stderr`` never sees them, so they can
 only be caught at the descriptor. :func:`capture` does that around each call into libsndfile
-(opening a file, reading one block), never around the code that consumes the blocks. Only
-decodes by a library that prints (:data:`PRINTING_CODECS`: MP3) are captured block by block;
-every probe (``sf.info``, which may try the MP3 reader on any file) is one window:
+(opening a file, reading one block), never around the code that consumes the blocks:
 
 * while any capture window is open, fd 2 points at a pipe (dup2, reference-counted under a
   lock); when the last one closes it points at the real stderr again, so a crash report or a
   traceback printed outside a window goes where it always went;
-* each window writes a begin and an end marker into the pipe, so the reader thread knows
-  which decodes were inside a library call when a line was written (a C library writes to
-  stderr unbuffered, synchronously, in the calling thread) and gives the line to each;
+* the pipe is only ever read under that lock, and a window empties it (a non-blocking read)
+  before it closes, so a line is given to the windows open when it was read, which include
+  the one whose library call wrote it (a C library writes to stderr unbuffered,
+  synchronously, in the calling thread); a reader thread, woken only when something is
+  written, empties it too, so a library that prints more than the pipe holds in one call
+  never blocks. A window that printed nothing costs a lock, two ``dup2`` and one read that
+  finds nothing (a begin and an end marker written through the pipe per window, read by a
+  thread woken each time, cost ~8 % of a FLAC or Vorbis decode's CPU);
 * lines that look like Python's own output (a logging record, a traceback) are passed on to
   the real stderr.
 
@@ -22,7 +25,7 @@ lines are kept and also passed on to the real stderr.
 
 Decodes run in several threads at once (the local runner's lanes), which is why windows are
 one library call long: two decodes share a line only if both were inside libsndfile when it
-was written.
+was read.
 """
 
 from __future__ import annotations
@@ -31,18 +34,14 @@ import contextlib
 import itertools
 import os
 import re
+import select
 import threading
 from collections.abc import Iterator
 
-#: libsndfile subtypes decoded by a library that prints on fd 2 (libmpg123). libFLAC,
-#: libvorbis, libopus and libsndfile's own readers report through return codes (libsndfile
-#: keeps its messages in an internal log): their decodes are not captured block by block.
-PRINTING_CODECS = frozenset({"MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III"})
 #: Lines kept per decode (a corrupt file can make libmpg123 complain once per frame).
 MAX_LINES = 50
 #: Longest line kept, in characters.
 MAX_LINE = 300
-_MARK = b"\x00klio-decoder-log:"
 #: The environment variable that makes captured lines reach the real stderr too.
 VERBOSE_ENV = "KLIO_VERBOSE"
 #: Python's own output that may pass through the pipe while a window is open elsewhere.
@@ -54,7 +53,9 @@ _state: dict[str, int] = {
     "open": 0, "read_fd": -1, "write_fd": -1, "saved_fd": -1, "echo": 0, "pid": -1, "off": 0,
 }  # fmt: skip
 _lines: dict[int, list[str]] = {}
-_done: dict[int, threading.Event] = {}
+#: Tokens of the windows open now, and a line read without its end yet.
+_active: set[int] = set()
+_pending = bytearray()
 
 
 class Capture:
@@ -82,12 +83,15 @@ class Capture:
                 _follow_stderr()
                 os.dup2(_state["write_fd"], 2)
             _state["open"] += 1
-            os.write(2, _MARK + b"+%d\n" % self.token)
+            _active.add(self.token)
         try:
             yield
         finally:
             with _lock:
-                os.write(2, _MARK + b"-%d\n" % self.token)
+                # what this call printed; a line left without its end is whole when no other
+                # call is still inside the library
+                _drain(final=_state["open"] == 1)
+                _active.discard(self.token)
                 _state["open"] -= 1
                 if _state["open"] == 0:
                     os.dup2(_state["saved_fd"], 2)
@@ -102,7 +106,8 @@ def _start() -> bool:
             os.dup2(_state["saved_fd"], 2)
         _state.update(open=0, read_fd=-1, write_fd=-1, pid=-1)
         _lines.clear()
-        _done.clear()
+        _active.clear()
+        _pending.clear()
     if _state["off"]:
         return False
     if _state["read_fd"] >= 0:
@@ -113,6 +118,7 @@ def _start() -> bool:
         _state["off"] = 1
         return False
     read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
     echo = int(os.environ.get(VERBOSE_ENV, "") not in ("", "0"))
     _state.update(read_fd=read_fd, write_fd=write_fd, saved_fd=saved, echo=echo, pid=os.getpid())
     threading.Thread(target=_read, name="klio-decoder-log", daemon=True).start()
@@ -130,51 +136,49 @@ def _follow_stderr() -> None:
 
 
 def _read() -> None:
-    active: set[int] = set()
-    with os.fdopen(_state["read_fd"], "rb", buffering=0) as pipe:
-        pending = b""
-        while True:
-            chunk = pipe.read(65536)
-            if not chunk:
-                return
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for raw in complete:
-                _dispatch(raw, active)
+    """The reader thread: sleeps until something is written, then empties the pipe."""
+    poller = select.poll()
+    poller.register(_state["read_fd"], select.POLLIN)
+    while True:
+        poller.poll()
+        with _lock:
+            _drain()
 
 
-def _dispatch(raw: bytes, active: set[int]) -> None:
-    at = raw.find(_MARK)
-    if at >= 0:  # a marker, maybe after a partial line a library wrote without a newline
-        before, marker = raw[:at], raw[at + len(_MARK) :]
-        if before.strip():
-            _dispatch(before, active)
-        sign, token = marker[:1], int(marker[1:] or 0)
-        if sign == b"+":
-            active.add(token)
-        elif sign == b"-":
-            active.discard(token)
-        elif sign == b"=" and token in _done:
-            _done[token].set()
+def _drain(*, final: bool = False) -> None:
+    """Read what the pipe holds and give its lines to the windows open now (under
+    ``_lock``); ``final``: a window closes, so a line its call left without an end is whole."""
+    while True:
+        try:
+            chunk = os.read(_state["read_fd"], 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        _pending.extend(chunk)
+    if not _pending:
         return
+    *complete, rest = bytes(_pending).split(b"\n")
+    _pending[:] = rest
+    if final and rest:
+        complete.append(rest)
+        _pending.clear()
+    for raw in complete:
+        _dispatch(raw)
+
+
+def _dispatch(raw: bytes) -> None:
     text = re.sub(r"[\x00-\x1f\x7f]", "", raw.decode("utf-8", "replace")).strip()
     if not text:
         return
-    if not active or _PYTHON.match(text) or _state["echo"]:
+    if not _active or _PYTHON.match(text) or _state["echo"]:
         os.write(_state["saved_fd"], raw + b"\n")
-    if not active or _PYTHON.match(text):
+    if not _active or _PYTHON.match(text):
         return
-    for token in active:
+    for token in _active:
         kept = _lines.get(token)
         if kept is not None and len(kept) < MAX_LINES:
             kept.append(text[:MAX_LINE])
-
-
-@contextlib.contextmanager
-def no_capture() -> Iterator[Capture]:
-    """Like :func:`capture` for a decoder that prints nothing: windows cost nothing, no
-    lines."""
-    yield Capture(0)
 
 
 @contextlib.contextmanager
@@ -188,15 +192,10 @@ def capture() -> Iterator[Capture]:
         return
     token = next(_counter)
     _lines[token] = []
-    _done[token] = threading.Event()
     result = Capture(token)
     try:
         yield result
     finally:
-        # A last marker through the pipe: once the reader has seen it, it has seen every
-        # line this decode's calls wrote before it.
+        # every window emptied the pipe before it closed: nothing of this decode is left in it
         with _lock:
-            os.write(_state["write_fd"], _MARK + b"=%d\n" % token)
-        _done[token].wait(timeout=5.0)
-        result.lines = _lines.pop(token, [])
-        del _done[token]
+            result.lines = _lines.pop(token, [])
