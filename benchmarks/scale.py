@@ -352,8 +352,9 @@ def print_report(results: dict[str, Any]) -> None:
             r = f[label]
             print(
                 f"  {label} run: wall {r['wall_s']:.2f} s = Beam {r['beam_s']:.2f} s + bookkeeping "
-                f"{r['bookkeeping_s']:.2f} s ({r['bookkeeping_ms_per_track']:.2f} ms/track); keys listed "
-                f"{r['list_all_partitions_calls']} times; phases {r['phases_s']}"
+                f"{r['bookkeeping_s']:.2f} s ({r['bookkeeping_ms_per_track']:.2f} ms/track; outside "
+                f"the op {r['outside_op_s']:.2f} s); keys listed {r['list_all_partitions_calls']} "
+                f"times; phases {r['phases_s']} (phases while the job runs overlap it)"
             )
         print(f"  CLI planning before a run: {f['cli_planning_s']:.2f} s")
         print(
