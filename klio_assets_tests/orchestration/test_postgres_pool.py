@@ -90,7 +90,7 @@ def test_postgres_storages_close_their_connections_on_dispose(instance):
     _run_and_events(instance, 1)
     # Dagster's instance disposes its run and event storages (its schedule storage's
     # connection goes with the process).
-    engines = [s._engine for s in (instance.run_storage, instance.event_log_storage)]  # noqa: SLF001
+    engines = [s._engine for s in (instance.run_storage, instance.event_log_storage)]
     assert all(e.pool.checkedin() == 1 for e in engines)
     instance.dispose()
     assert all(e.pool.checkedin() == 0 for e in engines)
