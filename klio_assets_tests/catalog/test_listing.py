@@ -10,6 +10,7 @@ from klio_assets_tests.support.postgres import running_postgres
 def _exercise(catalog: TrackCatalog) -> None:
     ids = [f"t{i:03d}" for i in range(250)]
     catalog.register([(t, f"/m/{t}.wav") for t in ids])
+    assert catalog.resolve([*ids, "nope"]) == {t: f"/m/{t}.wav" for t in ids}
     catalog.record_outcomes(
         "loudness", version="2", run_id="r", failed={"t007": "bad", "t200": "worse"},
         succeeded=ids[:100],

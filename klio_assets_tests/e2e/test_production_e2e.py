@@ -190,7 +190,8 @@ def _check_deployment(deployment, instance, storage):
         # deploy/dagster.yaml's event log: dagster-postgres' storage with batched inserts.
         assert type(instance.event_log_storage) is BatchedPostgresEventLogStorage
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
+        assert type(instance.schedule_storage).__name__ == "PooledPostgresScheduleStorage"
         coordinator = instance.run_coordinator
         assert type(coordinator).__name__ == "QueuedRunCoordinator"
         assert coordinator.get_run_queue_config().max_concurrent_runs == 4

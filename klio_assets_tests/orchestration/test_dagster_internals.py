@@ -7,6 +7,7 @@ upgrade that moves a table, renames a column or changes an event constructor fai
 
 import itertools
 import sys
+import uuid
 
 import dagster as dg
 import pytest
@@ -15,6 +16,7 @@ from klio_assets.orchestration import partitions, ranges
 from klio_assets.orchestration.dagster_internals import dynamic_partitions, events, instigators
 from klio_assets.orchestration.dagster_internals.loading_context import loading_instance
 from klio_assets.orchestration.partitions import TRACKS, tracks_partitions
+from klio_assets_tests.support.postgres import running_postgres
 
 OTHER = "other_definition"
 #: ``tracks`` keys in registration order, with keys of another definition registered between.
@@ -27,6 +29,28 @@ def instance(tmp_path):
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         instance.add_dynamic_partitions(TRACKS, ORDER[:3])
         instance.add_dynamic_partitions(OTHER, ["x1", "x2"])  # rows between k9 and k2
+        instance.add_dynamic_partitions(TRACKS, ORDER[3:5])
+        instance.add_dynamic_partitions(OTHER, ["x3"])
+        instance.add_dynamic_partitions(TRACKS, ORDER[5:])
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    with running_postgres(tmp_path_factory.mktemp("pg")) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_instance(postgres, tmp_path, monkeypatch):
+    """The same registrations on PostgreSQL (where key lookups take another query)."""
+    db = f"dagster_{uuid.uuid4().hex[:8]}"
+    postgres.create_database(db)
+    (tmp_path / "dagster.yaml").write_text(postgres.dagster_yaml(db))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(TRACKS, ORDER[:3])
+        instance.add_dynamic_partitions(OTHER, ["x1", "x2"])
         instance.add_dynamic_partitions(TRACKS, ORDER[3:5])
         instance.add_dynamic_partitions(OTHER, ["x3"])
         instance.add_dynamic_partitions(TRACKS, ORDER[5:])
@@ -98,7 +122,11 @@ def test_keys_in_range_leave_the_answer_to_the_caller_without_the_private_path(
         ([], 5),
     ],
 )
-def test_key_ranges_agree_with_cutting_the_public_listing(instance, wanted, max_size):
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_key_ranges_agree_with_cutting_the_public_listing(request, backend, wanted, max_size):
+    instance = request.getfixturevalue("instance" if backend == "sqlite" else "postgres_instance")
     public = ranges.contiguous_ranges(
         list(instance.get_dynamic_partitions(TRACKS)), wanted, max_size
     )

@@ -146,7 +146,8 @@ class PostgresServer:
     def dagster_yaml(self, db_name: str) -> str:
         """Text of a ``dagster.yaml`` putting every Dagster storage in database ``db_name``
         through dagster-postgres (with the ``postgresql+psycopg2`` scheme SQLAlchemy 2.1 needs),
-        the event log through klio-assets' batched subclass (as ``deploy/dagster.yaml``),
+        the event log through klio-assets' batched subclass, all three with pooled connections (as
+        ``deploy/dagster.yaml``),
         telemetry off."""
         db = (
             "    postgres_db:\n"
@@ -157,11 +158,11 @@ class PostgresServer:
             "      scheme: postgresql+psycopg2\n"
         )
         return (
-            "run_storage:\n  module: dagster_postgres.run_storage\n  class: PostgresRunStorage\n"
+            "run_storage:\n  module: klio_assets.postgres_events\n  class: PooledPostgresRunStorage\n"
             f"  config:\n{db}"
             "event_log_storage:\n  module: klio_assets.postgres_events\n  class: BatchedPostgresEventLogStorage\n"
             f"  config:\n{db}"
-            "schedule_storage:\n  module: dagster_postgres.schedule_storage\n  class: PostgresScheduleStorage\n"
+            "schedule_storage:\n  module: klio_assets.postgres_events\n  class: PooledPostgresScheduleStorage\n"
             f"  config:\n{db}"
             "telemetry:\n"
             "  enabled: false\n"

@@ -11,7 +11,9 @@
 * :mod:`.observations`: run-less observations (``source_files``) stored in batches;
 * :mod:`.sqlite_events`, :mod:`.postgres_events`: event logs with cheaper batched writes (the
   classes ``dagster.yaml`` names, through the shims ``klio_assets.sqlite_events`` and
-  ``klio_assets.postgres_events``).
+  ``klio_assets.postgres_events``);
+* :mod:`.postgres_pool`: dagster-postgres' run, event and schedule storages with one pooled
+  connection per process instead of one connection per query.
 
 ``klio_assets_tests/orchestration/test_dagster_internals.py`` fails when Dagster changes what these rely on.
 """

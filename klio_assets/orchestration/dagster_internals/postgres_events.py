@@ -23,7 +23,8 @@ from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster_postgres.event_log.event_log import PostgresEventLogStorage
-from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+
+from klio_assets.orchestration.dagster_internals.postgres_pool import pooled_engine, storage_kwargs
 
 _INSERT = SqlEventLogStorageTable.insert().returning(
     SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
@@ -42,7 +43,20 @@ _BATCHED_TYPES = frozenset(
 
 
 class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
-    """:class:`PostgresEventLogStorage` whose materialization batches skip SQL compilation."""
+    """:class:`PostgresEventLogStorage` whose materialization batches skip SQL compilation,
+    and whose connections are pooled.
+
+    Connections: see :mod:`klio_assets.orchestration.dagster_internals.postgres_pool`.
+    """
+
+    def __init__(self, postgres_url: str, *args: Any, **kwargs: Any):
+        super().__init__(postgres_url, *args, **kwargs)
+        self._engine = pooled_engine(self.postgres_url, self._token_provider)
+
+    def dispose(self) -> None:
+        """Stop watching runs (Dagster's) and close the pooled connection."""
+        super().dispose()
+        self._engine.dispose()
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         kept = [e for e in events if not e.get_dagster_event().is_asset_failed_to_materialize]
@@ -61,9 +75,4 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
     @classmethod
     def from_config_value(cls, inst_data: Any, config_value: Any) -> Any:
         """Built from ``dagster.yaml`` (Dagster's own class method builds the parent class)."""
-        return cls(
-            inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),
-        )
+        return cls(inst_data=inst_data, **storage_kwargs(config_value))

@@ -42,8 +42,12 @@ from klio_assets.worker.storage import Storage
 
 #: Tracks waiting before their batch is reported (one Dagster event batch per asset).
 FLUSH_TRACKS = reporting.EVENT_BATCH_SIZE
-#: Seconds a track's result may wait before its batch is reported.
-FLUSH_INTERVAL_S = 5.0
+#: Seconds a track's result may wait before its batch is reported. Below the job's poll
+#: interval (1 s by default), so every poll that brings results reports them while the Beam job
+#: runs: only the last poll's tracks are left for after the job (at most one batch per poll;
+#: with pooled PostgreSQL connections a 1000-track run's bookkeeping went 0.72-0.78 -> 0.28-0.34
+#: ms/track, benchmarks/bookkeeping.py at 200k registered).
+FLUSH_INTERVAL_S = 0.5
 #: Seconds between progress lines in the run's log.
 PROGRESS_LOG_INTERVAL_S = 15.0
 #: Outcome fields kept per track in the summary (``tracks_detail``).
