@@ -14,10 +14,13 @@ import pytest
 from klio_assets_tests.conftest import cli_json, run_cli
 
 #: Modules the all-done ``run --json`` must not import: Dagster (~1.2 s); the progress bar and
-#: tables (nothing is drawn with --json); pyarrow (no catalog table was asked for); the
-#: PostgreSQL dialect (the catalog is SQLite); the profiler and the demo's command modules.
+#: tables (nothing is drawn with --json); pyarrow (no catalog table was asked for);
+#: SQLAlchemy (a SQLite catalog is read with sqlite3); the profiler and the demo's command modules.
 NOT_ON_THE_FAST_PATH = (
     "dagster",
+    "sqlalchemy",
+    "klio_assets.catalog.database",
+    "rich",
     "rich.progress",
     "rich.table",
     "rich.console",
@@ -56,7 +59,7 @@ def test_loading_the_cli_leaves_each_command_module_to_its_command():
 
 
 @pytest.mark.e2e
-def test_all_done_run_imports_no_dagster_no_rich_no_pyarrow(tmp_path, catalog_tracks):
+def test_all_done_run_imports_no_dagster_no_rich_no_pyarrow_no_sqlalchemy(tmp_path, catalog_tracks):
     """The second run of the same batch answers from the ledger with the lean import set."""
     folder = tmp_path / "library"
     folder.mkdir()
@@ -71,7 +74,7 @@ def test_all_done_run_imports_no_dagster_no_rich_no_pyarrow(tmp_path, catalog_tr
         "run", "downsampled_audio", home=home, env={"PYTHONPROFILEIMPORTTIME": "1"}
     )
     imported = _imported(done.stderr)
-    assert "klio_assets.catalog.database" in imported  # the trace works
+    assert "klio_assets.catalog.sqlite_reader" in imported  # the trace works
     assert again["runs"] == [] and again["assets"]["downsampled_audio"] == {"skipped": 1}
     assert sorted(m for m in NOT_ON_THE_FAST_PATH if m in imported) == []
 
