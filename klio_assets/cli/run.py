@@ -18,7 +18,7 @@ import click
 
 from klio_assets.catalog.sqlite_reader import open_sqlite_reader
 from klio_assets.cli import render
-from klio_assets.cli.common import fail, load_settings
+from klio_assets.cli.common import exit_now, fail, load_settings
 from klio_assets.errors import KlioAssetsError
 from klio_assets.orchestration.invocation import Invocation
 from klio_assets.orchestration.run_report import RunReport
@@ -150,7 +150,8 @@ def run(
                         failed_earlier=len({t for h in answer.failed_earlier.values() for t in h}),
                     )
                 )
-            _report(invocation, dry_run=dry_run, as_json=as_json, console=console)
+            # nothing was started: leave without the interpreter's teardown (~40 ms)
+            _report(invocation, dry_run=dry_run, as_json=as_json, console=console, now=True)
     console = render.stderr_console()
     invocation = _materialize(
         settings,
@@ -257,13 +258,22 @@ def _run_stale(
 
 
 def _report(
-    invocation: Invocation, *, dry_run: bool, as_json: bool, console: Console | None
+    invocation: Invocation,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    console: Console | None,
+    now: bool = False,
 ) -> NoReturn:
     """Print the outcome and exit: 1 if any track or catalog table failed in this invocation
-    (tracks that failed earlier and were not tried do not count)."""
+    (tracks that failed earlier and were not tried do not count); ``now``: with
+    :func:`~klio_assets.cli.common.exit_now` (nothing left running)."""
     report = RunReport.from_invocation(invocation, invocation.selected)
     render.print_run(report, dry_run=dry_run, as_json=as_json, console=console)
-    sys.exit(1 if report.failures else 0)
+    code = 1 if report.failures else 0
+    if now:
+        exit_now(code)
+    sys.exit(code)
 
 
 def _catalog(settings: Settings) -> TrackCatalog:

@@ -92,3 +92,29 @@ def test_the_package_exports_its_authoring_api_on_first_use():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "True"]
+
+
+def test_exit_now_skips_the_teardown_only_in_the_cli_process():
+    """The all-done answer leaves without the interpreter's teardown (~40 ms), its output
+    flushed and its status kept; a program calling the CLI in-process gets a SystemExit."""
+    from klio_assets.cli.common import exit_now
+
+    with pytest.raises(SystemExit) as raised:
+        exit_now(3)
+    assert raised.value.code == 3
+    probe = (
+        "import atexit, sys\n"
+        "sys.argv[0] = '/somewhere/bin/klio-assets'\n"
+        "from klio_assets.cli.common import exit_now\n"
+        "atexit.register(lambda: print('teardown'))\n"
+        "print('answer', end='')\n"  # still in the buffer of a pipe
+        "exit_now(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (3, "answer")
+    called = subprocess.run(
+        [sys.executable, "-c", probe.replace("/somewhere/bin/klio-assets", "script.py")],
+        capture_output=True,
+        text=True,
+    )
+    assert (called.returncode, called.stdout) == (3, "answerteardown\n")
