@@ -168,6 +168,13 @@ def main() -> None:
     figures["targets"] = {
         f"fixed_cost_s<={TARGET_S:g}": figures["fixed_cost_s"]["best"] <= TARGET_S
     }
+    figures["against_targets"] = {
+        "fixed_cost_s": {
+            "measured": figures["fixed_cost_s"]["best"],
+            "target": f"<= {TARGET_S:g}",
+            "met": figures["fixed_cost_s"]["best"] <= TARGET_S,
+        }
+    }
     print(
         f"{len(files)} tracks, {args.repeat} repeats (load average {load[0]} -> {figures['load_after'][0]})"
     )

@@ -48,8 +48,10 @@ IMPORT_GROUPS = (
     "pydantic",
     "klio_assets.settings",
     "pydantic_settings",
+    "klio_assets.catalog.sqlite_reader",
     "klio_assets.catalog.database",
     "sqlalchemy",
+    "rich",
     "click",
     "soundfile",
     "klio_assets.analyses",
@@ -134,6 +136,7 @@ def main() -> None:
             klio_run(["downsampled_audio", "--check-dagster"], env) for _ in range(args.repeats)
         ]
         floor = [timed([PYTHON, "-c", "import dagster"], env)[0] for _ in range(args.repeats)]
+        start = [timed([PYTHON, "-c", "pass"], env)[0] for _ in range(args.repeats)]
         imports = import_profile(env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -159,10 +162,18 @@ def main() -> None:
         "check_dagster_rerun_wall_s": round(checked_wall, 3),
         "check_dagster_rerun_over_first": round(checked_wall / wall_first, 4),
         "import_dagster_s": round(statistics.median(floor), 3),
+        "python_start_s": round(statistics.median(start), 3),
         "rerun_imports_s": imports,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
     figures["targets"] = {"rerun_over_first<=0.01": figures["rerun_over_first"] <= TARGET}
+    figures["against_targets"] = {
+        "rerun_over_first": {
+            "measured": figures["rerun_over_first"],
+            "target": f"<= {TARGET}",
+            "met": figures["rerun_over_first"] <= TARGET,
+        }
+    }
     print(
         f"{len(files)} real tracks and {args.broken} broken files "
         f"(load average {figures['load_average_1m']})"
@@ -176,11 +187,14 @@ def main() -> None:
     )
     print(
         f"rerun --check-dagster (full check against Dagster): {checked_wall:.2f} s = "
-        f"{checked_wall / wall_first:.4f} x first; python -c 'import dagster' alone: {figures['import_dagster_s']:.2f} s"
+        f"{checked_wall / wall_first:.4f} x first; python -c 'import dagster' alone: {figures['import_dagster_s']:.2f} s; "
+        f"python -c pass: {figures['python_start_s']:.3f} s"
     )
     print(
         f"rerun imports (-X importtime, cumulative s): {imports['all_imports']:.3f} in all; "
         + ", ".join(f"{k} {v:.3f}" for k, v in imports.items() if k != "all_imports")
+        + " (modules loaded with importlib.import_module, such as each command's and each "
+        "analysis' module, are not in -X importtime)"
     )
     final_json("rerun", figures)
 

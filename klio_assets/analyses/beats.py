@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, Field
 
 from klio_assets.analyses._librosa import librosa
 from klio_assets.worker.analysis import Audio, Result, Upstream, analysis
 from klio_assets.worker.outputs import Json
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
 
 
 class BeatsParams(BaseModel):
@@ -35,6 +39,8 @@ def fit_tempo(beat_times: np.ndarray) -> float | None:
     float or None
         BPM; ``None`` with fewer than 3 beats.
     """
+    import numpy as np  # noqa: PLC0415
+
     if len(beat_times) < 3:
         return None
     median_ibi = float(np.median(np.diff(beat_times)))
@@ -55,6 +61,8 @@ def fit_tempo(beat_times: np.ndarray) -> float | None:
 def beats(audio: Audio, params: BeatsParams) -> Result:
     """Beat times (s) by librosa's dynamic-programming beat tracker, the global tempo (BPM)
     fitted to them, librosa's own tempo estimate, and a summary of the onset strength."""
+    import numpy as np  # noqa: PLC0415
+
     lr = librosa()
     y = audio.mono()
     envelope = lr.onset.onset_strength(y=y, sr=audio.sample_rate, hop_length=params.hop_length)

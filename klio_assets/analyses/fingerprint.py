@@ -23,15 +23,18 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 from klio_assets.errors import TrackError
 from klio_assets.worker import audio as audio_io
 from klio_assets.worker.analysis import AudioStream, SourceAudio, TrackContext, analysis
 from klio_assets.worker.outputs import Json
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
+
 
 #: Chromaprint's working rate (Hz); the decode delivers exactly this.
 FINGERPRINT_RATE = 11025
@@ -75,6 +78,8 @@ def fpcalc_version() -> str | None:
 
 def _to_s16le(block: np.ndarray) -> bytes:
     """float32 samples in [-1, 1] as little-endian 16-bit PCM (clipped, rounded)."""
+    import numpy as np  # noqa: PLC0415
+
     return np.clip(np.rint(block * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 

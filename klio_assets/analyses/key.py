@@ -15,21 +15,23 @@ square-root compression so that a few loud notes do not outweigh the harmony.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from klio_assets.worker.analysis import AudioStream, SourceAudio, analysis
 from klio_assets.worker.outputs import Json
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
+
 
 SAMPLE_RATE = 11025
 N_FFT = 4096
 HOP = 2048
 FMIN, FMAX = 55.0, 2000.0
 PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-#: Krumhansl-Kessler probe-tone profiles, tonic first.
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+#: Krumhansl-Kessler probe-tone profiles, tonic first (tuples: numpy is imported where used).
+MAJOR_PROFILE = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
+MINOR_PROFILE = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
 
 
 def chroma_filter(sr: int = SAMPLE_RATE, n_fft: int = N_FFT) -> np.ndarray:
@@ -40,6 +42,8 @@ def chroma_filter(sr: int = SAMPLE_RATE, n_fft: int = N_FFT) -> np.ndarray:
     np.ndarray [shape=(12, n_fft // 2 + 1)]
         Row 0 is C.
     """
+    import numpy as np  # noqa: PLC0415
+
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
     weights = np.zeros((12, len(freqs)))
     band = (freqs >= FMIN) & (freqs <= FMAX)
@@ -53,6 +57,8 @@ def chroma_filter(sr: int = SAMPLE_RATE, n_fft: int = N_FFT) -> np.ndarray:
 
 def mean_chroma(blocks: Any, *, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, int]:
     """The mean chroma of a stream of mono blocks, and the number of frames it averages."""
+    import numpy as np  # noqa: PLC0415
+
     fold = chroma_filter(sr)
     window = np.hanning(N_FFT).astype(np.float32)
     total = np.zeros(12)
@@ -85,12 +91,14 @@ def estimate_key(chroma: np.ndarray) -> dict[str, Any]:
         the best profile), ``margin`` (over the second best), ``runner_up``; ``key`` and
         ``mode`` are ``None`` for a chroma with no variation (silence, noise).
     """
+    import numpy as np  # noqa: PLC0415
+
     if not np.any(chroma) or np.ptp(chroma) <= 1e-9 * np.max(np.abs(chroma)):
         return {"key": None, "mode": None, "confidence": 0.0, "margin": 0.0, "runner_up": None}
     scores = []
     for mode, profile in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)):
         for tonic in range(12):
-            r = float(np.corrcoef(chroma, np.roll(profile, tonic))[0, 1])
+            r = float(np.corrcoef(chroma, np.roll(np.array(profile), tonic))[0, 1])
             scores.append((r, PITCH_CLASSES[tonic], mode))
     scores.sort(key=lambda s: s[0], reverse=True)
     (best, key, mode), (second, key2, mode2) = scores[0], scores[1]

@@ -12,14 +12,15 @@ up to 1 LU (the resampler's passband ripple and the K-weighting filter's rate de
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import numpy as np
-import soxr
+from typing import TYPE_CHECKING, Any
 
 from klio_assets.errors import ParameterError
 from klio_assets.worker.analysis import AudioStream, Result, SourceAudio, analysis
 from klio_assets.worker.outputs import Json
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    pass
+
 
 #: libebur128 channel roles for the usual layouts (WAVE/SMPTE channel order).
 _LAYOUTS = {
@@ -56,7 +57,9 @@ def measure_loudness(audio: AudioStream) -> dict[str, Any]:
         ``loudness_range_lu`` (LU), ``sample_peak_dbfs`` and ``true_peak_dbtp`` (dB, ``None``
         for digital silence) and the rate measured at.
     """
+    import numpy as np  # noqa: PLC0415
     import pyebur128  # noqa: PLC0415 - keeps `import klio_assets.analyses` light
+    import soxr  # noqa: PLC0415
 
     if audio.sample_rate < 8000:
         raise ParameterError(

@@ -30,9 +30,11 @@ import shutil
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
+
 
 __all__ = ["ActivationFiles", "notes_from_files"]
 
@@ -59,6 +61,8 @@ class ActivationFiles:
 
     def append(self, note: np.ndarray, onset: np.ndarray) -> None:
         """Add rows of both activations."""
+        import numpy as np  # noqa: PLC0415
+
         self._files["note"].write(np.ascontiguousarray(note, np.float32).tobytes())
         self._files["onset"].write(np.ascontiguousarray(onset, np.float32).tobytes())
         self.rows += len(note)
@@ -72,6 +76,8 @@ class ActivationFiles:
 
     def read(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` of an activation (clipped to the file)."""
+        import numpy as np  # noqa: PLC0415
+
         start, stop = max(0, start), min(self.rows, stop)
         if stop <= start:
             return np.zeros((0, BINS), np.float32)
@@ -90,6 +96,8 @@ class ActivationFiles:
 def _frame_diff(files: ActivationFiles, start: int, stop: int) -> np.ndarray:
     """``get_infered_onsets``'s clipped frame differences of rows ``[start, stop)``
     (float64, before rescaling)."""
+    import numpy as np  # noqa: PLC0415
+
     lead = min(start, 2)
     frames = files.read("note", start - lead, stop).astype(np.float64)
     # the package prepends zeros: rows before the track are zero
@@ -105,6 +113,8 @@ def _frame_diff(files: ActivationFiles, start: int, stop: int) -> np.ndarray:
 
 def _maxima(files: ActivationFiles) -> tuple[Any, Any]:
     """``np.max(onsets)`` (float32) and ``np.max(frame_diff)`` (float64) over the track."""
+    import numpy as np  # noqa: PLC0415
+
     onset_max = None
     diff_max = None
     for start in range(0, files.rows, CHUNK):
@@ -119,6 +129,8 @@ def _maxima(files: ActivationFiles) -> tuple[Any, Any]:
 def _onsets(files: ActivationFiles, onset_thresh: float) -> tuple[np.ndarray, np.ndarray]:
     """Onset candidates (time, bin) in row-major order: peaks along time of the inferred
     onsets at or above ``onset_thresh``."""
+    import numpy as np  # noqa: PLC0415
+
     n = files.rows
     onset_max, diff_max = _maxima(files)
     times: list[np.ndarray] = []
@@ -151,6 +163,8 @@ class _Energy:
     written through a cache of chunks, with each chunk's maximum kept current."""
 
     def __init__(self, files: ActivationFiles):
+        import numpy as np  # noqa: PLC0415
+
         self.rows = files.rows
         self.path = os.path.join(files.dir, "energy.f32")
         shutil.copyfile(files.paths["note"], self.path)
@@ -164,6 +178,8 @@ class _Energy:
         self.stale: set[int] = set()
 
     def _load(self, c: int) -> np.ndarray:
+        import numpy as np  # noqa: PLC0415
+
         start = c * CHUNK
         stop = min(self.rows, start + CHUNK)
         self.fh.seek(start * _ITEM)
@@ -215,6 +231,8 @@ class _Energy:
 
     def argmax(self) -> tuple[float, int, int]:
         """The maximum and its first (row-major) position, as ``np.argmax`` finds it."""
+        import numpy as np  # noqa: PLC0415
+
         for c in self.stale:
             self.maxima[c] = np.max(self.chunk(c))
         self.stale.clear()
@@ -235,6 +253,8 @@ class _Energy:
 
 def _amplitude(files: ActivationFiles, start: int, stop: int, f: int) -> float:
     """``np.mean(frames[start:stop, f])`` over the same float32 column slice."""
+    import numpy as np  # noqa: PLC0415
+
     return float(np.mean(files.read("note", start, stop)[:, f]))
 
 

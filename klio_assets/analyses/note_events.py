@@ -33,8 +33,6 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from klio_assets.analyses.note_creation import ActivationFiles, notes_from_files
 from klio_assets.worker.analysis import (
     AudioStream,
@@ -45,6 +43,10 @@ from klio_assets.worker.analysis import (
     analysis,
 )
 from klio_assets.worker.outputs import Json, MidiFile
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
+
 
 if TYPE_CHECKING:
     import types
@@ -92,6 +94,8 @@ def windows(blocks: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, int]]:
     samples : int
         Source samples read when the window was cut (the total, after the last one).
     """
+    import numpy as np  # noqa: PLC0415
+
     buffer = np.zeros(OVERLAP // 2, np.float32)
     samples = 0
     for block in blocks:
@@ -110,6 +114,8 @@ def model_output(blocks: Iterator[np.ndarray], model: LoadedModel) -> Activation
     """Basic Pitch's frame-level outputs of a stream, ``note`` and ``onset`` ``(n, 88)`` at
     86 frames per second, written to float32 files as the batches come back (the caller
     closes them): memory holds one batch, not the track."""
+    import numpy as np  # noqa: PLC0415
+
     files = ActivationFiles()
     pending: list[np.ndarray] = []
     samples = 0
@@ -142,6 +148,7 @@ def frame_times(frames: np.ndarray) -> np.ndarray:
     """``basic_pitch.note_creation.model_frames_to_time`` of the given frame indices (the
     package computes it for every frame of the track; it is elementwise)."""
     import librosa  # noqa: PLC0415 - the models extra (basic-pitch's own dependency)
+    import numpy as np  # noqa: PLC0415
     from basic_pitch.constants import (  # noqa: PLC0415 - the models extra
         ANNOT_N_FRAMES,
         AUDIO_N_SAMPLES,
@@ -160,6 +167,8 @@ def notes_of(files: ActivationFiles) -> list[tuple[float, float, int, float]]:
     """Basic Pitch's notes (onset s, offset s, MIDI pitch, amplitude) from its model output,
     as the package's ``model_output_to_notes`` makes them with its ``predict`` defaults,
     computed with memory flat in track length (:mod:`.note_creation`)."""
+    import numpy as np  # noqa: PLC0415
+
     note_creation()  # the package's constants, without its runtime warnings
     events = notes_from_files(
         files,

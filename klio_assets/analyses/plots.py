@@ -12,11 +12,14 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 from klio_assets.worker.analysis import Audio, TrackContext, Upstream, analysis
 from klio_assets.worker.outputs import Image
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
+
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn, not with the module
     from matplotlib.figure import Figure
@@ -57,6 +60,8 @@ def _png(figure: Figure) -> bytes:
 
 def _pool_columns(array: np.ndarray, columns: int) -> np.ndarray:
     """Average groups of frames so that the image has at most ``columns`` columns."""
+    import numpy as np  # noqa: PLC0415
+
     if array.shape[-1] <= columns:
         return array
     starts = np.linspace(0, array.shape[-1], columns, endpoint=False).astype(np.int64)
@@ -77,6 +82,8 @@ def _duration(track: TrackContext, fallback: float) -> float:
 )
 def mel_spectrogram_plot(mel: np.ndarray, params: PlotParams, track: TrackContext) -> bytes:
     """The mel spectrogram (dB) as an image: time in seconds across, mel band up."""
+    import numpy as np  # noqa: PLC0415
+
     figure = _figure(params)
     axes = figure.add_axes((0.08, 0.18, 0.78, 0.72))
     frames = mel.shape[-1]
@@ -107,6 +114,8 @@ def mel_spectrogram_plot(mel: np.ndarray, params: PlotParams, track: TrackContex
 )
 def waveform_plot(audio: Audio, params: PlotParams, track: TrackContext) -> bytes:
     """The waveform as an image: the min/max envelope per pixel column, time in seconds."""
+    import numpy as np  # noqa: PLC0415
+
     y = audio.mono()
     if len(y) == 0:
         y = np.zeros(1, np.float32)

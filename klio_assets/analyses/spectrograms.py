@@ -11,14 +11,16 @@ follows the mel parameters.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from klio_assets.analyses._librosa import librosa
 from klio_assets.worker.analysis import Audio, Result, Upstream, analysis
 from klio_assets.worker.outputs import NumpyArray
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
 
 
 class StftParams(BaseModel):
@@ -70,6 +72,8 @@ def _recorded(audio: Audio, params: BaseModel, array: np.ndarray, units: str) ->
 def spectrogram(audio: Audio, params: StftParams) -> Result:
     """STFT magnitude in dB (re 1.0 full scale), ``(1 + n_fft // 2, frames)`` float32:
     ``librosa.amplitude_to_db(abs(librosa.stft(y, n_fft=, hop_length=)), ref=1.0, top_db=)``."""
+    import numpy as np  # noqa: PLC0415
+
     lr = librosa()
     magnitude = np.abs(lr.stft(audio.mono(), n_fft=params.n_fft, hop_length=params.hop_length))
     array = lr.amplitude_to_db(magnitude, ref=1.0, top_db=params.top_db).astype(np.float32)
@@ -86,6 +90,8 @@ def mel_spectrogram(audio: Audio, params: MelParams) -> Result:
     """Mel power spectrogram in dB (re 1.0), ``(n_mels, frames)`` float32:
     ``librosa.power_to_db(librosa.feature.melspectrogram(y, sr=, n_fft=, hop_length=, n_mels=,
     fmin=, fmax=), ref=1.0, top_db=)``."""
+    import numpy as np  # noqa: PLC0415
+
     lr = librosa()
     power = lr.feature.melspectrogram(
         y=audio.mono(),
@@ -109,6 +115,8 @@ def mel_spectrogram(audio: Audio, params: MelParams) -> Result:
 def mfcc(mel: np.ndarray, params: MfccParams) -> Result:
     """Mel-frequency cepstral coefficients, ``(n_mfcc, frames)`` float32: the type-II
     orthonormal DCT of the mel spectrogram in dB, as ``librosa.feature.mfcc`` computes them."""
+    import numpy as np  # noqa: PLC0415
+
     lr = librosa()
     array = lr.feature.mfcc(S=np.asarray(mel, dtype=np.float32), n_mfcc=params.n_mfcc).astype(
         np.float32

@@ -16,13 +16,16 @@ declaration's ``batch=1``); tracks of a process share one loaded model.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 from klio_assets.worker.analysis import AudioStream, LoadedModel, OnnxModel, SourceAudio, analysis
 from klio_assets.worker.outputs import Json
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
+
 
 SAMPLE_RATE = 16000
 WINDOW = 512
@@ -49,6 +52,8 @@ def speech_probabilities(blocks: Any, session: Any) -> tuple[list[float], int]:
     samples : int
         Samples in the stream.
     """
+    import numpy as np  # noqa: PLC0415
+
     state = np.zeros((2, 1, 128), np.float32)
     context = np.zeros((1, CONTEXT), np.float32)
     sr = np.array(SAMPLE_RATE, dtype=np.int64)

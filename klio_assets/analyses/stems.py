@@ -105,15 +105,18 @@ import functools
 import importlib
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from klio_assets.errors import ParameterError
 from klio_assets.worker.analysis import Audio, AudioStream, Result, SourceAudio, analysis, param
 from klio_assets.worker.outputs import AudioFiles
 from klio_assets.worker.values import lockstep_streams
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
+
 
 #: The name of the built-in separator.
 BUILTIN_SEPARATOR = "nn_filter"
@@ -258,6 +261,8 @@ def separate_nn_filter(
     vocals, accompaniment : np.ndarray [shape=samples.shape], float32
         ``vocals + accompaniment == samples`` to float32 rounding.
     """
+    import numpy as np  # noqa: PLC0415
+
     if sr <= 0:
         raise ParameterError(f"sr={sr} must be positive")
     if not 0 < hop_length <= n_fft // 4 or n_fft % hop_length:
@@ -308,6 +313,8 @@ def _chunks(
     of two neighbours are complementary raised cosines over the overlap minus ``edge`` samples
     at each end (where a chunk's STFT sees its own boundary), so they sum to one everywhere.
     """
+    import numpy as np  # noqa: PLC0415
+
     if n <= chunk_n:
         yield 0, n, np.ones(n, dtype=np.float32)
         return
@@ -329,6 +336,8 @@ def _chunks(
 
 def _ramp(overlap: int, edge: int) -> np.ndarray:
     """0 for ``edge`` samples, a raised-cosine rise, 1 for the last ``edge`` samples."""
+    import numpy as np  # noqa: PLC0415
+
     rise = overlap - 2 * edge
     t = (np.arange(rise, dtype=np.float64) + 0.5) / rise
     ramp = np.concatenate([np.zeros(edge), np.sin(0.5 * np.pi * t) ** 2, np.ones(edge)])
@@ -346,6 +355,8 @@ def _vocals_chunk(
     power: float,
 ) -> np.ndarray:
     """Vocals of one chunk ``(channels, m)``: ISTFT of the soft-masked STFT of each channel."""
+    import numpy as np  # noqa: PLC0415
+
     spec = _stft(segment, n_fft=n_fft, hop_length=hop_length)  # (channels, frames, bins)
     magnitude = np.empty(spec.shape[1:], dtype=np.float32)
     step = max(1, _GATHER_ELEMENTS // (spec.shape[0] * spec.shape[2]))
@@ -370,6 +381,8 @@ def _softmask(x: np.ndarray, x_ref: np.ndarray, *, power: float) -> np.ndarray:
     Overwrites ``x`` (the mask is returned in it) and ``x_ref``, to save a chunk's worth of
     temporaries.
     """
+    import numpy as np  # noqa: PLC0415
+
     scale = np.maximum(x, x_ref)
     zero = scale < np.finfo(np.float32).tiny
     scale[zero] = 1.0
@@ -386,6 +399,8 @@ def _softmask(x: np.ndarray, x_ref: np.ndarray, *, power: float) -> np.ndarray:
 
 def _window(n_fft: int) -> np.ndarray:
     """The periodic Hann window (librosa's and scipy's ``"hann"``), float32."""
+    import numpy as np  # noqa: PLC0415
+
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
@@ -401,6 +416,7 @@ def _stft(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
     np.ndarray [shape=(channels, frames, n_fft // 2 + 1)], complex64
         Frame ``t`` is centred on sample ``t * hop_length``; time-major (unlike librosa).
     """
+    import numpy as np  # noqa: PLC0415
     import scipy.fft  # noqa: PLC0415 - lazily: importing this module stays cheap
 
     half = n_fft // 2
@@ -428,6 +444,7 @@ def _istft(spec: np.ndarray, *, n_fft: int, hop_length: int, length: int) -> np.
     -------
     np.ndarray [shape=(channels, length)], float32
     """
+    import numpy as np  # noqa: PLC0415
     import scipy.fft  # noqa: PLC0415 - lazily: importing this module stays cheap
 
     channels, frames, _ = spec.shape
@@ -472,6 +489,8 @@ def _nn_median(magnitude: np.ndarray, *, width: int, n_neighbors: int) -> np.nda
     -------
     np.ndarray [shape=(bins, frames)], float32
     """
+    import numpy as np  # noqa: PLC0415
+
     magnitude = np.ascontiguousarray(magnitude, dtype=np.float32)
     bins, total = magnitude.shape
     norms = np.linalg.norm(magnitude, axis=0)
@@ -580,6 +599,8 @@ def run_separator(
     ParameterError
         Unless it returns two finite arrays shaped like ``samples``.
     """
+    import numpy as np  # noqa: PLC0415
+
     out = separator(samples, sr)
     if not isinstance(out, tuple | list) or len(out) != 2:
         raise ParameterError(
@@ -605,6 +626,8 @@ def _energies(
 ) -> tuple[float, float, float, int]:
     """Energies of the mix, the vocals and the residual ``mix - vocals - accompaniment``, and
     the number of stem samples beyond [-1, 1]; in float64, block by block (bounded memory)."""
+    import numpy as np  # noqa: PLC0415
+
     mix_e = voc_e = res_e = 0.0
     clipped = 0
     for start in range(0, mix.shape[-1], block):
@@ -653,6 +676,8 @@ def separate_stream(
     vocals, accompaniment : np.ndarray [shape=(m, channels)], float32
         ``vocals + accompaniment == mix`` to float32 rounding.
     """
+    import numpy as np  # noqa: PLC0415
+
     chunk_n, overlap_n = round(params.chunk_s * sr), round(params.overlap_s * sr)
     step = chunk_n - overlap_n
     edge = min(params.n_fft, overlap_n // 4)
@@ -746,6 +771,8 @@ def _finish(
 
 def _stems_by_model(audio: AudioStream, params: StemsParams, metadata: dict[str, Any]) -> Result:
     """A model-based separator gets the whole track (its own memory bound, see above)."""
+    import numpy as np  # noqa: PLC0415
+
     separator = resolve_separator(params.separator, params)
     blocks = list(audio.frame_blocks())
     frames = np.concatenate(blocks) if blocks else np.zeros((0, audio.channels), np.float32)

@@ -21,19 +21,24 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from klio_assets.catalog.names import DUPLICATE_GROUPS as DUPLICATE_GROUPS  # re-exported
+from klio_assets.catalog.names import (  # defined there for readers without SQLAlchemy
+    FAILURE_MEMORY_TABLE,
+    FAILURES_TABLE,
+    FEATURES_TABLE,
+    MATERIALIZED_TABLE,
+    SOURCE_STATS_TABLE,
+    STATE_TABLE,
+    TRACKS_TABLE,
+)
+from klio_assets.catalog.names import REMOVED as REMOVED  # re-exported
+from klio_assets.catalog.names import TRACK_FEATURES as TRACK_FEATURES  # re-exported
 from klio_assets.errors import CatalogError
 from klio_assets.worker.records import SourceStat
 
-#: The catalog-level assets built from this database (:mod:`klio_assets.orchestration.catalog_assets`).
-DUPLICATE_GROUPS = "duplicate_groups"
-TRACK_FEATURES = "track_features"
-#: The features rows' asset of a removal: ``klio-assets remove`` writes one per removed track,
-#: so that the catalog-level tables, which read only what changed, drop the track.
-REMOVED = "_removed"
-
 _METADATA = sa.MetaData()
 TRACKS = sa.Table(
-    "klio_tracks",
+    TRACKS_TABLE,
     _METADATA,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("track_id", sa.String(128), nullable=False, unique=True),
@@ -41,7 +46,7 @@ TRACKS = sa.Table(
     sa.Column("added_at", sa.Float, nullable=False),
 )
 FAILURES = sa.Table(
-    "klio_failures",
+    FAILURES_TABLE,
     _METADATA,
     sa.Column("asset", sa.String(128), primary_key=True),
     sa.Column("track_id", sa.String(128), primary_key=True),
@@ -53,7 +58,7 @@ FAILURES = sa.Table(
 #: Failures by track alone (the key starts with the asset): ``klio-assets tracks --failed``.
 _FAILURES_BY_TRACK = sa.Index("ix_klio_failures_track_id", FAILURES.c.track_id)
 FEATURES = sa.Table(
-    "klio_features",
+    FEATURES_TABLE,
     _METADATA,
     # Rewritten rows get a new seq: readers take "seq > cursor" to see only what changed.
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
@@ -73,7 +78,7 @@ FEATURES = sa.Table(
 #: materialization events (after them), so ``klio-assets run`` can tell that a batch is
 #: already done with one query, without importing Dagster or listing its partitions.
 MATERIALIZED = sa.Table(
-    "klio_materialized",
+    MATERIALIZED_TABLE,
     _METADATA,
     sa.Column("asset", sa.String(128), primary_key=True),
     sa.Column("track_id", sa.String(128), primary_key=True),
@@ -86,7 +91,7 @@ MATERIALIZED = sa.Table(
 #: means the output describes a file that is no longer there. A table of its own so that
 #: catalogs from before it keep working (it is created when they are opened; no row: unknown).
 SOURCE_STATS = sa.Table(
-    "klio_source_stats",
+    SOURCE_STATS_TABLE,
     _METADATA,
     sa.Column("asset", sa.String(128), primary_key=True),
     sa.Column("track_id", sa.String(128), primary_key=True),
@@ -99,7 +104,7 @@ SOURCE_STATS = sa.Table(
 #: source it failed on (content hash where it was read, and its stat: a changed file is
 #: tried again). A table of its own: catalogs from before it get it when opened.
 FAILURE_MEMORY = sa.Table(
-    "klio_failure_memory",
+    FAILURE_MEMORY_TABLE,
     _METADATA,
     sa.Column("asset", sa.String(128), primary_key=True),
     sa.Column("track_id", sa.String(128), primary_key=True),
@@ -117,7 +122,7 @@ FAILURE_MEMORY = sa.Table(
 #: Small named JSON documents kept by the automation (e.g. the code versions the catalog
 #: backfill last scanned for staleness); schedules have no cursor of their own.
 STATE = sa.Table(
-    "klio_state",
+    STATE_TABLE,
     _METADATA,
     sa.Column("key", sa.String(128), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),

@@ -26,14 +26,15 @@ import datetime
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from klio_assets.catalog.database import FAILURE_MEMORY, TrackCatalog
+from klio_assets.catalog.sqlite_reader import SqliteCatalogReader
 from klio_assets.worker.plan import PlannedAnalysis
 from klio_assets.worker.records import SourceStat, Status, TrackResult
 from klio_assets.worker.storage import source_stat
+
+if TYPE_CHECKING:  # SQLAlchemy is imported where it is used: not by the all-done answer
+    from klio_assets.catalog.database import TrackCatalog
 
 __all__ = [
     "FAILED_EARLIER",
@@ -116,7 +117,7 @@ class RememberedFailure:
         return f"{line} (transient, try {self.attempts}; tried again after {when})"
 
 
-def _row_failure(row: sa.Row[Any]) -> RememberedFailure:
+def _row_failure(row: Any) -> RememberedFailure:
     stat = (
         SourceStat(size_bytes=int(row.size_bytes), modified=str(row.modified))
         if row.size_bytes is not None and row.modified is not None
@@ -137,17 +138,23 @@ def _row_failure(row: sa.Row[Any]) -> RememberedFailure:
 
 
 def remembered(
-    catalog: TrackCatalog, asset: str, track_ids: Sequence[str] | None = None
+    catalog: TrackCatalog | SqliteCatalogReader, asset: str, track_ids: Sequence[str] | None = None
 ) -> dict[str, RememberedFailure]:
     """The remembered failures of ``asset`` (all versions), by track.
 
     Parameters
     ----------
-    catalog : TrackCatalog
+    catalog : TrackCatalog or SqliteCatalogReader
     asset : str
     track_ids : sequence of str, optional
         Only these tracks (default: every track with a remembered failure).
     """
+    if isinstance(catalog, SqliteCatalogReader):
+        return {row.track_id: _row_failure(row) for row in catalog.failure_memory(asset, track_ids)}
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    from klio_assets.catalog.database import FAILURE_MEMORY  # noqa: PLC0415
+
     query = sa.select(FAILURE_MEMORY).where(FAILURE_MEMORY.c.asset == asset)
     out: dict[str, RememberedFailure] = {}
     with catalog.engine.connect() as conn:
@@ -228,6 +235,8 @@ def remember_failures(
                 "failed_at": now,
             }
         )
+    from klio_assets.catalog.database import FAILURE_MEMORY  # noqa: PLC0415
+
     with catalog.engine.begin() as conn:
         ids = [row["track_id"] for row in rows]
         for start in range(0, len(ids), _CHUNK):
@@ -245,6 +254,8 @@ def forget_failures(
 ) -> None:
     """Forget the remembered failures of ``assets`` (``--retry-failed``), for every track or
     for ``track_ids``."""
+    from klio_assets.catalog.database import FAILURE_MEMORY  # noqa: PLC0415
+
     with catalog.engine.begin() as conn:
         if track_ids is None:
             conn.execute(FAILURE_MEMORY.delete().where(FAILURE_MEMORY.c.asset.in_(list(assets))))
@@ -260,7 +271,7 @@ def forget_failures(
 
 
 def held_failures(
-    catalog: TrackCatalog,
+    catalog: TrackCatalog | SqliteCatalogReader,
     planned: Mapping[str, PlannedAnalysis],
     selected: Sequence[str],
     track_ids: Sequence[str] | None,
@@ -276,7 +287,7 @@ def held_failures(
 
     Parameters
     ----------
-    catalog : TrackCatalog
+    catalog : TrackCatalog or SqliteCatalogReader
     planned : mapping of str to PlannedAnalysis
         Every analysis at its current version.
     selected : sequence of str

@@ -13,8 +13,8 @@ Both, and the engine on the Beam workers, decide with :mod:`klio_assets.worker.d
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from klio_assets.catalog.database import TrackCatalog
 from klio_assets.catalog.trackids import validate_track_id
 from klio_assets.errors import KlioAssetsError
 from klio_assets.worker.done import done_tracks, existing_outputs
@@ -22,11 +22,15 @@ from klio_assets.worker.plan import PlannedAnalysis
 from klio_assets.worker.records import SourceStat
 from klio_assets.worker.storage import Storage, source_stat
 
+if TYPE_CHECKING:  # the all-done answer reads a SQLite catalog without SQLAlchemy
+    from klio_assets.catalog.database import TrackCatalog
+    from klio_assets.catalog.sqlite_reader import SqliteCatalogReader
+
 __all__ = ["all_done", "changed_sources", "enter_in_ledger", "existing_outputs"]
 
 
 def all_done(
-    catalog: TrackCatalog,
+    catalog: TrackCatalog | SqliteCatalogReader,
     storage: Storage,
     planned: Mapping[str, PlannedAnalysis],
     selected: Sequence[str],
@@ -42,7 +46,7 @@ def all_done(
 
     Parameters
     ----------
-    catalog : TrackCatalog
+    catalog : TrackCatalog or SqliteCatalogReader
         Holds the ledger and the registered tracks.
     storage : Storage
         Where the outputs are.
@@ -89,7 +93,7 @@ def all_done(
 
 
 def changed_sources(
-    catalog: TrackCatalog, done: Mapping[str, Sequence[str]]
+    catalog: TrackCatalog | SqliteCatalogReader, done: Mapping[str, Sequence[str]]
 ) -> dict[str, set[str]]:
     """Per analysis, the tracks among ``done`` whose source changed since their output was made.
 

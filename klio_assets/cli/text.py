@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 
-from rich.markup import escape
-
 #: C0 controls (newlines too: a reason is one line), DEL and the C1 controls.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -29,4 +27,9 @@ def shown(text: object, *, markup: bool = False) -> str:
         Escape ``[`` so that Rich prints it as it is.
     """
     safe = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
-    return escape(safe) if markup else safe
+    if not markup:
+        return safe
+    # Imported here: only text printed through a Rich console needs it (~10 ms of a rerun).
+    from rich.markup import escape  # noqa: PLC0415
+
+    return escape(safe)

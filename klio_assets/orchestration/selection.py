@@ -11,17 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from klio_assets.analyses import load_analyses
-from klio_assets.catalog.database import DUPLICATE_GROUPS, TRACK_FEATURES, TrackCatalog
 from klio_assets.catalog.failures import RetryPolicy, held_failures
 from klio_assets.catalog.ledger import all_done
+from klio_assets.catalog.names import DUPLICATE_GROUPS, TRACK_FEATURES
 from klio_assets.errors import KlioAssetsError, ParameterError
 from klio_assets.orchestration.lineage import ancestors, inputs
 from klio_assets.settings import Settings
 from klio_assets.worker.plan import PlannedAnalysis, plan_analyses
 from klio_assets.worker.storage import Storage
+
+if TYPE_CHECKING:  # on SQLite the all-done answer reads the catalog without SQLAlchemy
+    from klio_assets.catalog.database import TrackCatalog
+    from klio_assets.catalog.sqlite_reader import SqliteCatalogReader
 
 
 def planned_analyses(settings: Settings) -> dict[str, PlannedAnalysis]:
@@ -176,7 +180,7 @@ _TABLE_SEQ_KEY = b"klio_features_seq"
 
 
 def tables_up_to_date(
-    storage: Storage, catalog: TrackCatalog, tables: Sequence[str]
+    storage: Storage, catalog: TrackCatalog | SqliteCatalogReader, tables: Sequence[str]
 ) -> dict[str, dict[str, Any]] | None:
     """The catalog-level tables' answer without Dagster when none has anything new to take.
 
@@ -215,7 +219,7 @@ def tables_up_to_date(
 
 def done_without_dagster(
     settings: Settings,
-    catalog: TrackCatalog,
+    catalog: TrackCatalog | SqliteCatalogReader,
     storage: Storage,
     selection: RunSelection,
     tracks: Sequence[str],

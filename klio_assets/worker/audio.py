@@ -26,14 +26,15 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
-
-import numpy as np
-import soundfile as sf
-import soxr
+from typing import TYPE_CHECKING, Any
 
 from klio_assets.errors import DecodeError, DecodeTimeoutError, ParameterError
 from klio_assets.worker import containers, decoder_log
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
+    import soxr
+
 
 #: Frames per block when decoding; 64k frames of stereo float32 is 512 KiB.
 BLOCK_FRAMES = 65536
@@ -156,6 +157,8 @@ def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = N
         Empty file, unknown format (and ffmpeg absent), no audio stream, or a header outside
         the limits.
     """
+    import soundfile as sf  # noqa: PLC0415
+
     limits = limits or DecodeLimits()
     try:
         size = os.path.getsize(path)
@@ -457,6 +460,8 @@ class SourceDecoder:
         self.warnings: list[str] = []
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        import numpy as np  # noqa: PLC0415
+
         self.frames = 0
         self._deadline = time.monotonic() + self.limits.timeout_s
         self._timed_out = False
@@ -502,6 +507,8 @@ class SourceDecoder:
         )
 
     def _soundfile(self) -> Iterator[np.ndarray]:
+        import soundfile as sf  # noqa: PLC0415
+
         log: decoder_log.Capture | None = None
         try:
             with decoder_log.capture() as log:
@@ -529,6 +536,8 @@ class SourceDecoder:
                 self.warnings = log.lines
 
     def _ffmpeg(self) -> Iterator[np.ndarray]:
+        import numpy as np  # noqa: PLC0415
+
         channels = self.info.channels
         cmd = [
             "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
@@ -589,6 +598,8 @@ class SourceDecoder:
 
 def downmix(block: np.ndarray) -> np.ndarray:
     """Mono from a ``(n, channels)`` block: ``(L + R) * 0.5`` for stereo (9x faster than mean)."""
+    import numpy as np  # noqa: PLC0415
+
     channels = block.shape[1]
     if channels == 1:
         return block[:, 0]
@@ -634,6 +645,9 @@ def convert_blocks(
     np.ndarray [shape=(m, channels')]
         float32 blocks, ``channels'`` being 1 when ``mono``.
     """
+    import numpy as np  # noqa: PLC0415
+    import soxr  # noqa: PLC0415
+
     if target_rate is not None and target_rate <= 0:
         raise ParameterError(f"target sample rate {target_rate} must be positive")
     resample = target_rate is not None and target_rate != source_rate
@@ -707,6 +721,9 @@ def write_audio(
     int
         Frames written.
     """
+    import numpy as np  # noqa: PLC0415
+    import soundfile as sf  # noqa: PLC0415
+
     clip = not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS"))
     written = 0
     with sf.SoundFile(
@@ -725,6 +742,8 @@ def open_audio_blocks(
     path: str, *, block_frames: int = BLOCK_FRAMES
 ) -> Iterator[tuple[int, int, Iterator[np.ndarray]]]:
     """Open an audio file written by klio-assets: ``(sample_rate, channels, blocks)``."""
+    import soundfile as sf  # noqa: PLC0415
+
     with sf.SoundFile(path) as fh:
 
         def _blocks() -> Iterator[np.ndarray]:

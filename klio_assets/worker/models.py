@@ -45,11 +45,13 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from klio_assets.errors import KlioAssetsError, ParameterError
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
+
 
 __all__ = [
     "DEVICES",
@@ -350,6 +352,8 @@ class TorchModel:
 
     def load(self, device: str) -> Callable[[np.ndarray], list[np.ndarray]]:
         """The TorchScript module on ``device``, as a batch -> outputs function."""
+        import numpy as np  # noqa: PLC0415
+
         try:
             import torch  # noqa: PLC0415 - the torch extra
         except ImportError as exc:
@@ -392,6 +396,8 @@ class _Batcher:
         self.rows = 0
 
     def infer(self, rows: np.ndarray) -> list[np.ndarray]:
+        import numpy as np  # noqa: PLC0415
+
         request = _Request(np.ascontiguousarray(rows))
         if len(request.rows) == 0:
             raise ParameterError("model.infer() was given no rows")
@@ -462,6 +468,8 @@ class _Request:
         self.error = error
 
     def result(self) -> list[np.ndarray]:
+        import numpy as np  # noqa: PLC0415
+
         return [np.concatenate([p[i] for p in self.parts]) for i in range(len(self.parts[0]))]
 
 

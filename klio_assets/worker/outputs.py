@@ -18,12 +18,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import soundfile as sf
-
 from klio_assets.errors import OutputError, ParameterError
 from klio_assets.worker import audio as audio_io
 from klio_assets.worker.values import Audio, AudioStream
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
+
 
 if TYPE_CHECKING:
     from klio_assets.worker.storage import Storage
@@ -31,11 +32,33 @@ if TYPE_CHECKING:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MIDI_SIGNATURE = b"MThd"
 _AUDIO_EXTENSIONS = {"FLAC": "flac", "WAV": "wav", "OGG": "ogg", "AIFF": "aiff"}
+#: The sample encodings libsndfile writes in each format (``soundfile.check_format``), known
+#: without importing soundfile and numpy when an analysis is defined (listing the analyses is
+#: the all-done answer of ``klio-assets run``); a test keeps it equal to libsndfile's answer.
+AUDIO_SUBTYPES = {
+    "FLAC": frozenset({"PCM_16", "PCM_24", "PCM_S8"}),
+    "WAV": frozenset(
+        {
+            "ALAW", "DOUBLE", "FLOAT", "G721_32", "GSM610", "IMA_ADPCM", "MPEG_LAYER_III",
+            "MS_ADPCM", "NMS_ADPCM_16", "NMS_ADPCM_24", "NMS_ADPCM_32", "PCM_16", "PCM_24",
+            "PCM_32", "PCM_U8", "ULAW",
+        }
+    ),
+    "OGG": frozenset({"OPUS", "VORBIS"}),
+    "AIFF": frozenset(
+        {
+            "ALAW", "DOUBLE", "DWVW_12", "DWVW_16", "DWVW_24", "FLOAT", "GSM610", "IMA_ADPCM",
+            "PCM_16", "PCM_24", "PCM_32", "PCM_S8", "PCM_U8", "ULAW",
+        }
+    ),
+}  # fmt: skip
 #: At most this many top-level scalars of a JSON result are copied into Dagster metadata.
 MAX_METADATA_SCALARS = 24
 
 
 def _json_default(value: Any) -> Any:
+    import numpy as np  # noqa: PLC0415
+
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -55,6 +78,8 @@ def dumps_strict(obj: Any) -> bytes:
 
 def scalar_metadata(obj: Any) -> dict[str, Any]:
     """Top-level finite numbers, booleans and short strings of a JSON-like result."""
+    import numpy as np  # noqa: PLC0415
+
     if not isinstance(obj, dict):
         return {}
     out: dict[str, Any] = {}
@@ -144,7 +169,7 @@ class AudioFile(OutputKind):
             raise ParameterError(
                 f"audio output format {self.format!r} is not one of {sorted(_AUDIO_EXTENSIONS)}"
             )
-        if not sf.check_format(self.format, self.subtype):
+        if self.subtype not in AUDIO_SUBTYPES[self.format]:
             raise ParameterError(
                 f"audio output subtype {self.subtype!r} is not valid for {self.format}"
             )
@@ -154,6 +179,7 @@ class AudioFile(OutputKind):
         return _AUDIO_EXTENSIONS[self.format]
 
     def write(self, value: Any, path: str) -> dict[str, Any]:
+        import soundfile as sf  # noqa: PLC0415
 
         if isinstance(value, AudioStream):
             blocks, rate, channels = value.frame_blocks(), value.sample_rate, value.channels
@@ -192,6 +218,8 @@ class AudioFile(OutputKind):
         }
 
     def read(self, path: str, *, stream: bool = False) -> Any:
+        import numpy as np  # noqa: PLC0415
+        import soundfile as sf  # noqa: PLC0415
 
         if stream:
             info = sf.info(path)
@@ -208,6 +236,8 @@ class AudioFile(OutputKind):
         return Audio(samples, int(rate))
 
     def describe(self, path: str) -> dict[str, Any]:
+        import soundfile as sf  # noqa: PLC0415
+
         info = sf.info(path)
         return {
             "duration_s": info.frames / info.samplerate,
@@ -251,6 +281,8 @@ class TableRow(Json):
     kind = "table_row"
 
     def write(self, value: Any, path: str) -> dict[str, Any]:
+        import numpy as np  # noqa: PLC0415
+
         if not isinstance(value, dict):
             raise ParameterError(f"a TableRow output needs a dict, got {type(value).__name__}")
         nested = [k for k, v in value.items() if isinstance(v, (dict, list, tuple, np.ndarray))]
@@ -267,6 +299,8 @@ class NumpyArray(OutputKind):
     extension = "npy"
 
     def write(self, value: Any, path: str) -> dict[str, Any]:
+        import numpy as np  # noqa: PLC0415
+
         array = np.asarray(value)
         if array.dtype == object:
             raise ParameterError(
@@ -277,9 +311,13 @@ class NumpyArray(OutputKind):
         return {"shape": list(array.shape), "dtype": str(array.dtype)}
 
     def read(self, path: str, *, stream: bool = False) -> Any:
+        import numpy as np  # noqa: PLC0415
+
         return np.load(path, allow_pickle=False)
 
     def describe(self, path: str) -> dict[str, Any]:
+        import numpy as np  # noqa: PLC0415
+
         array = np.load(path, mmap_mode="r", allow_pickle=False)
         return {"shape": list(array.shape), "dtype": str(array.dtype)}
 

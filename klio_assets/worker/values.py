@@ -10,12 +10,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from klio_assets.errors import ParameterError
 from klio_assets.worker.audio import SourceInfo
+
+if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
+    import numpy as np
+
 
 __all__ = ["Audio", "AudioStream", "Result", "TrackContext", "lockstep_streams"]
 

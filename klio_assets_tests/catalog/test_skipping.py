@@ -36,7 +36,7 @@ def _run(home, *args, expect_code=0):
         if line.startswith("import time:")
     }
     assert (
-        "klio_assets.catalog.database" in imported
+        "klio_assets.catalog.ledger" in imported
     )  # the import trace works: its absence below means something
     return out, "dagster" in imported
 
