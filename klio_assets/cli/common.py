@@ -66,14 +66,18 @@ def exit_now(code: int) -> NoReturn:
     Tearing down the modules a command imported (numpy, pydantic, click...) takes ~40 ms, a
     sixth of an all-done ``klio-assets run`` (``benchmarks/rerun.py``). For commands that leave
     nothing running behind them (no worker process, no open database session). Called
-    in-process (:func:`started_as_cli` is False), it raises :class:`SystemExit` as usual.
+    in-process (:func:`started_as_cli` is False) or from another command (``demo`` invokes
+    ``run``), it raises :class:`SystemExit` as usual.
 
     Parameters
     ----------
     code : int
         The exit status.
     """
-    if not started_as_cli():
+    ctx = click.get_current_context(silent=True)
+    # a command invoked by another (``demo`` runs ``run``): the caller has more to say
+    nested = ctx is not None and ctx.parent is not None and ctx.parent.parent is not None
+    if nested or not started_as_cli():
         sys.exit(code)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
