@@ -53,7 +53,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness
 
+#: The Beam job alone (an earlier round's target).
 TARGET = 1.2
+#: End to end (issue 15).
+TARGET_END_TO_END = 1.1
 
 #: The Beam job alone, with every check and every analyzed group timed per worker thread.
 _PROFILE_CHILD = """
@@ -259,7 +262,8 @@ def main() -> None:
     ctl = [r["control"]["ratio"] for r in runs]
     tails = [r["profile"]["lane_tail_s"] for r in runs if "profile" in r]
     figures = {
-        "target": f"wall <= {TARGET:g} x total CPU-s / cores",
+        "target": f"wall <= {TARGET:g} x total CPU-s / cores (Beam job), "
+        f"<= {TARGET_END_TO_END:g} x (end to end)",
         "batch": {
             "long": args.long,
             "long_minutes": args.long_minutes,
@@ -274,13 +278,14 @@ def main() -> None:
         "control_ratio": {"best": min(ctl), "worst": max(ctl)},
         "lane_tail_s": {"best": min(tails), "worst": max(tails)} if tails else None,
         "beam_met": max(beam) <= TARGET,
-        "end_to_end_met": max(e2e) <= TARGET,
+        "end_to_end_met": max(e2e) <= TARGET_END_TO_END,
+        "targets": {"beam_job": TARGET, "end_to_end": TARGET_END_TO_END},
     }
     print(
         f"Beam job {min(beam):.2f}-{max(beam):.2f}x ideal "
-        f"({'met' if figures['beam_met'] else 'NOT met'}), "
+        f"({'met' if figures['beam_met'] else 'NOT met'}; target <= {TARGET:g}), "
         f"end to end {min(e2e):.2f}-{max(e2e):.2f}x "
-        f"({'met' if figures['end_to_end_met'] else 'NOT met'}); target <= {TARGET:g}; "
+        f"({'met' if figures['end_to_end_met'] else 'NOT met'}; target <= {TARGET_END_TO_END:g}); "
         f"control {min(ctl):.2f}-{max(ctl):.2f}x"
     )
     harness.final_json("balance", figures)
