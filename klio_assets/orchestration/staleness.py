@@ -228,5 +228,7 @@ def run_stale(
 
         done = execute_plan(plan, storage, force=True, dry_run=dry_run, on_progress=progress)
         invocation.runs.extend(done.runs)
+        for name, todo in done.would_compute.items():  # a dry run's plan, group by group
+            invocation.would_compute.setdefault(name, []).extend(todo)
         base += len(group_tracks)
     return invocation

@@ -48,9 +48,21 @@ def test_run_stale_observes_the_sources_itself(env, home):
     settings, instance, storage, copies = env
     _run(instance, storage)
     shutil.copyfile(copies["ogg32"], copies["flac48"])
-    cli_json("run", "--stale", "--dry-run", home=home)
+    plan, _ = cli_json("run", "--stale", "--dry-run", home=home)
     # the dry run observed the change: the UI shows the track stale before any run
     assert _stale(settings, instance) == {"source_audio": ["flac48"]}
+    # and it says what the real run would recompute: that track's chain, nothing else
+    would = {n: c.get("would_compute", 0) for n, c in plan["assets"].items() if c}
+    assert would == {
+        "source_audio": 1,
+        "downsampled_audio": 1,
+        "loudness": 1,
+        "waveform_plot": 1,
+    }, plan
+    assert {t for t, per in plan["tracks"].items() for r in per.values()} == {"flac48"}
+    out, _ = cli_json("run", "--stale", home=home)
+    computed = {n: c.get("computed", 0) for n, c in out["assets"].items() if c.get("computed")}
+    assert computed == would
 
 
 def test_batched_observations_read_back_like_dagsters_own(home):
