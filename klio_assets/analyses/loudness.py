@@ -12,15 +12,11 @@ up to 1 LU (the resampler's passband ripple and the K-weighting filter's rate de
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from klio_assets.errors import ParameterError
 from klio_assets.worker.analysis import AudioStream, Result, SourceAudio, analysis
 from klio_assets.worker.outputs import Json
-
-if TYPE_CHECKING:  # imported where used: listing the analyses (run's all-done answer) imports none
-    pass
-
 
 #: libebur128 channel roles for the usual layouts (WAVE/SMPTE channel order).
 _LAYOUTS = {
