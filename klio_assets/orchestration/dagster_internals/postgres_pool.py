@@ -68,37 +68,33 @@ def storage_kwargs(config_value: Any) -> dict[str, Any]:
     }
 
 
-class PooledPostgresRunStorage(PostgresRunStorage):
+class _Pooled:
+    """What both pooled storages add to their dagster-postgres class (listed first among
+    the bases): the pooled engine, built from ``dagster.yaml`` the same way, closed on
+    ``dispose``."""
+
+    postgres_url: str
+    _token_provider: Any
+    _engine: Engine
+
+    def __init__(self, postgres_url: str, *args: Any, **kwargs: Any):
+        super().__init__(postgres_url, *args, **kwargs)  # type: ignore[call-arg]
+        self._engine = pooled_engine(self.postgres_url, self._token_provider)
+
+    @classmethod
+    def from_config_value(cls, inst_data: Any, config_value: Any) -> Any:
+        """Built from ``dagster.yaml`` (Dagster's own class method builds the parent class)."""
+        return cls(inst_data=inst_data, **storage_kwargs(config_value))
+
+    def dispose(self) -> None:
+        """Close the pooled connection."""
+        super().dispose()  # type: ignore[misc]
+        self._engine.dispose()
+
+
+class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
     """:class:`PostgresRunStorage` with pooled connections."""
 
-    def __init__(self, postgres_url: str, *args: Any, **kwargs: Any):
-        super().__init__(postgres_url, *args, **kwargs)
-        self._engine = pooled_engine(self.postgres_url, self._token_provider)
 
-    @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: Any) -> Any:
-        """Built from ``dagster.yaml`` (Dagster's own class method builds the parent class)."""
-        return cls(inst_data=inst_data, **storage_kwargs(config_value))
-
-    def dispose(self) -> None:
-        """Close the pooled connection."""
-        super().dispose()
-        self._engine.dispose()
-
-
-class PooledPostgresScheduleStorage(PostgresScheduleStorage):
+class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
     """:class:`PostgresScheduleStorage` with pooled connections (sensor and schedule ticks)."""
-
-    def __init__(self, postgres_url: str, *args: Any, **kwargs: Any):
-        super().__init__(postgres_url, *args, **kwargs)
-        self._engine = pooled_engine(self.postgres_url, self._token_provider)
-
-    @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: Any) -> Any:
-        """Built from ``dagster.yaml`` (Dagster's own class method builds the parent class)."""
-        return cls(inst_data=inst_data, **storage_kwargs(config_value))
-
-    def dispose(self) -> None:
-        """Close the pooled connection."""
-        super().dispose()
-        self._engine.dispose()
