@@ -7,7 +7,6 @@ upgrade that moves a table, renames a column or changes an event constructor fai
 
 import itertools
 import sys
-import uuid
 
 import dagster as dg
 import pytest
@@ -16,7 +15,7 @@ from klio_assets.orchestration import partitions, ranges
 from klio_assets.orchestration.dagster_internals import dynamic_partitions, events, instigators
 from klio_assets.orchestration.dagster_internals.loading_context import loading_instance
 from klio_assets.orchestration.partitions import TRACKS, tracks_partitions
-from klio_assets_tests.support.postgres import running_postgres
+from klio_assets_tests.support.postgres import postgres_dagster_home, running_postgres
 
 OTHER = "other_definition"
 #: ``tracks`` keys in registration order, with keys of another definition registered between.
@@ -35,19 +34,10 @@ def instance(tmp_path):
         yield instance
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    with running_postgres(tmp_path_factory.mktemp("pg")) as server:
-        yield server
-
-
 @pytest.fixture
 def postgres_instance(postgres, tmp_path, monkeypatch):
     """The same registrations on PostgreSQL (where key lookups take another query)."""
-    db = f"dagster_{uuid.uuid4().hex[:8]}"
-    postgres.create_database(db)
-    (tmp_path / "dagster.yaml").write_text(postgres.dagster_yaml(db))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    postgres_dagster_home(postgres, tmp_path, monkeypatch)
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(TRACKS, ORDER[:3])
         instance.add_dynamic_partitions(OTHER, ["x1", "x2"])
@@ -186,8 +176,6 @@ def test_registration_without_bulk_insert_uses_dagsters_insert(instance):
 
 @pytest.mark.postgres
 def test_bulk_insert_writes_the_rows_dagster_writes(tmp_path, monkeypatch):
-    from klio_assets_tests.support.postgres import running_postgres
-
     with running_postgres(tmp_path / "pg") as server:
         server.create_database("internals")
         home = tmp_path / "home"

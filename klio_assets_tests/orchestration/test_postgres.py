@@ -11,15 +11,8 @@ from klio_assets.orchestration.partitions import TRACKS, tracks_partitions
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage
-from klio_assets_tests.support.postgres import running_postgres
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    with running_postgres(tmp_path_factory.mktemp("pg")) as server:
-        yield server
 
 
 def test_postgres_instance_records_every_track_in_batches(

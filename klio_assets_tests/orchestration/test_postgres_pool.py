@@ -9,25 +9,16 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from klio_assets_tests.support.postgres import running_postgres
+from klio_assets_tests.support.postgres import postgres_dagster_home
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    with running_postgres(tmp_path_factory.mktemp("pg")) as server:
-        yield server
 
 
 @pytest.fixture
 def instance(postgres, tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
-    db = f"dagster_{uuid.uuid4().hex[:8]}"
-    postgres.create_database(db)
-    (home / "dagster.yaml").write_text(postgres.dagster_yaml(db))
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    postgres_dagster_home(postgres, home, monkeypatch)
     with dg.DagsterInstance.get() as inst:
         yield inst
 

@@ -13,17 +13,10 @@ from klio_assets.orchestration.partitions import tracks_partitions
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage
-from klio_assets_tests.support.postgres import running_postgres
 
 pytestmark = pytest.mark.postgres
 CHAIN = ["source_audio", "downsampled_audio"]
 ORDER = ["wav44", "broken", "flac48", "ogg32"]
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    with running_postgres(tmp_path_factory.mktemp("pg")) as server:
-        yield server
 
 
 def test_postgres_run_leaves_nothing_stale_and_the_broken_track_failed(

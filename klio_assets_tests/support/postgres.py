@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,3 +317,11 @@ def running_postgres(
                     _run([*stop, "immediate"], user=user, what="stopping PostgreSQL (immediate)")
         finally:
             shutil.rmtree(holder, ignore_errors=True)
+
+
+def postgres_dagster_home(postgres, home, monkeypatch) -> None:
+    """Make ``home`` a ``DAGSTER_HOME`` whose storages use a new database of ``postgres``."""
+    db = f"dagster_{uuid.uuid4().hex[:8]}"
+    postgres.create_database(db)
+    (home / "dagster.yaml").write_text(postgres.dagster_yaml(db))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
