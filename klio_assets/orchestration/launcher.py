@@ -111,6 +111,8 @@ class BeamPipesClient:
         self.storage = storage
         self.job: BeamJob | None = None
         self.error: BeamJobError | None = None
+        self._relaunched: set[str] = set()
+        self._since: float | None = None
 
     def run(
         self, context: dg.AssetExecutionContext, plan: RunPlan, tracks: Sequence[TrackRef]
@@ -141,6 +143,10 @@ class BeamPipesClient:
             return
         channel = ResultsChannel(self.storage, layout.results_folder(plan.run_id))
         seen: set[str] = set()
+        # Tracks in flight when a worker died, given to the next one: an output the dead
+        # worker committed before it could report it was computed by this run, not skipped.
+        self._relaunched = set()
+        self._since = self.storage.modified(layout.plan_uri(plan.run_id))
         # Suspects: tracks in flight when a worker died with several at once. They run next,
         # one at a time (so that a death names its track), then the rest in parallel again.
         pending, suspects, deaths = list(tracks), set[str](), 0
@@ -173,6 +179,7 @@ class BeamPipesClient:
                 )
                 return
             blamed = self._blame(context, plan, died, inflight, left, serial=serial, deaths=deaths)
+            self._relaunched |= inflight - blamed
             failed = [_crashed(t, plan, died, deaths) for t in left if t.track_id in blamed]
             seen.update(r.track_id for r in failed)
             yield failed
@@ -206,8 +213,24 @@ class BeamPipesClient:
         with contextlib.closing(self._follow(context, job, channel)) as follow:
             for results in follow:
                 seen.update(r.track_id for r in results)
+                for result in results:
+                    if result.track_id in self._relaunched:
+                        self._credit_dead_worker(result)
                 yield results
         return job
+
+    def _credit_dead_worker(self, result: TrackResult) -> None:
+        """Report as computed the outputs of ``result`` that a dead worker of this run
+        committed before it could report them (the next worker found them and skipped them):
+        they were computed by this run. Those that existed before the run stay skipped."""
+        if self._since is None:
+            return
+        for outcome in result.analyses.values():
+            if outcome.status != Status.SKIPPED or outcome.shared_from or outcome.uri is None:
+                continue
+            committed = self.storage.modified(outcome.uri)
+            if committed is not None and committed >= self._since:
+                outcome.status = Status.COMPUTED
 
     def _blame(
         self,
@@ -240,7 +263,7 @@ class BeamPipesClient:
         file). Returns the error, in one line, or None."""
         try:
             self.storage.write_bytes(
-                f"{layout.run_folder(plan.run_id)}/plan.json",
+                layout.plan_uri(plan.run_id),
                 plan.to_json().encode(),
                 durable=False,
             )

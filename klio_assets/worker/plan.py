@@ -289,6 +289,10 @@ class Layout:
         """Scratch folder of one run."""
         return self.storage.join(RESULTS_FOLDER, run_id)
 
+    def plan_uri(self, run_id: str) -> str:
+        """The plan of one run, written before any track is given to a worker."""
+        return self.storage.join(RESULTS_FOLDER, run_id, "plan.json")
+
     def results_folder(self, run_id: str) -> str:
         """Per-track result records of one run."""
         return self.storage.join(RESULTS_FOLDER, run_id, "results")

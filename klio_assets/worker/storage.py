@@ -368,6 +368,23 @@ class Storage:
 
         return retry_transient(_exists, what=f"check {uri}")
 
+    def modified(self, uri: str) -> float | None:
+        """When the file at ``uri`` was last committed, in seconds since the epoch, by the
+        store's own clock (None when there is no file)."""
+        if not self.remote:
+            try:
+                return os.stat(uri).st_mtime
+            except FileNotFoundError:
+                return None
+
+        def _modified() -> float | None:
+            try:
+                return float(self.fs.modified(uri).timestamp())
+            except FileNotFoundError:
+                return None
+
+        return retry_transient(_modified, what=f"stat {uri}")
+
     def check_reachable(self, *, timeout_s: float = REACHABLE_TIMEOUT_S) -> None:
         """Fail fast, in one line, when a remote root cannot be reached.
 

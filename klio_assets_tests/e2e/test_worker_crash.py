@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 
 from klio_assets_tests.conftest import _ENV_VARS, cli_json, run_cli
-from klio_assets_tests.support import synth
+from klio_assets_tests.support import sample_analyses, synth
 
 pytestmark = pytest.mark.e2e
 ENV = {"KLIO_ASSETS_ANALYSES": "klio_assets_tests.support.sample_analyses"}
@@ -40,15 +40,9 @@ def test_a_segfaulting_track_fails_alone_and_the_rest_of_the_batch_is_recorded(t
     env = {**ENV, "TMPDIR": str(scratch)}  # the worker process's work folder goes there
     run_cli("add", str(tmp_path / "library"), home=home, env=env, check=True)
     out, done = cli_json("run", "crashes_on_segv", home=home, env=env, expect_code=1)
-    counts = out["assets"]["crashes_on_segv"]
     # A good track whose output was committed just before the crash, but not its result, is
-    # "skipped" by the next worker (its output exists): done either way, never recomputed.
-    assert counts["failed"] == 1 and counts.get("computed", 0) + counts.get("skipped", 0) == 3, (
-        done.stderr
-    )
-    for t in ids:
-        if t != "segv1":
-            assert out["tracks"][t]["crashes_on_segv"]["status"] in ("computed", "skipped")
+    # found done by the next worker: computed by this run all the same, never recomputed.
+    assert out["assets"]["crashes_on_segv"] == {"computed": 3, "failed": 1}, done.stderr
     reason = out["tracks"]["segv1"]["crashes_on_segv"]["reason"]
     assert reason == (
         f"track 'segv1': {tmp_path / 'library' / 'segv1.wav'}: the worker process died "
@@ -163,3 +157,34 @@ def test_a_death_with_several_tracks_in_flight_costs_only_the_one_that_caused_it
         "the worker process died (signal 11, SIGSEGV) while analysing this track"
     )
     assert out["tracks"]["slow0"]["crashes_on_segv"]["status"] == "computed"
+
+
+def test_outputs_a_dead_worker_committed_but_never_reported_count_as_computed(tmp_path):
+    """The worker dies while a track's first analysis is committed and its second is running:
+    the next worker finds that output and does not recompute it, and the run reports it as
+    computed (this run made it), not skipped. An output made before the run stays skipped."""
+    library = tmp_path / "library"
+    library.mkdir()
+    for i, t in enumerate(["held0", "segv1", "made2"]):
+        synth.write(str(library / f"{t}.wav"), synth.sine(250 + 50 * i, 1.0, 8000), 8000)
+    home = str(tmp_path / "home")
+    env = {
+        **ENV,
+        "KLIO_ASSETS_BEAM_OPTIONS": "--direct_num_workers=2",
+        sample_analyses.GATE_ENV: str(tmp_path / "held"),
+    }
+    run_cli("add", str(library), home=home, env=env, check=True)
+    cli_json("run", "rms_level", "--tracks", "made2", home=home, env=env, expect_code=0)
+
+    out, done = cli_json("run", "rms_level", "crashes_after_rms", home=home, env=env, expect_code=1)
+    tracks = out["tracks"]
+    assert tracks["held0"]["rms_level"]["status"] == "computed", done.stderr
+    assert tracks["held0"]["crashes_after_rms"]["status"] == "computed", done.stderr
+    assert tracks["segv1"]["crashes_after_rms"]["reason"].endswith(
+        "the worker process died (signal 11, SIGSEGV) while analysing this track"
+    )
+    assert tracks["made2"]["crashes_after_rms"]["status"] == "computed"
+    assert "made2" not in tracks or tracks["made2"].get("rms_level", {}).get("status") in (
+        None,
+        "skipped",
+    )

@@ -110,3 +110,26 @@ def crashes_on_segv(audio: Audio, track: TrackContext) -> dict:
 
         os.kill(os.getpid(), signal.SIGSEGV)
     return {"frames": audio.frames}
+
+
+@analysis(inputs={"level": Upstream("rms_level")}, output=Json(), code_version="1")
+def crashes_after_rms(level: dict, track: TrackContext) -> dict:
+    """Runs once ``rms_level`` has committed the track's output. Tracks whose ID starts with
+    ``held`` create the file named by ``KLIO_TEST_GATE`` and take 4 s more; tracks whose ID
+    starts with ``segv`` wait (at most 10 s) for that file, then kill their process with
+    SIGSEGV: the held track dies in flight, its ``rms_level`` committed but not reported."""
+    import os
+    import time
+
+    if track.track_id.startswith("held"):
+        with open(os.environ[GATE_ENV], "w"):
+            pass
+        time.sleep(4.0)
+    if track.track_id.startswith("segv"):
+        import signal
+
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.environ[GATE_ENV]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return {"rms": level["rms"]}

@@ -3,6 +3,7 @@
 import errno
 import http.client
 import os
+import time
 
 import pytest
 
@@ -366,3 +367,17 @@ def test_a_new_engine_sweeps_content_index_entries_half_written_by_a_killed_run(
     plan = RunPlan(run_id="r", storage_root=root, analyses=planned, selected=["downsampled_audio"])
     Engine(plan)
     assert os.listdir(folder) == []
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "fsspec"])
+def test_modified_is_the_commit_time_by_the_stores_clock(tmp_path, remote):
+    """What a relaunched worker's skips are compared with (outputs committed by this run)."""
+    storage = Storage("memory://klio-modified" if remote else str(tmp_path))
+    first, second = storage.join("a.json"), storage.join("b.json")
+    assert storage.modified(first) is None
+    storage.write_json(first, {"n": 1})
+    time.sleep(0.02)
+    storage.write_json(second, {"n": 2})
+    before, after = storage.modified(first), storage.modified(second)
+    assert before is not None and after is not None
+    assert after > before and abs(after - time.time()) < 60
