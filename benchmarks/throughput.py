@@ -23,7 +23,7 @@ timed per worker thread (when the checks end, when each lane ends).
 Usage (from the repo root)::
 
     python benchmarks/throughput.py [--corpus dev-corpus] [--tracks 200] [--workers 2]
-                                    [--no-profile]
+                                    [--no-profile] [--beam-options OPTIONS]
 
 Prints figures, then one JSON line.
 """
@@ -91,6 +91,11 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-profile", action="store_true", help="skip the per-lane profile")
+    parser.add_argument(
+        "--beam-options",
+        default="",
+        help="KLIO_ASSETS_BEAM_OPTIONS for (c), e.g. --direct_running_mode=multi_processing",
+    )
     args = parser.parse_args()
 
     files = bench_files(args.corpus, args.tracks)
@@ -130,6 +135,8 @@ def main() -> None:
         env = klio_home(
             os.path.join(work, "home"), [(f"t{i:05d}", path) for i, path in enumerate(files)]
         )
+        if args.beam_options:
+            env["KLIO_ASSETS_BEAM_OPTIONS"] = args.beam_options
         wall_c, cpu_c, out_c = klio_run(["downsampled_audio"], env)
         costs = framework_costs(files, env)
         batch = [(f"t{i:05d}", path) for i, path in enumerate(files)]
@@ -173,6 +180,7 @@ def main() -> None:
         "loc_klio_downsampled_audio": loc_c,
         "loc_reduction": round(1 - loc_c / loc_b, 3),
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "klio_beam_options": args.beam_options,
         "outside_beam_job_s": round(wall_c - beam_s, 2) if beam_s else None,
         "extra_cpu_s": round(cpu_c - cpu_a, 2),
         "framework": costs,
