@@ -180,7 +180,11 @@ class BeamPipesClient:
                 return
             blamed = self._blame(context, plan, died, inflight, left, serial=serial, deaths=deaths)
             self._relaunched |= inflight - blamed
-            failed = [_crashed(t, plan, died, deaths) for t in left if t.track_id in blamed]
+            failed = [
+                _crashed(t, plan, died, deaths, self._written_since(plan, t.track_id))
+                for t in left
+                if t.track_id in blamed
+            ]
             seen.update(r.track_id for r in failed)
             yield failed
             if not serial and len(inflight) > 1:
@@ -218,6 +222,18 @@ class BeamPipesClient:
                         self._credit_dead_worker(result)
                 yield results
         return job
+
+    def _written_since(self, plan: RunPlan, track_id: str) -> list[str]:
+        """The selected analyses of ``track_id`` whose output was committed during this run."""
+        if self._since is None:
+            return []
+        layout = Layout(self.storage)
+        written = []
+        for name in plan.selected:
+            committed = self.storage.modified(layout.output_uri(plan.analyses[name], track_id))
+            if committed is not None and committed >= self._since:
+                written.append(name)
+        return written
 
     def _credit_dead_worker(self, result: TrackResult) -> None:
         """Report as computed the outputs of ``result`` that a dead worker of this run
@@ -370,8 +386,11 @@ def _progress(batch: Sequence[TrackRef], seen: set[str]) -> bool:
     return any(t.track_id in seen for t in batch)
 
 
-def _crashed(track: TrackRef, plan: RunPlan, died: str, deaths: int) -> TrackResult:
-    """A failed result for a track the worker process died on."""
+def _crashed(
+    track: TrackRef, plan: RunPlan, died: str, deaths: int, written: Sequence[str] = ()
+) -> TrackResult:
+    """A failed result for a track the worker process died on; ``written``: its analyses
+    whose output the dead process had committed (whole and valid, reported by the next run)."""
     if deaths > MAX_RELAUNCHES:
         reason = (
             f"track {track.track_id!r}: {track.uri}: not analysed: the worker process died "
@@ -382,11 +401,20 @@ def _crashed(track: TrackRef, plan: RunPlan, died: str, deaths: int) -> TrackRes
             f"track {track.track_id!r}: {track.uri}: the worker process died ({died}) "
             "while analysing this track"
         )
+    after = (
+        "; this analysis had finished and its output is kept: the next run reports it "
+        "without computing it again"
+    )
     return TrackResult(
         track_id=track.track_id,
         uri=track.uri,
         analyses={
-            n: AnalysisOutcome(Status.FAILED, reason=reason, error="WorkerDied", permanent=False)
+            n: AnalysisOutcome(
+                Status.FAILED,
+                reason=reason + (after if n in written else ""),
+                error="WorkerDied",
+                permanent=False,
+            )
             for n in plan.selected
         },
     )

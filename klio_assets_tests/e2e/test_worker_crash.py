@@ -183,8 +183,17 @@ def test_outputs_a_dead_worker_committed_but_never_reported_count_as_computed(tm
     assert tracks["segv1"]["crashes_after_rms"]["reason"].endswith(
         "the worker process died (signal 11, SIGSEGV) while analysing this track"
     )
+    # segv1's rms_level finished before the crash: its failure says so, and the next run
+    # reports the kept output without computing it again
+    assert tracks["segv1"]["rms_level"]["reason"].endswith(
+        "this analysis had finished and its output is kept: the next run reports it without "
+        "computing it again"
+    )
     assert tracks["made2"]["crashes_after_rms"]["status"] == "computed"
     assert "made2" not in tracks or tracks["made2"].get("rms_level", {}).get("status") in (
         None,
         "skipped",
     )
+    again, done = cli_json("run", "rms_level", home=home, env=env, expect_code=0)
+    assert again["tracks"]["segv1"]["rms_level"]["status"] == "skipped", done.stderr
+    assert again["assets"]["rms_level"] == {"skipped": 3}  # nothing computed again
