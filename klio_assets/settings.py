@@ -55,6 +55,7 @@ DEFAULT_BACKFILL_CRON = "0 3 * * *"
 #: The catalog tables cost what changed since their last update: every half hour is cheap.
 DEFAULT_CATALOG_TABLES_CRON = "*/30 * * * *"
 DEFAULT_BACKFILL_MAX_RUNS = 50
+DEFAULT_SOURCE_CHECKS_PER_TICK = 1000
 DEFAULT_SENSOR_INTERVAL_S = 30
 #: Later runs that retry a track after a transient failure (storage, timeout, lost worker).
 DEFAULT_MAX_TRANSIENT_RETRIES = 3
@@ -268,6 +269,14 @@ class Settings(BaseSettings):
         DEFAULT_CATALOG_TABLES_CRON,
         description="Cron of the `catalog_tables_schedule` (duplicate groups, track "
         "features; incremental).",
+        json_schema_extra=_doc("automation"),
+    )
+    source_checks_per_tick: int = Field(
+        DEFAULT_SOURCE_CHECKS_PER_TICK,
+        ge=1,
+        le=1_000_000,
+        description="Registered tracks whose source file `source_changes_sensor` stats per "
+        "tick (it sweeps the catalog in registration order, then starts again).",
         json_schema_extra=_doc("automation"),
     )
     backfill_max_runs: int = Field(

@@ -9,6 +9,8 @@ services of :class:`klio_assets.automation.service.Automation`:
 * ``propagation_sensor`` (:mod:`klio_assets.sensors.propagation`): top-down, O(finished runs)
   per tick: a run that materialized only some analyses is followed by one over the same
   tracks for their descendants;
+* ``source_changes_sensor`` (:mod:`klio_assets.sensors.source_changes`): sweeps the source
+  files, a page per tick; observes those changed on disk and recomputes what came from them;
 * ``catalog_backfill_schedule`` (:mod:`klio_assets.sensors.backfill`): missing, failed and
   stale tracks per analysis, in bounded runs.
 
@@ -31,6 +33,7 @@ from klio_assets.resources.storage import StorageResource
 from klio_assets.sensors.backfill import build_backfill_schedule
 from klio_assets.sensors.landing import build_landing_sensor
 from klio_assets.sensors.propagation import build_propagation_sensor
+from klio_assets.sensors.source_changes import build_source_changes_sensor
 
 from klio_assets.automation.landing import Subscriber
 from klio_assets.automation.service import Automation
@@ -51,7 +54,7 @@ def build_automation(
     catalog: CatalogResource | None = None,
     storage: StorageResource | None = None,
 ) -> tuple[list[dg.SensorDefinition], list[dg.ScheduleDefinition]]:
-    """The landing and propagation sensors and the catalog backfill schedule.
+    """The landing, propagation and source changes sensors and the catalog backfill schedule.
 
     Parameters
     ----------
@@ -77,6 +80,7 @@ def build_automation(
     sensors = [
         build_landing_sensor(automation, job_name=job_name, catalog=catalog, subscriber=subscriber),
         build_propagation_sensor(automation, job_name=job_name, catalog=catalog),
+        build_source_changes_sensor(automation, job_name=job_name, catalog=catalog),
     ]
     schedule = build_backfill_schedule(
         automation, job_name=job_name, catalog=catalog, storage=storage

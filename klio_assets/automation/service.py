@@ -3,14 +3,16 @@ schedule, the CLI and the dry runs.
 
 :class:`Automation` knows, from the settings and the analyses, what the automation runs
 (``KLIO_ASSETS_AUTO_ANALYSES`` and their upstreams, in topological order), how big its runs
-are and where new tracks come from. Its methods are the three modes:
+are and where new tracks come from. Its methods are the modes:
 
 * :meth:`Automation.landing`: take what landed, register it, the ranges to run
   (:mod:`klio_assets.automation.landing`);
 * :meth:`Automation.propagation`: downstream runs after finished runs
   (:mod:`klio_assets.automation.propagation`);
 * :meth:`Automation.backfill`: missing, failed and stale tracks in bounded runs
-  (:mod:`klio_assets.automation.backfill`).
+  (:mod:`klio_assets.automation.backfill`);
+* :meth:`Automation.source_changes`: a sweep of the source files, observing those changed on
+  disk and recomputing what came from them (:mod:`klio_assets.automation.source_changes`).
 
 The sensors (:mod:`klio_assets.sensors`) turn their results into ``SensorResult``s, the CLI
 and :mod:`klio_assets.automation.preview` into reports; the catalog and storage come from the
@@ -29,6 +31,7 @@ from klio_assets.automation.backfill import BackfillPlan, plan_backfill
 from klio_assets.automation.landing.pubsub import Subscriber
 from klio_assets.automation.landing.tick import LandingTick, landing_tick
 from klio_assets.automation.propagation import PropagationTick, propagation_tick
+from klio_assets.automation.source_changes import SourceChangesTick, source_changes_tick
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.errors import ParameterError
 from klio_assets.orchestration.lineage import ancestors, parents
@@ -37,12 +40,13 @@ from klio_assets.settings import Settings
 from klio_assets.worker.plan import SOURCE_ASSET, PlannedAnalysis, plan_analyses
 from klio_assets.worker.storage import Storage
 
+#: The modes `klio-assets automation MODE --dry-run` previews.
 MODES = ("landing", "propagation", "backfill")
 
 
 @dataclass(frozen=True)
 class Automation:
-    """What the automation of one deployment runs, and its three modes.
+    """What the automation of one deployment runs, and its modes.
 
     Attributes
     ----------
@@ -150,6 +154,20 @@ class Automation:
             # What each analysis reads (source_audio is lineage only: a held source_audio
             # does not hold the analyses that decode the source themselves).
             graph={n: [d for d in deps if d != SOURCE_ASSET] for n, deps in self.graph.items()},
+        )
+
+    def source_changes(
+        self, instance: dg.DagsterInstance, catalog: TrackCatalog, *, cursor: str | None
+    ) -> SourceChangesTick:
+        """One sweep tick over the source files (see
+        :func:`klio_assets.automation.source_changes.source_changes_tick`)."""
+        return source_changes_tick(
+            self.settings,
+            instance,
+            catalog,
+            cursor=cursor,
+            allowed=self.selected,
+            per_tick=self.settings.source_checks_per_tick,
         )
 
 

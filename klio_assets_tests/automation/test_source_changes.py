@@ -1,0 +1,84 @@
+"""``source_changes_sensor``: a sweep of the source files finds a file changed on disk, the UI
+shows its track stale, and the sensor asks for exactly what ``run --stale`` recomputes."""
+
+import json
+import shutil
+
+import dagster as dg
+import pytest
+
+from klio_assets.definitions import build_definitions
+from klio_assets.orchestration import launch
+from klio_assets.orchestration.source_files import SOURCE_FILES
+from klio_assets.settings import Settings
+from klio_assets_tests.orchestration.test_staleness import CHAIN, _run, _stale, env
+
+__all__ = ["env"]  # the fixture, used by name
+
+pytestmark = pytest.mark.e2e
+
+
+def _tick(instance, cursor=None):
+    settings = Settings.from_env()
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def("source_changes_sensor")
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    return sensor(context)
+
+
+def _sweep(instance, cursor, ticks=3):
+    """``ticks`` ticks from ``cursor`` (3 pages of 2 cover the 4 tracks and the catalog's end):
+    every request, and the last cursor."""
+    requests = []
+    for _ in range(ticks):
+        result = _tick(instance, cursor)
+        requests += result.run_requests
+        cursor = result.cursor
+    return requests, cursor
+
+
+def _observed(instance):
+    records = instance.fetch_observations(dg.AssetKey(SOURCE_FILES), limit=100).records
+    return sorted(r.partition_key for r in records)
+
+
+def test_the_sweep_observes_a_changed_file_and_requests_its_chain_once(env, monkeypatch):
+    settings, instance, storage, copies = env
+    monkeypatch.setenv("KLIO_ASSETS_SOURCE_CHECKS_PER_TICK", "2")
+    _run(instance, storage)  # wav44, flac48, broken, ogg32 (broken fails)
+
+    first = _tick(instance)  # wav44, flac48: unchanged
+    assert first.run_requests == [] and _observed(instance) == []
+    shutil.copyfile(copies["flac48"], copies["ogg32"])  # new bytes for one track
+    second = _tick(instance, first.cursor)  # broken, ogg32
+    assert _observed(instance) == ["ogg32"]
+    # the UI shows it: exactly that track's source_audio (Dagster flags direct children)
+    assert _stale(settings, instance) == {"source_audio": ["ogg32"]}
+    [request] = second.run_requests
+    assert [k.to_user_string() for k in request.asset_selection] == CHAIN
+    assert request.tags["dagster/asset_partition_range_start"] == "ogg32"
+    assert request.tags["dagster/asset_partition_range_end"] == "ogg32"
+    assert request.tags["klio/trigger"] == "source_change"
+    assert request.run_config["ops"]["audio_analyses"]["config"]["force"] is True
+
+    # the end of the catalog, then a new sweep: the file is still changed (no run yet), the
+    # same request comes back under the same key (the daemon launches it once)
+    end = _tick(instance, second.cursor)
+    assert end.run_requests == [] and json.loads(end.cursor) == {"after_seq": 0, "sweeps": 1}
+    again = _tick(instance, _tick(instance, end.cursor).cursor)
+    assert [r.run_key for r in again.run_requests] == [request.run_key]
+    assert _observed(instance) == ["ogg32"]  # observed once
+
+    # what the request runs clears it; the next sweep finds nothing
+    assert launch.execute_range(
+        instance, selected=CHAIN, track_ids=["ogg32"], storage=storage, force=True
+    ).success
+    assert _stale(settings, instance) == {}
+    requests, cursor = _sweep(instance, again.cursor)
+    assert requests == []
+
+    # a file changed again later is a new change: a new key
+    shutil.copyfile(copies["wav44"], copies["ogg32"])
+    requests, _ = _sweep(instance, cursor)
+    assert [r.tags["dagster/asset_partition_range_start"] for r in requests] == ["ogg32"]
+    assert requests[0].run_key != request.run_key
