@@ -32,7 +32,7 @@ def automation_now(mode: str, settings: Settings, *, dry_run: bool, force: bool)
 
     Parameters
     ----------
-    mode : {"landing", "propagation", "backfill"}
+    mode : {"landing", "propagation", "backfill", "source_changes"}
         The sensor or schedule.
     settings : Settings
         The deployment (Dagster's instance is ``DAGSTER_HOME``'s).

@@ -3,7 +3,8 @@
 For the landing sensor: the files and messages its next tick would take (from its stored
 cursor), which of them are new, known or refused, and the runs it would request; for the
 propagation sensor: the runs it would request for the runs finished since its cursor; for the
-backfill schedule: its plan for a tick now. For every run, per analysis, how many tracks would
+source changes sensor: the files of its next page that changed and the runs it would request
+(no observation is written); for the backfill schedule: its plan for a tick now. For every run, per analysis, how many tracks would
 be computed and how many skipped (Dagster has a materialization and the output for the
 current version exists; ``--force`` computes all). Nothing is registered, acknowledged,
 launched or stored: Pub/Sub messages pulled to look at them are released for redelivery at once.
@@ -141,6 +142,8 @@ def preview(
         _landing(dry, subscriber)
     elif mode == "propagation":
         _propagation(dry)
+    elif mode == "source_changes":
+        _source_changes(dry)
     else:
         _backfill(dry)
     return dry.report
@@ -180,6 +183,16 @@ def _propagation(dry: _Preview) -> None:
             entry = dry.request(request.selected, track_range, force=request.force)
             entry["after_run"] = request.upstream_run_id
             dry.report["requests"].append(entry)
+
+
+def _source_changes(dry: _Preview) -> None:
+    cursor = stored_cursor(dry.instance, "source_changes_sensor")
+    tick = dry.automation.source_changes(dry.instance, dry.catalog, cursor=cursor, dry_run=True)
+    dry.report["checks"] = {"tracks": len(tick.checked), "changed": tick.observed}
+    batch_size = dry.automation.settings.batch_size
+    for names, tracks in tick.groups.items():
+        for track_range in partition_ranges(dry.instance, tracks, batch_size):
+            dry.report["requests"].append(dry.request(names, track_range, force=True))
 
 
 def _backfill(dry: _Preview) -> None:

@@ -41,7 +41,7 @@ from klio_assets.worker.plan import SOURCE_ASSET, PlannedAnalysis, plan_analyses
 from klio_assets.worker.storage import Storage
 
 #: The modes `klio-assets automation MODE --dry-run` previews.
-MODES = ("landing", "propagation", "backfill")
+MODES = ("landing", "propagation", "backfill", "source_changes")
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,12 @@ class Automation:
         )
 
     def source_changes(
-        self, instance: dg.DagsterInstance, catalog: TrackCatalog, *, cursor: str | None
+        self,
+        instance: dg.DagsterInstance,
+        catalog: TrackCatalog,
+        *,
+        cursor: str | None,
+        dry_run: bool = False,
     ) -> SourceChangesTick:
         """One sweep tick over the source files (see
         :func:`klio_assets.automation.source_changes.source_changes_tick`)."""
@@ -168,6 +173,7 @@ class Automation:
             cursor=cursor,
             allowed=self.selected,
             per_tick=self.settings.source_checks_per_tick,
+            dry_run=dry_run,
         )
 
 

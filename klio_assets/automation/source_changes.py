@@ -6,9 +6,9 @@ only once the file is observed (the external ``source_files`` asset,
 it is asked about; this mode does it continuously: each tick stats the next page of registered
 tracks (``KLIO_ASSETS_SOURCE_CHECKS_PER_TICK``, in registration order; after the last page it
 starts again from the first), observes the files whose stat changed (the UI then shows their
-``source_audio`` stale), and requests, for the tracks whose file changed since their
-``source_audio`` was computed, exactly what ``run --stale`` would recompute (forced, the same
-analyses per group of tracks).
+``source_audio`` stale), and requests, for the tracks whose file changed since one of their
+outputs was computed, exactly what ``run --stale`` would recompute (forced, the same analyses
+per group of tracks).
 
 The requests are derived from the state, not from the observations this tick wrote: a tick
 evaluated again after a crash finds the same changed files and asks for the same runs under the
@@ -34,7 +34,6 @@ from klio_assets.orchestration.ranges import partition_ranges
 from klio_assets.orchestration.source_files import SOURCE_FILES, observe_sources
 from klio_assets.orchestration.staleness import stale_groups
 from klio_assets.settings import Settings
-from klio_assets.worker.plan import SOURCE_ASSET
 
 #: ``klio/trigger`` of the runs this mode requests.
 TRIGGER = "source_change"
@@ -84,6 +83,7 @@ def source_changes_tick(
     cursor: str | None,
     allowed: Sequence[str],
     per_tick: int,
+    dry_run: bool = False,
 ) -> SourceChangesTick:
     """One tick: stat a page of tracks, observe changed files, plan their recomputation.
 
@@ -93,6 +93,8 @@ def source_changes_tick(
         The analyses the automation may run (the groups are limited to them).
     per_tick : int
         Tracks stat'ed per tick.
+    dry_run : bool
+        Observe nothing (``observed`` lists what would be observed: the changed files).
     """
     after_seq, sweeps = _read_cursor(cursor)
     page = catalog.tracks_page(after_seq=after_seq, limit=per_tick)
@@ -104,13 +106,18 @@ def source_changes_tick(
     tick = SourceChangesTick(checked=ids, observed=[], cursor=json.dumps(next_cursor))
     if not ids:
         return tick
-    tick.observed = observe_sources(instance, catalog, ids)
-    changed = sorted(changed_sources(catalog, {SOURCE_ASSET: ids})[SOURCE_ASSET])
+    if not dry_run:
+        tick.observed = observe_sources(instance, catalog, ids)
+    # one stat per track, compared with the stat each analysis' output was computed from
+    per_analysis = changed_sources(catalog, {name: ids for name in allowed})
+    changed = sorted({t for tracks in per_analysis.values() for t in tracks})
+    if dry_run:
+        tick.observed = changed
     if not changed:
         return tick
     observed = latest_versions(instance, SOURCE_FILES, changed, observations=True)
     tick.versions = {t: v.data_version for t, v in observed.items() if v.data_version}
-    groups = stale_groups(settings, instance, catalog, list(allowed), changed)
+    groups = stale_groups(settings, instance, catalog, list(allowed), changed, observe=not dry_run)
     tick.groups = {names: tracks for names, tracks in groups.items() if names and tracks}
     return tick
 

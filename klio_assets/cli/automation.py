@@ -12,7 +12,7 @@ from klio_assets.errors import KlioAssetsError
 
 
 @click.command()
-@click.argument("mode", type=click.Choice(["landing", "propagation", "backfill"]))
+@click.argument("mode", type=click.Choice(["landing", "propagation", "backfill", "source_changes"]))
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -25,7 +25,8 @@ from klio_assets.errors import KlioAssetsError
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def automation(mode: str, dry_run: bool, force: bool, as_json: bool) -> None:
-    """What the daemon's automation does: the landing and propagation sensors, the catalog backfill.
+    """What the daemon's automation does: the landing, propagation and source changes sensors,
+    the catalog backfill.
 
     --dry-run shows what MODE would do now (from the sensors' stored cursors); without it,
     ``backfill`` launches the schedule's runs now, in this process. The sensors run in the

@@ -62,6 +62,8 @@ def stale_groups(
     catalog: TrackCatalog,
     assets: Sequence[str],
     tracks: Sequence[str],
+    *,
+    observe: bool = True,
 ) -> dict[tuple[str, ...], list[str]]:
     """The stale analyses (in topological order) to the tracks stale for exactly those.
 
@@ -71,6 +73,9 @@ def stale_groups(
         Analyses to consider (empty: every analysis).
     tracks : sequence of str
         Tracks to consider (empty: every registered track).
+    observe : bool
+        Observe the changed source files first (False: a preview that writes nothing; a
+        changed file still counts, through the catalog's recorded stat).
 
     Raises
     ------
@@ -84,7 +89,8 @@ def stale_groups(
     ]
     names = [a.name for a in analyses if not assets or a.name in assets]
     _, wanted = launch.resolve_tracks(instance, tracks)
-    observe_sources(instance, catalog, wanted)  # files changed on disk: a new data version
+    if observe:
+        observe_sources(instance, catalog, wanted)  # files changed on disk: a new data version
     lineage = parents(analyses)
     statuses = candidate_statuses(instance, catalog, graph, lineage, names, wanted)
     changed = changed_sources(catalog, {name: wanted for name in names})

@@ -7,10 +7,12 @@ import shutil
 import dagster as dg
 import pytest
 
+from klio_assets.automation.on_demand import automation_now
 from klio_assets.definitions import build_definitions
 from klio_assets.orchestration import launch
 from klio_assets.orchestration.source_files import SOURCE_FILES
 from klio_assets.settings import Settings
+from klio_assets_tests.conftest import cli_json
 from klio_assets_tests.orchestration.test_staleness import CHAIN, _run, _stale, env
 
 __all__ = ["env"]  # the fixture, used by name
@@ -27,7 +29,7 @@ def _tick(instance, cursor=None):
 
 
 def _sweep(instance, cursor, ticks=3):
-    """``ticks`` ticks from ``cursor`` (3 pages of 2 cover the 4 tracks and the catalog's end):
+    """``ticks`` ticks from ``cursor`` (pages of 2 over the 4 tracks, and the catalog's end):
     every request, and the last cursor."""
     requests = []
     for _ in range(ticks):
@@ -42,43 +44,58 @@ def _observed(instance):
     return sorted(r.partition_key for r in records)
 
 
-def test_the_sweep_observes_a_changed_file_and_requests_its_chain_once(env, monkeypatch):
-    settings, instance, storage, copies = env
-    monkeypatch.setenv("KLIO_ASSETS_SOURCE_CHECKS_PER_TICK", "2")
-    _run(instance, storage)  # wav44, flac48, broken, ogg32 (broken fails)
+def _range(request):
+    tags = request.tags
+    return tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
 
-    first = _tick(instance)  # wav44, flac48: unchanged
-    assert first.run_requests == [] and _observed(instance) == []
-    shutil.copyfile(copies["flac48"], copies["ogg32"])  # new bytes for one track
-    second = _tick(instance, first.cursor)  # broken, ogg32
-    assert _observed(instance) == ["ogg32"]
+
+def test_the_sweep_observes_a_changed_file_and_requests_its_chain_once(env, home, monkeypatch):
+    settings, instance, storage, copies = env
+    monkeypatch.setenv("KLIO_ASSETS_SOURCE_CHECKS_PER_TICK", "2")  # pages: 2 + 2 tracks
+    _run(instance, storage)  # wav44, flac48, broken, ogg32 (broken fails)
+    shutil.copyfile(copies["ogg32"], copies["flac48"])  # new bytes for one track
+
+    # the preview (`klio-assets automation source_changes --dry-run`) writes nothing
+    preview = automation_now("source_changes", Settings.from_env(), dry_run=True, force=False)
+    assert preview["checks"] == {"tracks": 2, "changed": ["flac48"]}
+    [entry] = preview["requests"]
+    assert entry["selected"] == CHAIN and (entry["start"], entry["end"]) == ("flac48", "flac48")
+    assert entry["would_compute"] == {name: 1 for name in CHAIN}
+    per_tick = {"KLIO_ASSETS_SOURCE_CHECKS_PER_TICK": "2"}
+    cli, _ = cli_json("automation", "source_changes", "--dry-run", home=home, env=per_tick)
+    assert cli == preview
+    assert _observed(instance) == [] and _stale(settings, instance) == {}
+
+    first = _tick(instance)  # wav44, flac48
+    assert _observed(instance) == ["flac48"]
     # the UI shows it: exactly that track's source_audio (Dagster flags direct children)
-    assert _stale(settings, instance) == {"source_audio": ["ogg32"]}
-    [request] = second.run_requests
+    assert _stale(settings, instance) == {"source_audio": ["flac48"]}
+    [request] = first.run_requests
     assert [k.to_user_string() for k in request.asset_selection] == CHAIN
-    assert request.tags["dagster/asset_partition_range_start"] == "ogg32"
-    assert request.tags["dagster/asset_partition_range_end"] == "ogg32"
+    assert _range(request) == ("flac48", "flac48")
     assert request.tags["klio/trigger"] == "source_change"
     assert request.run_config["ops"]["audio_analyses"]["config"]["force"] is True
 
-    # the end of the catalog, then a new sweep: the file is still changed (no run yet), the
-    # same request comes back under the same key (the daemon launches it once)
+    # the second page, the end of the catalog, then a new sweep: the file is still changed
+    # (no run yet), so the same request comes back under the same key (launched once)
+    second = _tick(instance, first.cursor)
+    assert second.run_requests == []
     end = _tick(instance, second.cursor)
     assert end.run_requests == [] and json.loads(end.cursor) == {"after_seq": 0, "sweeps": 1}
-    again = _tick(instance, _tick(instance, end.cursor).cursor)
+    again = _tick(instance, end.cursor)
     assert [r.run_key for r in again.run_requests] == [request.run_key]
-    assert _observed(instance) == ["ogg32"]  # observed once
+    assert _observed(instance) == ["flac48"]  # observed once
 
-    # what the request runs clears it; the next sweep finds nothing
+    # what the request runs clears it; the next sweep asks for nothing
     assert launch.execute_range(
-        instance, selected=CHAIN, track_ids=["ogg32"], storage=storage, force=True
+        instance, selected=CHAIN, track_ids=["flac48"], storage=storage, force=True
     ).success
     assert _stale(settings, instance) == {}
     requests, cursor = _sweep(instance, again.cursor)
     assert requests == []
 
-    # a file changed again later is a new change: a new key
+    # a file changed later is a new change: the second page finds it, under a new key
     shutil.copyfile(copies["wav44"], copies["ogg32"])
     requests, _ = _sweep(instance, cursor)
-    assert [r.tags["dagster/asset_partition_range_start"] for r in requests] == ["ogg32"]
+    assert [_range(r) for r in requests] == [("ogg32", "ogg32")]
     assert requests[0].run_key != request.run_key
