@@ -6,7 +6,9 @@ of them, timed: before any run (nothing to compare with: nothing written), after
 ``source_audio`` is recorded computed from the files as they are (stats and two queries per
 1,000 tracks, nothing written), after touching every file (N observations written in
 batches), and once more (compared with those observations, nothing written). Also the public
-one-event-per-call path (``report_runless_asset_event``) for the first 200, for comparison.
+one-event-per-call path (``report_runless_asset_event``) for the first 200, for comparison,
+and one sweep of ``source_changes_sensor`` over the unchanged catalog (ms per tick of
+``KLIO_ASSETS_SOURCE_CHECKS_PER_TICK`` tracks, every analysis allowed).
 
     .venv/bin/python benchmarks/source_observations.py [--tracks 5000]
 
@@ -37,6 +39,31 @@ from klio_assets.worker.plan import SOURCE_ASSET
 from klio_assets.worker.storage import source_stat
 
 
+def sweep_cost(settings, instance, catalog, n: int) -> dict[str, float]:
+    """One sweep of ``source_changes_sensor`` over the unchanged catalog, a tick per
+    ``KLIO_ASSETS_SOURCE_CHECKS_PER_TICK`` tracks (every analysis allowed): ms per tick."""
+    from klio_assets.analyses import load_analyses
+    from klio_assets.automation.service import Automation
+
+    automation = Automation.build(settings, load_analyses(settings.analysis_modules))
+    cursor, ticks, requests = None, 0, 0
+    started = time.perf_counter()
+    while True:
+        tick = automation.source_changes(instance, catalog, cursor=cursor)
+        ticks += 1
+        requests += len(tick.groups)
+        cursor = tick.cursor
+        if len(tick.checked) < settings.source_checks_per_tick:
+            break
+    elapsed = time.perf_counter() - started
+    return {
+        "sweep_ticks": ticks,
+        "sweep_ms_per_tick": round(1000 * elapsed / ticks, 1),
+        "sweep_ms_per_1000": round(1000 * elapsed / n * 1000, 1),
+        "sweep_requests": requests,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tracks", type=int, default=5000)
@@ -63,6 +90,7 @@ def main() -> None:
                     source_stats={t: source_stat(p) for t, p in zip(ids, paths, strict=True)},
                 )
             if label == "all_touched":
+                figures.update(sweep_cost(settings, instance, catalog, n))
                 for path in paths:
                     os.utime(path, ns=(time.time_ns(), time.time_ns() + 1))
             started = time.perf_counter()
