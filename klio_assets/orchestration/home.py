@@ -52,7 +52,8 @@ def home_lock(folder: str, name: str) -> Iterator[None]:
 
 def prepare_environment(settings: Settings) -> None:
     """Point Dagster at ``KLIO_ASSETS_HOME`` and set the bookkeeping variables; on a new home,
-    create its ``dagster.yaml``, Dagster's databases and the catalog, once, under a lock."""
+    create its ``dagster.yaml``, Dagster's databases, the catalog and the default landing
+    folder, once, under a lock."""
     os.makedirs(settings.home, exist_ok=True)
     os.environ["DAGSTER_HOME"] = settings.home
     os.environ.setdefault("KLIO_ASSETS_HOME", settings.home)
@@ -79,5 +80,9 @@ def _initialize(settings: Settings) -> None:
     with dg.DagsterInstance.get() as instance:
         instance.get_dynamic_partitions("tracks")  # creates the event log's index tables
     get_catalog(settings.catalog_url)
+    if settings.landing == os.path.join(settings.home, "landing"):
+        # the default landing folder exists from the start: the landing sensor of a home
+        # nobody drops files into is idle, not failing (a folder set and missing still fails)
+        os.makedirs(settings.landing, exist_ok=True)
     with open(os.path.join(settings.home, INITIALIZED_MARKER), "w") as fh:
         fh.write("dagster.yaml, Dagster's databases and the catalog exist\n")

@@ -216,6 +216,14 @@ def test_landing_sensor_splits_runs_where_other_tracks_interleave(landing):
     assert sorted(ranges_of(second)) == [("x", "x"), ("y", "y")]
 
 
+def test_a_new_home_has_its_default_landing_folder_and_the_sensor_idles(home):
+    """A home nobody drops files into: its landing sensor has nothing to do, it does not fail
+    every tick (the UI showed a failing sensor on every new home run with automation)."""
+    assert os.path.isdir(os.path.join(home, "landing"))
+    result, instance = evaluate("landing_sensor")
+    assert result.run_requests == [] and registered(instance) == []
+
+
 def test_landing_sensor_error_fails_the_tick(landing, monkeypatch):
     monkeypatch.setenv("KLIO_ASSETS_LANDING", landing + "-missing")
     with pytest.raises(StorageError, match="does not exist"):
