@@ -34,6 +34,7 @@ from klio_assets.orchestration.ranges import partition_ranges
 from klio_assets.orchestration.source_files import SOURCE_FILES, observe_sources
 from klio_assets.orchestration.staleness import stale_groups
 from klio_assets.settings import Settings
+from klio_assets.worker.storage import source_stats
 
 #: ``klio/trigger`` of the runs this mode requests.
 TRIGGER = "source_change"
@@ -106,10 +107,12 @@ def source_changes_tick(
     tick = SourceChangesTick(checked=ids, observed=[], cursor=json.dumps(next_cursor))
     if not ids:
         return tick
+    # one stat per track (object stores: several at once), compared with the latest
+    # observation and with the stat each analysis' output was computed from
+    stats = source_stats({track_id: uri for _, track_id, uri, _ in page})
     if not dry_run:
-        tick.observed = observe_sources(instance, catalog, ids)
-    # one stat per track, compared with the stat each analysis' output was computed from
-    per_analysis = changed_sources(catalog, {name: ids for name in allowed})
+        tick.observed = observe_sources(instance, catalog, ids, stats)
+    per_analysis = changed_sources(catalog, {name: ids for name in allowed}, stats)
     changed = sorted({t for tracks in per_analysis.values() for t in tracks})
     if dry_run:
         tick.observed = changed

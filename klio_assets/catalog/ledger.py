@@ -20,7 +20,7 @@ from klio_assets.errors import KlioAssetsError
 from klio_assets.worker.done import done_tracks, existing_outputs
 from klio_assets.worker.plan import PlannedAnalysis
 from klio_assets.worker.records import SourceStat
-from klio_assets.worker.storage import Storage, source_stat
+from klio_assets.worker.storage import Storage, source_stats
 
 if TYPE_CHECKING:  # the all-done answer reads a SQLite catalog without SQLAlchemy
     from klio_assets.catalog.database import TrackCatalog
@@ -93,7 +93,9 @@ def all_done(
 
 
 def changed_sources(
-    catalog: TrackCatalog | SqliteCatalogReader, done: Mapping[str, Sequence[str]]
+    catalog: TrackCatalog | SqliteCatalogReader,
+    done: Mapping[str, Sequence[str]],
+    current: Mapping[str, SourceStat | None] | None = None,
 ) -> dict[str, set[str]]:
     """Per analysis, the tracks among ``done`` whose source changed since their output was made.
 
@@ -107,6 +109,9 @@ def changed_sources(
     catalog : TrackCatalog
     done : mapping of str to sequence of str
         Per analysis the tracks otherwise found done.
+    current : mapping of str to SourceStat, optional
+        Stats already made of some sources (track ID to its stat, None: cannot be stat'ed);
+        the others are stat'ed here.
 
     Returns
     -------
@@ -114,16 +119,14 @@ def changed_sources(
         The same keys as ``done``.
     """
     recorded = {name: catalog.source_stats(name, ids) for name, ids in done.items() if ids}
-    wanted = sorted({t for stats in recorded.values() for t in stats})
+    known = dict(current or {})
+    wanted = sorted({t for stats in recorded.values() for t in stats} - set(known))
     uris = catalog.resolve(wanted) if wanted else {}
-    current: dict[str, SourceStat | None] = {}
+    known.update(source_stats(uris))
     changed: dict[str, set[str]] = {name: set() for name in done}
     for name, stats in recorded.items():
         for track_id, stat in stats.items():
-            if track_id not in current:
-                uri = uris.get(track_id)
-                current[track_id] = source_stat(uri) if uri else None
-            now = current[track_id]
+            now = known.get(track_id)
             if now is not None and now != stat:
                 changed[name].add(track_id)
     return changed

@@ -23,7 +23,7 @@ read in one indexed query per 1,000 tracks, and new ones are stored in batches
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
@@ -33,7 +33,7 @@ from klio_assets.orchestration.dagster_internals.observations import store_obser
 from klio_assets.orchestration.partitions import tracks_partitions
 from klio_assets.worker.plan import SOURCE_ASSET
 from klio_assets.worker.records import SourceStat
-from klio_assets.worker.storage import source_stat
+from klio_assets.worker.storage import source_stats
 
 #: The external asset's name.
 SOURCE_FILES = "source_files"
@@ -56,7 +56,10 @@ def source_files_spec(group_name: str) -> dg.AssetSpec:
 
 
 def observe_sources(
-    instance: dg.DagsterInstance, catalog: TrackCatalog, track_ids: Sequence[str]
+    instance: dg.DagsterInstance,
+    catalog: TrackCatalog,
+    track_ids: Sequence[str],
+    current: Mapping[str, SourceStat | None] | None = None,
 ) -> list[str]:
     """Observe the sources of ``track_ids`` seen changed; returns those tracks.
 
@@ -64,7 +67,7 @@ def observe_sources(
     from the stat recorded when its ``source_audio`` was computed. A track never computed and
     never observed has nothing to compare with: not observed (its ``source_audio`` is missing
     anyway). Sources that cannot be stat'ed (missing, unreachable) are not observed: unknown,
-    not changed.
+    not changed. ``current``: stats already made (track ID to stat), not made again.
     """
     uris = catalog.resolve(list(track_ids))
     if not uris:
@@ -72,18 +75,20 @@ def observe_sources(
     ids = [t for t in track_ids if t in uris]
     observed = latest_versions(instance, SOURCE_FILES, ids, observations=True)
     computed_from = catalog.source_stats(SOURCE_ASSET, [t for t in ids if t not in observed])
-    new: list[dg.AssetObservation] = []
+    known: dict[str, str | None] = {}
     for track_id in ids:
         last = observed.get(track_id)
         baseline = computed_from.get(track_id)
         if last is not None:
-            known = last.data_version
+            known[track_id] = last.data_version
         elif baseline is not None:
-            known = stat_version(baseline)
-        else:
-            continue
-        stat = source_stat(uris[track_id])
-        if stat is None or stat_version(stat) == known:
+            known[track_id] = stat_version(baseline)
+    stats = dict(current or {})
+    stats.update(source_stats({t: uris[t] for t in known if t not in stats}))
+    new: list[dg.AssetObservation] = []
+    for track_id in known:
+        stat = stats.get(track_id)
+        if stat is None or stat_version(stat) == known[track_id]:
             continue
         new.append(
             dg.AssetObservation(

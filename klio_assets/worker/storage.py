@@ -17,6 +17,7 @@ This module imports nothing from Dagster.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import hashlib
@@ -31,7 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import blake3
@@ -720,6 +721,24 @@ def _check_local_source(path: str) -> None:
 
 #: Fields of an object's metadata that change when it is rewritten, by preference.
 _OBJECT_STAMPS = ("generation", "ETag", "etag", "mtime", "updated", "LastModified", "created")
+
+
+#: Object-store stats made at once by :func:`source_stats` (each is one HTTP round trip).
+STAT_THREADS = 16
+
+
+def source_stats(
+    uris: Mapping[str, str], options: dict[str, Any] | None = None
+) -> dict[str, SourceStat | None]:
+    """:func:`source_stat` of many sources (key to stat): local ones in turn, object URIs
+    :data:`STAT_THREADS` at a time (a sweep of a bucket is round trips, not CPU)."""
+    remote = [key for key, uri in uris.items() if is_remote(uri)]
+    out = {key: source_stat(uri, options) for key, uri in uris.items() if not is_remote(uri)}
+    if remote:
+        with concurrent.futures.ThreadPoolExecutor(min(STAT_THREADS, len(remote))) as pool:
+            stats = pool.map(lambda key: source_stat(uris[key], options), remote)
+            out.update(zip(remote, stats, strict=True))
+    return out
 
 
 def source_stat(uri: str, options: dict[str, Any] | None = None) -> SourceStat | None:

@@ -381,3 +381,24 @@ def test_modified_is_the_commit_time_by_the_stores_clock(tmp_path, remote):
     before, after = storage.modified(first), storage.modified(second)
     assert before is not None and after is not None
     assert after > before and abs(after - time.time()) < 60
+
+
+def test_source_stats_of_local_files_and_objects_with_missing_ones_unknown(tmp_path):
+    """A sweep stats many sources: object URIs several at once, each as source_stat would."""
+    from klio_assets.worker.storage import source_stat, source_stats
+
+    local = tmp_path / "a.wav"
+    local.write_bytes(b"1234")
+    objects = Storage("memory://klio-stats")
+    for i in range(20):
+        objects.write_bytes(objects.join(f"o{i}.wav"), b"x" * i)
+    uris = {
+        "a": str(local),
+        "gone": str(tmp_path / "gone.wav"),
+        "gone-object": objects.join("gone.wav"),
+        **{f"o{i}": objects.join(f"o{i}.wav") for i in range(20)},
+    }
+    stats = source_stats(uris)
+    assert stats == {key: source_stat(uri) for key, uri in uris.items()}
+    assert stats["a"].size_bytes == 4 and stats["o7"].size_bytes == 7
+    assert stats["gone"] is None and stats["gone-object"] is None
