@@ -29,9 +29,8 @@ import dagster as dg
 from klio_assets.automation.runs import run_requests
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.catalog.ledger import changed_sources
-from klio_assets.orchestration.dagster_internals.latest_versions import latest_versions
 from klio_assets.orchestration.ranges import partition_ranges
-from klio_assets.orchestration.source_files import SOURCE_FILES, observe_sources
+from klio_assets.orchestration.source_files import observe_sources, stat_version
 from klio_assets.orchestration.staleness import stale_groups
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import source_stats
@@ -54,7 +53,7 @@ class SourceChangesTick:
         The analyses to recompute (topological order) to the changed tracks that need exactly
         those: what ``klio-assets run --stale`` would run for them.
     versions : dict
-        Each changed track's file, as last observed (``size:mtime``): part of the run keys.
+        Each changed track's file, as stat'ed now (``size:mtime``): part of the run keys.
     cursor : str
         The next tick's cursor (JSON: the registration sequence to continue after, and how
         many sweeps of the catalog were completed).
@@ -118,8 +117,7 @@ def source_changes_tick(
         tick.observed = changed
     if not changed:
         return tick
-    observed = latest_versions(instance, SOURCE_FILES, changed, observations=True)
-    tick.versions = {t: v.data_version for t, v in observed.items() if v.data_version}
+    tick.versions = {t: stat_version(stat) for t in changed if (stat := stats.get(t))}
     groups = stale_groups(settings, instance, catalog, list(allowed), changed, observe=not dry_run)
     tick.groups = {names: tracks for names, tracks in groups.items() if names and tracks}
     return tick

@@ -99,3 +99,25 @@ def test_the_sweep_observes_a_changed_file_and_requests_its_chain_once(env, home
     requests, _ = _sweep(instance, cursor)
     assert [_range(r) for r in requests] == [("ogg32", "ogg32")]
     assert requests[0].run_key != request.run_key
+
+
+def test_a_file_changed_twice_gets_two_runs_of_what_was_computed_from_it(env, monkeypatch):
+    """Only ``loudness`` was computed (no ``source_audio``, so no observation to compare
+    with): the change is found through the stat ``loudness`` was computed from, and a second
+    change of the same file is a new run."""
+    _, instance, storage, copies = env
+    monkeypatch.setenv("KLIO_ASSETS_SOURCE_CHECKS_PER_TICK", "10")
+    assert launch.execute_range(
+        instance, selected=["loudness"], track_ids=["wav44", "flac48"], storage=storage
+    ).success
+    shutil.copyfile(copies["flac48"], copies["wav44"])
+    [first] = _tick(instance).run_requests
+    assert [k.to_user_string() for k in first.asset_selection] == ["loudness"]
+    assert _range(first) == ("wav44", "wav44")
+    assert launch.execute_range(
+        instance, selected=["loudness"], track_ids=["wav44"], storage=storage, force=True
+    ).success
+    assert _tick(instance).run_requests == []
+    shutil.copyfile(copies["ogg32"], copies["wav44"])
+    [second] = _tick(instance).run_requests
+    assert _range(second) == ("wav44", "wav44") and second.run_key != first.run_key
