@@ -6,7 +6,9 @@ home by default, PostgreSQL in production) maps each ID to its source URI and ke
 analysis, the reason of each track's latest failure so that the CLI and the UI can show it,
 and each track's latest scalar figures (loudness, tempo, duration...) with a sequence number,
 so that catalog-level tables are updated from what changed instead of re-reading every track.
-Lookups and writes are batched: one statement per chunk of IDs, never one per track.
+Lookups and writes are batched: one statement per chunk of IDs, never one per track. Exact
+counts of the registered tracks and of each analysis's ledger rows are kept by triggers
+(``klio_counts``), so that ``klio-assets status`` costs the same at any catalog size.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from klio_assets.catalog.names import DUPLICATE_GROUPS as DUPLICATE_GROUPS  # re-exported
 from klio_assets.catalog.names import (  # defined there for readers without SQLAlchemy
+    COUNTS_TABLE,
     FAILURE_MEMORY_TABLE,
     FAILURES_TABLE,
     FEATURES_TABLE,
@@ -31,6 +33,7 @@ from klio_assets.catalog.names import (  # defined there for readers without SQL
     STATE_TABLE,
     TRACKS_TABLE,
 )
+from klio_assets.catalog.names import DUPLICATE_GROUPS as DUPLICATE_GROUPS  # re-exported
 from klio_assets.catalog.names import REMOVED as REMOVED  # re-exported
 from klio_assets.catalog.names import TRACK_FEATURES as TRACK_FEATURES  # re-exported
 from klio_assets.errors import CatalogError
@@ -128,6 +131,17 @@ STATE = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+#: Exact row counts, kept by triggers (:func:`_ensure_counts`) whatever code path writes:
+#: :data:`TRACKS_KEY` the registered tracks, ``LEDGER_KEY_PREFIX + asset`` the ledger rows
+#: of ``asset``. ``klio-assets status`` reads them in O(1) at any catalog size.
+COUNTS = sa.Table(
+    COUNTS_TABLE,
+    _METADATA,
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+TRACKS_KEY = "tracks"
+LEDGER_KEY_PREFIX = "materialized:"
 
 
 @dataclass(frozen=True)
@@ -149,6 +163,25 @@ class FeatureRow:
     version: str
     uri: str
     fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One track's row of one analysis in the ledger of materialized outputs.
+
+    Attributes
+    ----------
+    version : str
+        The output version materialized.
+    run_id : str
+        The Dagster run that reported it ("" when entered from a check of Dagster).
+    materialized_at : float
+        Unix time, seconds.
+    """
+
+    version: str
+    run_id: str
+    materialized_at: float
 
 
 #: IDs per SQL statement (SQLite allows 32766 bound variables; PostgreSQL far more).
@@ -184,8 +217,121 @@ def _engine(url: str) -> sa.Engine:
             _METADATA.create_all(engine)
             # Catalogs from before it get the index too (create_all only makes missing tables).
             _FAILURES_BY_TRACK.create(engine, checkfirst=True)
+            _ensure_counts(engine)
             _ENGINES[url] = engine
         return engine
+
+
+#: The counting triggers, by table: ``(table, SQL of its counts key from a row of it)``.
+_COUNTED = {
+    "tracks": (TRACKS_TABLE, f"'{TRACKS_KEY}'"),
+    "materialized": (MATERIALIZED_TABLE, f"'{LEDGER_KEY_PREFIX}' || {{row}}.asset"),
+}
+_TRIGGERS = {f"{COUNTS_TABLE}_{what}_{op}" for what in _COUNTED for op in ("ins", "del")}
+#: Serializes the PostgreSQL setup of the counts between processes opening the catalog.
+_COUNTS_SETUP_LOCK = 0x6B6C696F  # "klio"
+
+
+def _ensure_counts(engine: sa.Engine) -> None:
+    """Give the catalog its counting triggers if it lacks any, and then fill the counts.
+
+    The triggers are created and the counts filled from ``count(*)`` in one transaction that
+    keeps writers out (SQLite's write lock; PostgreSQL's trigger creation and ``LOCK
+    TABLE``), so the counts are exact from then on. A catalog with every trigger costs one
+    query.
+    """
+    postgres = engine.dialect.name == "postgresql"
+    if _TRIGGERS <= _trigger_names(engine, postgres=postgres):
+        return
+    with engine.connect() as conn:
+        if postgres:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _COUNTS_SETUP_LOCK})
+            missing = _TRIGGERS - _trigger_names(conn, postgres=True)
+            if missing:
+                _create_postgres_triggers(conn, missing)
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # pysqlite began nothing: writers now wait
+            _create_sqlite_triggers(conn)
+            missing = _TRIGGERS
+        if missing:
+            _recount(conn)
+        conn.commit()
+
+
+def _trigger_names(bind: sa.Engine | sa.Connection, *, postgres: bool) -> set[str]:
+    query = (
+        "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN "
+        f"('{TRACKS_TABLE}'::regclass, '{MATERIALIZED_TABLE}'::regclass)"
+        if postgres
+        else "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    )
+    if isinstance(bind, sa.Connection):
+        return set(bind.exec_driver_sql(query).scalars())
+    with bind.connect() as conn:
+        return set(conn.exec_driver_sql(query).scalars())
+
+
+def _create_sqlite_triggers(conn: sa.Connection) -> None:
+    """Row-level triggers (SQLite has no statement-level ones): one upsert per row."""
+    for what, (table, key) in _COUNTED.items():
+        for op, event, row, sign in (("ins", "INSERT", "NEW", ""), ("del", "DELETE", "OLD", "-")):
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER IF NOT EXISTS {COUNTS_TABLE}_{what}_{op} "
+                f"AFTER {event} ON {table} BEGIN "
+                f"INSERT INTO {COUNTS_TABLE} (key, n) VALUES ({key.format(row=row)}, {sign}1) "
+                "ON CONFLICT (key) DO UPDATE SET n = n + excluded.n; END"
+            )
+
+
+def _create_postgres_triggers(conn: sa.Connection, missing: set[str]) -> None:
+    """Statement-level triggers: one grouped upsert per statement, whatever its row count (a
+    row-level trigger would add one update per row to a bulk registration)."""
+    # Writers wait until the transaction ends: none is missed between the triggers and the count.
+    conn.exec_driver_sql(
+        f"LOCK TABLE {TRACKS_TABLE}, {MATERIALIZED_TABLE} IN SHARE ROW EXCLUSIVE MODE"
+    )
+    for what, (table, key) in _COUNTED.items():
+        upsert = (
+            f"INSERT INTO {COUNTS_TABLE} AS c (key, n) "
+            f"SELECT {key.format(row='changed')}, {{sign}}count(*) FROM {{rows}} AS changed "
+            "GROUP BY 1 ORDER BY 1 "  # one row per key (none for no row), locked in key order
+            "ON CONFLICT (key) DO UPDATE SET n = c.n + excluded.n;"
+        )
+        conn.exec_driver_sql(
+            f"CREATE OR REPLACE FUNCTION {COUNTS_TABLE}_{what}() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN "
+            "IF TG_OP = 'INSERT' THEN "
+            + upsert.format(sign="", rows="klio_counts_new")
+            + " ELSE "
+            + upsert.format(sign="-", rows="klio_counts_old")
+            + " END IF; RETURN NULL; END $$"
+        )
+        for op, event, rows in (("ins", "INSERT", "NEW"), ("del", "DELETE", "OLD")):
+            name = f"{COUNTS_TABLE}_{what}_{op}"
+            if name in missing:
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER {name} AFTER {event} ON {table} "
+                    f"REFERENCING {rows} TABLE AS klio_counts_{rows.lower()} "
+                    f"FOR EACH STATEMENT EXECUTE FUNCTION {COUNTS_TABLE}_{what}()"
+                )
+
+
+def _recount(conn: sa.Connection) -> None:
+    """Fill the counts from ``count(*)`` (once, when the triggers are new)."""
+    conn.execute(COUNTS.delete())
+    conn.execute(
+        COUNTS.insert().from_select(
+            ["key", "n"], sa.select(sa.literal(TRACKS_KEY), sa.func.count()).select_from(TRACKS)
+        )
+    )
+    conn.execute(
+        COUNTS.insert().from_select(
+            ["key", "n"],
+            sa.select(
+                sa.literal(LEDGER_KEY_PREFIX) + MATERIALIZED.c.asset, sa.func.count()
+            ).group_by(MATERIALIZED.c.asset),
+        )
+    )
 
 
 def _chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
@@ -376,9 +522,68 @@ class TrackCatalog:
         return found
 
     def count(self) -> int:
-        """Number of registered tracks."""
+        """Number of registered tracks (O(1): see :meth:`counts`)."""
+        return self.counts()[0]
+
+    def counts(self) -> tuple[int, dict[str, int]]:
+        """Exact row counts, read in O(1) from what the catalog's triggers keep.
+
+        Returns
+        -------
+        tracks : int
+            Registered tracks.
+        ledger : dict of str to int
+            Per analysis, its rows in the ledger (outputs materialized, at any version).
+        """
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(TRACKS)).scalar_one())
+            rows = conn.execute(sa.select(COUNTS.c.key, COUNTS.c.n)).all()
+        tracks = 0
+        ledger: dict[str, int] = {}
+        for key, n in rows:
+            if key == TRACKS_KEY:
+                tracks = int(n)
+            elif key.startswith(LEDGER_KEY_PREFIX):
+                ledger[key[len(LEDGER_KEY_PREFIX) :]] = int(n)
+        return tracks, ledger
+
+    def failed_with_ledger(self, asset: str) -> set[str]:
+        """Tracks with a recorded failure of ``asset`` and also a ledger row of it (an output
+        of an earlier version, or of before the failure): O(failures), by the ledger's key."""
+        query = (
+            sa.select(FAILURES.c.track_id)
+            .join(
+                MATERIALIZED,
+                sa.and_(
+                    MATERIALIZED.c.asset == FAILURES.c.asset,
+                    MATERIALIZED.c.track_id == FAILURES.c.track_id,
+                ),
+            )
+            .where(FAILURES.c.asset == asset)
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def ledger_entry(self, asset: str, track_id: str) -> LedgerEntry | None:
+        """The ledger's row of ``asset`` for ``track_id``; None if it has none."""
+        query = sa.select(
+            MATERIALIZED.c.version, MATERIALIZED.c.run_id, MATERIALIZED.c.materialized_at
+        ).where(MATERIALIZED.c.asset == asset, MATERIALIZED.c.track_id == track_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            return None
+        return LedgerEntry(version=row[0], run_id=row[1], materialized_at=float(row[2]))
+
+    def feature_row(self, asset: str, track_id: str) -> FeatureRow | None:
+        """The latest scalar results of ``asset`` for ``track_id``; None if none are kept."""
+        query = sa.select(FEATURES).where(
+            FEATURES.c.asset == asset, FEATURES.c.track_id == track_id
+        )
+        with self.engine.connect() as conn:
+            r = conn.execute(query).one_or_none()
+        if r is None:
+            return None
+        return FeatureRow(r.seq, r.asset, r.track_id, r.version, r.uri, json.loads(r.fields))
 
     def track_ids(self) -> list[str]:
         """All registered IDs, in registration order."""
@@ -540,9 +745,21 @@ class TrackCatalog:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
 
-    def failures(self, asset: str, track_ids: Sequence[str] | None = None) -> dict[str, str]:
-        """Latest failure reason per track of ``asset`` (optionally only for ``track_ids``)."""
+    def failures(
+        self,
+        asset: str,
+        track_ids: Sequence[str] | None = None,
+        *,
+        registered_only: bool = False,
+    ) -> dict[str, str]:
+        """Latest failure reason per track of ``asset`` (optionally only for ``track_ids``).
+
+        ``registered_only`` leaves out tracks the catalog does not know (a run of a Dagster
+        partition without a catalog row records its failure: "not registered").
+        """
         query = sa.select(FAILURES.c.track_id, FAILURES.c.reason).where(FAILURES.c.asset == asset)
+        if registered_only:
+            query = query.where(sa.exists().where(TRACKS.c.track_id == FAILURES.c.track_id))
         with self.engine.connect() as conn:
             if track_ids is None:
                 return dict(conn.execute(query.order_by(FAILURES.c.track_id)).all())

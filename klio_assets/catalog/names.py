@@ -19,3 +19,5 @@ MATERIALIZED_TABLE = "klio_materialized"
 SOURCE_STATS_TABLE = "klio_source_stats"
 FAILURE_MEMORY_TABLE = "klio_failure_memory"
 STATE_TABLE = "klio_state"
+#: Exact row counts kept by triggers (registered tracks, ledger rows per analysis).
+COUNTS_TABLE = "klio_counts"

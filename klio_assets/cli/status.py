@@ -23,7 +23,8 @@ def status(as_json: bool, failed_only: bool = False) -> None:
     """Per analysis: how many tracks are materialized, missing, failed; then one line per
     failed track, its analyses grouped (--failed: all of them)."""
     settings = load_settings()
-    # Imports Dagster (~1.2 s), which `klio-assets run`'s all-done answer must not load.
+    # Imports SQLAlchemy and the analyses (not Dagster: the catalog answers), which
+    # `klio-assets run`'s all-done answer must not load.
     from klio_assets.orchestration.status import collect_status  # noqa: PLC0415
 
     try:

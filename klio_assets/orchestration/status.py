@@ -1,24 +1,32 @@
 """Where things stand: what ``klio-assets status`` and ``klio-assets show`` collect.
 
-Both read Dagster's records (materializations, registered partitions) and the catalog's
-failures; the CLI only renders them. Their ``to_json`` forms are the ``--json`` contract.
+Dagster's ``tracks`` partitions hold only a window of the catalog (recent and working
+tracks), so ``status`` answers from the catalog alone: its exact counts (kept by triggers,
+read in O(1)), its ledger and its failures, without importing Dagster. ``show`` reads
+Dagster's latest materialization of the track, and the catalog's ledger and features for a
+track outside the window. The CLI only renders them; their ``to_json`` forms are the
+``--json`` contract.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import dagster as dg
-
-from klio_assets.catalog.database import get_catalog
+from klio_assets.catalog.database import TrackCatalog, get_catalog
 from klio_assets.catalog.trackids import validate_track_id
 from klio_assets.errors import ParameterError
-from klio_assets.orchestration.launch import materialized_tracks
-from klio_assets.orchestration.partitions import ordered_keys
 from klio_assets.orchestration.run_report import TrackFailure, group_failures
 from klio_assets.orchestration.selection import catalog_tables, planned_analyses
 from klio_assets.settings import Settings
+from klio_assets.worker.plan import Layout, PlannedAnalysis
+from klio_assets.worker.storage import Storage
+
+#: ``show``'s note on an answer from the catalog.
+OUTSIDE_WINDOW_NOTE = (
+    "the track is outside Dagster's window (no materialization there): "
+    "this answer comes from the catalog's ledger"
+)
 
 
 @dataclass(frozen=True)
@@ -84,20 +92,26 @@ def collect_status(settings: Settings) -> StatusReport:
     Returns
     -------
     StatusReport
+
+    Notes
+    -----
+    From the catalog alone, in O(analyses + failures) whatever the number of tracks: the
+    registered tracks and each analysis's ledger rows are counted by triggers
+    (:meth:`~klio_assets.catalog.database.TrackCatalog.counts`). A track is materialized when
+    the ledger has an output of it, at any version, and no later failure.
     """
-    instance = dg.DagsterInstance.get()
     catalog = get_catalog(settings.catalog_url)
-    registered = set(ordered_keys(instance))
+    tracks, ledger = catalog.counts()
     assets: dict[str, AssetStatus] = {}
     for name in planned_analyses(settings):
-        failed = {t: r for t, r in catalog.failures(name).items() if t in registered}
-        materialized = (materialized_tracks(instance, name) & registered) - set(failed)
+        failed = catalog.failures(name, registered_only=True)
+        materialized = ledger.get(name, 0) - len(catalog.failed_with_ledger(name))
         assets[name] = AssetStatus(
-            materialized=len(materialized),
-            missing=len(registered) - len(materialized) - len(failed),
+            materialized=materialized,
+            missing=tracks - materialized - len(failed),
             failed=failed,
         )
-    return StatusReport(tracks=len(registered), assets=assets)
+    return StatusReport(tracks=tracks, assets=assets)
 
 
 def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[str, Any]:
@@ -116,9 +130,12 @@ def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[s
     -------
     dict
         ``asset``, ``track_id`` (when given), the materialization's metadata (``uri``,
-        ``status``, ``code_version``, ...), ``run_id`` and ``materialized_at``; ``status`` is
-        ``failed`` (with ``reason``) after a failure, ``missing`` without a materialization.
-        The keys come from the asset's metadata, so this stays a dict.
+        ``status``, ``code_version``, ...), ``run_id``, ``materialized_at`` and ``source``
+        (``dagster``); ``status`` is ``failed`` (with ``reason``) after a failure, ``missing``
+        without a materialization. For a track that Dagster has no materialization of but
+        the catalog's ledger has (outside Dagster's window), the answer comes from the
+        catalog (:func:`_catalog_answer`, ``source`` ``catalog``, with a ``note``). The keys
+        come from the asset's metadata, so this stays a dict.
 
     Raises
     ------
@@ -131,10 +148,13 @@ def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[s
         raise ParameterError(f"unknown asset {asset!r}; known: {', '.join([*planned, *tables])}")
     if asset in tables and track_id is not None:
         raise ParameterError(f"{asset} is a catalog-level table: it has no per-track value")
+    import dagster as dg  # noqa: PLC0415 - ~1.2 s that `klio-assets status` does without
+
     instance = dg.DagsterInstance.get()
+    catalog = get_catalog(settings.catalog_url)
     if track_id is not None:
         validate_track_id(track_id)
-        if not get_catalog(settings.catalog_url).resolve([track_id]):
+        if not catalog.resolve([track_id]):
             raise ParameterError(
                 f"track {track_id!r} is not registered (`klio-assets tracks` lists them)"
             )
@@ -148,7 +168,9 @@ def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[s
     failure = None
     if track_id is not None:
         out["track_id"] = track_id
-        failure = get_catalog(settings.catalog_url).failures(asset, [track_id]).get(track_id)
+        failure = catalog.failures(asset, [track_id]).get(track_id)
+        if not records:
+            out.update(_catalog_answer(settings, catalog, planned[asset], track_id))
     if records:
         record = records[0]
         if track_id is None and record.partition_key is not None:
@@ -160,11 +182,48 @@ def collect_show(settings: Settings, asset: str, track_id: str | None) -> dict[s
             out.update({k: v.value for k, v in materialization.metadata.items()})
         out["run_id"] = record.run_id
         out["materialized_at"] = record.timestamp
+        out["source"] = "dagster"
     if failure is not None:
         out["status"] = "failed"
         out["reason"] = failure
-    elif not records:
+    elif not records and "status" not in out:
         out["status"] = "missing"
         if track_id is None and asset not in tables:
             out["note"] = "no track has it yet; give a TRACK_ID to see one track"
     return out
+
+
+def _catalog_answer(
+    settings: Settings, catalog: TrackCatalog, planned: PlannedAnalysis, track_id: str
+) -> dict[str, Any]:
+    """What the catalog knows of ``planned``'s output for ``track_id``; empty without a
+    ledger row.
+
+    Returns
+    -------
+    dict
+        The features row's scalar fields (for an analysis that keeps some), then ``status``
+        (``materialized``), ``code_version`` (the ledger's version), ``uri`` (the features
+        row's, else where the storage keeps that version's output), ``run_id``,
+        ``materialized_at``, ``source`` (``catalog``) and a ``note``.
+    """
+    entry = catalog.ledger_entry(planned.name, track_id)
+    if entry is None:
+        return {}
+    features = catalog.feature_row(planned.name, track_id)
+    if features is not None and features.version != entry.version:
+        features = None  # of another version than the ledger's output
+    uri = features.uri if features is not None else ""
+    if not uri:
+        at_version = replace(planned, version=entry.version)
+        uri = Layout(Storage(settings.storage)).output_uri(at_version, track_id)
+    return {
+        **(features.fields if features is not None else {}),
+        "status": "materialized",
+        "code_version": entry.version,
+        "uri": uri,
+        "run_id": entry.run_id,
+        "materialized_at": entry.materialized_at,
+        "source": "catalog",
+        "note": OUTSIDE_WINDOW_NOTE,
+    }
