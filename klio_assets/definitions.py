@@ -11,8 +11,14 @@ from __future__ import annotations
 import dagster as dg
 
 from klio_assets.analyses import load_analyses
+from klio_assets.automation.service import Automation
 from klio_assets.orchestration.assets import GROUP_NAME, build_analysis_assets
 from klio_assets.orchestration.catalog_assets import build_catalog_assets
+from klio_assets.orchestration.catalog_ranges import (
+    CATALOG_RANGES_JOB,
+    build_catalog_ranges_asset,
+    ranges_partitions,
+)
 from klio_assets.orchestration.partitions import tracks_partitions
 from klio_assets.orchestration.source_files import source_files_spec
 from klio_assets.resources import (
@@ -45,6 +51,17 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         partitions_def=tracks_partitions,
         description="Materialize analyses for a range of tracks (one Beam job per run).",
     )
+    automation = Automation.build(settings, analyses)
+    ranges_asset = build_catalog_ranges_asset(
+        analyses, automation.planned, selected=automation.selected
+    )
+    ranges_job = dg.define_asset_job(
+        CATALOG_RANGES_JOB,
+        selection=dg.AssetSelection.assets(ranges_asset),
+        partitions_def=ranges_partitions,
+        description="Bring one catalog range (tracks outside Dagster's window) up to date: one "
+        "Beam job, one materialization.",
+    )
     catalog_assets = build_catalog_assets({a.name: a for a in analyses})
     catalog_job = dg.define_asset_job(
         CATALOG_JOB_NAME,
@@ -54,7 +71,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     storage = StorageResource(root=settings.storage)
     catalog = CatalogResource(url=settings.catalog_url)
     auto_sensors, auto_schedules = build_automation(
-        settings, analyses, job_name=JOB_NAME, catalog=catalog, storage=storage
+        settings,
+        analyses,
+        job_name=JOB_NAME,
+        catalog=catalog,
+        storage=storage,
+        window_jobs=(job, ranges_job),
     )
     catalog_schedule = dg.ScheduleDefinition(
         name="catalog_tables_schedule",
@@ -69,8 +91,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         "their last update (cost follows what changed).",
     )
     return dg.Definitions(
-        assets=[source_files_spec(GROUP_NAME), analyses_asset, *catalog_assets],
-        jobs=[job, catalog_job],
+        assets=[source_files_spec(GROUP_NAME), analyses_asset, ranges_asset, *catalog_assets],
+        jobs=[job, catalog_job, ranges_job],
         sensors=[*SENSORS, *auto_sensors],
         schedules=[*SCHEDULES, *auto_schedules, catalog_schedule],
         resources={

@@ -56,6 +56,12 @@ DEFAULT_BACKFILL_CRON = "0 3 * * *"
 DEFAULT_CATALOG_TABLES_CRON = "*/30 * * * *"
 DEFAULT_BACKFILL_MAX_RUNS = 50
 DEFAULT_SOURCE_CHECKS_PER_TICK = 1000
+#: Dagster's UI slows past ~40k partitions of one asset; its docs advise at most ~100k.
+DEFAULT_WINDOW_MAX_TRACKS = 50_000
+#: A day of new tracks at the seed's 40,000 a day stays in the window.
+DEFAULT_WINDOW_RETAIN_S = 86_400.0
+DEFAULT_WINDOW_CHECKS_PER_TICK = 5000
+DEFAULT_RANGE_SIZE = 5000
 DEFAULT_SENSOR_INTERVAL_S = 30
 #: Later runs that retry a track after a transient failure (storage, timeout, lost worker).
 DEFAULT_MAX_TRANSIENT_RETRIES = 3
@@ -283,6 +289,39 @@ class Settings(BaseSettings):
         DEFAULT_BACKFILL_MAX_RUNS,
         ge=1,
         description="Most runs one backfill tick launches.",
+        json_schema_extra=_doc("automation"),
+    )
+    window_max_tracks: int = Field(
+        DEFAULT_WINDOW_MAX_TRACKS,
+        ge=1,
+        le=1_000_000,
+        description="Most tracks in Dagster's window (the `tracks` partitions): new tracks and "
+        "tracks with work to do enter it while it has room; the others are registered in the "
+        "catalog only and run as catalog ranges (`catalog_ranges` asset).",
+        json_schema_extra=_doc("automation"),
+    )
+    window_retain_s: float = Field(
+        DEFAULT_WINDOW_RETAIN_S,
+        ge=0,
+        description="Seconds a track stays in the window after entering it; then, once done for "
+        "every current analysis, `window_retention_sensor` takes it out (its partition, and "
+        "the runs of tracks all out of the window). The catalog keeps it.",
+        json_schema_extra=_doc("automation"),
+    )
+    window_checks_per_tick: int = Field(
+        DEFAULT_WINDOW_CHECKS_PER_TICK,
+        ge=1,
+        le=100_000,
+        description="Window tracks `window_retention_sensor` checks per tick (it goes through "
+        "the window in order, then starts again).",
+        json_schema_extra=_doc("automation"),
+    )
+    range_size: int = Field(
+        DEFAULT_RANGE_SIZE,
+        ge=1,
+        le=50_000,
+        description="Tracks with work to do per catalog range: one Beam job, recorded as one "
+        "materialization of the `catalog_ranges` asset (5,000-50,000 at scale).",
         json_schema_extra=_doc("automation"),
     )
 

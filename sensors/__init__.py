@@ -34,6 +34,7 @@ from klio_assets.sensors.backfill import build_backfill_schedule
 from klio_assets.sensors.landing import build_landing_sensor
 from klio_assets.sensors.propagation import build_propagation_sensor
 from klio_assets.sensors.source_changes import build_source_changes_sensor
+from klio_assets.sensors.window import build_catalog_ranges_sensor, build_retention_sensor
 
 from klio_assets.automation.landing import Subscriber
 from klio_assets.automation.service import Automation
@@ -53,6 +54,7 @@ def build_automation(
     subscriber: Subscriber | Callable[[], Subscriber] | None = None,
     catalog: CatalogResource | None = None,
     storage: StorageResource | None = None,
+    window_jobs: tuple[Any, Any] | None = None,
 ) -> tuple[list[dg.SensorDefinition], list[dg.ScheduleDefinition]]:
     """The landing, propagation and source changes sensors and the catalog backfill schedule.
 
@@ -68,6 +70,9 @@ def build_automation(
         ``google.cloud.pubsub_v1``.
     catalog, storage : CatalogResource, StorageResource, optional
         The Definitions' resources (default: built from ``settings``, as the Definitions do).
+    window_jobs : (job, job), optional
+        The analyses job (named ``job_name``) and the ``catalog_ranges_job``, as definitions:
+        the catalog ranges sensor, which launches both, is built when they are given.
 
     Raises
     ------
@@ -81,7 +86,10 @@ def build_automation(
         build_landing_sensor(automation, job_name=job_name, catalog=catalog, subscriber=subscriber),
         build_propagation_sensor(automation, job_name=job_name, catalog=catalog),
         build_source_changes_sensor(automation, job_name=job_name, catalog=catalog),
+        build_retention_sensor(automation, job_name=job_name, catalog=catalog),
     ]
+    if window_jobs is not None:
+        sensors.append(build_catalog_ranges_sensor(automation, jobs=window_jobs, catalog=catalog))
     schedule = build_backfill_schedule(
         automation, job_name=job_name, catalog=catalog, storage=storage
     )

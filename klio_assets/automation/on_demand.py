@@ -1,5 +1,5 @@
 """The automation on demand (``klio-assets automation MODE``): a dry run of any mode, or the
-backfill schedule's tick now, launched in this process.
+backfill schedule's tick (or a retention tick) now, in this process.
 
 The sensors and the schedule run in the daemon; this is what a user (or a test) calls to see
 what they would do, or to catch up without waiting for the schedule. The returned objects
@@ -16,7 +16,7 @@ import dagster as dg
 
 from klio_assets.analyses import load_analyses
 from klio_assets.automation.backfill import STATE_KEY, BackfillRun
-from klio_assets.automation.preview import preview
+from klio_assets.automation.preview import preview, retention_report
 from klio_assets.automation.service import Automation
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.orchestration import launch
@@ -32,12 +32,13 @@ def automation_now(mode: str, settings: Settings, *, dry_run: bool, force: bool)
 
     Parameters
     ----------
-    mode : {"landing", "propagation", "backfill", "source_changes"}
+    mode : {"landing", "propagation", "backfill", "source_changes", "retention", "catalog_ranges"}
         The sensor or schedule.
     settings : Settings
         The deployment (Dagster's instance is ``DAGSTER_HOME``'s).
     dry_run : bool
-        Change nothing; without it only ``backfill`` can run here.
+        Change nothing; without it only ``backfill`` (its runs) and ``retention`` (a tick of
+        the window's retention, from its stored cursor) can run here.
     force : bool
         Recompute where outputs exist (with ``dry_run``: count them as computed).
 
@@ -59,6 +60,10 @@ def automation_now(mode: str, settings: Settings, *, dry_run: bool, force: bool)
     analyses = load_analyses(settings.analysis_modules)
     if dry_run:
         return preview(mode, instance, catalog, settings, analyses, force=force)
+    if mode == "retention":
+        automation = Automation.build(settings, analyses)
+        window = retention_report(automation, instance, catalog, dry_run=False)
+        return {"mode": mode, "dry_run": False, "force": force, "requests": [], "window": window}
     return backfill_now(settings, instance, catalog, analyses, force=force)
 
 

@@ -4,7 +4,10 @@ For the landing sensor: the files and messages its next tick would take (from it
 cursor), which of them are new, known or refused, and the runs it would request; for the
 propagation sensor: the runs it would request for the runs finished since its cursor; for the
 source changes sensor: the files of its next page that changed and the runs it would request
-(no observation is written); for the backfill schedule: its plan for a tick now. For every run, per analysis, how many tracks would
+(no observation is written); for the backfill schedule: its plan for a tick now; for the window
+retention sensor: the tracks that would leave Dagster's window and the runs that would be
+deleted; for the catalog ranges sensor: the ranges it would run and the tracks that would enter
+the window again. For every run, per analysis, how many tracks would
 be computed and how many skipped (Dagster has a materialization and the output for the
 current version exists; ``--force`` computes all). Nothing is registered, acknowledged,
 launched or stored: Pub/Sub messages pulled to look at them are released for redelivery at once.
@@ -26,13 +29,18 @@ from klio_assets.automation.service import MODES, Automation
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.catalog.failures import held_failures
 from klio_assets.errors import ParameterError
+from klio_assets.orchestration.catalog_ranges import range_key
 from klio_assets.orchestration.dagster_internals.instigators import stored_cursor
-from klio_assets.orchestration.launch import tracks_to_run
+from klio_assets.orchestration.launch import recorded_materializations, tracks_to_run
 from klio_assets.orchestration.ranges import partition_ranges
 from klio_assets.orchestration.selection import retry_policy
+from klio_assets.orchestration.window import window_size
 from klio_assets.resources.storage import StorageResource
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import Storage
+
+#: The analyses job (its runs are the ones the retention deletes).
+ANALYSES_JOB = "audio_analyses_job"
 
 
 def automation_selection(settings: Settings, analyses: Sequence[Any]) -> list[str]:
@@ -144,6 +152,10 @@ def preview(
         _propagation(dry)
     elif mode == "source_changes":
         _source_changes(dry)
+    elif mode == "retention":
+        dry.report["window"] = retention_report(dry.automation, dry.instance, dry.catalog)
+    elif mode == "catalog_ranges":
+        _catalog_ranges(dry)
     else:
         _backfill(dry)
     return dry.report
@@ -202,3 +214,55 @@ def _backfill(dry: _Preview) -> None:
     dry.report["deferred_runs"] = plan.deferred_runs
     for run in plan.runs:
         dry.report["requests"].append(dry.request(run.selected, run.track_ids))
+
+
+def retention_report(
+    automation: Automation,
+    instance: dg.DagsterInstance,
+    catalog: TrackCatalog,
+    *,
+    dry_run: bool = True,
+) -> dict[str, Any]:
+    """The window retention's next tick (from its stored cursor): the ``window`` object of
+    ``klio-assets automation retention [--dry-run] --json``."""
+    size = window_size(instance)
+    tick = automation.retention(
+        instance,
+        catalog,
+        job_name=ANALYSES_JOB,
+        cursor=stored_cursor(instance, "window_retention_sensor"),
+        dry_run=dry_run,
+    )
+    return {
+        "size": size,
+        "max_tracks": automation.settings.window_max_tracks,
+        "checked": tick.checked,
+        "leave": tick.left,
+        "leave_failed": tick.left_failed,
+        "working": tick.working,
+        "young": tick.young,
+        "in_flight": tick.in_flight,
+        "runs_deleted": tick.runs_deleted,
+    }
+
+
+def _catalog_ranges(dry: _Preview) -> None:
+    automation = dry.automation
+    cursor = stored_cursor(dry.instance, "catalog_ranges_sensor")
+    tick = automation.catalog_ranges(dry.instance, dry.catalog, cursor=cursor, dry_run=True)
+    dry.report["ranges"] = [
+        {"partition": range_key(first, last), "first_seq": first, "last_seq": last, "tracks": n}
+        for first, last, n in tick.ranges
+    ]
+    dry.report["entering"] = tick.entering
+    # Tracks entering the window have no partition yet: runs over them, in the order given,
+    # what is done read from the catalog's ledger (Dagster forgot them).
+    dry.materialized.update(
+        recorded_materializations(
+            dry.instance, dry.catalog, automation.planned, automation.selected, tick.entering
+        )
+    )
+    batch_size = automation.settings.batch_size
+    for start in range(0, len(tick.entering), batch_size):
+        chunk = tick.entering[start : start + batch_size]
+        dry.report["requests"].append(dry.request(automation.selected, chunk))

@@ -12,7 +12,11 @@ are and where new tracks come from. Its methods are the modes:
 * :meth:`Automation.backfill`: missing, failed and stale tracks in bounded runs
   (:mod:`klio_assets.automation.backfill`);
 * :meth:`Automation.source_changes`: a sweep of the source files, observing those changed on
-  disk and recomputing what came from them (:mod:`klio_assets.automation.source_changes`).
+  disk and recomputing what came from them (:mod:`klio_assets.automation.source_changes`);
+* :meth:`Automation.retention`: done tracks leave Dagster's window
+  (:mod:`klio_assets.automation.retention`);
+* :meth:`Automation.catalog_ranges`: work outside the window, back into it or as catalog
+  ranges (:mod:`klio_assets.automation.catalog_ranges`).
 
 The sensors (:mod:`klio_assets.sensors`) turn their results into ``SensorResult``s, the CLI
 and :mod:`klio_assets.automation.preview` into reports; the catalog and storage come from the
@@ -28,9 +32,11 @@ from typing import Any
 import dagster as dg
 
 from klio_assets.automation.backfill import BackfillPlan, plan_backfill
+from klio_assets.automation.catalog_ranges import CatalogRangesTick, catalog_ranges_tick
 from klio_assets.automation.landing.pubsub import Subscriber
 from klio_assets.automation.landing.tick import LandingTick, landing_tick
 from klio_assets.automation.propagation import PropagationTick, propagation_tick
+from klio_assets.automation.retention import RetentionTick, retention_tick
 from klio_assets.automation.source_changes import SourceChangesTick, source_changes_tick
 from klio_assets.catalog.database import TrackCatalog
 from klio_assets.errors import ParameterError
@@ -41,7 +47,7 @@ from klio_assets.worker.plan import SOURCE_ASSET, PlannedAnalysis, plan_analyses
 from klio_assets.worker.storage import Storage
 
 #: The modes `klio-assets automation MODE --dry-run` previews.
-MODES = ("landing", "propagation", "backfill", "source_changes")
+MODES = ("landing", "propagation", "backfill", "source_changes", "retention", "catalog_ranges")
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ class Automation:
             subscriber=subscriber,
             roots=self.message_roots,
             dry_run=dry_run,
+            window=settings.window_max_tracks,
         )
 
     def propagation(
@@ -173,6 +180,58 @@ class Automation:
             cursor=cursor,
             allowed=self.selected,
             per_tick=self.settings.source_checks_per_tick,
+            dry_run=dry_run,
+        )
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """The analyses the automation runs, to their current output versions."""
+        return {name: self.planned[name].version for name in self.selected}
+
+    def retention(
+        self,
+        instance: dg.DagsterInstance,
+        catalog: TrackCatalog,
+        *,
+        job_name: str,
+        cursor: str | None,
+        dry_run: bool = False,
+    ) -> RetentionTick:
+        """One retention tick (see :func:`klio_assets.automation.retention.retention_tick`)."""
+        return retention_tick(
+            instance,
+            catalog,
+            versions=self.versions,
+            job_name=job_name,
+            cursor=cursor,
+            per_tick=self.settings.window_checks_per_tick,
+            retain_s=self.settings.window_retain_s,
+            policy=retry_policy(self.settings),
+            inputs=self.graph,
+            dry_run=dry_run,
+        )
+
+    def catalog_ranges(
+        self,
+        instance: dg.DagsterInstance,
+        catalog: TrackCatalog,
+        *,
+        cursor: str | None,
+        dry_run: bool = False,
+    ) -> CatalogRangesTick:
+        """One catalog ranges tick (see
+        :func:`klio_assets.automation.catalog_ranges.catalog_ranges_tick`)."""
+        return catalog_ranges_tick(
+            instance,
+            catalog,
+            planned=self.planned,
+            selected=self.selected,
+            cursor=cursor,
+            range_size=self.settings.range_size,
+            max_runs=self.settings.backfill_max_runs,
+            window=self.settings.window_max_tracks,
+            batch_size=self.settings.batch_size,
+            policy=retry_policy(self.settings),
             dry_run=dry_run,
         )
 

@@ -32,6 +32,7 @@ from klio_assets.catalog.ledger import changed_sources
 from klio_assets.orchestration.ranges import partition_ranges
 from klio_assets.orchestration.source_files import observe_sources, stat_version
 from klio_assets.orchestration.staleness import stale_groups
+from klio_assets.orchestration.window import admit
 from klio_assets.settings import Settings
 from klio_assets.worker.storage import source_stats
 
@@ -118,6 +119,8 @@ def source_changes_tick(
     if not changed:
         return tick
     tick.versions = {t: stat_version(stat) for t in changed if (stat := stats.get(t))}
+    if not dry_run:  # a track out of Dagster's window enters it again, to be run per track
+        admit(instance, changed, cap=None)
     groups = stale_groups(settings, instance, catalog, list(allowed), changed, observe=not dry_run)
     tick.groups = {names: tracks for names, tracks in groups.items() if names and tracks}
     return tick

@@ -12,7 +12,12 @@ from klio_assets.errors import KlioAssetsError
 
 
 @click.command()
-@click.argument("mode", type=click.Choice(["landing", "propagation", "backfill", "source_changes"]))
+@click.argument(
+    "mode",
+    type=click.Choice(
+        ["landing", "propagation", "backfill", "source_changes", "retention", "catalog_ranges"]
+    ),
+)
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -25,15 +30,16 @@ from klio_assets.errors import KlioAssetsError
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def automation(mode: str, dry_run: bool, force: bool, as_json: bool) -> None:
-    """What the daemon's automation does: the landing, propagation and source changes sensors,
-    the catalog backfill.
+    """What the daemon's automation does: the landing, propagation, source changes, window
+    retention and catalog ranges sensors, the catalog backfill.
 
     --dry-run shows what MODE would do now (from the sensors' stored cursors); without it,
-    ``backfill`` launches the schedule's runs now, in this process. The sensors run in the
-    daemon (klio-assets dev, KLIO_ASSETS_AUTOMATION=running).
+    ``backfill`` launches the schedule's runs now, in this process, and ``retention`` takes
+    done tracks out of Dagster's window now. The sensors run in the daemon (klio-assets dev,
+    KLIO_ASSETS_AUTOMATION=running).
     """
     settings = load_settings()
-    if not dry_run and mode != "backfill":
+    if not dry_run and mode not in ("backfill", "retention"):
         fail(
             f"the {mode} sensor runs in the daemon ({self_command()} dev); "
             "--dry-run shows what it would do"

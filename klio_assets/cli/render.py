@@ -272,7 +272,7 @@ def print_automation(mode: str, plan: Mapping[str, Any], *, dry_run: bool) -> No
         Say that nothing changed.
     """
     click.echo(f"{mode}{' (dry run: nothing changed)' if dry_run else ''}")
-    for key in ("registers", "reasons", "checks"):
+    for key in ("registers", "reasons", "checks", "window", "ranges", "entering"):
         if key in plan:
             click.echo(f"  {key}: {json.dumps(plan[key], default=str)[:2000]}")
     for request in plan["requests"]:

@@ -74,6 +74,7 @@ def add_tracks(
         get_catalog(settings.catalog_url),
         found.tracks,
         alternates=found.alternates,
+        window=settings.window_max_tracks,
     )
     refused = [*found.rejected, *registration.conflicts.items()]
     return Intake(registration=registration, refused=refused)

@@ -10,11 +10,12 @@ launched from the UI.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
 
+from klio_assets.catalog.database import TrackCatalog
 from klio_assets.catalog.trackids import validate_track_id
 from klio_assets.errors import ParameterError
 from klio_assets.orchestration.home import (  # noqa: F401 - re-exported
@@ -37,6 +38,7 @@ __all__ = [
     "execute_catalog_tables",
     "execute_range",
     "existing_outputs",
+    "recorded_materializations",
     "resolve_tracks",
     "tracks_to_run",
     "with_missing_upstreams",
@@ -44,9 +46,16 @@ __all__ = [
 
 
 def resolve_tracks(
-    instance: dg.DagsterInstance, requested: Sequence[str] | None
+    instance: dg.DagsterInstance,
+    requested: Sequence[str] | None,
+    catalog: TrackCatalog | None = None,
 ) -> tuple[list[str], list[str]]:
-    """All partition keys in order, and the requested ones (all when ``requested`` is empty).
+    """The window's partition keys in order, and the requested tracks (all when empty).
+
+    With ``catalog``, tracks registered but outside Dagster's window
+    (:mod:`klio_assets.orchestration.window`) are wanted too: the requested ones, or with
+    none requested every registered track (window first, then the others in registration
+    order); they are not in the first list.
 
     Raises
     ------
@@ -55,11 +64,17 @@ def resolve_tracks(
     """
     ordered = ordered_keys(instance)
     if not requested:
-        return ordered, ordered
+        if catalog is None:
+            return ordered, ordered
+        inside = set(ordered)
+        return ordered, [*ordered, *(t for t in catalog.track_ids() if t not in inside)]
     for track_id in requested:
         validate_track_id(track_id)
     known = set(ordered)
     unknown = [t for t in requested if t not in known]
+    if unknown and catalog is not None:
+        registered = catalog.resolve(unknown)
+        unknown = [t for t in unknown if t not in registered]
     if unknown:
         shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         raise ParameterError(f"tracks not registered: {shown} (klio-assets add)")
@@ -121,6 +136,26 @@ def execute_range(
 def materialized_tracks(instance: dg.DagsterInstance, name: str) -> set[str]:
     """Partitions of asset ``name`` that Dagster has a materialization for."""
     return set(instance.get_materialized_partitions(dg.AssetKey(name)))
+
+
+def recorded_materializations(
+    instance: dg.DagsterInstance,
+    catalog: TrackCatalog,
+    planned: Mapping[str, PlannedAnalysis],
+    selected: Sequence[str],
+    outside: Collection[str],
+) -> dict[str, set[str]]:
+    """Per analysis, the partitions Dagster has a materialization for plus, among ``outside``
+    (tracks out of Dagster's window: it forgot them), those the catalog's ledger has at the
+    current version: the ``materialized`` argument of :func:`tracks_to_run`."""
+    out: dict[str, set[str]] = {}
+    wanted = sorted(outside)
+    for name in selected:
+        out[name] = materialized_tracks(instance, name)
+        if wanted:
+            missing = set(catalog.not_materialized(name, planned[name].version, wanted))
+            out[name] |= set(wanted) - missing
+    return out
 
 
 def tracks_to_run(

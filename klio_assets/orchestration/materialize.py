@@ -26,6 +26,7 @@ from klio_assets.orchestration import launch
 from klio_assets.orchestration.invocation import Invocation
 from klio_assets.orchestration.lineage import ancestors
 from klio_assets.orchestration.selection import RunSelection, engine_inputs, retry_policy
+from klio_assets.orchestration.window import admit
 from klio_assets.settings import Settings
 from klio_assets.worker.plan import PlannedAnalysis
 from klio_assets.worker.storage import Storage
@@ -118,7 +119,8 @@ def plan_run(
         A wanted track ID is invalid or not registered.
     """
     instance = dg.DagsterInstance.get()
-    ordered, wanted = launch.resolve_tracks(instance, tracks)
+    ordered, wanted = launch.resolve_tracks(instance, tracks, catalog)
+    outside = _outside_window(ordered, wanted)
     planned = selection.planned
     selected: list[str] = list(selection.selected)
     upstream_added: list[str] = []
@@ -148,11 +150,26 @@ def plan_run(
                 retry_policy(settings, backoff=False),
                 inputs=engine_inputs(settings),
             )
-        todo, already_done = launch.tracks_to_run(instance, storage, planned, selected, wanted)
+        todo, already_done = launch.tracks_to_run(
+            instance,
+            storage,
+            planned,
+            selected,
+            wanted,
+            materialized=launch.recorded_materializations(
+                instance, catalog, planned, selected, outside
+            ),
+        )
         todo, already_done = _without_changed_sources(catalog, wanted, todo, already_done)
         todo = _without_held(todo, selected, already_done, held)
         if not dry_run:
             enter_in_ledger(catalog, planned, already_done)
+    # Tracks out of Dagster's window that need a run enter it again (this one is asked for):
+    # at its end, in the order wanted, so the ranges below are contiguous there too.
+    entering = [t for t in todo if t in outside]
+    if entering and not dry_run:
+        admit(instance, entering, cap=None)
+    ordered = [*ordered, *entering]
     return RunPlan(
         instance=instance,
         selection=selection,
@@ -164,6 +181,12 @@ def plan_run(
         already_done=already_done,
         failed_earlier={name: tracks for name, tracks in held.items() if tracks},
     )
+
+
+def _outside_window(ordered: Sequence[str], wanted: Sequence[str]) -> set[str]:
+    """The wanted tracks that are not ``tracks`` partitions (registered, out of the window)."""
+    inside = set(ordered)
+    return {t for t in wanted if t not in inside}
 
 
 def _without_held(

@@ -15,7 +15,8 @@ import dagster as dg
 from klio_assets.catalog.database import Registration, TrackCatalog, registered_uri
 from klio_assets.catalog.trackids import validate_track_id
 from klio_assets.orchestration.home import home_lock
-from klio_assets.orchestration.partitions import TRACKS, add_track_partitions
+from klio_assets.orchestration.partitions import TRACKS
+from klio_assets.orchestration.window import admit
 from klio_assets.worker.plan import Layout, PlannedAnalysis
 from klio_assets.worker.storage import Storage
 
@@ -26,11 +27,14 @@ def register_tracks(
     tracks: Sequence[tuple[str, str]],
     *,
     alternates: Mapping[str, tuple[str, str]] | None = None,
+    window: int | None = None,
 ) -> Registration:
     """Add tracks to the catalog and as ``tracks`` partitions, in batches and in order.
 
     Partitions are added for every track registered here (new or already known), so that a
-    registration interrupted between the catalog and Dagster is completed by adding again.
+    registration interrupted between the catalog and Dagster is completed by adding again,
+    while Dagster's window has room (:func:`klio_assets.orchestration.window.admit`): the
+    others are in the catalog only, and the catalog ranges run them.
 
     Parameters
     ----------
@@ -39,6 +43,8 @@ def register_tracks(
         (:attr:`klio_assets.catalog.discovery.Discovery.alternates`): a file keeps the one it
         is registered under, a new one takes the first free (``hello.flac`` added after
         ``hello.wav`` and ``hello.opus`` becomes ``hello-flac``).
+    window : int, optional
+        Most tracks in Dagster's window (``KLIO_ASSETS_WINDOW_MAX_TRACKS``); None: no cap.
     """
     for track_id, _ in tracks:
         validate_track_id(track_id)
@@ -49,7 +55,7 @@ def register_tracks(
             tracks = _settle_names(catalog, tracks, alternates)
         outcome = catalog.register(tracks)
         keys = [t for t, _ in tracks if t not in outcome.conflicts]
-        add_track_partitions(instance, keys)
+        admit(instance, keys, cap=window)
     return outcome
 
 

@@ -88,7 +88,7 @@ def stale_groups(
         build_analysis_assets(analyses, batch_size=settings.batch_size, params=settings.params),
     ]
     names = [a.name for a in analyses if not assets or a.name in assets]
-    _, wanted = launch.resolve_tracks(instance, tracks)
+    _, wanted = launch.resolve_tracks(instance, tracks, catalog)
     if observe:
         observe_sources(instance, catalog, wanted)  # files changed on disk: a new data version
     lineage = parents(analyses)

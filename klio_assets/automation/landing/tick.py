@@ -101,6 +101,7 @@ def landing_tick(
     roots: Sequence[str] | None = None,
     dry_run: bool = False,
     now: float | None = None,
+    window: int | None = None,
 ) -> LandingTick:
     """Take what landed since ``cursor``: register it and say which ranges to run.
 
@@ -121,6 +122,9 @@ def landing_tick(
     dry_run : bool
         Find and report only: register nothing, acknowledge nothing (pulled messages are
         released for redelivery at once), keep the cursor.
+    window : int, optional
+        Most tracks in Dagster's window: new tracks beyond it are registered in the catalog
+        only (the catalog ranges run them); None: no cap.
 
     Raises
     ------
@@ -141,7 +145,11 @@ def landing_tick(
         # same-stem files (hello.wav, hello.opus) get distinct IDs, as with `klio-assets add`
         alternates = {f.uri: (f.track_id, alternate_track_id(f.uri)) for f in tick.files}
         outcome = register_tracks(
-            instance, catalog, _unique(tracks, tick.refused, alternates), alternates=alternates
+            instance,
+            catalog,
+            _unique(tracks, tick.refused, alternates),
+            alternates=alternates,
+            window=window,
         )
         tick.new, tick.known = outcome.added, outcome.known
         tick.refused.extend((track_id, reason) for track_id, reason in outcome.conflicts.items())

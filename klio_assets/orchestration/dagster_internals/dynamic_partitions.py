@@ -232,3 +232,66 @@ def postgres_bulk_insert(
             conn.execute(statement, {"keys": list(batch)})
 
     return insert
+
+
+def count_keys(instance: dg.DagsterInstance, name: str) -> int:
+    """How many keys ``name`` has: one indexed ``count``, without listing them (falls back to
+    ``len(get_dynamic_partitions)``)."""
+    access = _table_access(instance)
+    if access is None:
+        return len(instance.get_dynamic_partitions(name))
+    sa, table = access.sa, access.table
+    query = sa.select(sa.func.count()).select_from(table)
+    with access.connect() as conn:
+        return int(conn.execute(query.where(table.c.partitions_def_name == name)).scalar_one())
+
+
+def keys_page(
+    instance: dg.DagsterInstance, name: str, *, after_id: int, limit: int
+) -> list[tuple[int, str, float]] | None:
+    """One page of ``name``'s keys in insertion order: ``(row id, key, added at)`` with row id
+    above ``after_id``; O(page). ``None`` when the private path is unavailable."""
+    access = _table_access(instance)
+    if access is None:
+        return None
+    sa, table = access.sa, access.table
+    query = (
+        sa.select(table.c.id, table.c.partition, table.c.create_timestamp)
+        .where(table.c.partitions_def_name == name, table.c.id > after_id)
+        .order_by(table.c.id)
+        .limit(limit)
+    )
+    with access.connect() as conn:
+        return [(int(r[0]), r[1], _epoch(r[2])) for r in conn.execute(query)]
+
+
+def _epoch(value: Any) -> float:
+    """A ``create_timestamp`` (a naive UTC ``datetime``, or text on SQLite) as epoch seconds."""
+    import datetime  # noqa: PLC0415
+
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        return value.timestamp()
+    return float(value)
+
+
+def delete_keys(instance: dg.DagsterInstance, name: str, keys: Sequence[str]) -> None:
+    """Delete ``keys`` of ``name``: one ``DELETE ... IN`` per chunk instead of one
+    ``delete_dynamic_partition`` call per key (which it falls back to)."""
+    access = _table_access(instance)
+    if access is None:
+        for key in keys:
+            instance.delete_dynamic_partition(name, key)
+        return
+    table = access.table
+    with access.connect() as conn:
+        for start in range(0, len(keys), _CHUNK):
+            chunk = list(keys[start : start + _CHUNK])
+            conn.execute(
+                table.delete().where(
+                    table.c.partitions_def_name == name, table.c.partition.in_(chunk)
+                )
+            )

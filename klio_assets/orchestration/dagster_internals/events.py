@@ -144,3 +144,27 @@ def log_batched_failures(
             api=api,
         )
     return True
+
+
+def run_partitions(instance: dg.DagsterInstance, run_id: str) -> set[str]:
+    """The partitions a run's asset events name: one indexed query on the event log
+    (``run_id``), instead of loading the run's events (the public fallback)."""
+    try:
+        import sqlalchemy as sa  # noqa: PLC0415
+        from dagster._core.storage.event_log.schema import SqlEventLogStorageTable  # noqa: PLC0415
+
+        connect = instance.event_log_storage.index_connection  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):
+        return {
+            record.dagster_event.partition
+            for record in instance.all_logs(run_id)
+            if record.dagster_event is not None and record.dagster_event.partition
+        }
+    table = SqlEventLogStorageTable
+    query = (
+        sa.select(table.c.partition)
+        .where(table.c.run_id == run_id, table.c.partition.isnot(None))
+        .distinct()
+    )
+    with connect() as conn:
+        return {row[0] for row in conn.execute(query)}

@@ -69,6 +69,10 @@ class TrackReporter:
         Told the progress and, at the end, the summary.
     embed_image_bytes : int
         Largest image output embedded in a track's metadata (0: none).
+    events : bool
+        Log per-track Dagster events (materializations, failed partitions); False for a
+        catalog range (:mod:`klio_assets.orchestration.catalog_ranges`), whose tracks are
+        recorded in the catalog only.
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class TrackReporter:
         catalog: TrackCatalog,
         watch: RunWatch,
         embed_image_bytes: int,
+        events: bool = True,
     ):
         self.context = context
         self.scope = scope
@@ -91,6 +96,8 @@ class TrackReporter:
         self.catalog = catalog
         self.watch = watch
         self.embed_image_bytes = embed_image_bytes
+        self.events = events
+        self.summary: dict[str, Any] = {}
         self.results: dict[str, TrackResult] = {}
         self._pending: list[TrackResult] = []
         self._order = {t: i for i, t in enumerate(scope.track_ids)}
@@ -131,7 +138,7 @@ class TrackReporter:
         self._last_flush = time.monotonic()
         if not batch or self.dry_run:
             return []
-        left = self._log_events(batch)
+        left = self._log_events(batch) if self.events else []
         self._record_in_catalog(batch)
         return left
 
@@ -221,14 +228,27 @@ class TrackReporter:
                 self.catalog.record_features(name, version=version, rows=rows)
 
     def finish(
-        self, client: BeamPipesClient, *, started: float, force: bool
+        self,
+        client: BeamPipesClient,
+        *,
+        started: float,
+        force: bool,
+        fail_on_tracks: bool = True,
     ) -> Iterator[dg.AssetMaterialization]:
         """Report the tracks without a result as failed, then the run; fail it if needed.
+
+        The summary is kept in :attr:`summary`.
+
+        Parameters
+        ----------
+        fail_on_tracks : bool
+            Fail the run when some track failed (else only when the Beam job did).
 
         Raises
         ------
         dg.Failure
-            After reporting everything else, when some track failed or the Beam job did.
+            After reporting everything else, when some track failed (``fail_on_tracks``) or
+            the Beam job did.
         """
         yield from self.add(self._missing(client.error))
         yield from self.flush()
@@ -239,7 +259,7 @@ class TrackReporter:
             target=self.store.delete_tree, args=(results_folder,), daemon=True
         )
         cleanup.start()
-        summary = self._summary(client, started=started, force=force)
+        summary = self.summary = self._summary(client, started=started, force=force)
         self.watch.summary = summary
         try:
             self.store.write_json(f"{layout.run_folder(self.context.run_id)}/summary.json", summary)
@@ -251,7 +271,7 @@ class TrackReporter:
         failed = {n: _failed_reasons(self.results.values(), n) for n in self.scope.selected}
         _log_failures(self.context, failed)
         n_failed = sum(len(v) for v in failed.values())
-        if (n_failed and not self.dry_run) or client.error:
+        if (n_failed and not self.dry_run and fail_on_tracks) or client.error:
             raise _run_failure(failed, summary, client.error, len(self.scope.track_ids))
 
     def _missing(self, beam_error: BeamJobError | None) -> list[TrackResult]:
