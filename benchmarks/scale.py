@@ -32,6 +32,11 @@ Usage, from the repository root::
     python benchmarks/scale.py [--registered 1000000] [--run-tracks 1000] [--new 1000]
         [--backends sqlite,postgres] [--landing-register] [--repeat 5] [--keep]
     python benchmarks/scale.py --landing-only [--landing-folder DIR] [--backends sqlite]
+    python benchmarks/scale.py --window [--registered 10000000] [--range-tracks 5000]
+
+``--window`` measures Dagster as a window on the catalog at 10M tracks, on PostgreSQL
+(``benchmarks/window_scale.py``: registration, idle ticks, ``status``, the UI's partition
+query, a version bump's catalog ranges, a range's bookkeeping, storage per table).
 """
 
 from __future__ import annotations
@@ -380,6 +385,11 @@ def print_report(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--window" in argv:  # issue 16: Dagster as a window on a 10M-track catalog
+        import window_scale
+
+        return window_scale.main([a for a in argv if a != "--window"])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_run_arguments(parser, registered=1_000_000)
     parser.add_argument("--new", type=int, default=1000, help="files landing in the landing tick")

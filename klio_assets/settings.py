@@ -288,7 +288,8 @@ class Settings(BaseSettings):
     backfill_max_runs: int = Field(
         DEFAULT_BACKFILL_MAX_RUNS,
         ge=1,
-        description="Most runs one backfill tick launches.",
+        description="Most runs one backfill tick launches (and catalog ranges one "
+        "`catalog_ranges_sensor` tick requests).",
         json_schema_extra=_doc("automation"),
     )
     window_max_tracks: int = Field(
@@ -303,9 +304,10 @@ class Settings(BaseSettings):
     window_retain_s: float = Field(
         DEFAULT_WINDOW_RETAIN_S,
         ge=0,
-        description="Seconds a track stays in the window after entering it; then, once done for "
-        "every current analysis, `window_retention_sensor` takes it out (its partition, and "
-        "the runs of tracks all out of the window). The catalog keeps it.",
+        description="Seconds a track stays in the window after entering it; then, once settled "
+        "for every analysis the automation runs (done at the current version, or failed for "
+        "good), `window_retention_sensor` takes it out (its partition, and the runs of tracks "
+        "all out of the window). The catalog keeps it.",
         json_schema_extra=_doc("automation"),
     )
     window_checks_per_tick: int = Field(

@@ -18,9 +18,9 @@ runs (landing, propagation, the backfill schedule). For the others:
 Once the cursor reaches the last registered track it stays there: later ticks look only at
 tracks registered since, until a version changes.
 
-Failed tracks outside the window whose failure may be retried now (transient ones after their
-backoff, :class:`~klio_assets.catalog.failures.RetryPolicy`) enter the window again too, with
-per-track runs. A tick costs the page it reads and the failures: O(work found), never
+Tracks outside the window with a transient failure whose retry is due
+(:class:`~klio_assets.catalog.failures.RetryPolicy`) enter the window again too, with per-track
+runs. A tick costs the page it reads and the failures: O(work found), never
 O(catalog); planning a 10M-track version bump starts launching ranges on its first tick.
 """
 
@@ -36,7 +36,7 @@ import dagster as dg
 
 from klio_assets.automation.runs import TRIGGER_TAG, run_requests
 from klio_assets.catalog.database import TrackCatalog
-from klio_assets.catalog.failures import RetryPolicy, held_failures
+from klio_assets.catalog.failures import RetryPolicy, remembered
 from klio_assets.catalog.work import last_seq, pending_page
 from klio_assets.orchestration.catalog_ranges import CATALOG_RANGES, range_key
 from klio_assets.orchestration.ranges import partition_ranges
@@ -151,16 +151,20 @@ def _retries(
     planned: Mapping[str, PlannedAnalysis],
     selected: Sequence[str],
     policy: RetryPolicy,
+    now: float | None = None,
 ) -> list[str]:
-    """Failed tracks outside the window whose failure may be retried now (O(failures))."""
-    failed: dict[str, None] = {}
+    """Tracks outside the window with a transient failure at the current version whose retry
+    is due (O(remembered failures), no file stat: a permanent failure is tried again when its
+    file changes, which the source changes sensor sees, or when the version does, which
+    :func:`~klio_assets.catalog.work.pending_page` sees)."""
+    now = time.time() if now is None else now
+    due: dict[str, None] = {}
     for name in selected:
-        failed.update(dict.fromkeys(catalog.failures(name)))
-    if not failed:
-        return []
-    held = held_failures(catalog, planned, selected, list(failed), policy)
-    due = [t for t in failed if not any(t in held[n] for n in selected)]
-    inside = in_window(instance, due)
+        for track_id, failure in remembered(catalog, name).items():
+            at = failure.retry_at(policy)
+            if failure.version == planned[name].version and at is not None and at <= now:
+                due[track_id] = None
+    inside = in_window(instance, list(due))
     return [t for t in due if t not in inside]
 
 

@@ -11,6 +11,7 @@ import pytest
 from klio_assets.analyses import load_analyses
 from klio_assets.automation.service import Automation
 from klio_assets.catalog.database import get_catalog
+from klio_assets.catalog.failures import remember_failures
 from klio_assets.definitions import build_definitions
 from klio_assets.orchestration import launch
 from klio_assets.orchestration.catalog_ranges import CATALOG_RANGES, CATALOG_RANGES_JOB
@@ -18,6 +19,7 @@ from klio_assets.orchestration.partitions import TRACKS
 from klio_assets.orchestration.registration import register_tracks
 from klio_assets.orchestration.status import collect_show, collect_status
 from klio_assets.settings import Settings
+from klio_assets.worker.records import AnalysisOutcome, TrackResult
 from klio_assets_tests.conftest import cli_json
 from klio_assets_tests.orchestration.test_staleness import env
 
@@ -192,6 +194,27 @@ def test_a_version_bump_too_big_for_the_window_runs_as_catalog_ranges(
     # a failure that holds (a broken file) is not tried again: nothing enters, nothing runs
     again = _tick(instance, "catalog_ranges_sensor")
     assert again.run_requests == [] and _window(instance) == ["broken"]
+
+    # a transient failure outside the window (a storage error in some range), once its retry
+    # is due, brings its track back into the window with a per-track run
+    reason = "track 'ogg32': storage timed out"
+    failed = TrackResult(
+        track_id="ogg32",
+        uri=copies["ogg32"],
+        analyses={"downsampled_audio": AnalysisOutcome.failed(reason, permanent=False)},
+    )
+    catalog.record_outcomes(
+        "downsampled_audio", version=new, run_id="r", failed={"ogg32": reason}, succeeded=[]
+    )
+    remember_failures(catalog, "downsampled_audio", version=new, run_id="r", results=[failed])
+    monkeypatch.setenv("KLIO_ASSETS_WINDOW_MAX_TRACKS", "10")
+    monkeypatch.setenv("KLIO_ASSETS_TRANSIENT_RETRY_BACKOFF_S", "3600")
+    assert _tick(instance, "catalog_ranges_sensor", again.cursor).run_requests == []  # not yet
+    monkeypatch.setenv("KLIO_ASSETS_TRANSIENT_RETRY_BACKOFF_S", "0")
+    [retry] = _tick(instance, "catalog_ranges_sensor", again.cursor).run_requests
+    assert _window(instance) == ["broken", "ogg32"]
+    assert retry.tags["dagster/asset_partition_range_start"] == "ogg32"
+    assert retry.tags["klio/trigger"] == "window"
 
 
 def test_a_source_changed_outside_the_window_brings_its_track_back(env, monkeypatch):

@@ -265,3 +265,46 @@ def test_the_instigator_state_listing_relied_on_exists(instance):
 def test_the_stored_cursor_is_none_without_the_private_api(instance, monkeypatch):
     monkeypatch.setitem(sys.modules, "dagster._core.definitions.run_request", None)
     assert instigators.stored_cursor(instance, "landing_sensor") is None
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_the_window_primitives_agree_with_dagsters_public_api(request, backend):
+    """Count, page (with entry times) and bulk delete of ``tracks`` keys, private and public."""
+    import time
+
+    instance = request.getfixturevalue("instance" if backend == "sqlite" else "postgres_instance")
+    assert dynamic_partitions.count_keys(instance, TRACKS) == len(ORDER)
+    assert dynamic_partitions.count_keys(instance, OTHER) == 3
+    first = dynamic_partitions.keys_page(instance, TRACKS, after_id=0, limit=4)
+    rest = dynamic_partitions.keys_page(instance, TRACKS, after_id=first[-1][0], limit=10)
+    assert [k for _, k, _ in first + rest] == ORDER  # insertion order, other definitions skipped
+    assert all(abs(added - time.time()) < 300 for _, _, added in first + rest)  # UTC epochs
+    dynamic_partitions.delete_keys(instance, TRACKS, ["k1", "k7", "unknown"])
+    remaining = [k for k in ORDER if k not in ("k1", "k7")]
+    assert list(instance.get_dynamic_partitions(TRACKS)) == remaining
+    assert list(instance.get_dynamic_partitions(OTHER)) == ["x1", "x2", "x3"]
+    assert dynamic_partitions.count_keys(instance, TRACKS) == len(remaining)
+
+
+def test_the_window_primitives_fall_back_to_the_public_api(instance, no_private_path):
+    assert dynamic_partitions.count_keys(instance, TRACKS) == len(ORDER)
+    assert dynamic_partitions.keys_page(instance, TRACKS, after_id=0, limit=4) is None
+    dynamic_partitions.delete_keys(instance, TRACKS, ["k9"])
+    assert "k9" not in instance.get_dynamic_partitions(TRACKS)
+
+
+def test_a_runs_partitions_from_the_event_log_match_its_events(instance, monkeypatch):
+    """What the retention reads to know whether a run still has a track in the window."""
+
+    @dg.asset(partitions_def=tracks_partitions)
+    def analysis(context: dg.AssetExecutionContext) -> None:
+        return None
+
+    result = dg.materialize([analysis], instance=instance, partition_key="k9")
+    assert result.success
+    assert events.run_partitions(instance, result.run_id) == {"k9"}
+    # a Dagster that moved the table: the run's events, read the public way
+    monkeypatch.setitem(sys.modules, "dagster._core.storage.event_log.schema", None)
+    assert events.run_partitions(instance, result.run_id) == {"k9"}
