@@ -17,6 +17,8 @@ In a fresh home (a throwaway PostgreSQL server, Dagster and the catalog in two d
 4. ``klio-assets status`` (in-process, and the CLI as a user runs it);
 5. **UI**: the asset page's GraphQL for ``downsampled_audio`` (``benchmarks/ui_partitions.py``) on the
    window's partitions, most of them with a materialization event;
+   then a **busy retention tick** (``KLIO_ASSETS_WINDOW_RETAIN_S=0``): a page of 5,000 done
+   window tracks leave, and the runs whose tracks all left are deleted with their events;
 6. **a catalog backfill after a version bump** (a new ``downsampled_audio`` sample rate: all
    10M stale):
    the first ``catalog_ranges_sensor`` tick, from the catalog to the run requests of its
@@ -74,6 +76,7 @@ TARGETS = [
     ("idle_landing_tick_s", 1.0, "s"),
     ("idle_propagation_tick_s", 1.0, "s"),
     ("idle_retention_tick_s", 1.0, "s"),
+    ("busy_retention_tick_s", 10.0, "s"),
     ("idle_catalog_ranges_tick_s", 1.0, "s"),
     ("catalog_ranges_sweep_tick_s", 10.0, "s"),
     ("ui_partition_query_s", 2.0, "s"),
@@ -228,6 +231,29 @@ def ui(out: dict[str, Any], instance, home: str, version: str, fraction: float =
     )
 
 
+def retention(out: dict[str, Any], instance, catalog) -> None:
+    """Step 5b: a busy retention tick: a page of window tracks, all done and old enough, leave
+    the window, and the runs whose tracks have all left are deleted with their events."""
+    os.environ["KLIO_ASSETS_WINDOW_RETAIN_S"] = "0"
+    defs = build_definitions(Settings.from_env())
+    runs_before = instance.get_runs_count()
+    seconds, result = sensor_tick(defs, instance, "window_retention_sensor", None)
+    left = out["window_tracks"] - window_size(instance)
+    out["busy_retention_tick_s"] = round(seconds, 3)
+    out["busy_retention_left"] = left
+    out["busy_retention_runs_deleted"] = runs_before - instance.get_runs_count()
+    seconds, _ = sensor_tick(defs, instance, "window_retention_sensor", result.cursor)
+    out["busy_retention_next_tick_s"] = round(seconds, 3)
+    out["window_after_retention"] = window_size(instance)
+    print(
+        f"  retention: {left} tracks left the window and {out['busy_retention_runs_deleted']} "
+        f"runs were deleted in {out['busy_retention_tick_s']:.3f} s (next page "
+        f"{out['busy_retention_next_tick_s']:.3f} s)",
+        flush=True,
+    )
+    os.environ.pop("KLIO_ASSETS_WINDOW_RETAIN_S")
+
+
 def _klio_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(("KLIO_ASSETS_", "DAGSTER_"))}
 
@@ -366,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
                 status(out, settings, args.registered)
                 print("5. UI", flush=True)
                 ui(out, instance, settings.home, automation.versions[AUTO])
+                print("5b. a busy retention tick", flush=True)
+                retention(out, instance, catalog)
                 print("6. version bump", flush=True)
                 version_bump(out, instance, args.registered)
                 print("7. a catalog range's bookkeeping", flush=True)

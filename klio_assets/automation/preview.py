@@ -181,8 +181,13 @@ def _landing(dry: _Preview, subscriber: Any) -> None:
     # registration, computed in full; known ones are checked like any range.
     for track_range in partition_ranges(dry.instance, tick.known, batch_size):
         dry.report["requests"].append(dry.request(automation.selected, track_range))
-    for start in range(0, len(tick.new), batch_size):
-        chunk = tick.new[start : start + batch_size]
+    # Only as many as the window has room for become partitions and runs now; the others
+    # are registered in the catalog only, for the catalog ranges sensor.
+    room = max(automation.settings.window_max_tracks - window_size(dry.instance), 0)
+    entering = tick.new[:room]
+    dry.report["registers"]["outside_window"] = len(tick.new) - len(entering)
+    for start in range(0, len(entering), batch_size):
+        chunk = entering[start : start + batch_size]
         nothing = {name: 0 for name in automation.selected}
         dry.report["requests"].append(_entry(automation.selected, chunk, nothing))
 

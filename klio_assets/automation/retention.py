@@ -175,9 +175,10 @@ def _delete_runs(
     except dg.DagsterInvariantViolationError:  # the cursor's run was deleted meanwhile
         records = instance.get_run_records(filters=filters, limit=RUNS_PER_TICK, ascending=True)
     last: str | None = None
+    leaving = set(tick.left)  # gone already, or in a dry run as good as gone
     for record in records:
         run_id = record.dagster_run.run_id
-        if run_tracks_in_window(instance, run_id):
+        if run_tracks_in_window(instance, run_id) - leaving:
             last = run_id
             continue
         tick.runs_deleted.append(run_id)

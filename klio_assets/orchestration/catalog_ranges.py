@@ -20,7 +20,6 @@ never fails its range; a Beam job that dies fails the run.
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset function's annotations.
-import contextlib
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -32,16 +31,14 @@ from pydantic import Field
 from klio_assets.catalog.work import needs_in_range, seq_range
 from klio_assets.errors import ParameterError
 from klio_assets.orchestration import reporting
-from klio_assets.orchestration.launcher import BeamPipesClient, TrackRef
+from klio_assets.orchestration.run import TrackReporter, run_scope, scope_of
 from klio_assets.orchestration.run.observe import context_watch
-from klio_assets.orchestration.run.report import TrackReporter
-from klio_assets.orchestration.run.resolve import RunScope
 from klio_assets.orchestration.window import in_window
 from klio_assets.resources.beam import BeamRunnerResource
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
 from klio_assets.worker.analysis import Analysis
-from klio_assets.worker.plan import PlannedAnalysis, RunPlan, planned_for
+from klio_assets.worker.plan import PlannedAnalysis
 from klio_assets.worker.records import Status
 
 #: The asset, its partitions definition and the job running it.
@@ -173,23 +170,17 @@ def run_range(
         context.log.info(f"range {first}-{last}: nothing to do")
         metadata.update(failed=0, counts=dg.MetadataValue.json({}))
         return dg.MaterializeResult(metadata=metadata)
-    plan = RunPlan(
-        run_id=context.run_id,
-        storage_root=store.root,
-        storage_options=store.options,
-        analyses=planned_for(names, planned, graph),
-        selected=names,
-        force=False,
-        dry_run=config.dry_run,
-        lanes=beam.lanes(),
-    )
-    uris = track_catalog.resolve(track_ids)
-    scope = RunScope(
+    scope = scope_of(
+        context,
         track_ids=track_ids,
         selected=names,
-        plan=plan,
-        tracks=[TrackRef(t, uris[t]) for t in track_ids if t in uris],
-        unregistered={t for t in track_ids if t not in uris},
+        planned=planned,
+        graph=graph,
+        beam=beam,
+        store=store,
+        catalog=track_catalog,
+        force=False,
+        dry_run=config.dry_run,
     )
     context.log.info(
         f"range {first}-{last}: {len(track_ids)} tracks, analyses {', '.join(names)}: "
@@ -206,12 +197,9 @@ def run_range(
         embed_image_bytes=0,
         events=False,
     )
-    client = BeamPipesClient(beam, store)
-    # Closing the stream (an interrupt, or an error while reporting) cancels the Beam job.
-    with contextlib.closing(client.run(context, plan, scope.tracks)) as stream:
-        for results in stream:
-            reporter.add(results)
-    for _ in reporter.finish(client, started=started, force=False, fail_on_tracks=False):
+    for _ in run_scope(
+        context, scope, reporter, beam, store, started=started, force=False, fail_on_tracks=False
+    ):
         pass  # no per-track events: nothing to yield
     failed = {
         n: {

@@ -4,11 +4,13 @@ for the window runs as catalog ranges, one materialization each."""
 
 import json
 import shutil
+import time
 
 import dagster as dg
 import pytest
 
 from klio_assets.analyses import load_analyses
+from klio_assets.automation.on_demand import automation_now
 from klio_assets.automation.service import Automation
 from klio_assets.catalog.database import get_catalog
 from klio_assets.catalog.failures import remember_failures
@@ -68,6 +70,12 @@ def test_a_done_track_leaves_the_window_show_answers_and_a_version_bump_brings_i
     assert automation.selected == ["source_audio", "downsampled_audio", "loudness"]
     before = collect_show(Settings.from_env(), "loudness", "wav44")
     assert before["status"] == "computed"
+
+    # the preview (`klio-assets automation retention --dry-run`) changes nothing
+    preview = automation_now("retention", Settings.from_env(), dry_run=True, force=False)
+    assert preview["window"]["leave"] == GOOD and preview["window"]["working"] == 1
+    assert len(preview["window"]["runs_deleted"]) == 2 and len(_window(instance)) == 4
+    assert all(instance.get_run_by_id(o.run_id) for o in outcomes)
 
     result = _tick(instance, "window_retention_sensor")
     # the good tracks are done for every analysis; `broken` was never run: it stays
@@ -148,12 +156,14 @@ def test_a_version_bump_too_big_for_the_window_runs_as_catalog_ranges(
     monkeypatch.setenv("KLIO_ASSETS_PARAMS", BUMP)
     monkeypatch.setenv("KLIO_ASSETS_RANGE_SIZE", "2")
     _, bumped = _automation()
+    preview = automation_now("catalog_ranges", Settings.from_env(), dry_run=True, force=False)
     tick = _tick(instance, "catalog_ranges_sensor")
     # wav44, flac48, ogg32 and junk need work; none fits the window: two ranges of 2
     assert _window(instance) == ["broken"]
     seq = {t: catalog.seq_of(t) for t in [*GOOD, "junk"]}
     keys = [f"{seq['wav44']:010d}-{seq['flac48']:010d}", f"{seq['ogg32']:010d}-{seq['junk']:010d}"]
     assert [r.partition_key for r in tick.run_requests] == keys
+    assert [(r["partition"], r["tracks"]) for r in preview["ranges"]] == [(k, 2) for k in keys]
     assert {r.job_name for r in tick.run_requests} == {CATALOG_RANGES_JOB}
     [added] = tick.dynamic_partitions_requests
     assert list(added.partition_keys) == keys
@@ -239,3 +249,27 @@ def test_a_source_changed_outside_the_window_brings_its_track_back(env, monkeypa
         force=True,
     ).success
     assert _tick(instance, "source_changes_sensor").run_requests == []
+
+
+def test_landing_past_the_windows_cap_registers_in_the_catalog_only(env, monkeypatch, tmp_path):
+    _, instance, _, copies = env
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for name in ("new1", "new2"):
+        shutil.copyfile(copies["wav44"], landing / f"{name}.wav")
+    monkeypatch.setenv("KLIO_ASSETS_LANDING", str(landing))
+    monkeypatch.setenv("KLIO_ASSETS_LANDING_SETTLE_S", "0")
+    monkeypatch.setenv("KLIO_ASSETS_WINDOW_MAX_TRACKS", "5")  # 4 in it: room for one
+    time.sleep(0.3)  # older than the listing's clock margin
+    preview = automation_now("landing", Settings.from_env(), dry_run=True, force=False)
+    assert preview["registers"]["outside_window"] == 1
+    assert [r["tracks"] for r in preview["requests"]] == [1]
+    result = _tick(instance, "landing_sensor")
+    catalog = get_catalog(Settings.from_env().catalog_url)
+    assert catalog.resolve(["new1", "new2"]).keys() == {"new1", "new2"}
+    assert "new1" in _window(instance) and "new2" not in _window(instance)
+    [request] = result.run_requests  # the one in the window runs per track
+    assert request.tags["dagster/asset_partition_range_start"] == "new1"
+    # the other is the catalog ranges sensor's: it needs work and the window is full
+    tick = _tick(instance, "catalog_ranges_sensor")
+    assert [r.job_name for r in tick.run_requests] == [CATALOG_RANGES_JOB]

@@ -27,22 +27,26 @@ from klio_assets.orchestration.launcher import BeamPipesClient, read_results
 from klio_assets.orchestration.run.config import OP_NAME, AnalysisRunConfig, analysis_run_config
 from klio_assets.orchestration.run.observe import INVOCATION_TAG, context_watch, watching
 from klio_assets.orchestration.run.report import TrackReporter
-from klio_assets.orchestration.run.resolve import RunScope, resolve, run_track_ids
+from klio_assets.orchestration.run.resolve import RunScope, resolve, run_track_ids, scope_of
 from klio_assets.resources.beam import BeamRunnerResource
 from klio_assets.resources.catalog import CatalogResource
 from klio_assets.resources.storage import StorageResource
 from klio_assets.worker.analysis import Analysis
 from klio_assets.worker.plan import PlannedAnalysis
+from klio_assets.worker.storage import Storage
 
 __all__ = [
     "INVOCATION_TAG",
     "OP_NAME",
     "AnalysisRunConfig",
     "RunScope",
+    "TrackReporter",
     "analysis_run_config",
     "read_results",
     "run_batch",
+    "run_scope",
     "run_track_ids",
+    "scope_of",
     "watching",
 ]
 
@@ -75,7 +79,7 @@ def run_batch(
         After reporting everything else, when some track failed or the Beam job did.
     """
     started = time.perf_counter()
-    store = storage.get_storage()
+    store: Storage = storage.get_storage()
     track_catalog = catalog.get_catalog()
     scope = resolve(
         context,
@@ -96,9 +100,27 @@ def run_batch(
         watch=context_watch(context),
         embed_image_bytes=embed_image_bytes,
     )
+    yield from run_scope(context, scope, reporter, beam, store, started=started, force=config.force)
+
+
+def run_scope(
+    context: dg.AssetExecutionContext,
+    scope: RunScope,
+    reporter: TrackReporter,
+    beam: BeamRunnerResource,
+    store: Storage,
+    *,
+    started: float,
+    force: bool,
+    fail_on_tracks: bool = True,
+) -> Iterator[dg.AssetMaterialization]:
+    """Launch ``scope``'s Beam job, hand its results to ``reporter`` as they arrive, finish.
+
+    Yields what the reporter leaves to the caller (see :func:`run_batch`).
+    """
     client = BeamPipesClient(beam, store)
     # Closing the stream (an interrupt, or an error while reporting) cancels the Beam job.
     with contextlib.closing(client.run(context, scope.plan, scope.tracks)) as stream:
         for results in stream:
             yield from reporter.add(results)
-    yield from reporter.finish(client, started=started, force=config.force)
+    yield from reporter.finish(client, started=started, force=force, fail_on_tracks=fail_on_tracks)

@@ -72,21 +72,50 @@ def resolve(
     """The run's tracks resolved to their source audio, and its plan."""
     track_ids = run_track_ids(context)
     selected = [name for name in planned if dg.AssetKey(name) in context.selected_asset_keys]
+    mode = " (dry run)" if config.dry_run else " (force)" if config.force else ""
+    context.log.info(
+        f"{len(track_ids)} tracks, analyses {', '.join(selected)}{mode}: one Beam job on {beam.runner}"
+    )
+    return scope_of(
+        context,
+        track_ids=track_ids,
+        selected=selected,
+        planned=planned,
+        graph=graph,
+        beam=beam,
+        store=store,
+        catalog=catalog,
+        force=config.force,
+        dry_run=config.dry_run,
+    )
+
+
+def scope_of(
+    context: dg.AssetExecutionContext,
+    *,
+    track_ids: list[str],
+    selected: list[str],
+    planned: Mapping[str, PlannedAnalysis],
+    graph: Mapping[str, Analysis],
+    beam: BeamRunnerResource,
+    store: Storage,
+    catalog: TrackCatalog,
+    force: bool,
+    dry_run: bool,
+) -> RunScope:
+    """``track_ids`` resolved to their source audio, and the plan running ``selected`` on them
+    (a run of the analyses job, or a catalog range)."""
     plan = RunPlan(
         run_id=context.run_id,
         storage_root=store.root,
         storage_options=store.options,
         analyses=planned_for(selected, planned, graph),
         selected=selected,
-        force=config.force,
-        dry_run=config.dry_run,
+        force=force,
+        dry_run=dry_run,
         lanes=beam.lanes(),
     )
     uris = catalog.resolve(track_ids)
-    mode = " (dry run)" if config.dry_run else " (force)" if config.force else ""
-    context.log.info(
-        f"{len(track_ids)} tracks, analyses {', '.join(selected)}{mode}: one Beam job on {beam.runner}"
-    )
     return RunScope(
         track_ids=track_ids,
         selected=selected,
