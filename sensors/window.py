@@ -31,14 +31,16 @@ def build_retention_sensor(
         tick = automation.retention(
             context.instance, catalog.get_catalog(), job_name=job_name, cursor=context.cursor
         )
+        # What the tick did, on the tick in the UI (a tick without runs shows as skipped)
+        said = (
+            f"{len(tick.left)} of {tick.checked} window tracks left it "
+            f"({tick.left_failed} of them failed for good); kept: {tick.working} with work to "
+            f"do, {tick.young} too recent, {tick.in_flight} in runs; "
+            f"{len(tick.runs_deleted)} old runs deleted"
+        )
         if tick.left or tick.runs_deleted:
-            context.log.info(
-                f"{len(tick.left)} of {tick.checked} tracks left the window "
-                f"({tick.left_failed} of them failed for good); kept {tick.working} with work "
-                f"to do, {tick.young} too recent, {tick.in_flight} in runs; "
-                f"{len(tick.runs_deleted)} old runs deleted"
-            )
-        return dg.SensorResult(cursor=tick.cursor)
+            context.log.info(said)
+        return dg.SensorResult(cursor=tick.cursor, skip_reason=said)
 
     return window_retention_sensor
 
@@ -77,8 +79,19 @@ def build_catalog_ranges_sensor(
             for r in requests
         ]
         partitions = [dg.AddDynamicPartitionsRequest(CATALOG_RANGES, keys)] if keys else []
+        idle = None
+        if not requests:
+            idle = (
+                f"nothing outside the window needs work (what needs it, {tick.found} "
+                f"track{'' if tick.found == 1 else 's'}, is in the window)"
+                if tick.found
+                else "nothing outside the window needs work"
+            ) + ("; at the catalog's end" if tick.at_end else "")
         return dg.SensorResult(
-            run_requests=requests, cursor=tick.cursor, dynamic_partitions_requests=partitions
+            run_requests=requests,
+            cursor=tick.cursor,
+            dynamic_partitions_requests=partitions,
+            skip_reason=idle,
         )
 
     return catalog_ranges_sensor

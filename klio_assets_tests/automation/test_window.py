@@ -80,6 +80,10 @@ def test_a_done_track_leaves_the_window_show_answers_and_a_version_bump_brings_i
     result = _tick(instance, "window_retention_sensor")
     # the good tracks are done for every analysis; `broken` was never run: it stays
     assert _window(instance) == ["broken"]
+    # what the tick did, as the UI shows it on the tick
+    assert result.skip_reason.skip_message.startswith(
+        "3 of 4 window tracks left it (0 of them failed for good); kept: 1 with work to do"
+    )
     # the runs' tracks are all out: the runs and their per-track events are gone
     assert all(instance.get_run_by_id(o.run_id) is None for o in outcomes)
     assert not instance.fetch_materializations(
@@ -114,6 +118,10 @@ def test_a_done_track_leaves_the_window_show_answers_and_a_version_bump_brings_i
     # nothing to do outside the window: the catalog ranges sensor asks for nothing
     idle = _tick(instance, "catalog_ranges_sensor")
     assert idle.run_requests == [] and _window(instance) == ["broken"]
+    assert idle.skip_reason.skip_message == (
+        "nothing outside the window needs work (what needs it, 1 track, is in the window); "
+        "at the catalog's end"
+    )
 
     # a new version of downsampled_audio: they come back, per track
     monkeypatch.setenv("KLIO_ASSETS_PARAMS", BUMP)
