@@ -210,6 +210,14 @@ def print_run(
         f"{report.audio_hours:.3f} h of audio in {len(invocation.runs)} run(s), "
         f"{report.computed_hours:.3f} h computed{rate}; {invocation.wall_seconds:.1f} s in all"
     )
+    back = report.back_in_window_json()
+    if back:
+        synced = (
+            f"; {', '.join(back['analyses'])} (done per the catalog) recorded again, skipped"
+            if back["analyses"]
+            else ""
+        )
+        console.print(f"{len(back['tracks'])} track(s) back in Dagster's window{synced}")
     print_failed_tracks(report.failed_tracks, console=console)
     for error in report.errors:
         console.print(f"[red]error[/red] {shown(error, markup=True)}", highlight=False)

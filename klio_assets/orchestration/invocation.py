@@ -24,6 +24,10 @@ class Invocation:
     ``failed_earlier`` holds, per analysis, the tracks not tried because a remembered failure
     holds them (track ID to its ``failed earlier: <reason>`` line); ``would_compute``, in a
     dry run, the tracks per analysis that the real run would compute (no run is launched).
+    ``back_in_window`` lists the wanted tracks that were out of Dagster's window and entered
+    it again for this invocation; ``window_sync``, the runs that materialized, all skipped,
+    the analyses ``window_sync_analyses`` the catalog has done for all of them (so that the UI
+    shows them done, not missing).
     """
 
     selected: list[str]
@@ -33,3 +37,6 @@ class Invocation:
     runs: list[RunOutcome] = field(default_factory=list)
     wall_seconds: float = 0.0
     catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
+    back_in_window: list[str] = field(default_factory=list)
+    window_sync_analyses: list[str] = field(default_factory=list)
+    window_sync: list[RunOutcome] = field(default_factory=list)

@@ -58,6 +58,14 @@ class RunPlan:
     failed_earlier : dict
         Per analysis, the wanted tracks held by a remembered failure (track ID to its
         ``failed earlier: <reason>`` line): not in ``todo`` on their account.
+    entering : list of str
+        Tracks of ``todo`` out of Dagster's window, which enter it again for these runs.
+    window_sync : list of str
+        Analyses not selected that the catalog has done (ledger and output) for every track
+        of ``entering``: materialized again, all skipped, before the runs, so that the UI
+        shows those tracks complete (Dagster forgot them when they left the window).
+    window_sync_batches : list of list of str
+        ``entering`` in contiguous ranges: one run of ``window_sync`` each.
     """
 
     instance: dg.DagsterInstance
@@ -69,6 +77,9 @@ class RunPlan:
     batches: list[list[str]]
     already_done: dict[str, list[str]] = field(default_factory=dict)
     failed_earlier: dict[str, dict[str, str]] = field(default_factory=dict)
+    entering: list[str] = field(default_factory=list)
+    window_sync: list[str] = field(default_factory=list)
+    window_sync_batches: list[list[str]] = field(default_factory=list)
 
     @property
     def would_compute(self) -> dict[str, list[str]]:
@@ -167,8 +178,21 @@ def plan_run(
     # Tracks out of Dagster's window that need a run enter it again (this one is asked for):
     # at its end, in the order wanted, so the ranges below are contiguous there too.
     entering = [t for t in todo if t in outside]
+    sync: list[str] = []
     if entering and not dry_run:
         admit(instance, entering, cap=None)
+        others = [n for n in planned if n not in selected]
+        _, done = launch.tracks_to_run(
+            instance,
+            storage,
+            planned,
+            others,
+            entering,
+            materialized=launch.recorded_materializations(
+                instance, catalog, planned, others, entering
+            ),
+        )
+        sync = [n for n in others if len(done[n]) == len(entering)]
     ordered = [*ordered, *entering]
     return RunPlan(
         instance=instance,
@@ -180,6 +204,11 @@ def plan_run(
         batches=launch.contiguous_ranges(ordered, todo, settings.batch_size),
         already_done=already_done,
         failed_earlier={name: tracks for name, tracks in held.items() if tracks},
+        entering=entering,
+        window_sync=sync,
+        window_sync_batches=(
+            launch.contiguous_ranges(ordered, entering, settings.batch_size) if sync else []
+        ),
     )
 
 
@@ -298,6 +327,14 @@ def execute_plan(
     if dry_run:  # a plan, not a run: Dagster records nothing
         invocation.would_compute = plan.would_compute
         return invocation
+    invocation.back_in_window = plan.entering
+    invocation.window_sync_analyses = plan.window_sync
+    for batch in plan.window_sync_batches:  # all skipped: the outputs are there
+        invocation.window_sync.append(
+            launch.execute_range(
+                plan.instance, selected=plan.window_sync, track_ids=batch, storage=storage
+            )
+        )
     base = 0
     for batch in plan.batches:
 

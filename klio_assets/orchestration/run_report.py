@@ -238,8 +238,9 @@ class RunReport:
             ``assets``, ``runs``, ``failed`` (``"analysis/track"`` to reason), ``tracks``,
             ``already_materialized``, ``audio_hours``, ``computed_audio_hours``,
             ``beam_seconds``, ``beam_cpu_seconds``, ``wall_seconds``, ``errors``, ``catalog``,
-            and ``failed_earlier`` (``"analysis/track"`` to the reason, for the tracks held by
-            a remembered failure, not tried).
+            ``failed_earlier`` (``"analysis/track"`` to the reason, for the tracks held by
+            a remembered failure, not tried), and ``back_in_window`` (tracks out of Dagster's
+            window that entered it again: :meth:`back_in_window_json`, or null).
         """
         cpu = self.beam_cpu_seconds
         return {
@@ -260,4 +261,19 @@ class RunReport:
                 for n, held in self.invocation.failed_earlier.items()
                 for t, reason in held.items()
             },
+            "back_in_window": self.back_in_window_json(),
+        }
+
+    def back_in_window_json(self) -> dict[str, Any] | None:
+        """``{"tracks", "analyses", "runs", "success"}``: the wanted tracks that were out of
+        Dagster's window and entered it again, the analyses the catalog had done for all of
+        them, materialized again (skipped) by ``runs``; None when no track came back."""
+        invocation = self.invocation
+        if not invocation.back_in_window:
+            return None
+        return {
+            "tracks": invocation.back_in_window,
+            "analyses": invocation.window_sync_analyses,
+            "runs": [r.run_id for r in invocation.window_sync],
+            "success": all(r.success for r in invocation.window_sync),
         }

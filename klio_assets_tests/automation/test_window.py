@@ -109,9 +109,23 @@ def test_a_done_track_leaves_the_window_show_answers_and_a_version_bump_brings_i
     planned, _ = cli_json(*args, "--dry-run", home=home, env=env_)
     assert planned["already_materialized"] == {"loudness": ["flac48"]}
     assert planned["assets"] == {"loudness": {"skipped": 1}} and _window(instance) == ["broken"]
+    assert planned["back_in_window"] is None
     forced, _ = cli_json(*args, "--force", home=home, env=env_)
     assert forced["assets"] == {"loudness": {"computed": 1}} and len(forced["runs"]) == 1
     assert _window(instance) == ["broken", "flac48"]
+    # what the catalog has done for it is recorded again in Dagster (skipped, no compute),
+    # so the UI shows the track complete rather than its other analyses missing
+    back = forced["back_in_window"]
+    assert back["tracks"] == ["flac48"] and back["success"] is True
+    assert back["analyses"] == ["source_audio", "downsampled_audio"] and len(back["runs"]) == 1
+    [sync] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("downsampled_audio"), asset_partitions=["flac48"]
+        ),
+        limit=1,
+    ).records
+    assert sync.run_id == back["runs"][0]
+    assert sync.asset_materialization.metadata["status"].value == "skipped"
     _tick(instance, "window_retention_sensor")
     assert _window(instance) == ["broken"]
 
