@@ -22,6 +22,7 @@ JSON_KEYS = {
     "errors",
     "catalog",
     "failed_earlier",
+    "back_in_window",
 }
 
 
@@ -64,7 +65,7 @@ def test_a_run_that_died_before_its_summary_counts_every_track_failed():
     assert report.errors == ["run r2: pod lost"]
     assert report.failures == 4 + 1  # four failed tracks, one failed catalog table
     data = report.to_json()
-    assert set(data) == JSON_KEYS
+    assert set(data) == JSON_KEYS and data["back_in_window"] is None  # no track came back
     assert data["failed"] == {"loudness/b": "cannot decode"}
     assert data["runs"] == ["r1", "r2"] and data["beam_cpu_seconds"] is None
     assert report.statuses == ["computed", "skipped", "failed"]
