@@ -267,6 +267,19 @@ def print_show(info: Mapping[str, Any]) -> None:
         click.echo(f"{key}: {shown(value)}")
 
 
+def _retention_line(window: Mapping[str, Any], *, dry_run: bool) -> str:
+    """One retention tick in words (``klio-assets automation retention``)."""
+    leave, runs = len(window["leave"]), len(window["runs_deleted"])
+    verb = "would leave" if dry_run else "left"
+    return (
+        f"window {window['size']} of at most {window['max_tracks']} tracks; "
+        f"{window['checked']} checked: {leave} {verb} it ({window['leave_failed']} failed for "
+        f"good), kept {window['working']} with work to do, {window['young']} too recent, "
+        f"{window['in_flight']} in runs; {runs} old run{'' if runs == 1 else 's'} "
+        f"{'would be ' if dry_run else ''}deleted"
+    )
+
+
 def print_automation(mode: str, plan: Mapping[str, Any], *, dry_run: bool) -> None:
     """``klio-assets automation MODE``: what the mode registers, requests and launched.
 
@@ -280,7 +293,10 @@ def print_automation(mode: str, plan: Mapping[str, Any], *, dry_run: bool) -> No
         Say that nothing changed.
     """
     click.echo(f"{mode}{' (dry run: nothing changed)' if dry_run else ''}")
-    for key in ("registers", "reasons", "checks", "window", "ranges", "entering"):
+    if "window" in plan:  # the retention requests no runs: what it takes out, in words
+        click.echo("  " + _retention_line(plan["window"], dry_run=dry_run))
+        return
+    for key in ("registers", "reasons", "checks", "ranges", "entering"):
         if key in plan:
             click.echo(f"  {key}: {json.dumps(plan[key], default=str)[:2000]}")
     for request in plan["requests"]:

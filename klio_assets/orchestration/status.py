@@ -25,7 +25,8 @@ from klio_assets.worker.storage import Storage
 #: ``show``'s note on an answer from the catalog.
 OUTSIDE_WINDOW_NOTE = (
     "the track is outside Dagster's window (no materialization there): "
-    "this answer comes from the catalog's ledger"
+    "this answer comes from the catalog's ledger; the run that computed it may be gone "
+    "from Dagster too (the window's retention deletes runs whose tracks all left)"
 )
 
 

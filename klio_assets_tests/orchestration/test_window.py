@@ -64,3 +64,25 @@ def test_work_outside_the_window_is_read_a_page_at_a_time(tmp_path):
         "a": {"t04"},
         "b": {"t04", "t05"},
     }
+
+
+def test_the_retention_is_told_in_words(capsys):
+    from klio_assets.cli.render import print_automation
+
+    window = {
+        "size": 4,
+        "max_tracks": 50000,
+        "checked": 4,
+        "leave": ["a", "b", "c"],
+        "leave_failed": 1,
+        "working": 1,
+        "young": 0,
+        "in_flight": 0,
+        "runs_deleted": ["r1"],
+    }
+    print_automation("retention", {"window": window, "requests": []}, dry_run=True)
+    assert capsys.readouterr().out.splitlines() == [
+        "retention (dry run: nothing changed)",
+        "  window 4 of at most 50000 tracks; 4 checked: 3 would leave it (1 failed for good), "
+        "kept 1 with work to do, 0 too recent, 0 in runs; 1 old run would be deleted",
+    ]
