@@ -37,6 +37,7 @@ def all_done(
     track_ids: Sequence[str] | None,
     *,
     held: Mapping[str, Collection[str]] | None = None,
+    pending: list[str] | None = None,
 ) -> dict[str, list[str]] | None:
     """Per analysis the tracks done, if *every* wanted track is done for every selected
     analysis or held (a remembered failure not to retry, :mod:`klio_assets.catalog.failures`).
@@ -58,6 +59,10 @@ def all_done(
         The wanted tracks; None for every registered track.
     held : mapping of str to collection of str, optional
         Per analysis, tracks that count as answered without being done.
+    pending : list of str, optional
+        Filled, when the answer is None because the ledger lacks the current version of an
+        analysis for some tracks, with those tracks (of the first such analysis, in the
+        catalog's order): the work most likely to come.
 
     Returns
     -------
@@ -79,6 +84,8 @@ def all_done(
         skip = held.get(name, ())
         missing = catalog.not_materialized(name, planned[name].version, track_ids)
         if any(t not in skip for t in missing):
+            if pending is not None:
+                pending.extend(t for t in missing if t not in skip)
             return None
     ids = track_ids if track_ids is not None else catalog.track_ids()
     if not ids:

@@ -114,11 +114,13 @@ def run(
         invocation = _run_stale(settings, catalog, storage, selection, assets, tracks, dry_run)
         invocation.wall_seconds = round(time.perf_counter() - started, 3)
         _report(invocation, dry_run=dry_run, as_json=as_json, console=None)
+    prehash: list[str] = []
     if not (force or retry_failed or check_dagster):
         # A SQLite catalog is read with sqlite3 here (SQLAlchemy's import is ~0.1 s of a
         # rerun's ~0.4 s); None: not a SQLite file, or one SQLAlchemy has to complete first.
         reader = open_sqlite_reader(settings.catalog_url)
         ledger = reader if reader is not None else _catalog(settings)
+        pending: list[str] = []
         try:
             answer = done_without_dagster(
                 settings,
@@ -127,9 +129,15 @@ def run(
                 selection,
                 tracks,
                 with_upstream=upstream and selection.named,
+                pending=pending,
             )
             # The catalog tables too, when asked for: up to date if nothing new was written.
             tables = tables_up_to_date(storage, ledger, selection.tables) if answer else {}
+            if answer is None and not dry_run:
+                # the first run's likely work, for the waiting worker to hash meanwhile
+                first = pending[: settings.batch_size]
+                found = ledger.resolve(first)
+                prehash = [found[t] for t in first if t in found]
         finally:
             if reader is not None:
                 reader.close()
@@ -165,6 +173,7 @@ def run(
         retry_failed=retry_failed,
         as_json=as_json,
         console=console,
+        prehash=prehash,
     )
     invocation.wall_seconds = round(time.perf_counter() - started, 3)
     _report(invocation, dry_run=dry_run, as_json=as_json, console=console)
@@ -183,13 +192,19 @@ def _materialize(
     retry_failed: bool,
     as_json: bool,
     console: Console,
+    prehash: Sequence[str] = (),
 ) -> Invocation:
-    """Plan the runs with Dagster, say what will run, launch them under a progress bar."""
-    if not dry_run and not settings.dataflow and _option_runner(settings) == "FnApiRunner":
-        # The local worker process imports Beam while this one imports Dagster and plans.
-        from klio_assets.worker.spare import prestart  # noqa: PLC0415
+    """Plan the runs with Dagster, say what will run, launch them under a progress bar.
 
-        prestart()
+    ``prehash``: sources the local worker process hashes while it waits for its job.
+    """
+    if not dry_run and not settings.dataflow and _option_runner(settings) == "FnApiRunner":
+        # The local worker process imports Beam while this one imports Dagster and plans,
+        # then hashes the likely work's sources (klio_assets.worker.prehash).
+        from klio_assets.worker import spare  # noqa: PLC0415
+
+        spare.prestart()
+        spare.prehash(prehash)
     # Imports Dagster (~1.2 s): only here, past the all-done answer of `run`, which must not.
     from klio_assets.orchestration.materialize import execute_plan, plan_run  # noqa: PLC0415
 

@@ -225,6 +225,7 @@ def done_without_dagster(
     tracks: Sequence[str],
     *,
     with_upstream: bool,
+    pending: list[str] | None = None,
 ) -> FastAnswer | None:
     """The catalog's answer when every wanted track is done or failed earlier, else None.
 
@@ -237,6 +238,9 @@ def done_without_dagster(
         The wanted track IDs; empty for every registered track.
     with_upstream : bool
         Also require the selected analyses' upstreams done (or failed earlier).
+    pending : list of str, optional
+        Filled with tracks the ledger shows work for, when there is any (see
+        :func:`~klio_assets.catalog.ledger.all_done`).
 
     Returns
     -------
@@ -257,7 +261,7 @@ def done_without_dagster(
         retry_policy(settings, backoff=False),
         inputs=engine_inputs(settings),
     )
-    done = all_done(catalog, storage, selection.planned, check, wanted, held=held)
+    done = all_done(catalog, storage, selection.planned, check, wanted, held=held, pending=pending)
     if done is None:
         return None
     return FastAnswer(

@@ -33,6 +33,7 @@ import numpy as np
 from klio_assets.errors import KlioAssetsError, MissingInputError, TrackError
 from klio_assets.worker import audio as audio_io
 from klio_assets.worker import models as model_cache
+from klio_assets.worker import prehash
 from klio_assets.worker.analysis import (
     Analysis,
     Audio,
@@ -45,7 +46,7 @@ from klio_assets.worker.audio import SourceDecoder, SourceInfo
 from klio_assets.worker.done import done_analyses, source_record
 from klio_assets.worker.plan import SOURCE_ASSET, Layout, RunPlan, import_analysis
 from klio_assets.worker.records import AnalysisOutcome, SourceStat, Status, TrackResult
-from klio_assets.worker.storage import Storage, hash_file, open_source, source_stat
+from klio_assets.worker.storage import Storage, open_source, source_stat
 
 # The statuses under their former names (profiling and benchmarks import these).
 COMPUTED, SKIPPED, FAILED = Status.COMPUTED, Status.SKIPPED, Status.FAILED
@@ -262,7 +263,7 @@ class Engine:
             if task["pending"]:
                 with open_source(uri, self.plan.source_options) as path:
                     task["size_bytes"] = os.path.getsize(path)
-                    task["content_hash"] = hash_file(path)
+                    task["content_hash"] = prehash.content_hash(path)
                     info = audio_io.probe(path, track_id=track_id, uri=uri, limits=self.limits)
                 task["info"] = info.to_dict()
                 task["cost"] = estimate_cost(task["info"], analyses=len(task["pending"]))

@@ -3,7 +3,7 @@
 A worker process spends about a second importing Python, the engine and Beam before it reads
 its plan. ``klio-assets run`` calls :func:`prestart` before it imports Dagster and plans the
 run, so that both processes import at once; the next
-:class:`~klio_assets.resources.worker_process.WorkerProcessJob` of the process adopts the
+:class:`~resources.worker_process.WorkerProcessJob` of the process adopts the
 waiting worker (:func:`take_spare`) and writes its arguments to its standard input. This
 module imports neither Dagster nor Beam, so that the worker starts before either is imported.
 """
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 
 
 class _Spare:
@@ -82,6 +84,27 @@ def prestart() -> None:
             _spare.discard()
         _spare = _Spare()
         atexit.register(_spare.discard)
+
+
+def prehash(uris: Sequence[str]) -> bool:
+    """Have the waiting worker process hash these sources while it waits for its job
+    (:mod:`klio_assets.worker.prehash`): a hint, for the tracks the job will most likely
+    check first.
+
+    Returns
+    -------
+    bool
+        Whether a waiting worker took the hint (none is waiting: nothing happens).
+    """
+    if _spare is None or not _spare.usable() or not uris:
+        return False
+    try:
+        assert _spare.proc.stdin is not None
+        _spare.proc.stdin.write(json.dumps({"prehash": list(uris)}).encode() + b"\n")
+        _spare.proc.stdin.flush()
+    except OSError:  # it has gone: the job starts a worker of its own
+        return False
+    return True
 
 
 def take_spare() -> _Spare | None:

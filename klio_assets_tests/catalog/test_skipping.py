@@ -79,12 +79,24 @@ def test_rerun_answers_from_the_ledger_without_dagster_unless_it_may_be_wrong(
     current = plan_analyses(analyses, settings.params)
     assert all_done(catalog, storage, current, ["downsampled_audio"], None) is not None
     other_rate = plan_analyses(analyses, {"downsampled_audio": {"sample_rate": 16000}})
+    pending: list[str] = []
     assert (
-        all_done(catalog, storage, other_rate, ["downsampled_audio"], None) is None
+        all_done(catalog, storage, other_rate, ["downsampled_audio"], None, pending=pending) is None
     )  # a new version
+    assert pending == catalog.track_ids()  # the likely work, prehashed by a waiting worker
+    pending.clear()
     assert (
-        all_done(catalog, storage, current, ["downsampled_audio"], [one, "not-registered"]) is None
+        all_done(
+            catalog,
+            storage,
+            current,
+            ["downsampled_audio"],
+            [one, "not-registered"],
+            pending=pending,
+        )
+        is None
     )
+    assert pending == ["not-registered"]
 
     os.remove(first["tracks"][victim]["downsampled_audio"]["uri"])
     redone, used_dagster = _run(home)
