@@ -46,6 +46,7 @@ from corpus import DEFAULT_CORPUS, bench_files, warm
 from harness import PYTHON, REPO, clean_env, code_lines, final_json, klio_home, klio_run, timed
 
 TARGET_C_OVER_A = 0.95
+TARGET_C_OVER_A_1000 = 0.97  # from 1,000 tracks on
 TARGET_CORES = 1.8
 
 _WORKER_START = """
@@ -85,6 +86,21 @@ def framework_costs(files: list[str], env: dict[str, str]) -> dict[str, float]:
         "worker_imports_s": round(float(imports.stdout.strip()), 2),
         "worker_process_start_s": round(time.perf_counter() - wall, 2),
     }
+
+
+def bound_c_over_a(cpu_a: float, computed_share: float, unavoidable: dict[str, float]) -> float:
+    """The highest c/a possible: (c) computing the same audio at (a)'s cost per second of it,
+    plus only the CPU it cannot shed, on the cores as busy as (a) keeps them.
+
+    (a)'s wall is ``cpu_a / busy_a``; (c)'s is at least ``(cpu_a * computed_share +
+    unavoidable) / busy_a``, ``computed_share`` being the part of the audio (c) decodes (a
+    track whose bytes another track has is shared, not decoded again). The unavoidable CPU:
+    the launcher process (Python, Dagster's import, instance, run and per-track events: the
+    design gives every track its materialization), the worker process's imports (the job runs
+    out of the launcher's process so that a crashing decoder cannot take it down), and the
+    content hash and probe (the hash is the dedup key and ``source_audio``'s data version).
+    """
+    return round(cpu_a / (cpu_a * computed_share + sum(unavoidable.values())), 3)
 
 
 def main() -> None:
@@ -202,8 +218,24 @@ def main() -> None:
         "framework": costs,
         "lane_profile": lanes,
     }
+    # The CPU (c) cannot shed, and the best c/a it allows (see bound_c_over_a).
+    worker_cpu = out_c.get("beam_cpu_seconds") or 0.0
+    computed_share = (out_c.get("computed_audio_hours") or 0.0) * 3600 / audio_s
+    unavoidable = {
+        "launcher_cpu_s": round(cpu_c - worker_cpu, 2),
+        "worker_imports_s": costs["worker_imports_s"],
+        "hash_cpu_s": costs["hash_cpu_s"],
+        "probe_cpu_s": costs["probe_cpu_s"],
+    }
+    figures["klio_launcher_cpu_s"] = unavoidable["launcher_cpu_s"]
+    figures["klio_worker_cpu_s"] = round(worker_cpu, 2)
+    figures["klio_worker_cpu_over_plain_s"] = round(worker_cpu - cpu_a * computed_share, 2)
+    figures["computed_audio_share"] = round(computed_share, 4)
+    figures["unavoidable_cpu_s"] = unavoidable
+    figures["bound_c_over_a"] = bound_c_over_a(cpu_a, computed_share, unavoidable)
+    target = TARGET_C_OVER_A_1000 if len(files) >= 1000 else TARGET_C_OVER_A
     figures["targets"] = {
-        "c_over_a>=0.95": figures["ratio_c_over_a_median"] >= TARGET_C_OVER_A,
+        f"c_over_a>={target}": figures["ratio_c_over_a_median"] >= target,
         "klio_cores_busy>=1.8": figures["klio_cores_busy"] >= TARGET_CORES,
     }
     print(
@@ -219,7 +251,7 @@ def main() -> None:
             f"{audio_s / cpu:6.0f} audio-s/CPU-s  {cpu / wall:.2f} cores busy"
         )
     print(
-        f"c/a {wall_a / wall_c:.3f} (target >= {TARGET_C_OVER_A}), b/a {wall_a / wall_b:.3f}, "
+        f"c/a {wall_a / wall_c:.3f} (target >= {target}), b/a {wall_a / wall_b:.3f}, "
         f"c/b {wall_b / wall_c:.3f}; klio's Beam job alone {beam_s:.1f} s"
     )
     if len(pairs) > 1:
@@ -234,6 +266,18 @@ def main() -> None:
         f"process start {costs['worker_process_start_s']:.1f} s (imports "
         f"{costs['worker_imports_s']:.1f} s); {cpu_c - cpu_a:+.1f} CPU-s in all, of which content "
         f"hash {costs['hash_cpu_s']:.2f} and probe {costs['probe_cpu_s']:.2f} CPU-s (all tracks)"
+    )
+    print(
+        f"(c)'s CPU: launcher (CLI, Dagster, bookkeeping) {figures['klio_launcher_cpu_s']:.2f} "
+        f"CPU-s, worker process {worker_cpu:.1f} CPU-s = (a)'s CPU for the audio (c) computed "
+        f"({100 * computed_share:.1f} %; the rest shared by content) "
+        f"{figures['klio_worker_cpu_over_plain_s']:+.2f} CPU-s"
+    )
+    print(
+        f"bound: with perfect overlap on (a)'s cores, the CPU (c) cannot shed (launcher "
+        f"{unavoidable['launcher_cpu_s']:.2f}, worker imports {unavoidable['worker_imports_s']:.2f}, "
+        f"content hash {unavoidable['hash_cpu_s']:.2f}, probe {unavoidable['probe_cpu_s']:.2f}) "
+        f"allows c/a <= {figures['bound_c_over_a']:.3f}"
     )
     if lanes:
         ends = ", ".join(

@@ -8,7 +8,8 @@ _PROBE = """
 import json, sys
 {setup}
 print(json.dumps(sorted(m for m in ("pandas", "pyarrow", "google.cloud.storage",
-      "apache_beam.io.gcp.gcsio", "apache_beam.io.gcp.bigquery") if m in sys.modules)))
+      "apache_beam.io.gcp.gcsio", "apache_beam.io.gcp.bigquery", "boto3", "pymongo",
+      "google.cloud.dataflow") if m in sys.modules)))
 """
 
 
@@ -18,10 +19,12 @@ def _imported(setup: str) -> list[str]:
     )
     assert done.returncode == 0, done.stderr
     assert "Failed to import" not in done.stderr and "not found" not in done.stderr, done.stderr
+    assert "Could not find" not in done.stderr, done.stderr  # a refused module, warned about
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_the_local_worker_imports_beam_without_pandas_pyarrow_or_cloud_clients():
+    """Nor boto3, pymongo or the Dataflow API client: Beam's S3, MongoDB and Dataflow parts."""
     setup = (
         "from klio_assets.worker.beam_imports import import_beam_without_extras\n"
         "import_beam_without_extras()\n"
