@@ -15,8 +15,8 @@ After Beam is imported nothing is refused any more: an analysis that imports pan
 from __future__ import annotations
 
 import importlib.abc
-import logging
 import importlib.machinery
+import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
