@@ -343,7 +343,13 @@ def klio_run(args: list[str], env: dict[str, str]) -> tuple[float, float, dict[s
         sys.exit(
             f"klio-assets run {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
         )
-    return wall, cpu, json.loads(done.stdout)
+    try:
+        return wall, cpu, json.loads(done.stdout)
+    except ValueError:
+        sys.exit(
+            f"klio-assets run {' '.join(args)} exited {done.returncode} without its JSON:\n"
+            f"{done.stderr[-3000:]}"
+        )
 
 
 def code_lines(path: str, start: str | None = None, end: str | None = None) -> int:

@@ -136,6 +136,8 @@ def main() -> None:
 
         wall_a, cpu_a, plain = plain_run(os.path.join(work, "plain"))
         audio_s = json.loads(plain.stdout.strip().splitlines()[-1])["audio_s"]
+        # each run's outputs go once measured (1,000 tracks write ~2.5 GB a run)
+        shutil.rmtree(os.path.join(work, "plain"), ignore_errors=True)
         wall_b, cpu_b, plain_beam = timed(
             [
                 PYTHON,
@@ -151,15 +153,19 @@ def main() -> None:
             env,
         )
         out_b = json.loads(plain_beam.stdout.strip().splitlines()[-1])
+        for name in ("plain-home", "plain-beam"):
+            shutil.rmtree(os.path.join(work, name), ignore_errors=True)
         env = klio_home(
             os.path.join(work, "home"), [(f"t{i:05d}", path) for i, path in enumerate(files)]
         )
         if args.beam_options:
             env["KLIO_ASSETS_BEAM_OPTIONS"] = args.beam_options
         wall_c, cpu_c, out_c = klio_run(["downsampled_audio"], env)
+        shutil.rmtree(os.path.join(work, "home"), ignore_errors=True)
         pairs = [(wall_a, wall_c)]
         for n in range(1, args.repeat):
             wall_ai, _, _ = plain_run(os.path.join(work, f"plain{n}"))
+            shutil.rmtree(os.path.join(work, f"plain{n}"), ignore_errors=True)
             env_i = klio_home(
                 os.path.join(work, f"home{n}"),
                 [(f"t{i:05d}", path) for i, path in enumerate(files)],
@@ -167,6 +173,7 @@ def main() -> None:
             if args.beam_options:
                 env_i["KLIO_ASSETS_BEAM_OPTIONS"] = args.beam_options
             wall_ci, _, _ = klio_run(["downsampled_audio"], env_i)
+            shutil.rmtree(os.path.join(work, f"home{n}"), ignore_errors=True)
             pairs.append((wall_ai, wall_ci))
         costs = framework_costs(files, env)
         batch = [(f"t{i:05d}", path) for i, path in enumerate(files)]
