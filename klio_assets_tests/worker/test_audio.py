@@ -177,3 +177,15 @@ def test_resampled_blocks_are_bounded_whatever_the_rate_ratio():
     out = list(audio.convert_blocks(source, source_rate=1000, target_rate=192000, mono=False))
     assert max(len(b) for b in out) <= audio.MAX_RESAMPLED_BLOCK
     assert sum(len(b) for b in out) == audio.exact_length(2 * audio.BLOCK_FRAMES, 1000, 192000)
+
+
+@pytest.mark.parametrize(("channels", "frames"), [(1, 262144), (2, 262144), (8, 65536)])
+def test_sources_decode_in_big_blocks_bounded_by_their_channels(tmp_path, channels, frames):
+    """Big blocks (fewer trips through Python per second of audio, issue 15), at most 2 MiB
+    a block up to stereo and at least a quarter of it for many channels."""
+    path = str(tmp_path / f"c{channels}.wav")
+    sf.write(path, np.zeros((300_000, channels), np.float32), 44100, subtype="PCM_16")
+    info = audio.probe(path, track_id="t", uri=path, limits=audio.DecodeLimits())
+    blocks = list(audio.SourceDecoder(path, info, track_id="t", uri=path))
+    assert [len(b) for b in blocks] == [frames] * (300_000 // frames) + [300_000 % frames]
+    assert audio.block_frames_for(channels) == frames
