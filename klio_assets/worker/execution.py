@@ -51,8 +51,9 @@ from klio_assets.worker.storage import Storage, open_source, source_stat
 # The statuses under their former names (profiling and benchmarks import these).
 COMPUTED, SKIPPED, FAILED = Status.COMPUTED, Status.SKIPPED, Status.FAILED
 WOULD_COMPUTE, WOULD_SKIP = Status.WOULD_COMPUTE, Status.WOULD_SKIP
-#: Blocks buffered per analysis fed from a shared decode (8 x 64k frames).
-FEED_DEPTH = 8
+#: Blocks buffered per analysis fed from a shared decode (2 x 256k frames: 4 MiB of stereo,
+#: as 8 x 64k frames were before the blocks grew).
+FEED_DEPTH = 2
 #: Audio-seconds decoded per CPU-second (44.1 kHz stereo, measured): used to balance lanes so
 #: that one long or slow track does not leave a core idle. FLAC is looked up by container (its
 #: codec reads ``PCM_16``, like WAV's, but it decodes at half the speed); the rest by codec.
