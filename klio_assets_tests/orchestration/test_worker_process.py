@@ -89,3 +89,12 @@ def test_a_prestarted_worker_hashes_hinted_sources_and_the_job_gets_current_hash
 def test_a_hint_without_a_waiting_worker_does_nothing():
     worker_spare._spare = None
     assert not worker_spare.prehash(["/nowhere.flac"])
+
+
+def test_a_hint_fits_the_pipe_so_the_launcher_never_waits_for_the_worker():
+    uris = [f"/music/{i:06d}/" + "x" * 80 + ".flac" for i in range(2000)]
+    line = worker_spare.hint_line(uris)
+    assert len(line) <= worker_spare.HINT_BYTES
+    kept = json.loads(line)["prehash"]
+    assert kept == uris[: len(kept)] and 400 < len(kept) < 2000
+    assert json.loads(worker_spare.hint_line(uris[:3]))["prehash"] == uris[:3]
