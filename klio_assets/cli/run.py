@@ -133,7 +133,7 @@ def run(
             )
             # The catalog tables too, when asked for: up to date if nothing new was written.
             tables = tables_up_to_date(storage, ledger, selection.tables) if answer else {}
-            if answer is None and not dry_run:
+            if answer is None and _local_worker(settings, dry_run=dry_run):
                 # the first run's likely work, for the waiting worker to hash meanwhile
                 first = pending[: settings.batch_size]
                 found = ledger.resolve(first)
@@ -198,7 +198,7 @@ def _materialize(
 
     ``prehash``: sources the local worker process hashes while it waits for its job.
     """
-    if not dry_run and not settings.dataflow and _option_runner(settings) == "FnApiRunner":
+    if _local_worker(settings, dry_run=dry_run):
         # The local worker process imports Beam while this one imports Dagster and plans,
         # then hashes the likely work's sources (klio_assets.worker.prehash).
         from klio_assets.worker import spare  # noqa: PLC0415
@@ -296,6 +296,11 @@ def _catalog(settings: Settings) -> TrackCatalog:
     from klio_assets.catalog.database import get_catalog  # noqa: PLC0415
 
     return get_catalog(settings.catalog_url)
+
+
+def _local_worker(settings: Settings, *, dry_run: bool) -> bool:
+    """Whether this run's job runs in a local worker process (which can be started ahead)."""
+    return not dry_run and not settings.dataflow and _option_runner(settings) == "FnApiRunner"
 
 
 def _option_runner(settings: Settings) -> str:

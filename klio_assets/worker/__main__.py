@@ -26,7 +26,6 @@ def main() -> None:
     from klio_assets.worker.beam_imports import import_beam_without_extras  # noqa: PLC0415
 
     import_beam_without_extras()
-    from klio_assets.worker import prehash  # noqa: PLC0415
     from klio_assets.worker.pipeline import run  # noqa: PLC0415 - after the lean import
 
     if sys.argv[1:] == ["--wait"]:
@@ -34,12 +33,6 @@ def main() -> None:
         if args is None:  # the launcher went away without a job
             return
         run(args)
-        if prehash.used():
-            print(
-                f"klio-assets worker: {prehash.used()} content hash(es) computed while "
-                "waiting for the job were used",
-                file=sys.stderr,
-            )
     else:
         run()
 
