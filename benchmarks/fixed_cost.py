@@ -50,12 +50,12 @@ _PHASES = {
 }
 
 _PROFILED = """
-import cProfile, json, pstats, runpy, sys
+import cProfile, json, pstats, sys
 phases = json.loads(sys.argv[1])
-sys.argv = ["klio-assets", *sys.argv[2:]]
 profiler = cProfile.Profile()
-try:
-    profiler.runcall(runpy.run_module, "klio_assets.cli", run_name="__main__")
+try:  # the click group itself: the command line's entry point leaves with os._exit
+    from klio_assets.cli.main import main
+    profiler.runcall(main, sys.argv[2:], prog_name="klio-assets")
 except SystemExit:
     pass
 stats = pstats.Stats(profiler).stats

@@ -1,6 +1,6 @@
 """``python -m klio_assets.cli``: the ``klio-assets`` command."""
 
-from klio_assets.cli.main import main
+from klio_assets.cli.main import console_main
 
 if __name__ == "__main__":
-    main()
+    console_main()

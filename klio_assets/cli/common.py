@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import logging
 import os
 import shutil
 import sys
+import threading
 import warnings
 from typing import NoReturn
 
@@ -50,40 +51,36 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def started_as_cli() -> bool:
-    """Whether this process is the command itself (``klio-assets`` or ``python -m
-    klio_assets.cli``), not a program calling it in-process (click's ``CliRunner``, a script).
-    """
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if spec is not None and spec.name == "klio_assets.cli.__main__":
-        return True
-    return os.path.basename(sys.argv[0]) == "klio-assets"
+def leave(code: int | str | None) -> NoReturn:
+    """Exit with ``code`` (as :func:`sys.exit` reads it) once the output is flushed and the
+    exit handlers have run, without the interpreter's teardown.
 
-
-def exit_now(code: int) -> NoReturn:
-    """Exit with ``code``; in a process started as the CLI, without the interpreter's teardown.
-
-    Tearing down the modules a command imported (numpy, pydantic, click...) takes ~40 ms, a
-    sixth of an all-done ``klio-assets run`` (``benchmarks/rerun.py``). For commands that leave
-    nothing running behind them (no worker process, no open database session). Called
-    in-process (:func:`started_as_cli` is False) or from another command (``demo`` invokes
-    ``run``), it raises :class:`SystemExit` as usual.
+    Freeing every module and object one by one takes ~40 ms after an all-done ``klio-assets
+    run`` (numpy, pydantic, click: ``benchmarks/rerun.py``) and 0.25 s on one core after a
+    command that imported Dagster, after its output is written: on a local run's critical
+    path (``benchmarks/balance.py``). The local worker process leaves the same way. Where a
+    thread that is not a daemon still runs, Python's normal exit waits for it as always.
 
     Parameters
     ----------
-    code : int
-        The exit status.
+    code : int, str or None
+        The exit status; a string is printed on stderr and exits with 1 (as ``sys.exit``).
     """
-    ctx = click.get_current_context(silent=True)
-    # a command invoked by another (``demo`` runs ``run``): the caller has more to say
-    nested = ctx is not None and ctx.parent is not None and ctx.parent.parent is not None
-    if nested or not started_as_cli():
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if any(t.is_alive() and not t.daemon for t in others):
         sys.exit(code)
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    status = 0 if code is None else int(code)
+    atexit._run_exitfuncs()  # noqa: SLF001 - handlers run, as at a normal exit (spare worker)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to say it to
+        try:
             stream.flush()
-    os._exit(code)
+        except (OSError, ValueError):  # a closed pipe: Python's own exit says 120
+            status = status or 120
+    os._exit(status)
 
 
 def self_command() -> str:

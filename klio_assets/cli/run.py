@@ -18,7 +18,7 @@ import click
 
 from klio_assets.catalog.sqlite_reader import open_sqlite_reader
 from klio_assets.cli import render
-from klio_assets.cli.common import exit_now, fail, load_settings
+from klio_assets.cli.common import fail, load_settings
 from klio_assets.errors import KlioAssetsError
 from klio_assets.orchestration.invocation import Invocation
 from klio_assets.orchestration.run_report import RunReport
@@ -158,8 +158,7 @@ def run(
                         failed_earlier=len({t for h in answer.failed_earlier.values() for t in h}),
                     )
                 )
-            # nothing was started: leave without the interpreter's teardown (~40 ms)
-            _report(invocation, dry_run=dry_run, as_json=as_json, console=console, now=True)
+            _report(invocation, dry_run=dry_run, as_json=as_json, console=console)
     console = render.stderr_console()
     invocation = _materialize(
         settings,
@@ -278,17 +277,12 @@ def _report(
     dry_run: bool,
     as_json: bool,
     console: Console | None,
-    now: bool = False,
 ) -> NoReturn:
     """Print the outcome and exit: 1 if any track or catalog table failed in this invocation
-    (tracks that failed earlier and were not tried do not count); ``now``: with
-    :func:`~klio_assets.cli.common.exit_now` (nothing left running)."""
+    (tracks that failed earlier and were not tried do not count)."""
     report = RunReport.from_invocation(invocation, invocation.selected)
     render.print_run(report, dry_run=dry_run, as_json=as_json, console=console)
-    code = 1 if report.failures else 0
-    if now:
-        exit_now(code)
-    sys.exit(code)
+    sys.exit(1 if report.failures else 0)
 
 
 def _catalog(settings: Settings) -> TrackCatalog:

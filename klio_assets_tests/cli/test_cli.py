@@ -200,7 +200,8 @@ def test_commands_and_entry_points_stay():
     import klio_assets.cli.main
     from klio_assets.cli.app import main
 
-    # the console script (klio_assets.cli:main) and klio_assets.cli.main:main
+    # klio_assets.cli:main and klio_assets.cli.main:main (the console script runs it through
+    # klio_assets.cli.main:console_main)
     assert klio_assets.cli.main is main and sys.modules["klio_assets.cli.main"].main is main
     assert set(main.commands) == {
         "add",
