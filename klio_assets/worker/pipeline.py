@@ -1,23 +1,32 @@
 """The Beam pipeline of a run: one job over a batch of tracks, for every selected analysis.
 
-::
+On a local runner (``lanes``: Beam's FnApiRunner)::
 
-    ListTracks -> SpreadTracks -> CheckOutputs
-      -+-> (nothing to do, reported) ---------------------+
-       +-> GroupByContent -> Balance -> AnalyzeTracks ----+-> ReportedTracks
+    ListTracks -> CheckOutputs
+      -+-> (nothing to do, reported) ---------------------------+
+       +-> ShareQueue -> GroupByLane -> AnalyzeTracks ----------+-> ReportedTracks
+
+On a distributed runner (Dataflow)::
+
+    ListTracks -> CheckOutputs
+      -+-> (nothing to do, reported) ---------------------------+
+       +-> GroupByContent -> Reshuffle -> AnalyzeTracks --------+-> ReportedTracks
 
 * ``CheckOutputs`` skips tracks whose outputs exist for the current versions (Klio's
-  output-existence check) and probes and hashes the rest; with lanes, the tracks are dealt
-  round-robin over them first (``SpreadTracks``), so every worker takes a share of the
-  hashing instead of one worker doing it all while the others wait.
-* ``GroupByContent`` puts tracks with identical source bytes together: one is computed,
-  the others share its outputs.
-* ``Balance`` spreads work evenly. Beam's local FnApiRunner splits a stage statically into
+  output-existence check) and probes and hashes the rest. On a local runner it is one step
+  over every reference, on ``lanes`` threads (:class:`CheckAllOutputs`): each step that
+  regroups elements costs the local runner a stage (~40 ms on one core) before the first
+  decode, and a job used to have four.
+* Tracks with identical source bytes are grouped together (``GroupByContent``, or
+  :func:`group_by_content` on a local runner): one is computed, the others share its
+  outputs.
+* Work is spread evenly. Beam's local FnApiRunner splits a stage statically into
   ``direct_num_workers`` parts with no work stealing, so every lane is handed the same queue
-  of all groups, longest first (by a cost estimate from the header), and each lane claims the
-  next unclaimed group when it is free (one claim file per group in a folder local to the
-  job): the lanes end within one group of each other whatever the estimate got wrong.
-  Distributed runners rebalance dynamically; there the step is a plain ``Reshuffle``.
+  of all groups (``ShareQueue``), longest first (by a cost estimate from the header), and
+  each lane claims the next unclaimed group when it is free (one claim file per group in a
+  folder local to the job): the lanes end within one group of each other whatever the
+  estimate got wrong. Distributed runners rebalance dynamically; there the step is a plain
+  ``Reshuffle``.
 * ``AnalyzeTracks`` decodes each source once and runs every selected analysis on it.
 * Each track's :class:`~klio_assets.worker.records.TrackResult` is written as soon as it is
   known, one JSON file per track under ``_runs/<run_id>/results/``: the one results channel,
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -42,12 +52,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeAlias
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import PCollection
-from apache_beam.transforms.combiners import ToList
 
 from klio_assets.worker import models
 from klio_assets.worker.audio import DecodeLimits
@@ -55,10 +64,6 @@ from klio_assets.worker.execution import Engine, track_result
 from klio_assets.worker.models import DEVICES
 from klio_assets.worker.plan import RunPlan
 from klio_assets.worker.records import AnalysisOutcome, Status, TrackResult
-
-#: Elements between the steps: track references, tasks, groups of tasks, track IDs.
-_Refs: TypeAlias = PCollection[dict[str, Any]]
-_Groups: TypeAlias = PCollection[list[dict[str, Any]]]
 
 #: Pipeline options that set the per-track limits (see :class:`TrackLimitsOptions`), with the
 #: :class:`~klio_assets.worker.audio.DecodeLimits` field each one sets.
@@ -208,6 +213,42 @@ class CheckOutputs(_EngineDoFn):
             yield beam.pvalue.TaggedOutput(_DONE, self.write_result(track_result(task)))
 
 
+class CheckAllOutputs(_EngineDoFn):
+    """:class:`CheckOutputs` for a local runner's lanes: one element, every track reference
+    of the job, checked on ``lanes`` threads; yields the tasks with work left as one list.
+
+    Beam's local runner pays a stage, about 40 ms on one core, for each step that regroups
+    elements (dealing references to workers, grouping by content, collecting the groups):
+    a fifth of a second before the first decode, with the other core idle. Checked here,
+    the references need no dealing and the groups are made in :func:`share_queue`.
+    """
+
+    def __init__(self, plan_json: str, inflight_dir: str | None = None, *, lanes: int = 1):
+        super().__init__(plan_json, inflight_dir)
+        self._lanes = max(1, lanes)
+
+    def _check(self, ref: dict[str, Any]) -> dict[str, Any]:
+        assert self.engine is not None
+        self.mark([ref["track_id"]])
+        try:
+            task = self.engine.check(ref)
+        finally:
+            self.unmark(ref["track_id"])
+        if not task["pending"]:
+            self.write_result(track_result(task))
+        return task
+
+    def process(self, refs: list[dict[str, Any]]) -> Iterator[Any]:
+        with concurrent.futures.ThreadPoolExecutor(self._lanes, "klio-check") as pool:
+            tasks = list(pool.map(self._check, refs))
+        for task in tasks:
+            if not task["pending"]:
+                yield beam.pvalue.TaggedOutput(_DONE, task["track_id"])
+        pending = [task for task in tasks if task["pending"]]
+        if pending:
+            yield pending
+
+
 class AnalyzeTracks(_EngineDoFn):
     """Compute each group of identical sources once (or plan it, in a dry run), and report
     each track as soon as its group is done.
@@ -337,6 +378,15 @@ def _group_cost(group: list[dict[str, Any]]) -> float:
     return max(float(t.get("cost", 0.0)) for t in group)
 
 
+def group_by_content(tasks: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Tasks with identical source bytes (``content_hash``) together, in first-seen order:
+    one of each group is computed, the others share its outputs."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for task in tasks:
+        groups.setdefault(task["content_hash"], []).append(task)
+    return list(groups.values())
+
+
 def share_queue(
     groups: Sequence[list[dict[str, Any]]], lanes: int, claims_dir: str
 ) -> list[tuple[int, WorkQueue]]:
@@ -350,70 +400,6 @@ def share_queue(
     ordered = sorted(groups, key=lambda g: -_group_cost(g))
     lanes = max(1, lanes)
     return [(lane, WorkQueue(claims_dir, ordered, lane, lanes)) for lane in range(lanes)]
-
-
-#: Track references dealt to lanes: ``(lane, refs of that lane)``.
-_Dealt: TypeAlias = PCollection[tuple[int, Iterable[dict[str, Any]]]]
-
-
-class DealToLanes(beam.PTransform[_Refs, _Dealt]):
-    """Group track references round-robin by run order into ``lanes`` lanes:
-    ``(lane, refs)`` with ``lane = order % lanes``."""
-
-    def __init__(self, lanes: int):
-        super().__init__()
-        self.lanes = lanes
-
-    def expand(self, refs: _Refs) -> _Dealt:
-        lanes = max(1, self.lanes)
-        dealt: _Dealt = (
-            refs
-            | "KeyByLane" >> beam.Map(lambda ref: (ref["order"] % lanes, ref))
-            | "GroupByLane" >> beam.GroupByKey()
-        )
-        return dealt
-
-
-class SpreadTracks(beam.PTransform[_Refs, _Refs]):
-    """Deal track references round-robin over ``lanes`` lanes (by run order), so that a
-    runner that splits stages statically gives each worker a share of the next step."""
-
-    def __init__(self, lanes: int):
-        super().__init__()
-        self.lanes = lanes
-
-    def expand(self, refs: _Refs) -> _Refs:
-        spread: _Refs = (
-            refs
-            | "DealToLanes" >> DealToLanes(self.lanes)
-            | "UnpackLane" >> beam.FlatMap(lambda kv: list(kv[1]))
-        )
-        return spread
-
-
-class Balance(beam.PTransform[_Groups, PCollection[Any]]):
-    """Spread groups of work over the workers (see the module docstring): with ``lanes``, one
-    :class:`WorkQueue` per lane, its claims in ``claims_dir``; without, a ``Reshuffle``."""
-
-    def __init__(self, lanes: int, claims_dir: str | None = None):
-        super().__init__()
-        self.lanes = lanes
-        self.claims_dir = claims_dir
-
-    def expand(self, groups: _Groups) -> PCollection[Any]:
-        if self.lanes <= 0 or self.claims_dir is None:
-            reshuffled: _Groups = groups | "Reshuffle" >> beam.Reshuffle()
-            return reshuffled
-        lanes, claims_dir = self.lanes, self.claims_dir
-        balanced: PCollection[WorkQueue] = (
-            groups
-            | "CollectGroups" >> ToList()
-            | "ShareQueue"
-            >> beam.FlatMap(lambda all_groups: share_queue(all_groups, lanes, claims_dir))
-            | "GroupByLane" >> beam.GroupByKey()
-            | "UnpackLane" >> beam.FlatMap(lambda kv: list(kv[1]))
-        )
-        return balanced
 
 
 def build_pipeline(
@@ -444,30 +430,72 @@ def build_pipeline(
     plan = with_model_options(with_limit_options(plan, options), options)
     plan_json = plan.to_json()
     refs = [{"track_id": t["track_id"], "uri": t["uri"], "order": i} for i, t in enumerate(tracks)]
+    if plan.lanes > 0:
+        checked, analyzed = _local_steps(pipeline, plan, plan_json, refs, inflight_dir)
+    else:
+        checked, analyzed = _distributed_steps(pipeline, plan, plan_json, refs, inflight_dir)
+    reported: PCollection[str] = (checked[_DONE], analyzed) | "ReportedTracks" >> beam.Flatten()
+    return reported
+
+
+def _local_steps(
+    pipeline: beam.Pipeline,
+    plan: RunPlan,
+    plan_json: str,
+    refs: list[dict[str, Any]],
+    inflight_dir: str | None,
+) -> tuple[Any, PCollection[str]]:
+    """A local runner's steps: every check in one step on ``lanes`` threads
+    (:class:`CheckAllOutputs`), then one queue of content groups shared by the lanes."""
+    # Local runners only (lanes): the job runs on this machine. Under TMPDIR, which a
+    # worker process's launcher points into its own work folder.
+    claims_dir = tempfile.mkdtemp(prefix="klio-claims-")
+    atexit.register(shutil.rmtree, claims_dir, ignore_errors=True)
+    lanes = plan.lanes
+    # One element, every reference; typed, or Beam infers the type of each (~0.3 s per
+    # 1000 tracks).
+    listed = pipeline | "ListTracks" >> beam.Create([refs], reshuffle=False).with_output_types(
+        list[dict[str, Any]]
+    )
+    checked = listed | "CheckOutputs" >> beam.ParDo(
+        CheckAllOutputs(plan_json, inflight_dir, lanes=lanes)
+    ).with_outputs(_DONE, main="pending")
+    analyzed: PCollection[str] = (
+        checked.pending
+        | "ShareQueue"
+        >> beam.FlatMap(lambda tasks: share_queue(group_by_content(tasks), lanes, claims_dir))
+        | "GroupByLane" >> beam.GroupByKey()
+        | "UnpackLane" >> beam.FlatMap(lambda kv: list(kv[1]))
+        | "AnalyzeTracks" >> analyze_step(plan, plan_json, inflight_dir)
+    )
+    return checked, analyzed
+
+
+def _distributed_steps(
+    pipeline: beam.Pipeline,
+    plan: RunPlan,
+    plan_json: str,
+    refs: list[dict[str, Any]],
+    inflight_dir: str | None,
+) -> tuple[Any, PCollection[str]]:
+    """A distributed runner's steps: one check per reference, groups by content, then a
+    ``Reshuffle`` (the runner rebalances work dynamically)."""
     # Typed: otherwise Beam infers the type of every element (~0.3 s per 1000 tracks).
     listed = pipeline | "ListTracks" >> beam.Create(refs, reshuffle=False).with_output_types(
         dict[str, Any]
     )
-    claims_dir = None
-    if plan.lanes > 0:
-        listed = listed | "SpreadTracks" >> SpreadTracks(plan.lanes)
-        # Local runners only (lanes): the job runs on this machine. Under TMPDIR, which a
-        # worker process's launcher points into its own work folder.
-        claims_dir = tempfile.mkdtemp(prefix="klio-claims-")
-        atexit.register(shutil.rmtree, claims_dir, ignore_errors=True)
     checked = listed | "CheckOutputs" >> beam.ParDo(
         CheckOutputs(plan_json, inflight_dir)
     ).with_outputs(_DONE, main="pending")
-    analyzed = (
+    analyzed: PCollection[str] = (
         checked.pending
         | "KeyByContent" >> beam.Map(lambda task: (task["content_hash"], task))
         | "GroupByContent" >> beam.GroupByKey()
         | "DropKeys" >> beam.Map(lambda kv: list(kv[1]))
-        | "Balance" >> Balance(plan.lanes, claims_dir)
+        | "Reshuffle" >> beam.Reshuffle()
         | "AnalyzeTracks" >> analyze_step(plan, plan_json, inflight_dir)
     )
-    reported: PCollection[str] = (checked[_DONE], analyzed) | "ReportedTracks" >> beam.Flatten()
-    return reported
+    return checked, analyzed
 
 
 def analyze_step(

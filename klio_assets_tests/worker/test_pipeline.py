@@ -1,10 +1,12 @@
 """The worker side on its own: the real Beam local runner, no Dagster (none may be imported)."""
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
-import uuid
+import threading
+import time
 
 import apache_beam as beam
 import numpy as np
@@ -12,11 +14,11 @@ import pytest
 import soundfile as sf
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
-from apache_beam.testing.util import assert_that, equal_to
 
 from klio_assets.analyses import downsampled_audio, source_audio
 from klio_assets.worker.execution import estimate_cost
-from klio_assets.worker.pipeline import DealToLanes, SpreadTracks, build_pipeline, share_queue
+from klio_assets.worker.execution import Engine
+from klio_assets.worker.pipeline import build_pipeline, group_by_content, share_queue
 from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
 from klio_assets.worker.storage import Storage
 from klio_assets_tests.support import sample_analyses, synth
@@ -274,78 +276,62 @@ def test_cost_estimate_knows_flac_from_wav_and_counts_each_track():
     assert estimate_cost({**header, "container": "WAV", "frames": 0}) > 0  # every track costs
 
 
-#: Track IDs seen per bundle by :class:`_RecordBundles`, per test run (the multi-threaded
-#: runner executes bundles in this process).
-_BUNDLES: dict[str, dict[str, list[str]]] = {}
+def test_identical_sources_are_grouped_in_first_seen_order():
+    tasks = [
+        {"track_id": "a", "content_hash": "h1"},
+        {"track_id": "b", "content_hash": "h2"},
+        {"track_id": "c", "content_hash": "h1"},
+    ]
+    groups = group_by_content(tasks)
+    assert [[t["track_id"] for t in g] for g in groups] == [["a", "c"], ["b"]]
 
 
-class _RecordBundles(beam.DoFn):
-    """Note which bundle (one per worker's share of a stage) each track reference came in."""
-
-    def __init__(self, token: str):
-        super().__init__()
-        self.token = token
-        self.bundle = ""
-
-    def start_bundle(self):
-        self.bundle = uuid.uuid4().hex
-
-    def process(self, ref):
-        _BUNDLES.setdefault(self.token, {}).setdefault(self.bundle, []).append(ref["track_id"])
-        yield ref["track_id"]
-
-
-def test_checks_are_spread_over_lanes():
-    """The step after SpreadTracks (the checks) gets one lane per worker, dealt by run order: a
-    runner that splits stages statically would otherwise give every check to one worker."""
-    refs = [{"track_id": f"t{i}", "order": i} for i in range(7)]
-    token = uuid.uuid4().hex
-    options = PipelineOptions(
-        ["--runner=FnApiRunner", "--direct_running_mode=multi_threading", "--direct_num_workers=3"]
-    )
-    with beam.Pipeline(options=options) as pipeline:
-        spread = pipeline | beam.Create(refs, reshuffle=False) | SpreadTracks(3)
-        checked = spread | beam.ParDo(_RecordBundles(token))
-        assert_that(checked, equal_to([r["track_id"] for r in refs]))
-    lanes = sorted(sorted(ids) for ids in _BUNDLES.pop(token).values())
-    assert lanes == [["t0", "t3", "t6"], ["t1", "t4"], ["t2", "t5"]]
-
-
-def test_spread_tracks_deals_by_run_order_through_lanes():
-    """DealToLanes deals round-robin by run order (what each worker of a static split gets), and
-    every reference comes out once; ``equal_to`` ignores order, so the lanes are checked on
-    the dealt groups themselves."""
-    refs = [{"track_id": f"t{i}", "order": i} for i in range(7)]
-    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
-        listed = pipeline | beam.Create(refs, reshuffle=False)
-        dealt = listed | "Deal" >> DealToLanes(3)
-        assert_that(
-            dealt | beam.Map(lambda kv: (kv[0], sorted(r["track_id"] for r in kv[1]))),
-            equal_to([(0, ["t0", "t3", "t6"]), (1, ["t1", "t4"]), (2, ["t2", "t5"])]),
-            label="DealtByLane",
-        )
-        spread = listed | "Spread" >> SpreadTracks(3)
-        assert_that(
-            spread | beam.Map(lambda ref: ref["track_id"]),
-            equal_to([r["track_id"] for r in refs]),
-            label="EveryRefOnce",
-        )
-    # SpreadTracks deals through DealToLanes (a SpreadTracks that passes references straight
-    # through would have no such step).
-    labels = set()
-    pipeline.visit(_Labels(labels))
-    assert "Spread/DealToLanes/GroupByLane" in labels
-
-
-class _Labels(PipelineVisitor):
-    def __init__(self, labels):
-        self.labels = labels
-
-    def enter_composite_transform(self, node):
-        self.labels.add(node.full_label)
+class _GroupByKeys(PipelineVisitor):
+    def __init__(self):
+        self.labels = []
 
     def visit_transform(self, node):
-        self.labels.add(node.full_label)
+        if isinstance(node.transform, beam.GroupByKey):
+            self.labels.append(node.full_label)
+
+
+def _group_by_keys(plan, refs):
+    options = PipelineOptions(["--runner=FnApiRunner"])
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, plan, refs)
+    found = _GroupByKeys()
+    pipeline.visit(found)
+    return found.labels
+
+
+def test_a_local_job_regroups_once_before_its_lanes_and_a_distributed_one_by_content(tmp_path):
+    """Each regrouping step is a stage of Beam's local runner (~40 ms on one core before the
+    first decode): a local job has one, dealing the shared queue to the lanes."""
+    plan = RunPlan(
+        run_id="r", storage_root=str(tmp_path), analyses=plan_analyses(ALL),
+        selected=["downsampled_audio"], lanes=2,
+    )  # fmt: skip
+    refs = [{"track_id": "t", "uri": str(tmp_path / "t.wav")}]
+    assert _group_by_keys(plan, refs) == ["GroupByLane"]
+    distributed = _group_by_keys(dataclasses.replace(plan, lanes=0), refs)
+    assert "GroupByContent" in distributed and "GroupByLane" not in distributed
+
+
+def test_a_local_job_checks_its_tracks_on_every_lane(tmp_path, catalog_tracks, monkeypatch):
+    """The checks (a content hash over each whole file) run on ``lanes`` threads at once."""
+    threads = set()
+    check = Engine.check
+
+    def slow_check(self, ref):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.05)  # long enough that one thread cannot take every track
+        return check(self, ref)
+
+    monkeypatch.setattr(Engine, "check", slow_check)
+    tracks = [catalog_tracks[k] for k in ("wav44", "flac48", "ogg32")]
+    results, _, _ = run_plan(tmp_path, tracks, ["downsampled_audio"])
+    assert set(statuses(results, "downsampled_audio").values()) == {"computed"}
+    assert len({name for name in threads if name.startswith("klio-check")}) == 2
 
 
 def test_plan_survives_json_round_trip():
