@@ -148,7 +148,14 @@ def ffmpeg_available() -> bool:
     return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 
 
-def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = None) -> SourceInfo:
+def probe(
+    path: str,
+    *,
+    track_id: str,
+    uri: str,
+    limits: DecodeLimits | None = None,
+    header: SourceInfo | None = None,
+) -> SourceInfo:
     """Read a file's header: container, codec, rate, channels, announced length.
 
     Parameters
@@ -159,6 +166,9 @@ def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = N
         Used in error messages (``uri`` is the file as the user knows it).
     limits : DecodeLimits, optional
         Checked against the header; defaults to :class:`DecodeLimits()`.
+    header : SourceInfo, optional
+        This file's header as :func:`read_header` read it earlier, the file unchanged since
+        (:mod:`klio_assets.worker.prehash`): only the limits are checked.
 
     Raises
     ------
@@ -166,9 +176,35 @@ def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = N
         Empty file, unknown format (and ffmpeg absent), no audio stream, or a header outside
         the limits.
     """
+    limits = limits or DecodeLimits()
+    info = header or read_header(path, track_id=track_id, uri=uri, timeout_s=limits.timeout_s)
+    _check_limits(info, limits, track_id=track_id, uri=uri)
+    return info
+
+
+def read_header(
+    path: str, *, track_id: str, uri: str, timeout_s: float, ffprobe: bool = True
+) -> SourceInfo:
+    """:func:`probe` without the limits: what the file's header and container say.
+
+    Parameters
+    ----------
+    path : str
+        Local path of the file.
+    track_id, uri : str
+        Used in error messages.
+    timeout_s : float
+        For ffprobe, where libsndfile cannot read the file.
+    ffprobe : bool
+        Ask ffprobe where libsndfile cannot read the file (False: a DecodeError then).
+
+    Raises
+    ------
+    DecodeError
+        Empty file, unknown format (and ffmpeg absent), no audio stream.
+    """
     import soundfile as sf  # noqa: PLC0415
 
-    limits = limits or DecodeLimits()
     try:
         size = os.path.getsize(path)
     except OSError as exc:
@@ -198,6 +234,10 @@ def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = N
             raise DecodeError(
                 track_id, uri, f"not audio: the file looks like {looks_like}"
             ) from exc
+        if not ffprobe:
+            raise DecodeError(
+                track_id, uri, f"libsndfile cannot read it ({sndfile_problem})"
+            ) from exc
         if not ffmpeg_available():
             raise DecodeError(
                 track_id,
@@ -210,11 +250,9 @@ def probe(path: str, *, track_id: str, uri: str, limits: DecodeLimits | None = N
             track_id=track_id,
             uri=uri,
             sndfile_problem=sndfile_problem,
-            timeout_s=limits.timeout_s,
+            timeout_s=timeout_s,
         )
-    info = _announced_by_container(path, info, track_id=track_id, uri=uri)
-    _check_limits(info, limits, track_id=track_id, uri=uri)
-    return info
+    return _announced_by_container(path, info, track_id=track_id, uri=uri)
 
 
 def _announced_by_container(path: str, info: SourceInfo, *, track_id: str, uri: str) -> SourceInfo:

@@ -265,7 +265,13 @@ class Engine:
                 with open_source(uri, self.plan.source_options) as path:
                     task["size_bytes"] = os.path.getsize(path)
                     task["content_hash"] = prehash.content_hash(path)
-                    info = audio_io.probe(path, track_id=track_id, uri=uri, limits=self.limits)
+                    info = audio_io.probe(
+                        path,
+                        track_id=track_id,
+                        uri=uri,
+                        limits=self.limits,
+                        header=prehash.header(path),
+                    )
                 task["info"] = info.to_dict()
                 task["cost"] = estimate_cost(task["info"], analyses=len(task["pending"]))
         except FileNotFoundError:

@@ -1,4 +1,4 @@
-"""Content hashes computed while a waiting worker process has nothing else to do.
+"""Content hashes and headers read while a waiting worker process has nothing else to do.
 
 A local ``klio-assets run`` starts its worker process ahead of the job
 (:mod:`klio_assets.worker.spare`): the worker imports Python, the engine and Beam in ~0.6 s,
@@ -6,10 +6,13 @@ then waits while the launcher imports Dagster, opens the instance and creates th
 a second more on one core. The other core would idle. The launcher therefore sends the
 waiting worker the sources of the tracks the catalog's ledger says have work left (a hint,
 never trusted for anything but which files to read first), and the worker hashes them in a
-background thread until its job arrives (:func:`start`, :func:`stop`). The job's existence
-check then takes the hash from here (:func:`content_hash`) instead of reading the file again.
+background thread until its job arrives (:func:`start`, :func:`stop`), and reads their
+headers (:func:`~klio_assets.worker.audio.read_header`: libsndfile opening the file, the
+container's own account of its length). The job's existence check then takes the hash
+(:func:`content_hash`) and the header (:func:`header`) from here instead of reading the file
+again; the header is still checked against the job's limits.
 
-A hash is only ever reused for the same file, unchanged: same device, inode, size,
+A hash or header is only ever reused for the same file, unchanged: same device, inode, size,
 modification and change time (``st_ctime`` cannot be set back by a user: any write moves
 it) before and after it was computed and when it is used, and a file changed within
 :data:`RECENT_S` of the early hash is left to the job. Anything else, or a file not
@@ -24,7 +27,9 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
+from klio_assets.worker.audio import SourceInfo, read_header
 from klio_assets.worker.storage import hash_file, is_remote, open_source
 
 #: A file's identity and state: ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``.
@@ -32,6 +37,7 @@ _Key = tuple[int, int, int, int, int]
 
 _lock = threading.Lock()
 _hashes: dict[str, tuple[_Key, str]] = {}
+_headers: dict[str, tuple[_Key, SourceInfo]] = {}
 _stop = threading.Event()
 _thread: threading.Thread | None = None
 _used = 0
@@ -90,11 +96,17 @@ def _hash_all(uris: Sequence[str]) -> None:
                     continue
                 digest = hash_file(path)
                 after = os.stat(path)
+                if _key(before) != _key(after):
+                    continue
+                with _lock:
+                    _hashes[path] = (_key(after), digest)
+                # one libsndfile cannot read (ffprobe's, or none) is left to the job
+                info = read_header(path, track_id="", uri=uri, timeout_s=0.0, ffprobe=False)
+                if _key(os.stat(path)) == _key(after):
+                    with _lock:
+                        _headers[path] = (_key(after), info)
         except Exception:  # the job's own check reports any problem
             continue
-        if _key(before) == _key(after):
-            with _lock:
-                _hashes[path] = (_key(after), digest)
 
 
 def content_hash(path: str) -> str:
@@ -112,18 +124,38 @@ def content_hash(path: str) -> str:
         ``blake3:<hex>``.
     """
     global _used
+    digest: str | None = _take(_hashes, path)
+    if digest is None:
+        return hash_file(path)
     with _lock:
-        known = _hashes.pop(path, None)
-    if known is not None:
-        try:
-            same = _key(os.stat(path)) == known[0]
-        except OSError:
-            same = False
-        if same:
-            with _lock:
-                _used += 1
-            return known[1]
-    return hash_file(path)
+        _used += 1
+    return digest
+
+
+def header(path: str) -> SourceInfo | None:
+    """The header read early of ``path`` (:func:`~klio_assets.worker.audio.read_header`),
+    if the file is the same and unchanged since; None otherwise (the job reads it then).
+
+    Parameters
+    ----------
+    path : str
+        A local path, as :func:`open_source` gave it.
+    """
+    info: SourceInfo | None = _take(_headers, path)
+    return info
+
+
+def _take(early: dict[str, tuple[_Key, Any]], path: str) -> Any:
+    """What was computed early for ``path``, if the file is unchanged since (once)."""
+    with _lock:
+        known = early.pop(path, None)
+    if known is None:
+        return None
+    try:
+        same = _key(os.stat(path)) == known[0]
+    except OSError:
+        same = False
+    return known[1] if same else None
 
 
 def prehashed() -> int:

@@ -8,9 +8,11 @@ import time
 
 import pytest
 
+from klio_assets.errors import DecodeError
 from klio_assets.worker import __main__ as worker_main
-from klio_assets.worker import prehash
+from klio_assets.worker import audio, prehash
 from klio_assets.worker.storage import hash_file
+from klio_assets_tests.support import synth
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +23,7 @@ def _fresh(monkeypatch):
         prehash._thread.join(10)
     monkeypatch.setattr(prehash, "_thread", None)
     monkeypatch.setattr(prehash, "_hashes", {})
+    monkeypatch.setattr(prehash, "_headers", {})
     monkeypatch.setattr(prehash, "_used", 0)
     monkeypatch.setattr(prehash, "RECENT_S", 0.2)
     yield
@@ -135,3 +138,51 @@ def test_the_waiting_worker_reads_hints_then_its_job(tmp_path):
     assert prehash._stop.is_set()
     assert sorted(prehash._hashes) == sorted(paths)
     assert worker_main.wait_for_job(io.StringIO("")) is None
+
+
+def _wait_headers(paths, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while len(prehash._headers) < len(paths) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(prehash._headers) == sorted(paths)
+
+
+def test_early_headers_are_used_for_the_unchanged_file_and_still_meet_the_limits(tmp_path):
+    """The header read early is what the job would read; the job's limits still apply."""
+    paths = [
+        synth.write(str(tmp_path / "a.flac"), synth.sine(440, 3.0, 44100), 44100),
+        synth.write(str(tmp_path / "b.ogg"), synth.sine(220, 2.0, 32000, channels=1), 32000),
+    ]
+    time.sleep(0.25)  # older than RECENT_S
+    assert prehash.start(paths)
+    _wait_headers(paths)
+    early = prehash.header(paths[0])
+    assert early == audio.read_header(paths[0], track_id="a", uri=paths[0], timeout_s=10)
+    assert early.frames == 3 * 44100 and early.container == "FLAC"
+    assert prehash.header(paths[0]) is None  # taken once
+    tight = audio.DecodeLimits(max_duration_s=1.0)
+    with pytest.raises(DecodeError, match="b.ogg"):
+        audio.probe(
+            paths[1], track_id="b", uri=paths[1], limits=tight, header=prehash.header(paths[1])
+        )
+
+
+def test_a_header_read_early_is_not_used_once_the_file_changed(tmp_path):
+    path = synth.write(str(tmp_path / "a.wav"), synth.sine(440, 2.0, 44100), 44100)
+    time.sleep(0.25)
+    prehash.start([path])
+    _wait_headers([path])
+    time.sleep(0.05)  # past the file clock's tick
+    synth.write(path, synth.sine(440, 1.0, 22050, channels=1), 22050)
+    assert prehash.header(path) is None
+    assert audio.probe(path, track_id="a", uri=path).frames == 22050
+
+
+def test_a_file_libsndfile_cannot_read_gets_no_early_header(tmp_path):
+    """Not audio, or audio only ffprobe reads: left to the job, which reports it."""
+    (path,) = _files(tmp_path, 1)
+    prehash.start([path])
+    _wait_hashed(1)
+    prehash.stop()
+    prehash._thread.join(10)
+    assert prehash.header(path) is None
