@@ -16,8 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
 
 from klio_assets.analyses import downsampled_audio, source_audio
-from klio_assets.worker.execution import estimate_cost
-from klio_assets.worker.execution import Engine
+from klio_assets.worker.execution import Engine, estimate_cost
 from klio_assets.worker.pipeline import build_pipeline, group_by_content, share_queue
 from klio_assets.worker.plan import Layout, RunPlan, plan_analyses
 from klio_assets.worker.storage import Storage

@@ -161,7 +161,7 @@ def test_early_headers_are_used_for_the_unchanged_file_and_still_meet_the_limits
     assert early.frames == 3 * 44100 and early.container == "FLAC"
     assert prehash.header(paths[0]) is None  # taken once
     tight = audio.DecodeLimits(max_duration_s=1.0)
-    with pytest.raises(DecodeError, match="b.ogg"):
+    with pytest.raises(DecodeError, match=r"b\.ogg"):
         audio.probe(
             paths[1], track_id="b", uri=paths[1], limits=tight, header=prehash.header(paths[1])
         )
