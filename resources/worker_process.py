@@ -76,7 +76,8 @@ class WorkerProcessJob:
             fh.writelines(json.dumps(dict(t)) + "\n" for t in tracks)
         self.command = [
             sys.executable, "-m", "klio_assets.worker", "--plan", plan_path,
-            "--tracks", tracks_path, "--inflight-dir", self.inflight_dir, *beam_args,
+            "--tracks", tracks_path, "--inflight-dir", self.inflight_dir, "--exit-when-done",
+            *beam_args,
         ]  # fmt: skip
         self._stderr_path = os.path.join(self.workdir, "stderr.log")
         self.proc: subprocess.Popen[bytes] | None = None

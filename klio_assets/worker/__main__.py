@@ -66,14 +66,9 @@ def _leave() -> None:
     leaves behind to wait out its stop grace, then tear every module down: 0.3-0.5 s after
     the job, which the launcher waits for on every run (``benchmarks/fixed_cost.py``).
     """
-    import logging  # noqa: PLC0415
-    import os  # noqa: PLC0415
-    import sys  # noqa: PLC0415
+    from klio_assets.worker.pipeline import exit_now  # noqa: PLC0415
 
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_now(0)
 
 
 if __name__ == "__main__":

@@ -342,3 +342,43 @@ def test_plan_survives_json_round_trip():
     )
     assert RunPlan.from_json(plan.to_json()) == plan
     assert json.loads(plan.to_json())["selected"] == ["downsampled_audio"]
+
+
+_STANDALONE = """
+import atexit, sys
+atexit.register(lambda: print("teardown", flush=True))
+from klio_assets.worker.pipeline import run
+run(sys.argv[1:])
+print("returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_a_worker_process_ends_once_every_track_has_its_result(tmp_path, catalog_tracks, early):
+    """``--exit-when-done``: the process ends as soon as the last result is written, before
+    Beam's runner stops its gRPC threads (and without the interpreter's teardown); every
+    result is there."""
+    root = str(tmp_path / "out")
+    plan = RunPlan(
+        run_id="r1", storage_root=root, analyses=plan_analyses(ALL),
+        selected=["downsampled_audio"], lanes=2,
+    )  # fmt: skip
+    tracks = [catalog_tracks[k] for k in ("wav44", "ogg32", "broken")]
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    (tmp_path / "tracks.jsonl").write_text(
+        "".join(json.dumps({"track_id": t.track_id, "uri": t.path}) + "\n" for t in tracks)
+    )
+    args = ["--plan", str(tmp_path / "plan.json"), "--tracks", str(tmp_path / "tracks.jsonl")]
+    args += ["--exit-when-done"] if early else []
+    done = subprocess.run(
+        [sys.executable, "-c", _STANDALONE, *args,
+         "--runner=FnApiRunner", "--direct_running_mode=multi_threading",
+         "--direct_num_workers=2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    storage = Storage(root)
+    folder = Layout(storage).results_folder("r1")
+    assert sorted(storage.list_names(folder)) == sorted(f"{t.track_id}.json" for t in tracks)
+    assert ("returned" in done.stdout) is not early
+    assert ("teardown" in done.stdout) is not early
