@@ -159,6 +159,8 @@ def run(
                     )
                 )
             _report(invocation, dry_run=dry_run, as_json=as_json, console=console)
+    if _local_worker(settings, dry_run=dry_run):
+        _start_worker_ahead(prehash)
     console = render.stderr_console()
     invocation = _materialize(
         settings,
@@ -172,7 +174,6 @@ def run(
         retry_failed=retry_failed,
         as_json=as_json,
         console=console,
-        prehash=prehash,
     )
     invocation.wall_seconds = round(time.perf_counter() - started, 3)
     _report(invocation, dry_run=dry_run, as_json=as_json, console=console)
@@ -191,19 +192,8 @@ def _materialize(
     retry_failed: bool,
     as_json: bool,
     console: Console,
-    prehash: Sequence[str] = (),
 ) -> Invocation:
-    """Plan the runs with Dagster, say what will run, launch them under a progress bar.
-
-    ``prehash``: sources the local worker process hashes while it waits for its job.
-    """
-    if _local_worker(settings, dry_run=dry_run):
-        # The local worker process imports Beam while this one imports Dagster and plans,
-        # then hashes the likely work's sources (klio_assets.worker.prehash).
-        from klio_assets.worker import spare  # noqa: PLC0415
-
-        spare.prestart()
-        spare.prehash(prehash)
+    """Plan the runs with Dagster, say what will run, launch them under a progress bar."""
     # Imports Dagster (~1.2 s): only here, past the all-done answer of `run`, which must not.
     from klio_assets.orchestration.materialize import execute_plan, plan_run  # noqa: PLC0415
 
@@ -283,6 +273,16 @@ def _report(
     report = RunReport.from_invocation(invocation, invocation.selected)
     render.print_run(report, dry_run=dry_run, as_json=as_json, console=console)
     sys.exit(1 if report.failures else 0)
+
+
+def _start_worker_ahead(prehash: Sequence[str]) -> None:
+    """Start the local worker process now, before this one imports SQLAlchemy and Dagster
+    and plans the run (~1 s on one core): it imports Beam meanwhile, then hashes the likely
+    work's sources and reads their headers (:mod:`klio_assets.worker.prehash`)."""
+    from klio_assets.worker import spare  # noqa: PLC0415
+
+    spare.prestart()
+    spare.prehash(prehash)
 
 
 def _catalog(settings: Settings) -> TrackCatalog:
