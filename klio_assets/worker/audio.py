@@ -185,14 +185,11 @@ def probe(
 def read_header(
     path: str, *, track_id: str, uri: str, timeout_s: float, ffprobe: bool = True
 ) -> SourceInfo:
-    """:func:`probe` without the limits: what the file's header and container say.
+    """:func:`probe` without the limits (``path``, ``track_id`` and ``uri`` as there): what
+    the file's header and container say.
 
     Parameters
     ----------
-    path : str
-        Local path of the file.
-    track_id, uri : str
-        Used in error messages.
     timeout_s : float
         For ffprobe, where libsndfile cannot read the file.
     ffprobe : bool

@@ -180,6 +180,15 @@ class _EngineDoFn(beam.DoFn):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self._inflight_dir, track_id))
 
+    def check(self, ref: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`Engine.check` of one track reference, marked in flight meanwhile."""
+        assert self.engine is not None
+        self.mark([ref["track_id"]])
+        try:
+            return self.engine.check(ref)
+        finally:
+            self.unmark(ref["track_id"])
+
     def setup(self) -> None:
         _limit_native_threads()
         self.engine = Engine(RunPlan.from_json(self._plan_json))
@@ -204,12 +213,7 @@ class CheckOutputs(_EngineDoFn):
     (the ``done`` output carries their IDs)."""
 
     def process(self, ref: dict[str, Any]) -> Iterator[Any]:
-        assert self.engine is not None
-        self.mark([ref["track_id"]])
-        try:
-            task = self.engine.check(ref)
-        finally:
-            self.unmark(ref["track_id"])
+        task = self.check(ref)
         if task["pending"]:
             yield task
         else:
@@ -231,12 +235,7 @@ class CheckAllOutputs(_EngineDoFn):
         self._lanes = max(1, lanes)
 
     def _check(self, ref: dict[str, Any]) -> dict[str, Any]:
-        assert self.engine is not None
-        self.mark([ref["track_id"]])
-        try:
-            task = self.engine.check(ref)
-        finally:
-            self.unmark(ref["track_id"])
+        task = self.check(ref)
         if not task["pending"]:
             self.write_result(track_result(task))
         return task
