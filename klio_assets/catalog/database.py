@@ -17,7 +17,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,11 @@ from klio_assets.errors import CatalogError
 from klio_assets.worker.records import SourceStat
 
 _METADATA = sa.MetaData()
+
+#: Attempts of a catalog write that lost a race to another run writing the same tracks
+#: (:meth:`TrackCatalog.replacing`).
+WRITE_ATTEMPTS = 5
+
 TRACKS = sa.Table(
     TRACKS_TABLE,
     _METADATA,
@@ -605,7 +610,8 @@ class TrackCatalog:
         the source each was computed from where ``source_stats`` has it."""
         done = [t for t in succeeded if t not in failed]
         now = time.time()
-        with self.engine.begin() as conn:
+
+        def write(conn: sa.Connection) -> None:
             for chunk in _chunks(done + list(failed)):
                 conn.execute(
                     FAILURES.delete().where(
@@ -639,6 +645,8 @@ class TrackCatalog:
                     ],
                 )
 
+        self.replacing(write)
+
     def record_features(
         self, asset: str, *, version: str, rows: Mapping[str, tuple[str, Mapping[str, Any]]]
     ) -> None:
@@ -649,30 +657,56 @@ class TrackCatalog:
         if not rows:
             return
         now = time.time()
-        with self.engine.begin() as conn:
-            _replace_rows(
-                conn,
-                FEATURES,
-                asset,
-                {
-                    t: {
-                        "version": version,
-                        "uri": uri,
-                        "fields": json.dumps(dict(fields), sort_keys=True, allow_nan=False),
-                        "updated_at": now,
-                    }
-                    for t, (uri, fields) in rows.items()
-                },
-            )
+        replaced = {
+            t: {
+                "version": version,
+                "uri": uri,
+                "fields": json.dumps(dict(fields), sort_keys=True, allow_nan=False),
+                "updated_at": now,
+            }
+            for t, (uri, fields) in rows.items()
+        }
+        self.replacing(lambda conn: _replace_rows(conn, FEATURES, asset, replaced))
 
     def mark_materialized(
         self, asset: str, *, version: str, run_id: str, track_ids: Sequence[str]
     ) -> None:
         """Enter ``track_ids`` in the ledger as materialized at ``version`` (e.g. found so in Dagster)."""
-        with self.engine.begin() as conn:
-            _enter_materialized(
-                conn, asset, version=version, run_id=run_id, track_ids=track_ids, now=time.time()
+        now = time.time()
+        self.replacing(
+            lambda conn: _enter_materialized(
+                conn, asset, version=version, run_id=run_id, track_ids=track_ids, now=now
             )
+        )
+
+    def replacing(self, write: Callable[[sa.Connection], None]) -> None:
+        """Run ``write`` in one transaction, again when it lost a race to another run.
+
+        Catalog writes replace a track's rows: delete, then insert. When two runs write the
+        same tracks at once (overlapping batches), PostgreSQL lets both deletes find nothing
+        and the second insert then fails on the first one's new row (a unique violation;
+        SQLite runs one writer at a time). Tried again, the write sees those rows committed
+        and replaces them, as it would have a moment later.
+
+        Parameters
+        ----------
+        write : callable
+            Does the writes on the connection it is given; may run more than once.
+
+        Raises
+        ------
+        sqlalchemy.exc.IntegrityError
+            Still, after :data:`WRITE_ATTEMPTS` attempts.
+        """
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as conn:
+                    write(conn)
+                return
+            except sa.exc.IntegrityError:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                time.sleep(0.01 * attempt)
 
     def not_materialized(
         self, asset: str, version: str, track_ids: Sequence[str] | None = None
@@ -778,10 +812,13 @@ class TrackCatalog:
 
     def set_state(self, key: str, value: Mapping[str, Any]) -> None:
         """Store the JSON document ``value`` under ``key`` (replacing it)."""
-        text = json.dumps(dict(value), sort_keys=True)
-        with self.engine.begin() as conn:
+        row = {"key": key, "value": json.dumps(dict(value), sort_keys=True)}
+
+        def write(conn: sa.Connection) -> None:
             conn.execute(STATE.delete().where(STATE.c.key == key))
-            conn.execute(STATE.insert(), [{"key": key, "value": text, "updated_at": time.time()}])
+            conn.execute(STATE.insert(), [{**row, "updated_at": time.time()}])
+
+        self.replacing(write)
 
     # -- the catalog as the CLI lists and edits it (`klio-assets tracks`, `remove`) ---------
 

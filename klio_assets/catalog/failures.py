@@ -237,8 +237,9 @@ def remember_failures(
         )
     from klio_assets.catalog.database import FAILURE_MEMORY  # noqa: PLC0415
 
-    with catalog.engine.begin() as conn:
-        ids = [row["track_id"] for row in rows]
+    ids = [row["track_id"] for row in rows]
+
+    def write(conn: Any) -> None:
         for start in range(0, len(ids), _CHUNK):
             conn.execute(
                 FAILURE_MEMORY.delete().where(
@@ -247,6 +248,8 @@ def remember_failures(
                 )
             )
         conn.execute(FAILURE_MEMORY.insert(), rows)
+
+    catalog.replacing(write)  # two runs failing on the same track at once
 
 
 def forget_failures(
