@@ -27,7 +27,14 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".${extras}"
+# The Beam the images run (docker/beam-worker.Dockerfile's BEAM_VERSION), whatever newer release
+# the index offers: tests and local runs use the Beam that deploys (klio_assets_tests/test_deploy.py).
+# A Beam upgrade is a change of its own: that ARG in both Dockerfiles, then this follows.
+beam=$(sed -n 's/^ARG BEAM_VERSION=//p' docker/beam-worker.Dockerfile)
+constraints=$(mktemp)
+trap 'rm -f "$constraints"' EXIT
+echo "apache-beam==${beam}" > "$constraints"
+.venv/bin/python -m pip install -q -e ".${extras}" -c "$constraints"
 # The model weights of speech_segments and note_events ship inside these packages; their own
 # dependencies (torch for silero-vad, an old TensorFlow for basic-pitch) are not needed to run
 # the ONNX models, so they are installed without them (the `models` extra has what is needed).
