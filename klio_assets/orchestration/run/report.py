@@ -40,14 +40,21 @@ from klio_assets.worker.plan import Layout, PlannedAnalysis
 from klio_assets.worker.records import AnalysisOutcome, Status, TrackResult
 from klio_assets.worker.storage import Storage
 
-#: Tracks waiting before their batch is reported (one Dagster event batch per asset).
-FLUSH_TRACKS = reporting.EVENT_BATCH_SIZE
-#: Seconds a track's result may wait before its batch is reported. Below the job's poll
-#: interval (1 s by default), so every poll that brings results reports them while the Beam job
-#: runs: only the last poll's tracks are left for after the job (at most one batch per poll;
-#: with pooled PostgreSQL connections a 1000-track run's bookkeeping went 0.72-0.78 -> 0.28-0.34
-#: ms/track, benchmarks/bookkeeping.py at 200k registered).
-FLUSH_INTERVAL_S = 0.5
+#: Tracks waiting that make a report due at the next poll of the job (1 s by default). A
+#: report costs ~13 ms of the launcher's CPU whatever its size (its Dagster transactions, the
+#: inputs' latest materializations, the catalog's writes), ~0.13 ms a track at this size; a
+#: fast job (hundreds of tracks a second) is still reported at every poll, so only the last
+#: poll's tracks are left for after the job (one report per poll instead of one per track took
+#: a 1000-track run's bookkeeping on pooled PostgreSQL connections from 0.72-0.78 to 0.28-0.34
+#: ms/track, ``benchmarks/bookkeeping.py`` at 200k registered). At most
+#: :data:`reporting.EVENT_BATCH_SIZE` tracks go in one Dagster event batch.
+FLUSH_TRACKS = 100
+#: Seconds a track's result may wait before its batch is reported: a slow job (a few tracks a
+#: second) is reported every third poll, so partitions still turn green while it runs, and at
+#: most 3 s of results are left for after it. Reported at every poll (0.5 s), a 1,000-track
+#: ``downsampled_audio`` run's launcher used 2.91-2.95 CPU-s, at 3 s 2.01-2.09 (100 reports
+#: against 33), CPU taken from the decoding lanes on a laptop.
+FLUSH_INTERVAL_S = 3.0
 #: Seconds between progress lines in the run's log.
 PROGRESS_LOG_INTERVAL_S = 15.0
 #: Outcome fields kept per track in the summary (``tracks_detail``).
