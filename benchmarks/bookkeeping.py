@@ -52,7 +52,7 @@ from klio_assets.resources.beam import BeamJob, BeamRunnerResource
 
 from klio_assets.catalog.database import TrackCatalog, get_catalog
 from klio_assets.orchestration import launch, reporting
-from klio_assets.orchestration import registration as tracks_module
+from klio_assets.orchestration import window as window_module
 from klio_assets.orchestration.launcher import ResultsChannel
 from klio_assets.orchestration.partitions import TRACKS
 from klio_assets.orchestration.registration import register_tracks
@@ -79,7 +79,7 @@ RUN_PHASES = [
 ]
 REGISTER_PHASES = [
     (TrackCatalog, "register", "catalog"),
-    (tracks_module, "add_track_partitions", "dagster_partitions"),
+    (window_module, "add_track_partitions", "dagster_partitions"),
 ]
 
 
