@@ -65,7 +65,8 @@ from klio_assets.worker.audio import DecodeLimits
 from klio_assets.worker.execution import Engine, track_result
 from klio_assets.worker.models import DEVICES
 from klio_assets.worker.plan import RunPlan
-from klio_assets.worker.records import AnalysisOutcome, Status, TrackResult
+from klio_assets.worker.records import TrackResult
+from klio_assets.worker.watchdog import AnalysisThread
 
 #: Pipeline options that set the per-track limits (see :class:`TrackLimitsOptions`), with the
 #: :class:`~klio_assets.worker.audio.DecodeLimits` field each one sets.
@@ -255,9 +256,22 @@ class AnalyzeTracks(_EngineDoFn):
     """Compute each group of identical sources once (or plan it, in a dry run), and report
     each track as soon as its group is done.
 
-    An element is one group, or a lane's :class:`WorkQueue` (``Balance`` on a local runner):
-    then the groups of the queue that no other lane has claimed yet.
+    An element is one group, or a lane's :class:`WorkQueue` (``ShareQueue`` on a local
+    runner): then the groups of the queue that no other lane has claimed yet. The groups run
+    on the lane's analysis thread, each within its time limit (:mod:`.watchdog`).
     """
+
+    _lane: AnalysisThread | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        assert self.engine is not None
+        self._lane = AnalysisThread(self.engine)
+
+    def teardown(self) -> None:
+        if self._lane is not None:
+            self._lane.close()
+        super().teardown()
 
     def process(self, element: list[dict[str, Any]] | WorkQueue) -> Iterator[str]:
         groups = element.claimed() if isinstance(element, WorkQueue) else [element]
@@ -270,7 +284,7 @@ class AnalyzeTracks(_EngineDoFn):
         if self.engine.plan.dry_run:
             results = self.engine.plan_group(group)
         else:
-            results = analyze_with_watchdog(self.engine, group)
+            results = analyze_with_watchdog(self.engine, group, self._lane)
             # counted here, in the DoFn's thread (Beam's metrics context), not in the worker
             # thread that loaded the model: loads per job are counted, not assumed
             MODEL_LOADS.inc(models.unreported_loads())
@@ -324,56 +338,33 @@ class WorkQueue:
                 yield group
 
 
-#: A group's analyses get this many times the decode limit (``timeout_s``) before the worker
-#: gives up on them: streamed analyses are already bounded by the decode deadline, whole-array
-#: ones run after the decode and get as long again.
-WATCHDOG_FACTOR = 2.0
+def analyze_with_watchdog(
+    engine: Engine, group: list[dict[str, Any]], lane: AnalysisThread | None = None
+) -> list[TrackResult]:
+    """:meth:`Engine.analyze` with a time limit, so that one stuck analysis cannot stall a batch
+    (:mod:`klio_assets.worker.watchdog`).
 
-
-def analyze_with_watchdog(engine: Engine, group: list[dict[str, Any]]) -> list[TrackResult]:
-    """:meth:`Engine.analyze` with a time limit, so that one stuck analysis cannot stall a batch.
-
-    A decoder that hangs is killed by its own deadline; an analysis can hang too (a helper
-    process that stops reading, a loop that never ends) and a Python thread cannot be killed.
-    The group then runs in a thread of its own; when it outlives ``WATCHDOG_FACTOR x
-    timeout_s``, its tracks' pending analyses are reported failed with that reason and the
-    worker moves on (the abandoned thread can only ever commit whole outputs).
+    Parameters
+    ----------
+    engine : Engine
+    group : list of dict
+    lane : AnalysisThread, optional
+        The lane's analysis thread (of ``engine``); None: a thread for this group alone.
 
     Returns
     -------
     list of TrackResult
-        One result per track of ``group``, as :meth:`Engine.analyze` returns them.
+        One result per track of ``group``, as :meth:`Engine.analyze` returns them; when the
+        group outlived ``WATCHDOG_FACTOR x timeout_s``, its tracks' pending analyses failed
+        with that reason, and the worker has moved on.
     """
-    limit = WATCHDOG_FACTOR * engine.limits.timeout_s
-    done: list[TrackResult] = []
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            done.extend(engine.analyze(group))
-        except BaseException as exc:  # re-raised in the DoFn's thread below
-            errors.append(exc)
-
-    thread = threading.Thread(target=work, name=f"klio-analyze-{group[0]['track_id']}", daemon=True)
-    thread.start()
-    thread.join(limit)
-    if thread.is_alive():
-        results = []
-        for task in group:
-            reason = (
-                f"track {task['track_id']!r}: {task['uri']}: analyses did not finish within "
-                f"{limit:g} s ({WATCHDOG_FACTOR:g} x timeout_s); the worker gave up on them"
-            )
-            result = track_result(task)
-            for name in task["pending"]:
-                result.analyses[name] = AnalysisOutcome(
-                    Status.FAILED, reason=reason, error="TrackTimeout", permanent=False
-                )
-            results.append(result)
-        return results
-    if errors:
-        raise errors[0]
-    return done
+    if lane is not None:
+        return lane.analyze(group)
+    alone = AnalysisThread(engine)
+    try:
+        return alone.analyze(group)
+    finally:
+        alone.close()
 
 
 def _group_cost(group: list[dict[str, Any]]) -> float:
