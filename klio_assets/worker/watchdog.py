@@ -16,6 +16,7 @@ group; measured side by side, five runs each). This module imports nothing from 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import queue
 import threading
 from collections.abc import Sequence
@@ -28,6 +29,9 @@ from klio_assets.worker.records import AnalysisOutcome, Status, TrackResult
 #: gives up on them: streamed analyses are already bounded by the decode deadline, whole-array
 #: ones run after the decode and get as long again.
 WATCHDOG_FACTOR = 2.0
+
+#: Numbers the analysis threads of a worker process (``klio-analyze-<n>``).
+_THREAD_NUMBERS = itertools.count(1)
 
 
 @dataclasses.dataclass
@@ -65,7 +69,7 @@ class AnalysisThread:
         limit = WATCHDOG_FACTOR * self.engine.limits.timeout_s
         if self._jobs is None:
             self._jobs = queue.SimpleQueue()
-            name = f"klio-analyze-{group[0]['track_id']}"
+            name = f"klio-analyze-{next(_THREAD_NUMBERS)}"
             threading.Thread(target=self._serve, args=(self._jobs,), name=name, daemon=True).start()
         job = _Job(group)
         self._jobs.put(job)
