@@ -284,7 +284,8 @@ class AnalyzeTracks(_EngineDoFn):
         if self.engine.plan.dry_run:
             results = self.engine.plan_group(group)
         else:
-            results = analyze_with_watchdog(self.engine, group, self._lane)
+            assert self._lane is not None
+            results = self._lane.analyze(group)
             # counted here, in the DoFn's thread (Beam's metrics context), not in the worker
             # thread that loaded the model: loads per job are counted, not assumed
             MODEL_LOADS.inc(models.unreported_loads())
@@ -336,35 +337,6 @@ class WorkQueue:
         for index, group in enumerate(self.groups):
             if self.claim(index):
                 yield group
-
-
-def analyze_with_watchdog(
-    engine: Engine, group: list[dict[str, Any]], lane: AnalysisThread | None = None
-) -> list[TrackResult]:
-    """:meth:`Engine.analyze` with a time limit, so that one stuck analysis cannot stall a batch
-    (:mod:`klio_assets.worker.watchdog`).
-
-    Parameters
-    ----------
-    engine : Engine
-    group : list of dict
-    lane : AnalysisThread, optional
-        The lane's analysis thread (of ``engine``); None: a thread for this group alone.
-
-    Returns
-    -------
-    list of TrackResult
-        One result per track of ``group``, as :meth:`Engine.analyze` returns them; when the
-        group outlived ``WATCHDOG_FACTOR x timeout_s``, its tracks' pending analyses failed
-        with that reason, and the worker has moved on.
-    """
-    if lane is not None:
-        return lane.analyze(group)
-    alone = AnalysisThread(engine)
-    try:
-        return alone.analyze(group)
-    finally:
-        alone.close()
 
 
 def _group_cost(group: list[dict[str, Any]]) -> float:
